@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Structs shared by every accel BPF program and mirrored by user space.
+ *
+ * Must stay in sync with src/maps/layout.ts. test/maps/layout.test.ts reads
+ * the BTF of the compiled objects and fails if sizes or offsets drift.
+ * Only fixed-width types and explicit padding: no bool, no implicit holes.
+ */
+#ifndef ACCEL_H
+#define ACCEL_H
+
+/*
+ * One direction of a TCP connection as seen by one of its sockets.
+ * Addresses are in network byte order, IPv4 stored as v4-mapped IPv6
+ * (::ffff:a.b.c.d) with family AF_INET, so that an AF_INET socket and an
+ * AF_INET6 socket talking over v4-mapped addresses produce equal keys.
+ * Ports are in host byte order. netns is the network namespace cookie:
+ * identical tuples in two namespaces never collide.
+ */
+struct accel_sock_key {
+	__u64 netns;
+	__u32 family;
+	__u32 local_port;
+	__u32 remote_port;
+	__u32 pad;
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+};
+
+/* A listening socket of the cgroup: where local peers connect to. ip is
+ * all zeros for a wildcard listener (0.0.0.0 or ::). */
+struct accel_listen_key {
+	__u64 netns;
+	__u32 port;
+	__u32 pad;
+	__u32 ip[4];
+};
+
+/* Runtime switches, one element of an ARRAY map, written by user space. */
+struct accel_config {
+	/* 0: sk_msg passes everything (used while detaching). */
+	__u32 redirect_enabled;
+	__u32 pad;
+};
+
+/* Per-socket state kept in socket-local storage by the sk_msg program. */
+struct accel_sock_state {
+	/* Set once a message of this socket went the normal TCP way: from then
+	 * on nothing is redirected, otherwise the peer could read later bytes
+	 * (redirected) before earlier ones (still in its TCP receive queue). */
+	__u32 tcp_only;
+	__u32 pad;
+};
+
+/* Indexes into the per-CPU counters array. */
+enum accel_counter {
+	ACCEL_CNT_SOCK_INSERTED = 0,
+	ACCEL_CNT_SOCK_INSERT_FAILED,
+	ACCEL_CNT_SOCK_SKIPPED_REMOTE,
+	ACCEL_CNT_SOCK_SKIPPED_PEER,
+	ACCEL_CNT_SOCK_SKIPPED_BYPASS,
+	ACCEL_CNT_SOCK_SKIPPED_DATA,
+	ACCEL_CNT_MSG_REDIRECTED,
+	ACCEL_CNT_BYTES_REDIRECTED,
+	ACCEL_CNT_MSG_PASSED,
+	ACCEL_CNT_BYTES_PASSED,
+	ACCEL_CNT_CONN_TCP_ONLY,
+	ACCEL_CNT_MAX,
+};
+
+#define ACCEL_SOCKHASH_MAX 65536
+#define ACCEL_BYPASS_MAX 64
+#define ACCEL_LISTENERS_MAX 4096
+
+#endif /* ACCEL_H */

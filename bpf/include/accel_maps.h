@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Every map of the local fast path. sockops.c and skmsg.c both include this
+ * file; user space pins each map under one directory per attachment
+ * (/sys/fs/bpf/accel/cgroup-<id>/<map name>) so that the second object
+ * loaded reuses the maps the first one created.
+ */
+#ifndef ACCEL_MAPS_H
+#define ACCEL_MAPS_H
+
+#include "accel.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, __u64);
+} accel_sock_hash SEC(".maps");
+
+/* Sockets of the cgroup that are, or are about to be, in accel_sock_hash
+ * (the peer of a newly established socket is checked here). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, __u32);
+} accel_members SEC(".maps");
+
+/* Listening sockets of the cgroup, with a count (SO_REUSEPORT groups). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ACCEL_LISTENERS_MAX);
+	__type(key, struct accel_listen_key);
+	__type(value, __u32);
+} accel_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ACCEL_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} accel_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct accel_config);
+} accel_config SEC(".maps");
+
+/* TCP ports (host order) whose connections never enter the fast path,
+ * for example a service that reads with splice(2). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ACCEL_BYPASS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} accel_bypass SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct accel_sock_state);
+} accel_sk_state SEC(".maps");
+
+static __always_inline void accel_count(enum accel_counter idx, __u64 n)
+{
+	__u32 key = idx;
+	__u64 *val = bpf_map_lookup_elem(&accel_counters, &key);
+
+	if (val)
+		*val += n; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline struct accel_config *accel_get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&accel_config, &zero);
+}
+
+#endif /* ACCEL_MAPS_H */

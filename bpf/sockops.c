@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * SOCK_OPS program attached to the service's cgroup. It puts a TCP socket of
+ * the cgroup into accel_sock_hash, keyed by its own view of the connection,
+ * when both ends of the connection are sockets of the cgroup on this host;
+ * skmsg.c then finds a socket's peer under the reversed key.
+ *
+ * Why both ends, never one: a socket in a SOCKHASH that receives bytes by
+ * the normal TCP path (its peer is not redirecting) reports FIONREAD == 0
+ * and misses wake-ups on kernels with commit 929e30f93125 (6.18.14+ and
+ * others). Keeping such sockets out of the map avoids that regression
+ * without the SK_SKB workaround, which has troubles of its own.
+ *
+ *  - A listening socket of the cgroup is recorded in accel_listeners.
+ *  - The connecting (active) side goes in only if its destination is a local
+ *    address on which the cgroup listens.
+ *  - The accepting (passive) side goes in only if its peer went in; if not,
+ *    a peer left behind is taken out again.
+ *  - Entries of closed sockets leave accel_members/accel_listeners on the
+ *    state change to TCP_CLOSE (the SOCKHASH drops them by itself).
+ */
+#include "accel_common.h"
+#include "accel_maps.h"
+#include "accel_key.h"
+
+#define TCP_CLOSE_STATE 7
+#define TCP_LISTEN_STATE 10
+
+static __always_inline int accel_port_bypassed(__u32 port)
+{
+	return bpf_map_lookup_elem(&accel_bypass, &port) != NULL;
+}
+
+static __always_inline void accel_listen_key(struct accel_listen_key *lk, const struct accel_sock_key *key,
+					     int remote)
+{
+	const __u32 *ip = remote ? key->remote_ip : key->local_ip;
+
+	__builtin_memset(lk, 0, sizeof(*lk));
+	lk->netns = key->netns;
+	lk->port = remote ? key->remote_port : key->local_port;
+	/* 0.0.0.0 (as ::ffff:0.0.0.0) and :: are both "any address". */
+	if (ip[0] | ip[1] | ip[3] || (ip[2] && ip[2] != bpf_htonl(0x0000ffff)))
+		accel_copy_ip(lk->ip, ip);
+}
+
+/* Is the destination of an outgoing connection a listener of the cgroup? */
+static __always_inline int accel_dest_listens(const struct accel_sock_key *key)
+{
+	struct accel_listen_key lk;
+
+	accel_listen_key(&lk, key, 1);
+	if (bpf_map_lookup_elem(&accel_listeners, &lk))
+		return 1;
+	__builtin_memset(lk.ip, 0, sizeof(lk.ip));
+	return bpf_map_lookup_elem(&accel_listeners, &lk) != NULL;
+}
+
+static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
+{
+	struct accel_sock_key key;
+	struct accel_listen_key lk;
+	__u32 one = 1, *count;
+
+	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
+		return;
+	accel_listen_key(&lk, &key, 0);
+	count = bpf_map_lookup_elem(&accel_listeners, &lk);
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	else
+		bpf_map_update_elem(&accel_listeners, &lk, &one, BPF_ANY);
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old_state)
+{
+	struct accel_sock_key key;
+
+	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
+		return;
+	if (old_state == TCP_LISTEN_STATE) {
+		struct accel_listen_key lk;
+		__u32 *count;
+
+		accel_listen_key(&lk, &key, 0);
+		count = bpf_map_lookup_elem(&accel_listeners, &lk);
+		if (count && __sync_fetch_and_add(count, -1) <= 1)
+			bpf_map_delete_elem(&accel_listeners, &lk);
+		return;
+	}
+	bpf_map_delete_elem(&accel_members, &key);
+}
+
+static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int passive)
+{
+	struct accel_sock_key key, peer;
+	__u32 one = 1;
+
+	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
+		return;
+	if (!accel_peer_is_local(&key)) {
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_REMOTE, 1);
+		return;
+	}
+	if (accel_port_bypassed(key.local_port) || accel_port_bypassed(key.remote_port)) {
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_BYPASS, 1);
+		return;
+	}
+	/* Data that already moved (TCP Fast Open carries it in the SYN) sits in
+	 * the normal queues; redirecting later bytes past it would reorder the
+	 * stream. Such a socket stays off the fast path, and so does its peer. */
+	if (skops->data_segs_out || skops->bytes_received) {
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_DATA, 1);
+		return;
+	}
+	if (passive) {
+		ACCEL_KEY_FROM_CTX(skops, &peer, 1, key.netns);
+		if (!bpf_map_lookup_elem(&accel_members, &peer)) {
+			/* The peer is not of the cgroup, or gave up on the fast
+			 * path (skmsg.c): if it sits in the map, take it out;
+			 * nothing was ever redirected to it. */
+			bpf_map_delete_elem(&accel_sock_hash, &peer);
+			accel_count(ACCEL_CNT_SOCK_SKIPPED_PEER, 1);
+			return;
+		}
+	} else if (!accel_dest_listens(&key)) {
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_PEER, 1);
+		return;
+	}
+
+	if (bpf_map_update_elem(&accel_members, &key, &one, BPF_ANY)) {
+		accel_count(ACCEL_CNT_SOCK_INSERT_FAILED, 1);
+		return;
+	}
+	if (bpf_sock_hash_update(skops, &accel_sock_hash, &key, BPF_NOEXIST)) {
+		/* A socket with a ULP (kTLS, MPTCP) is refused by the map: it
+		 * keeps the normal path, and so will its peer. */
+		bpf_map_delete_elem(&accel_members, &key);
+		accel_count(ACCEL_CNT_SOCK_INSERT_FAILED, 1);
+		return;
+	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	accel_count(ACCEL_CNT_SOCK_INSERTED, 1);
+}
+
+SEC("sockops")
+int accel_sockops(struct bpf_sock_ops *skops)
+{
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_LISTEN_CB:
+		accel_on_listen(skops);
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		accel_on_established(skops, 0);
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		accel_on_established(skops, 1);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (skops->args[1] == TCP_CLOSE_STATE)
+			accel_on_close(skops, skops->args[0]);
+		break;
+	default:
+		break;
+	}
+	return 1;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,87 @@
+/**
+ * Attaching programs: to a cgroup through a bpf_link (pinnable, and detached
+ * by the kernel if its last holder goes away before it is pinned), and to a
+ * sockmap/sockhash with BPF_PROG_ATTACH (the map holds the program).
+ */
+import fs from 'node:fs';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { describeErrno, errnoName } from './errno.js';
+import { closeFd } from './fd.js';
+import { type Handle, bpf, lastErrno } from './native.js';
+import { AttachType } from './uapi.js';
+
+/** Attach `program` to the cgroup directory and pin the link at `pinPath`.
+ * Until the pin exists the link lives only in this process: a crash before
+ * it detaches the program again. */
+export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath: string): void {
+  let cgFd: number;
+  try {
+    cgFd = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  } catch (err) {
+    throw new AccelError(ErrorCodes.CGROUP_NOT_FOUND, `cannot open cgroup ${cgroupPath}`, { cause: err });
+  }
+  try {
+    const link = bpf.attach_cgroup(program, cgFd);
+    if (!link) {
+      const errno = lastErrno();
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach to cgroup ${cgroupPath}: ${describeErrno(errno)}`, {
+        errno: errnoName(errno),
+      });
+    }
+    try {
+      const rc = bpf.link_pin(link, pinPath) as number;
+      if (rc < 0) {
+        throw new AccelError(ErrorCodes.BPFFS, `cannot pin link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+      }
+      bpf.link_disconnect(link);
+    } finally {
+      bpf.link_destroy(link); // closes our fd; a pinned link stays attached
+    }
+  } finally {
+    closeFd(cgFd);
+  }
+}
+
+/** Attach `program` to the cgroup for as long as the returned function is
+ * not called (used by the self-test, nothing pinned). */
+export function attachCgroupTemporary(program: Handle, cgroupPath: string): () => void {
+  const cgFd = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    const link = bpf.attach_cgroup(program, cgFd);
+    if (!link) {
+      const errno = lastErrno();
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach to cgroup ${cgroupPath}: ${describeErrno(errno)}`, {
+        errno: errnoName(errno),
+      });
+    }
+    return () => bpf.link_destroy(link);
+  } finally {
+    closeFd(cgFd);
+  }
+}
+
+export type MapAttachType = typeof AttachType.SK_MSG_VERDICT | typeof AttachType.SK_SKB_STREAM_VERDICT;
+
+export function attachToMap(progFd: number, mapFd: number, type: MapAttachType): void {
+  const rc = bpf.prog_attach(progFd, mapFd, type, 0) as number;
+  if (rc < 0) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach program to map: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+  }
+}
+
+/** Ids of the programs attached to a cgroup for `type`; empty if none. */
+export function queryCgroupPrograms(cgroupPath: string, type: number): number[] {
+  const cgFd = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    const ids = Buffer.alloc(4 * 64);
+    const flags = [0];
+    const count = [64];
+    const rc = bpf.prog_query(cgFd, type, 0, flags, ids, count) as number;
+    if (rc < 0) throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot query programs of ${cgroupPath}: ${describeErrno(-rc)}`);
+    const out: number[] = [];
+    for (let i = 0; i < (count[0] ?? 0); i++) out.push(ids.readUInt32LE(4 * i));
+    return out;
+  } finally {
+    closeFd(cgFd);
+  }
+}

@@ -1,0 +1,21 @@
+/** Numeric values from the kernel's uapi <linux/bpf.h> that accel uses. */
+export const ProgType = { SCHED_CLS: 3, SOCK_OPS: 13, SK_SKB: 14, SK_MSG: 16 } as const;
+export const MapType = { SOCKMAP: 15, SOCKHASH: 18, SK_STORAGE: 24 } as const;
+export const AttachType = {
+  CGROUP_SOCK_OPS: 3,
+  SK_SKB_STREAM_PARSER: 4,
+  SK_SKB_STREAM_VERDICT: 5,
+  SK_MSG_VERDICT: 7,
+} as const;
+export const Helper = {
+  sock_hash_update: 70,
+  msg_redirect_hash: 71,
+  sk_redirect_hash: 72,
+  sk_storage_get: 107,
+  get_netns_cookie: 122,
+  sk_assign: 124,
+} as const;
+export const LinkType = { CGROUP: 3 } as const;
+export const BPF_ANY = 0n;
+export const BPF_NOEXIST = 1n;
+export const BPF_EXIST = 2n;

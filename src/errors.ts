@@ -1,0 +1,67 @@
+/**
+ * Every error accel reports on purpose is an AccelError. Its `code` is part
+ * of the interface (scripts match on it) and never changes meaning; the
+ * message may be reworded. `cause` keeps the underlying error.
+ */
+export const ErrorCodes = {
+  USAGE: 'E_USAGE',
+  PERMISSION: 'E_PERMISSION',
+  CGROUP_NOT_FOUND: 'E_CGROUP_NOT_FOUND',
+  CGROUP_NOT_V2: 'E_CGROUP_NOT_V2',
+  CGROUP_ROOT: 'E_CGROUP_ROOT',
+  KERNEL_FEATURE: 'E_KERNEL_FEATURE',
+  BPFFS: 'E_BPFFS',
+  BPF_OBJECT: 'E_BPF_OBJECT',
+  BPF_LOAD: 'E_BPF_LOAD',
+  BPF_ATTACH: 'E_BPF_ATTACH',
+  BPF_MAP: 'E_BPF_MAP',
+  SELFTEST: 'E_SELFTEST',
+  NOT_ATTACHED: 'E_NOT_ATTACHED',
+  VERIFY: 'E_VERIFY',
+  EXEC: 'E_EXEC',
+  INTERNAL: 'E_INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Exit status per error code: 2 for bad input, 3 for the environment, 4 for
+ * a refused operation, 1 for anything unexpected. */
+const EXIT_STATUS: Record<ErrorCode, number> = {
+  E_USAGE: 2,
+  E_CGROUP_NOT_FOUND: 2,
+  E_CGROUP_NOT_V2: 2,
+  E_CGROUP_ROOT: 2,
+  E_PERMISSION: 3,
+  E_KERNEL_FEATURE: 3,
+  E_BPFFS: 3,
+  E_BPF_OBJECT: 3,
+  E_BPF_LOAD: 3,
+  E_BPF_ATTACH: 3,
+  E_BPF_MAP: 3,
+  E_EXEC: 3,
+  E_SELFTEST: 4,
+  E_NOT_ATTACHED: 4,
+  E_VERIFY: 4,
+  E_INTERNAL: 1,
+};
+
+export class AccelError extends Error {
+  readonly code: ErrorCode;
+  /** errno name (ENOENT, EPERM...) when a system call is behind it. */
+  readonly errno: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; errno?: string } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AccelError';
+    this.code = code;
+    this.errno = options.errno;
+  }
+
+  get exitStatus(): number {
+    return EXIT_STATUS[this.code];
+  }
+}
+
+export function isAccelError(err: unknown, code?: ErrorCode): err is AccelError {
+  return err instanceof AccelError && (code === undefined || err.code === code);
+}

@@ -1,0 +1,209 @@
+/**
+ * Attaching the fast path to a cgroup and detaching it, idempotently and
+ * recoverably. The order of attach makes a crash harmless: everything is
+ * loaded and pinned first, and the cgroup link, which makes the fast path
+ * live, is created and pinned last. A crash before that leaves only pins,
+ * which the next attach or detach removes.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
+import { attachCgroupPinned } from '../bpf/attach.js';
+import { closeFd, pin } from '../bpf/fd.js';
+import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
+import { type Cgroup, DEFAULT_CGROUP2_ROOT, resolveCgroup } from '../cgroup/cgroup.js';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { log } from '../log.js';
+import { FastPathMaps, MapNames } from '../maps/fastpath.js';
+import { requirePrivileges } from '../privileges.js';
+import { failpoint } from './failpoint.js';
+import { Programs, loadFastPath } from './objects.js';
+import { PinNames, inspectAttachment, openMapPins, pinDirFor, pinRoot } from './pins.js';
+import { type SelfTestResult, runSelfTest } from './selftest.js';
+
+export interface CommonOptions {
+  bpffs: string;
+  bpfDir: string;
+}
+
+export interface AttachOptions extends CommonOptions {
+  cgroup: string;
+  skipSelftest: boolean;
+  bypassPorts: number[];
+  /** Parent of the self-test's throwaway cgroup. */
+  selftestParent?: string;
+  /** Test seam: the kernel feature probe. */
+  prober?: Prober;
+}
+
+export interface AttachResult {
+  cgroup: Cgroup;
+  pinDir: string;
+  alreadyAttached: boolean;
+  recovered: string | null;
+  withSkskb: boolean;
+  selftest: SelfTestResult[];
+}
+
+export function requireKernelFeatures(prober: Prober = probeFastPathFeatures): void {
+  const missing = prober()
+    .filter((f) => !f.present)
+    .map((f) => f.name);
+  if (missing.length) {
+    throw new AccelError(ErrorCodes.KERNEL_FEATURE, `this kernel lacks what the fast path needs: ${missing.join(', ')}`);
+  }
+}
+
+function validatePorts(ports: number[]): void {
+  for (const p of ports) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new AccelError(ErrorCodes.USAGE, `invalid port ${p}: expected 1-65535`);
+  }
+}
+
+/** Everything that must hold before anything is touched. */
+function preflight(options: CommonOptions & { cgroup: string; prober?: Prober }): Cgroup {
+  requirePrivileges();
+  const cg = resolveCgroup(options.cgroup);
+  requireKernelFeatures(options.prober);
+  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o']) {
+    if (!fs.existsSync(path.join(options.bpfDir, file))) {
+      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(options.bpfDir, file)} is missing (run npm run build)`);
+    }
+  }
+  ensureBpffs(options.bpffs);
+  return cg;
+}
+
+/** Plain SK_MSG first; the SK_SKB readiness workaround only if that fails. */
+async function chooseSetup(options: AttachOptions): Promise<{ withSkskb: boolean; results: SelfTestResult[] }> {
+  const results: SelfTestResult[] = [];
+  for (const withSkskb of [false, true]) {
+    const r = await runSelfTest({ bpfDir: options.bpfDir, withSkskb, cgroupRoot: options.selftestParent ?? DEFAULT_CGROUP2_ROOT });
+    results.push(r);
+    for (const c of r.checks.filter((c) => !c.ok)) {
+      log.warn(`self-test${withSkskb ? ' (with the SK_SKB workaround)' : ''}: ${c.name}: ${c.error}${c.severity === 'warning' ? ' [known kernel defect]' : ''}`);
+    }
+    if (r.ok) return { withSkskb, results };
+  }
+  const failed = results.flatMap((r) => r.checks.filter((c) => !c.ok && c.severity === 'fatal').map((c) => c.name));
+  throw new AccelError(
+    ErrorCodes.SELFTEST,
+    `the fast path is not safe on this kernel (self-test failed: ${[...new Set(failed)].join('; ')}); nothing was attached (--skip-selftest overrides)`,
+  );
+}
+
+export async function attach(options: AttachOptions): Promise<AttachResult> {
+  validatePorts(options.bypassPorts);
+  const cg = preflight(options);
+  const dir = pinDirFor(options.bpffs, cg.id);
+  const state = inspectAttachment(dir, cg.id);
+  if (state.kind === 'complete') {
+    withMaps(dir, (maps) => maps.setBypassPorts(options.bypassPorts));
+    log.info(`already attached to ${cg.path}; bypass ports set to [${options.bypassPorts.join(', ')}]`);
+    return { cgroup: cg, pinDir: dir, alreadyAttached: true, recovered: null, withSkskb: state.withSkskb, selftest: [] };
+  }
+  let recovered: string | null = null;
+  if (state.kind === 'partial') {
+    recovered = state.reason;
+    log.warn(`removing an incomplete attachment of ${cg.path}: ${state.reason}`);
+    removePinDir(dir);
+  }
+
+  const setup = options.skipSelftest ? { withSkskb: false, results: [] } : await chooseSetup(options);
+  failpoint('attach-after-selftest');
+
+  makePinDir(dir);
+  const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts });
+  try {
+    for (const [name, fd] of Object.entries(loaded.mapFds)) pin(fd, path.join(dir, name));
+    pin(loaded.sockops.programFd(Programs.sockops), path.join(dir, PinNames.progSockops));
+    pin(loaded.skmsg.programFd(Programs.skmsg), path.join(dir, PinNames.progSkmsg));
+    if (loaded.skskb) pin(loaded.skskb.programFd(Programs.skskbPass), path.join(dir, PinNames.progSkskb));
+    failpoint('attach-before-link');
+    attachCgroupPinned(loaded.sockops.program(Programs.sockops), cg.path, path.join(dir, PinNames.link));
+    failpoint('attach-after-link');
+  } catch (err) {
+    removePinDir(dir);
+    removeEmptyPinRoot(options.bpffs);
+    throw err;
+  } finally {
+    loaded.close();
+  }
+  log.info(`attached to ${cg.path} (pins in ${dir}${setup.withSkskb ? ', with the SK_SKB readiness workaround' : ''})`);
+  return { cgroup: cg, pinDir: dir, alreadyAttached: false, recovered, withSkskb: setup.withSkskb, selftest: setup.results };
+}
+
+/** Run `fn` with typed views of the maps pinned in `dir`. */
+export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
+  const fds = openMapPins(dir);
+  try {
+    const need = (name: string) => {
+      const fd = fds[name];
+      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
+      return fd;
+    };
+    return fn(
+      new FastPathMaps({
+        sockHash: need(MapNames.sockHash),
+        counters: need(MapNames.counters),
+        config: need(MapNames.config),
+        bypass: need(MapNames.bypass),
+        members: need(MapNames.members),
+        listeners: need(MapNames.listeners),
+      }),
+    );
+  } finally {
+    Object.values(fds).forEach(closeFd);
+  }
+}
+
+export interface DetachOptions extends CommonOptions {
+  cgroup: string;
+  /** How long sockets stay in the map after the cgroup link is gone, so
+   * readers can take bytes already redirected to them. */
+  drainMs: number;
+}
+
+export interface DetachResult {
+  cgroup: Cgroup;
+  pinDir: string;
+  wasAttached: boolean;
+}
+
+/**
+ * Detach: first the cgroup link (no new socket enters the map), then, after
+ * the drain time, every pin; the maps and programs go with their last
+ * reference and the kernel returns the sockets to the normal TCP path.
+ */
+export async function detach(options: DetachOptions): Promise<DetachResult> {
+  const cg = preflight({ ...options, prober: () => [] });
+  const dir = pinDirFor(options.bpffs, cg.id);
+  if (!fs.existsSync(dir)) {
+    log.info(`nothing attached to ${cg.path}`);
+    return { cgroup: cg, pinDir: dir, wasAttached: false };
+  }
+  const linkPin = path.join(dir, PinNames.link);
+  if (fs.existsSync(linkPin)) {
+    fs.rmSync(linkPin);
+    failpoint('detach-after-link');
+    const sockets = fs.existsSync(path.join(dir, MapNames.sockHash)) ? withMaps(dir, (m) => m.socketCount()) : 0;
+    if (sockets > 0 && options.drainMs > 0) {
+      log.info(`sockops detached; ${sockets} sockets leave the fast path in ${options.drainMs} ms`);
+      await sleep(options.drainMs);
+    }
+  }
+  removePinDir(dir);
+  removeEmptyPinRoot(options.bpffs);
+  log.info(`detached from ${cg.path}`);
+  return { cgroup: cg, pinDir: dir, wasAttached: true };
+}
+
+/** The accel/ directory under bpffs goes with its last attachment. */
+function removeEmptyPinRoot(bpffs: string): void {
+  try {
+    fs.rmdirSync(pinRoot(bpffs));
+  } catch {
+    /* other attachments remain, or already gone */
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The fast path's BPF objects and how they are loaded: sockops.bpf.o first
+ * (it creates every map), then skmsg.bpf.o, which uses the same maps, then,
+ * when the readiness workaround is wanted, skskb_pass.bpf.o. The programs
+ * are attached to the SOCKHASH here; attaching sockops to a cgroup is the
+ * caller's last step (it makes the fast path live).
+ */
+import path from 'node:path';
+import { attachToMap } from '../bpf/attach.js';
+import { BpfObject } from '../bpf/object.js';
+import { AttachType } from '../bpf/uapi.js';
+import { FastPathMaps, MapNames } from '../maps/fastpath.js';
+
+export const Programs = {
+  sockops: 'accel_sockops',
+  skmsg: 'accel_skmsg',
+  skskbPass: 'accel_skskb_pass',
+} as const;
+
+export interface FastPathSettings {
+  /** Attach the no-op stream verdict (readiness workaround). */
+  withSkskb: boolean;
+  bypassPorts: number[];
+}
+
+export interface LoadedFastPath {
+  sockops: BpfObject;
+  skmsg: BpfObject;
+  skskb: BpfObject | null;
+  maps: FastPathMaps;
+  /** Every named map of the attachment by name. */
+  mapFds: Record<string, number>;
+  close(): void;
+}
+
+export function loadFastPath(bpfDir: string, settings: FastPathSettings): LoadedFastPath {
+  const opened: BpfObject[] = [];
+  const load = (file: string, reuseMaps?: Record<string, number>) => {
+    const obj = BpfObject.load(path.join(bpfDir, file), reuseMaps ? { reuseMaps } : {});
+    opened.push(obj);
+    return obj;
+  };
+  try {
+    const sockops = load('sockops.bpf.o');
+    const mapFds = sockops.maps();
+    const skmsg = load('skmsg.bpf.o', mapFds);
+    Object.assign(mapFds, skmsg.maps());
+    const skskb = settings.withSkskb ? load('skskb_pass.bpf.o') : null;
+    const fd = (name: string) => mapFds[name] ?? -1;
+    const maps = new FastPathMaps({
+      sockHash: fd(MapNames.sockHash),
+      counters: fd(MapNames.counters),
+      config: fd(MapNames.config),
+      bypass: fd(MapNames.bypass),
+      members: fd(MapNames.members),
+      listeners: fd(MapNames.listeners),
+    });
+    maps.setBypassPorts(settings.bypassPorts);
+    maps.setConfig({ redirectEnabled: true });
+    attachToMap(skmsg.programFd(Programs.skmsg), maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
+    if (skskb) attachToMap(skskb.programFd(Programs.skskbPass), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
+    return { sockops, skmsg, skskb, maps, mapFds, close: () => opened.forEach((o) => o.close()) };
+  } catch (err) {
+    opened.forEach((o) => o.close());
+    throw err;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Typed views of the fast-path maps, opened by fd (from pins or from a
+ * freshly loaded object).
+ */
+import { keys, lookup, lookupPercpuSum, update, remove } from '../bpf/map.js';
+import { COUNTERS, type Counters, ConfigLayout, type FastPathConfig, ListenKeyLayout, SockKeyLayout, type SockKey, decodeConfig, decodeSockKey, encodeConfig } from './layout.js';
+
+export const MapNames = {
+  sockHash: 'accel_sock_hash',
+  counters: 'accel_counters',
+  config: 'accel_config',
+  bypass: 'accel_bypass',
+  sockState: 'accel_sk_state',
+  members: 'accel_members',
+  listeners: 'accel_listeners',
+} as const;
+
+export interface FastPathFds {
+  sockHash: number;
+  counters: number;
+  config: number;
+  bypass: number;
+  members: number;
+  listeners: number;
+}
+
+const ZERO_KEY = Buffer.alloc(4);
+
+export class FastPathMaps {
+  constructor(readonly fds: FastPathFds) {}
+
+  /** Keys of the sockets currently in the SOCKHASH. */
+  sockets(limit?: number): SockKey[] {
+    return keys(this.fds.sockHash, SockKeyLayout.size, limit).map(decodeSockKey);
+  }
+
+  socketCount(): number {
+    return keys(this.fds.sockHash, SockKeyLayout.size).length;
+  }
+
+  memberCount(): number {
+    return keys(this.fds.members, SockKeyLayout.size).length;
+  }
+
+  listenerCount(): number {
+    return keys(this.fds.listeners, ListenKeyLayout.size).length;
+  }
+
+  counters(): Counters {
+    const out = {} as Counters;
+    COUNTERS.forEach((name, i) => {
+      out[name] = lookupPercpuSum(this.fds.counters, i);
+    });
+    return out;
+  }
+
+  config(): FastPathConfig {
+    const b = lookup(this.fds.config, ZERO_KEY, ConfigLayout.size);
+    return b ? decodeConfig(b) : { redirectEnabled: false };
+  }
+
+  setConfig(c: FastPathConfig): void {
+    update(this.fds.config, ZERO_KEY, encodeConfig(c));
+  }
+
+  bypassPorts(): number[] {
+    return keys(this.fds.bypass, 4)
+      .map((k) => k.readUInt32LE(0))
+      .sort((a, b) => a - b);
+  }
+
+  /** Make the bypass set exactly `ports`. */
+  setBypassPorts(ports: number[]): void {
+    const wanted = new Set(ports);
+    for (const port of this.bypassPorts()) {
+      if (!wanted.has(port)) remove(this.fds.bypass, u32(port));
+    }
+    for (const port of wanted) update(this.fds.bypass, u32(port), u32(1));
+  }
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}

@@ -1,0 +1,12 @@
+/** Where accel finds its build products and where it pins. */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The package root (this file is dist/src/paths.js once compiled). */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const DEFAULT_BPF_DIR = process.env.ACCEL_BPF_DIR ?? path.join(PACKAGE_ROOT, 'build', 'bpf');
+export const SOCKPROBE = process.env.ACCEL_SOCKPROBE ?? path.join(PACKAGE_ROOT, 'build', 'sockprobe');
+export const DEFAULT_BPFFS = '/sys/fs/bpf';
+/** Every attachment pins below <bpffs>/accel. */
+export const PIN_SUBDIR = 'accel';

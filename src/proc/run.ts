@@ -1,0 +1,125 @@
+/**
+ * The one place that runs other programs (execa): iproute2, helpers started
+ * inside a cgroup. Failures become E_EXEC errors carrying the command's
+ * stderr.
+ */
+import { execa, type ResultPromise } from 'execa';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { log } from '../log.js';
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export interface Placement {
+  /** Start the program inside this cgroup (path of its cgroup.procs). */
+  cgroupProcs?: string;
+  /** Start the program inside this named network namespace. */
+  netns?: string;
+}
+
+/** The command line that starts `file args` at `where`: a shell writes its own
+ * pid to cgroup.procs, then execs the program, so every socket it makes
+ * belongs to that cgroup; nsenter (which, unlike `ip netns exec`, keeps
+ * /sys and so bpffs) enters the namespace. */
+function placed(file: string, args: string[], where: Placement): [string, string[]] {
+  let cmd = file;
+  let argv = args;
+  if (where.netns) {
+    argv = [`--net=/run/netns/${where.netns}`, '--', cmd, ...argv];
+    cmd = 'nsenter';
+  }
+  if (where.cgroupProcs) {
+    argv = ['-c', 'echo $$ > "$0" && exec "$@"', where.cgroupProcs, cmd, ...argv];
+    cmd = 'sh';
+  }
+  return [cmd, argv];
+}
+
+export interface RunOptions extends Placement {
+  /** Do not throw on a non-zero exit; return it. */
+  allowFailure?: boolean;
+  input?: string;
+  timeoutMs?: number;
+  env?: Record<string, string>;
+}
+
+export async function run(program: string, programArgs: string[], options: RunOptions = {}): Promise<RunResult> {
+  const [file, args] = placed(program, programArgs, options);
+  log.debug(`exec ${file} ${args.join(' ')}`);
+  const result = await execa(file, args, {
+    reject: false,
+    ...(options.input !== undefined ? { input: options.input } : { stdin: 'ignore' as const }),
+    ...(options.timeoutMs ? { timeout: options.timeoutMs } : {}),
+    ...(options.env ? { env: options.env } : {}),
+  });
+  const out: RunResult = { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? ''), exitCode: result.exitCode ?? -1 };
+  if (result.failed && !options.allowFailure) {
+    const why = result.timedOut ? 'timed out' : (out.stderr.trim().split('\n').pop() ?? `exit ${out.exitCode}`);
+    throw new AccelError(ErrorCodes.EXEC, `${file} ${args.join(' ')}: ${why || `exit ${out.exitCode}`}`, { cause: result });
+  }
+  return out;
+}
+
+export interface Spawned {
+  pid: number;
+  /** Resolves when the process ends (never rejects); stdout holds every line. */
+  done: Promise<RunResult>;
+  /** Resolves with the first stdout line matching, or null if the process
+   * ended without printing one. */
+  waitForLine(match: (line: string) => boolean): Promise<string | null>;
+  kill(signal?: NodeJS.Signals): void;
+  write(text: string): void;
+}
+
+/** Start a long-running program, placed like run() places it. */
+export function spawn(program: string, programArgs: string[], options: Placement & { env?: Record<string, string> } = {}): Spawned {
+  const [cmd, argv] = placed(program, programArgs, options);
+  log.debug(`spawn ${cmd} ${argv.join(' ')}`);
+  const child: ResultPromise = execa(cmd, argv, {
+    reject: false,
+    stdin: 'pipe',
+    lines: true,
+    ...(options.env ? { env: options.env } : {}),
+  });
+  const lines: string[] = [];
+  const waiters: { match: (l: string) => boolean; resolve: (l: string | null) => void }[] = [];
+  child.stdout?.setEncoding('utf8');
+  let partial = '';
+  child.stdout?.on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) {
+      lines.push(line);
+      for (const w of [...waiters]) {
+        if (w.match(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  });
+  const done = child.then((r) => {
+    if (partial) lines.push(partial);
+    for (const w of waiters.splice(0)) w.resolve(lines.find(w.match) ?? null);
+    const stderr = Array.isArray(r.stderr) ? r.stderr.join('\n') : String(r.stderr ?? '');
+    return { stdout: lines.join('\n'), stderr, exitCode: r.exitCode ?? (r.signal ? 128 : -1) };
+  });
+  return {
+    pid: child.pid ?? -1,
+    done,
+    waitForLine: (match) => {
+      const seen = lines.find(match);
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve) => waiters.push({ match, resolve }));
+    },
+    kill: (signal: NodeJS.Signals = 'SIGTERM') => {
+      child.kill(signal);
+    },
+    write: (text: string) => {
+      child.stdin?.write(text);
+    },
+  };
+}

@@ -775,10 +775,77 @@ static int cmd_many(void)
 	return failed ? 1 : 0;
 }
 
+/* Round trips of --sizes bytes (first size) over one connection; the
+ * client reports the latency percentiles in microseconds. */
+static int recv_full(int fd, uint8_t *buf, size_t n)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		ssize_t r = recv(fd, buf + off, n - off, 0);
+
+		if (r <= 0)
+			return -1;
+		off += r;
+	}
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int cmd_pingpong(void)
+{
+	int lfd = make_listener(o.port), sfd, cfd, status = 0, count = o.sequential ? o.sequential : 10000, i;
+	size_t size = strtoull(o.sizes, NULL, 0) ?: 64;
+	uint8_t *buf = calloc(1, size);
+	pid_t pid;
+
+	cfd = connect_to(o.family == 6 ? "::1" : "127.0.0.1", local_port(lfd));
+	sfd = accept(lfd, NULL, NULL);
+	close(lfd);
+	pid = fork();
+	if (pid == 0) { /* echo side */
+		close(cfd);
+		while (recv_full(sfd, buf, size) == 0)
+			if (send(sfd, buf, size, MSG_NOSIGNAL) != (ssize_t)size)
+				break;
+		_exit(0);
+	}
+	close(sfd);
+	strcpy(side_name, "pingpong");
+	double *lat = calloc(count, sizeof(double)), t0 = now_ms();
+	int one = 1;
+
+	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	for (i = 0; i < count; i++) {
+		double t = now_ms();
+
+		memset(buf, i & 0xff, size);
+		if (send(cfd, buf, size, MSG_NOSIGNAL) != (ssize_t)size || recv_full(cfd, buf, size))
+			die("round trip", errno);
+		if (buf[0] != (i & 0xff) || buf[size - 1] != (i & 0xff))
+			die("echo content", EIO);
+		lat[i] = (now_ms() - t) * 1000.0;
+	}
+	double total = now_ms() - t0;
+
+	shutdown(cfd, SHUT_WR);
+	waitpid(pid, &status, 0);
+	qsort(lat, count, sizeof(double), cmp_double);
+	emit("{\"side\":\"pingpong\",\"ok\":true,\"count\":%d,\"size\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f,\"ms\":%.1f}", count,
+	     size, lat[count / 2], lat[(int)(count * 0.99)], total);
+	return 0;
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: sockprobe pair|server|client|many [--host H] [--port P] [--family 4|6|46]\n"
+		"usage: sockprobe pair|server|client|many|pingpong [--host H] [--port P] [--family 4|6|46]\n"
 		"  [--reader blocking|poll|epoll|epoll-et|fionread|peek|splice] [--back-reader R]\n"
 		"  [--bytes N] [--back N] [--hold-read]\n"
 		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--pace-us N] [--rst] [--seed N]\n"
@@ -856,5 +923,7 @@ int main(int argc, char **argv)
 		return cmd_client();
 	if (!strcmp(o.cmd, "many"))
 		return cmd_many();
+	if (!strcmp(o.cmd, "pingpong"))
+		return cmd_pingpong();
 	usage();
 }

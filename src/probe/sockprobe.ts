@@ -16,6 +16,9 @@ export interface ProbeSide {
   error?: string | null;
   connections?: number;
   failed?: number;
+  count?: number;
+  p50_us?: number;
+  p99_us?: number;
 }
 
 export interface ProbeResult {

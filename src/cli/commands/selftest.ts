@@ -1,0 +1,24 @@
+import type { Command } from 'commander';
+import { runSelfTest } from '../../fastpath/selftest.js';
+import { requirePrivileges } from '../../privileges.js';
+import { ensureBpffs } from '../../bpf/bpffs.js';
+import { DEFAULT_CGROUP2_ROOT } from '../../cgroup/cgroup.js';
+import { AccelError, ErrorCodes } from '../../errors.js';
+import type { GlobalOptions } from '../options.js';
+import { print, printJson } from '../output.js';
+
+export function registerSelftest(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command('selftest')
+    .description('run the kernel self-test that attach runs, in a throwaway child cgroup, and report each check')
+    .option('--workaround', 'test with the SK_SKB readiness workaround', false)
+    .option('--json', 'print as JSON', false)
+    .action(async (opts: { workaround: boolean; json: boolean }) => {
+      requirePrivileges();
+      ensureBpffs(globals().bpffs);
+      const r = await runSelfTest({ bpfDir: globals().bpfDir, withSkskb: opts.workaround, cgroupRoot: DEFAULT_CGROUP2_ROOT });
+      if (opts.json) printJson(r);
+      else for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
+      if (!r.ok) throw new AccelError(ErrorCodes.SELFTEST, 'the self-test failed');
+    });
+}

@@ -1,0 +1,37 @@
+import type { Command } from 'commander';
+import { AccelError, ErrorCodes } from '../../errors.js';
+import { BPFTRACE_HINT, verify } from '../../fastpath/verify.js';
+import type { GlobalOptions } from '../options.js';
+import { print, printJson, table } from '../output.js';
+
+export function registerVerify(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command('verify')
+    .description('show that the fast path engaged on live connections (from the map and counters; --probe adds a test transfer)')
+    .option('--cgroup <path>', 'only this cgroup')
+    .option('--probe', 'also run a short transfer inside the cgroup and check that its bytes took the fast path', false)
+    .option('--json', 'print as JSON', false)
+    .action(async (opts: { cgroup?: string; probe: boolean; json: boolean }) => {
+      const reports = await verify({ bpffs: globals().bpffs, probe: opts.probe, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
+      if (opts.json) printJson({ reports });
+      else {
+        for (const r of reports) {
+          print(`${r.cgroupPath ?? '(removed cgroup)'}: fast path ${r.engaged ? 'ENGAGED' : 'NOT engaged'}`);
+          print(
+            table([
+              ['sockets in map', r.socketsInMap],
+              ['connections with both ends in map', r.engagedConnections.length],
+              ['messages redirected', r.messagesRedirected],
+              ['bytes redirected', r.bytesRedirected],
+              ...(r.probe
+                ? ([['probe', r.probe.ok ? `${r.probe.bytesRedirectedDelta} of ${r.probe.bytes} bytes redirected` : `failed: ${r.probe.error}`]] as [string, string][])
+                : []),
+            ]),
+          );
+          for (const c of r.engagedConnections.slice(0, 20)) print(`    ${c}`);
+        }
+        print(`On hosts with kprobes, this shows each socket as it joins the fast path:\n  ${BPFTRACE_HINT}`);
+      }
+      if (reports.some((r) => !r.engaged)) throw new AccelError(ErrorCodes.VERIFY, 'the fast path has not engaged (no connection with both ends in the map, no byte redirected)');
+    });
+}

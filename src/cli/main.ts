@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+/** accel: the command line. One module per command; one exit handler. */
+import { Command, Option } from 'commander';
+import { LOG_LEVELS, type LogLevel, configureLogging } from '../log.js';
+import { routeLibbpfLogs } from '../bpf/log.js';
+import { log } from '../log.js';
+import { registerAttach } from './commands/attach.js';
+import { registerDemo } from './commands/demo.js';
+import { registerDetach } from './commands/detach.js';
+import { registerSelftest } from './commands/selftest.js';
+import { registerStatus } from './commands/status.js';
+import { registerVerify } from './commands/verify.js';
+import { runAndExit } from './exit.js';
+import { GLOBAL_DEFAULTS, type GlobalOptions } from './options.js';
+
+const program = new Command('accel')
+  .description('transparent sidecar accelerator: local TCP through eBPF sockmap')
+  .addOption(new Option('--log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
+  .addOption(new Option('--log-format <format>', 'log format').choices(['text', 'json']).default('text'))
+  .option('--bpffs <dir>', 'bpffs mount point (mounted if needed)', GLOBAL_DEFAULTS.bpffs)
+  .option('--bpf-dir <dir>', 'directory of the compiled BPF objects', GLOBAL_DEFAULTS.bpfDir)
+  .showHelpAfterError()
+  .exitOverride();
+
+const globals = () => program.opts<GlobalOptions>();
+
+program.hook('preAction', () => {
+  const g = globals();
+  configureLogging({ level: g.logLevel as LogLevel, format: g.logFormat });
+  routeLibbpfLogs((level, message) => log.log(level === 'warn' ? 'warn' : 'debug', `libbpf: ${message}`));
+});
+
+registerAttach(program, globals);
+registerDetach(program, globals);
+registerStatus(program, globals);
+registerVerify(program, globals);
+registerSelftest(program, globals);
+registerDemo(program, globals);
+
+await runAndExit(async () => {
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    const e = err as { code?: string; exitCode?: number };
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
+      // commander printed its own message (or help/version)
+      process.exit(e.exitCode === 0 ? 0 : 2);
+    }
+    throw err;
+  }
+});

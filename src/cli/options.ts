@@ -1,0 +1,24 @@
+/** Options every command shares, and parsers for option values. */
+import { InvalidArgumentError } from 'commander';
+import { DEFAULT_BPFFS, DEFAULT_BPF_DIR } from '../paths.js';
+
+export interface GlobalOptions {
+  logLevel: string;
+  logFormat: 'text' | 'json';
+  bpffs: string;
+  bpfDir: string;
+}
+
+export const GLOBAL_DEFAULTS = { bpffs: DEFAULT_BPFFS, bpfDir: DEFAULT_BPF_DIR };
+
+export function parsePort(value: string, previous: number[] = []): number[] {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new InvalidArgumentError(`"${value}" is not a TCP port (1-65535)`);
+  return [...previous, n];
+}
+
+export function parseNonNegative(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a non-negative integer`);
+  return n;
+}

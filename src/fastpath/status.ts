@@ -1,0 +1,82 @@
+/** What is attached where, read back from bpffs and the maps. */
+import path from 'node:path';
+import { findCgroupById, resolveCgroup } from '../cgroup/cgroup.js';
+import type { Counters, SockKey } from '../maps/layout.js';
+import { withMaps } from './attachment.js';
+import { PinNames, inspectAttachment, listAttachmentIds, pinDirFor } from './pins.js';
+
+export interface AttachmentStatus {
+  cgroupId: bigint;
+  /** null when the cgroup no longer exists. */
+  cgroupPath: string | null;
+  pinDir: string;
+  state: 'complete' | 'partial';
+  reason: string | null;
+  linkPin: string;
+  linkId: number | null;
+  programIds: Record<string, number>;
+  withSkskb: boolean;
+  redirectEnabled: boolean;
+  socketsInMap: number;
+  members: number;
+  listeners: number;
+  bypassPorts: number[];
+  counters: Counters | null;
+}
+
+export function attachmentStatus(bpffs: string, cgroupId: bigint): AttachmentStatus | null {
+  const dir = pinDirFor(bpffs, cgroupId);
+  const state = inspectAttachment(dir, cgroupId);
+  if (state.kind === 'absent') return null;
+  let maps: Pick<AttachmentStatus, 'socketsInMap' | 'members' | 'listeners' | 'bypassPorts' | 'counters' | 'redirectEnabled'> = {
+    socketsInMap: 0,
+    members: 0,
+    listeners: 0,
+    bypassPorts: [],
+    counters: null,
+    redirectEnabled: false,
+  };
+  try {
+    maps = withMaps(dir, (m) => ({
+      socketsInMap: m.socketCount(),
+      members: m.memberCount(),
+      listeners: m.listenerCount(),
+      bypassPorts: m.bypassPorts(),
+      counters: m.counters(),
+      redirectEnabled: m.config().redirectEnabled,
+    }));
+  } catch {
+    /* a partial attachment may lack maps */
+  }
+  return {
+    cgroupId,
+    cgroupPath: findCgroupById(cgroupId),
+    pinDir: dir,
+    state: state.kind,
+    reason: state.kind === 'partial' ? state.reason : null,
+    linkPin: path.join(dir, PinNames.link),
+    linkId: state.kind === 'complete' ? state.linkId : null,
+    programIds: state.kind === 'complete' ? state.progIds : {},
+    withSkskb: state.kind === 'complete' && state.withSkskb,
+    ...maps,
+  };
+}
+
+/** Status of one cgroup's attachment, or of every attachment. */
+export function collectStatus(bpffs: string, cgroup?: string): AttachmentStatus[] {
+  const ids = cgroup ? [resolveCgroup(cgroup).id] : listAttachmentIds(bpffs);
+  return ids.map((id) => attachmentStatus(bpffs, id)).filter((s): s is AttachmentStatus => s !== null);
+}
+
+const keyText = (k: SockKey) =>
+  k.family === 'ipv4' ? `${k.localAddress}:${k.localPort} -> ${k.remoteAddress}:${k.remotePort}` : `[${k.localAddress}]:${k.localPort} -> [${k.remoteAddress}]:${k.remotePort}`;
+
+/** Connections whose two sockets are both in the map, each once. */
+export function engagedConnections(keys: SockKey[]): string[] {
+  const id = (k: SockKey, reversed: boolean) =>
+    reversed
+      ? `${k.netns}|${k.remoteAddress}|${k.remotePort}|${k.localAddress}|${k.localPort}`
+      : `${k.netns}|${k.localAddress}|${k.localPort}|${k.remoteAddress}|${k.remotePort}`;
+  const present = new Set(keys.map((k) => id(k, false)));
+  return keys.filter((k) => present.has(id(k, true)) && id(k, false) < id(k, true)).map((k) => keyText(k).replace(' -> ', ' <-> '));
+}

@@ -1,0 +1,59 @@
+/**
+ * Showing that the fast path engaged, without kprobes: from the map (both
+ * sockets of a live connection present) and the counters, and optionally
+ * with an active probe: a short sockprobe transfer inside the cgroup whose
+ * bytes must all show up in bytes_redirected.
+ */
+import { resolveCgroup, procsFile } from '../cgroup/cgroup.js';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { runProbe } from '../probe/sockprobe.js';
+import { withMaps } from './attachment.js';
+import { pinDirFor } from './pins.js';
+import { type AttachmentStatus, attachmentStatus, collectStatus, engagedConnections } from './status.js';
+
+export interface VerifyReport {
+  cgroupPath: string | null;
+  engagedConnections: string[];
+  socketsInMap: number;
+  bytesRedirected: bigint;
+  messagesRedirected: bigint;
+  probe: { ok: boolean; bytes: number; bytesRedirectedDelta: bigint; error: string | null } | null;
+  engaged: boolean;
+}
+
+export const PROBE_BYTES = 4 << 20;
+
+export async function verify(options: { bpffs: string; cgroup?: string; probe: boolean }): Promise<VerifyReport[]> {
+  const statuses: AttachmentStatus[] = collectStatus(options.bpffs, options.cgroup).filter((s) => s.state === 'complete');
+  if (!statuses.length) {
+    throw new AccelError(ErrorCodes.NOT_ATTACHED, options.cgroup ? `nothing is attached to ${options.cgroup}` : 'nothing is attached anywhere');
+  }
+  const reports: VerifyReport[] = [];
+  for (const s of statuses) {
+    let probe: VerifyReport['probe'] = null;
+    if (options.probe && s.cgroupPath) {
+      const before = s.counters?.bytes_redirected ?? 0n;
+      const r = await runProbe(['pair', '--bytes', String(PROBE_BYTES), '--back', String(PROBE_BYTES), '--timeout-s', '30'], {
+        cgroupProcs: procsFile(resolveCgroup(s.cgroupPath)),
+      });
+      const after = attachmentStatus(options.bpffs, s.cgroupId)?.counters?.bytes_redirected ?? before;
+      probe = { ok: r.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: after - before, error: r.error };
+    }
+    const keys = withMaps(pinDirFor(options.bpffs, s.cgroupId), (m) => m.sockets());
+    const counters = attachmentStatus(options.bpffs, s.cgroupId)?.counters;
+    const engaged = engagedConnections(keys);
+    const bytesRedirected = counters?.bytes_redirected ?? 0n;
+    reports.push({
+      cgroupPath: s.cgroupPath,
+      engagedConnections: engaged,
+      socketsInMap: keys.length,
+      bytesRedirected,
+      messagesRedirected: counters?.messages_redirected ?? 0n,
+      probe,
+      engaged: probe ? probe.ok && probe.bytesRedirectedDelta >= BigInt(probe.bytes) : engaged.length > 0 || bytesRedirected > 0n,
+    });
+  }
+  return reports;
+}
+
+export const BPFTRACE_HINT = `bpftrace -e 'kprobe:tcp_bpf_update_proto { printf("%s: %d\\n", comm, pid); }'`;

@@ -306,8 +306,11 @@ struct rx {
 	uint64_t got;
 	uint64_t expect;
 	const char *err;
-	char errbuf[160];
+	char *errbuf; /* per-thread storage: the text outlives recv_stream() */
 };
+
+static __thread char rx_errbuf[160];
+#define ERRBUF_SIZE sizeof(rx_errbuf)
 
 /* Check a chunk against the stream. */
 static int rx_take(struct rx *r, const uint8_t *data, size_t n)
@@ -316,7 +319,7 @@ static int rx_take(struct rx *r, const uint8_t *data, size_t n)
 	size_t off = 0;
 
 	if (r->got + n > r->expect) {
-		snprintf(r->errbuf, sizeof(r->errbuf), "received more than %llu bytes", (unsigned long long)r->expect);
+		snprintf(r->errbuf, ERRBUF_SIZE, "received more than %llu bytes", (unsigned long long)r->expect);
 		r->err = r->errbuf;
 		return -1;
 	}
@@ -329,7 +332,7 @@ static int rx_take(struct rx *r, const uint8_t *data, size_t n)
 
 			while (want[i] == data[off + i])
 				i++;
-			snprintf(r->errbuf, sizeof(r->errbuf), "byte %llu differs from the stream",
+			snprintf(r->errbuf, ERRBUF_SIZE, "byte %llu differs from the stream",
 				 (unsigned long long)(r->got + off + i));
 			r->err = r->errbuf;
 			return -1;
@@ -356,7 +359,7 @@ static const char *recv_stream(int fd, uint64_t expect, uint64_t seed, uint64_t 
 {
 	static __thread uint8_t *buf;
 	const size_t cap = 1 << 16;
-	struct rx r = { .expect = expect };
+	struct rx r = { .expect = expect, .errbuf = rx_errbuf };
 	int ep = -1, pipefd[2] = { -1, -1 };
 	double started = now_ms();
 	ssize_t n;
@@ -387,11 +390,11 @@ static const char *recv_stream(int fd, uint64_t expect, uint64_t seed, uint64_t 
 				 * SO_RCVTIMEO ran out; earlier is a spurious wake-up
 				 * turned into an error (a tcp_bpf defect). */
 				if (now_ms() - started < o.stall_ms * 0.9)
-					snprintf(r.errbuf, sizeof(r.errbuf),
+					snprintf(r.errbuf, ERRBUF_SIZE,
 						 "spurious EAGAIN: blocking recv failed after %.0f ms, before its %d ms timeout",
 						 now_ms() - started, o.stall_ms);
 				else
-					snprintf(r.errbuf, sizeof(r.errbuf), "reader stalled: no data and no EOF within %d ms",
+					snprintf(r.errbuf, ERRBUF_SIZE, "reader stalled: no data and no EOF within %d ms",
 						 o.stall_ms);
 				r.err = r.errbuf;
 				goto out;
@@ -488,7 +491,7 @@ static const char *recv_stream(int fd, uint64_t expect, uint64_t seed, uint64_t 
 			goto out;
 	}
 	if (r.got != expect) {
-		snprintf(r.errbuf, sizeof(r.errbuf), "EOF after %llu of %llu bytes", (unsigned long long)r.got,
+		snprintf(r.errbuf, ERRBUF_SIZE, "EOF after %llu of %llu bytes", (unsigned long long)r.got,
 			 (unsigned long long)expect);
 		r.err = r.errbuf;
 	}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian 12 machine (as root) ready to run accel and its tests:
+# Debian packages, npm dependencies, the BPF objects, the native probe and
+# the TypeScript build. Safe to run again: it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bootstrap: run as root (accel loads BPF programs and manages cgroups)" >&2
+  exit 1
+fi
+
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "bootstrap: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+npm run --silent build

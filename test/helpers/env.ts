@@ -1,0 +1,72 @@
+/** Shared helpers for tests: child cgroups, the CLI, netns, attachment state. */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import { queryCgroupPrograms } from '../../src/bpf/attach.js';
+import { ensureBpffs } from '../../src/bpf/bpffs.js';
+import { AttachType } from '../../src/bpf/uapi.js';
+import { type Cgroup, DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
+import { withMaps } from '../../src/fastpath/attachment.js';
+import { pinDirFor } from '../../src/fastpath/pins.js';
+import type { FastPathMaps } from '../../src/maps/fastpath.js';
+import { DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
+import { type RunResult, run } from '../../src/proc/run.js';
+
+export const BPFFS = DEFAULT_BPFFS;
+export const BPF_DIR = DEFAULT_BPF_DIR;
+export const CLI = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+export const MB = 1 << 20;
+
+/** A child cgroup of the cgroup2 root that is removed (with anything of
+ * ours attached to it) when the test ends, pass or fail. */
+export function testCgroup(t: TestContext, name = 'accel-test'): Cgroup & { procs: string } {
+  ensureBpffs(BPFFS);
+  const cg = createChildCgroup(DEFAULT_CGROUP2_ROOT, name);
+  t.after(async () => {
+    await accel(['detach', '--cgroup', cg.path, '--drain-ms', '0']);
+    await removeCgroup(cg);
+  });
+  return { ...cg, procs: procsFile(cg) };
+}
+
+/** Run the accel CLI; never throws. */
+export function accel(args: string[], env?: Record<string, string>): Promise<RunResult> {
+  return run(process.execPath, [CLI, ...args], { allowFailure: true, timeoutMs: 180_000, ...(env ? { env: { ...process.env, ...env } as Record<string, string> } : {}) });
+}
+
+export async function attachOk(t: TestContext, cg: Cgroup, extra: string[] = []): Promise<void> {
+  const r = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', ...extra]);
+  if (r.exitCode !== 0) throw new Error(`attach failed (${r.exitCode}): ${r.stderr}`);
+  t.after(() => accel(['detach', '--cgroup', cg.path, '--drain-ms', '0']));
+}
+
+export function maps<T>(cg: Cgroup, fn: (m: FastPathMaps) => T): T {
+  return withMaps(pinDirFor(BPFFS, cg.id), fn);
+}
+
+/** Nothing of ours is attached to, or pinned for, this cgroup. */
+export function nothingAttached(cg: Cgroup): { programs: number[]; pinDir: boolean } {
+  return {
+    programs: fs.existsSync(cg.path) ? queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS) : [],
+    pinDir: fs.existsSync(pinDirFor(BPFFS, cg.id)),
+  };
+}
+
+/** The netns pair of scripts/setup-netns.sh with a unique prefix, torn
+ * down when the test ends. */
+export async function testNetns(t: TestContext): Promise<{ app: string; remote: string }> {
+  const prefix = `at${process.pid % 10000}-`;
+  const script = path.join(PACKAGE_ROOT, 'scripts', 'setup-netns.sh');
+  t.after(() => run('bash', [script, 'down', prefix], { allowFailure: true }));
+  await run('bash', [script, 'up', prefix]);
+  return { app: `${prefix}app`, remote: `${prefix}remote` };
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}

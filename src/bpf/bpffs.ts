@@ -15,6 +15,18 @@ function isBpffs(dir: string): boolean {
   }
 }
 
+/** mkdir -p done one level at a time: node's recursive mkdirSync never
+ * returns for some paths (under /proc it retries ENOENT forever). */
+function mkdirParents(dir: string, mode?: number): void {
+  const parent = path.dirname(dir);
+  if (parent !== dir && !fs.existsSync(parent)) mkdirParents(parent, mode);
+  try {
+    fs.mkdirSync(dir, mode === undefined ? {} : { mode });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
 /**
  * Ensure `mountPoint` is a bpffs, mounting one if needed (root only).
  * Returns true if this call mounted it.
@@ -22,7 +34,7 @@ function isBpffs(dir: string): boolean {
 export function ensureBpffs(mountPoint: string): boolean {
   if (isBpffs(mountPoint)) return false;
   try {
-    fs.mkdirSync(mountPoint, { recursive: true });
+    mkdirParents(mountPoint);
   } catch (err) {
     throw new AccelError(ErrorCodes.BPFFS, `cannot create bpffs mount point ${mountPoint}: ${(err as Error).message}`, { cause: err });
   }
@@ -38,7 +50,7 @@ export function ensureBpffs(mountPoint: string): boolean {
 /** mkdir -p inside a bpffs (parents included), failing with E_BPFFS. */
 export function makePinDir(dir: string): void {
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirParents(dir, 0o700);
   } catch (err) {
     throw new AccelError(ErrorCodes.BPFFS, `cannot create pin directory ${dir}: ${(err as Error).message}`, { cause: err });
   }

@@ -31,7 +31,7 @@ export class BpfObject {
     const handle = bpf.open_file(path, null);
     if (!handle) {
       const errno = lastErrno();
-      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path} is not a valid BPF ELF object: ${describeErrno(errno)}`, {
+      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path} is not a valid BPF ELF object: ${describeErrno(errno)} (--log-level verbose shows libbpf's log)`, {
         errno: errnoName(errno),
       });
     }
@@ -40,7 +40,7 @@ export class BpfObject {
       if (options.reuseMaps) obj.reuseMaps(options.reuseMaps);
       const rc = bpf.object_load(handle) as number;
       if (rc < 0) {
-        throw new AccelError(ErrorCodes.BPF_LOAD, `the kernel refused ${path}: ${describeErrno(-rc)} (see the libbpf log above)`, {
+        throw new AccelError(ErrorCodes.BPF_LOAD, `the kernel refused ${path}: ${describeErrno(-rc)} (--log-level verbose shows libbpf's log)`, {
           errno: errnoName(-rc),
         });
       }

@@ -27,7 +27,9 @@ const globals = () => program.opts<GlobalOptions>();
 program.hook('preAction', () => {
   const g = globals();
   configureLogging({ level: g.logLevel as LogLevel, format: g.logFormat });
-  routeLibbpfLogs((level, message) => log.log(level === 'warn' ? 'warn' : 'debug', `libbpf: ${message}`));
+  // libbpf's own lines (verifier logs included) explain failures that the
+  // error line already names: shown from --log-level verbose.
+  routeLibbpfLogs((level, message) => log.log(level === 'warn' ? 'verbose' : 'debug', `libbpf: ${message}`));
 });
 
 registerAttach(program, globals);

@@ -113,9 +113,9 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   const setup = options.skipSelftest ? { withSkskb: false, results: [] } : await chooseSetup(options);
   failpoint('attach-after-selftest');
 
-  makePinDir(dir);
   const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts });
   try {
+    makePinDir(dir);
     for (const [name, fd] of Object.entries(loaded.mapFds)) pin(fd, path.join(dir, name));
     pin(loaded.sockops.programFd(Programs.sockops), path.join(dir, PinNames.progSockops));
     pin(loaded.skmsg.programFd(Programs.skmsg), path.join(dir, PinNames.progSkmsg));

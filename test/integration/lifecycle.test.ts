@@ -1,0 +1,187 @@
+// attach / detach / status / verify as a user runs them: through the CLI,
+// including crashes half way and every kind of bad input.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { queryCgroupPrograms } from '../../src/bpf/attach.js';
+import { AttachType } from '../../src/bpf/uapi.js';
+import { pinDirFor } from '../../src/fastpath/pins.js';
+import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
+import { run } from '../../src/proc/run.js';
+import { BPFFS, CLI, MB, accel, maps, nothingAttached, testCgroup } from '../helpers/env.js';
+
+describe('attach and detach', () => {
+  it('attach runs the self-test, is idempotent, and detach removes everything it made', async (t) => {
+    const cg = testCgroup(t);
+    const first = await accel(['attach', '--cgroup', cg.path, '--json']);
+    assert.equal(first.exitCode, 0, first.stderr);
+    const r = JSON.parse(first.stdout) as { selftest: { ok: boolean }[]; alreadyAttached: boolean; pinDir: string; withSkskb: boolean };
+    assert.ok(r.selftest.length >= 1 && r.selftest.at(-1)?.ok, 'the self-test ran and passed');
+    assert.equal(r.alreadyAttached, false);
+    const second = await accel(['attach', '--cgroup', cg.path, '--json']);
+    assert.equal(second.exitCode, 0, second.stderr);
+    assert.equal((JSON.parse(second.stdout) as { alreadyAttached: boolean }).alreadyAttached, true);
+    assert.equal(queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS).length, 1, 'one sockops program, not two');
+
+    const pins = fs.readdirSync(r.pinDir).sort();
+    const expected = ['accel_bypass', 'accel_config', 'accel_counters', 'accel_listeners', 'accel_members', 'accel_sk_state', 'accel_sock_hash', 'link_sockops', 'prog_skmsg', 'prog_sockops'];
+    assert.deepEqual(pins, (r.withSkskb ? [...expected, 'prog_skskb_pass'] : expected).sort());
+
+    const d = await accel(['detach', '--cgroup', cg.path]);
+    assert.equal(d.exitCode, 0, d.stderr);
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+    assert.equal(fs.existsSync(path.join(BPFFS, 'accel')), false, 'the accel/ pin root went with its last attachment');
+    const again = await accel(['detach', '--cgroup', cg.path]);
+    assert.equal(again.exitCode, 0, 'detach of a detached cgroup is a no-op');
+    assert.match(again.stdout, /not attached/);
+  });
+
+  it('status and verify report programs, pins, sockets and counters of live connections', async (t) => {
+    const cg = testCgroup(t);
+    assert.equal((await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--bypass-port', '9', '--bypass-port', '7'])).exitCode, 0);
+    const held = await startHeldProbe(['pair', '--bytes', String(MB)], { cgroupProcs: cg.procs });
+    try {
+      const st = await accel(['status', '--cgroup', cg.path, '--json']);
+      assert.equal(st.exitCode, 0, st.stderr);
+      const a = (JSON.parse(st.stdout) as { attachments: Record<string, unknown>[] }).attachments[0] ?? {};
+      assert.equal(a.state, 'complete');
+      assert.equal(a.cgroupPath, cg.path);
+      assert.equal(a.socketsInMap, 2);
+      assert.deepEqual(a.bypassPorts, [7, 9]);
+      assert.ok((a.programIds as Record<string, number>).prog_sockops! > 0);
+      const text = await accel(['status']);
+      assert.match(text.stdout, /sockets in map\s+2/);
+      const v = await accel(['verify', '--cgroup', cg.path]);
+      assert.equal(v.exitCode, 0, v.stderr);
+      assert.match(v.stdout, /fast path ENGAGED/);
+      assert.match(v.stdout, new RegExp(`127\\.0\\.0\\.1:${held.connected.serverPort} <-> 127\\.0\\.0\\.1:${held.connected.clientPort}|127\\.0\\.0\\.1:${held.connected.clientPort} <-> 127\\.0\\.0\\.1:${held.connected.serverPort}`));
+      assert.match(v.stdout, /kprobe:tcp_bpf_update_proto/);
+    } finally {
+      held.release();
+      await held.result;
+    }
+    const probe = await accel(['verify', '--cgroup', cg.path, '--probe', '--json']);
+    assert.equal(probe.exitCode, 0, probe.stderr);
+    const rep = (JSON.parse(probe.stdout) as { reports: { probe: { ok: boolean; bytesRedirectedDelta: string; bytes: number } }[] }).reports[0];
+    assert.ok(rep?.probe.ok && BigInt(rep.probe.bytesRedirectedDelta) >= BigInt(rep.probe.bytes));
+  });
+
+  it('verify fails when the fast path has carried nothing', async (t) => {
+    const cg = testCgroup(t);
+    assert.equal((await accel(['attach', '--cgroup', cg.path, '--skip-selftest'])).exitCode, 0);
+    const v = await accel(['verify', '--cgroup', cg.path]);
+    assert.equal(v.exitCode, 4);
+    assert.match(v.stderr, /E_VERIFY/);
+  });
+
+  it('detach while connections are open: they keep working, byte-exact', async (t) => {
+    const cg = testCgroup(t);
+    assert.equal((await accel(['attach', '--cgroup', cg.path, '--skip-selftest'])).exitCode, 0);
+    // ~3 s of paced traffic both ways; detach lands in the middle.
+    const held = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(96 * MB), '--back', String(96 * MB), '--sizes', '65536', '--pace-us', '2000'], {
+      cgroupProcs: cg.procs,
+    });
+    held.release();
+    await new Promise((r) => setTimeout(r, 1000));
+    const before = maps(cg, (m) => m.counters().bytes_redirected);
+    const d = await accel(['detach', '--cgroup', cg.path]);
+    assert.equal(d.exitCode, 0, d.stderr);
+    const r = await held.result;
+    assert.ok(r.ok, r.error ?? '');
+    assert.deepEqual(r.sides.map((s) => s.received), [96 * MB, 96 * MB]);
+    assert.ok(before > 0n, 'the fast path carried part of the transfer before detach');
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+  });
+
+  for (const point of ['attach-after-selftest', 'attach-before-link', 'attach-after-link', 'detach-after-link']) {
+    it(`recovers after a crash at ${point}`, async (t) => {
+      const cg = testCgroup(t);
+      if (point.startsWith('detach')) assert.equal((await accel(['attach', '--cgroup', cg.path, '--skip-selftest'])).exitCode, 0);
+      const crashed = await accel([point.startsWith('detach') ? 'detach' : 'attach', '--cgroup', cg.path, '--skip-selftest'].filter((a) => !(point.startsWith('detach') && a === '--skip-selftest')), {
+        ACCEL_FAILPOINT: point,
+      });
+      assert.notEqual(crashed.exitCode, 0, 'the process was killed');
+      if (point === 'attach-before-link') {
+        assert.equal(queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS).length, 0, 'nothing live after a crash before the link');
+      }
+      // The next attach recovers and works; detach then leaves nothing.
+      const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest']);
+      assert.equal(again.exitCode, 0, again.stderr);
+      assert.equal(queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS).length, 1);
+      const r = await runProbe(['pair', '--bytes', String(MB), '--back', '10'], { cgroupProcs: cg.procs });
+      assert.ok(r.ok, r.error ?? '');
+      assert.ok(maps(cg, (m) => m.counters().bytes_redirected) >= BigInt(MB));
+      assert.equal((await accel(['detach', '--cgroup', cg.path])).exitCode, 0);
+      assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+    });
+  }
+
+  it('a crash before the link leaves pins only, which detach alone also cleans', async (t) => {
+    const cg = testCgroup(t);
+    await accel(['attach', '--cgroup', cg.path, '--skip-selftest'], { ACCEL_FAILPOINT: 'attach-before-link' });
+    assert.equal(fs.existsSync(pinDirFor(BPFFS, cg.id)), true);
+    const st = await accel(['status', '--cgroup', cg.path]);
+    assert.match(st.stdout, /incomplete/);
+    assert.equal((await accel(['detach', '--cgroup', cg.path])).exitCode, 0);
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+  });
+});
+
+describe('bad input: one clear line, a non-zero exit, nothing attached', () => {
+  const expectError = (r: { exitCode: number; stderr: string }, code: string, status: number) => {
+    assert.equal(r.exitCode, status, r.stderr);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+    assert.match(lines[0] ?? '', new RegExp(`^accel: .*\\[${code}\\]$`));
+  };
+
+  it('a cgroup that does not exist', async () => {
+    expectError(await accel(['attach', '--cgroup', '/sys/fs/cgroup/unified/accel-no-such-cgroup']), 'E_CGROUP_NOT_FOUND', 2);
+  });
+
+  it('a path that is not a cgroup v2 directory', async () => {
+    expectError(await accel(['attach', '--cgroup', os.tmpdir()]), 'E_CGROUP_NOT_V2', 2);
+    if (fs.existsSync('/sys/fs/cgroup/cpu')) expectError(await accel(['attach', '--cgroup', '/sys/fs/cgroup/cpu']), 'E_CGROUP_NOT_V2', 2);
+  });
+
+  it('the root cgroup is refused', async () => {
+    expectError(await accel(['attach', '--cgroup', '/sys/fs/cgroup/unified', '--skip-selftest']), 'E_CGROUP_ROOT', 2);
+    assert.deepEqual(queryCgroupPrograms('/sys/fs/cgroup/unified', AttachType.CGROUP_SOCK_OPS), []);
+  });
+
+  it('not root (no CAP_BPF / CAP_NET_ADMIN)', async (t) => {
+    const cg = testCgroup(t);
+    // The CLI as user nobody with no capabilities.
+    const r = await run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--', process.execPath, CLI, 'attach', '--cgroup', cg.path], {
+      allowFailure: true,
+    });
+    expectError(r, 'E_PERMISSION', 3);
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+  });
+
+  it('bpffs that cannot be mounted', async (t) => {
+    const cg = testCgroup(t);
+    expectError(await accel(['--bpffs', '/proc/accel-cannot-be-here', 'attach', '--cgroup', cg.path, '--skip-selftest']), 'E_BPFFS', 3);
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+  });
+
+  it('a missing or corrupt BPF object', async (t) => {
+    const cg = testCgroup(t);
+    expectError(await accel(['--bpf-dir', '/nonexistent/accel-bpf', 'attach', '--cgroup', cg.path, '--skip-selftest']), 'E_BPF_OBJECT', 3);
+    const corrupt = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-corrupt-'));
+    t.after(() => fs.rmSync(corrupt, { recursive: true, force: true }));
+    for (const f of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o']) fs.writeFileSync(path.join(corrupt, f), 'this is not an ELF object');
+    expectError(await accel(['--bpf-dir', corrupt, 'attach', '--cgroup', cg.path, '--skip-selftest']), 'E_BPF_OBJECT', 3);
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+  });
+
+  it('an invalid port', async (t) => {
+    const cg = testCgroup(t);
+    const r = await accel(['attach', '--cgroup', cg.path, '--bypass-port', '70000']);
+    assert.equal(r.exitCode, 2);
+    assert.match(r.stderr, /not a TCP port/);
+    assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
+  });
+});

@@ -688,6 +688,20 @@ static int cmd_client(void)
 	return client_conn(connect_to(o.host, o.port));
 }
 
+static int recv_full(int fd, uint8_t *buf, size_t n)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		ssize_t r = recv(fd, buf + off, n - off, 0);
+
+		if (r <= 0)
+			return -1;
+		off += r;
+	}
+	return 0;
+}
+
 /*
  * Many connections. --concurrent N: N connections open at the same time,
  * each carrying a small request and its echo. --sequential N: one after the
@@ -695,28 +709,16 @@ static int cmd_client(void)
  */
 static int exchange(int cfd, int sfd, int i)
 {
-	char req[256], got[256];
+	char req[256];
+	uint8_t got[256];
 	int len = snprintf(req, sizeof(req), "request %d %s", i, "0123456789abcdefghijklmnopqrstuvwxyz");
-	int off;
 
 	if (!o.early && send(cfd, req, len, MSG_NOSIGNAL) != len)
 		return -1;
-	for (off = 0; off < len;) {
-		ssize_t n = recv(sfd, got + off, len - off, 0);
-
-		if (n <= 0)
-			return -1;
-		off += n;
-	}
-	if (memcmp(req, got, len) || send(sfd, got, len, MSG_NOSIGNAL) != len)
+	if (recv_full(sfd, got, len) || memcmp(req, got, len) || send(sfd, got, len, MSG_NOSIGNAL) != len)
 		return -1;
-	for (off = 0; off < len;) {
-		ssize_t n = recv(cfd, got + off, len - off, 0);
-
-		if (n <= 0)
-			return -1;
-		off += n;
-	}
+	if (recv_full(cfd, got, len))
+		return -1;
 	return memcmp(req, got, len) ? -1 : 0;
 }
 
@@ -780,20 +782,6 @@ static int cmd_many(void)
 
 /* Round trips of --sizes bytes (first size) over one connection; the
  * client reports the latency percentiles in microseconds. */
-static int recv_full(int fd, uint8_t *buf, size_t n)
-{
-	size_t off = 0;
-
-	while (off < n) {
-		ssize_t r = recv(fd, buf + off, n - off, 0);
-
-		if (r <= 0)
-			return -1;
-		off += r;
-	}
-	return 0;
-}
-
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;

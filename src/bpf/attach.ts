@@ -10,16 +10,18 @@ import { closeFd } from './fd.js';
 import { type Handle, bpf, lastErrno } from './native.js';
 import { AttachType } from './uapi.js';
 
-/** Attach `program` to the cgroup directory and pin the link at `pinPath`.
- * Until the pin exists the link lives only in this process: a crash before
- * it detaches the program again. */
-export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath: string): void {
-  let cgFd: number;
+function openCgroup(cgroupPath: string): number {
   try {
-    cgFd = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    return fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   } catch (err) {
     throw new AccelError(ErrorCodes.CGROUP_NOT_FOUND, `cannot open cgroup ${cgroupPath}`, { cause: err });
   }
+}
+
+/** A bpf_link attaching `program` to the cgroup; it lives in this process
+ * until pinned or destroyed. */
+function linkCgroup(program: Handle, cgroupPath: string): Handle {
+  const cgFd = openCgroup(cgroupPath);
   try {
     const link = bpf.attach_cgroup(program, cgFd);
     if (!link) {
@@ -28,36 +30,33 @@ export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath:
         errno: errnoName(errno),
       });
     }
-    try {
-      const rc = bpf.link_pin(link, pinPath) as number;
-      if (rc < 0) {
-        throw new AccelError(ErrorCodes.BPFFS, `cannot pin link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
-      }
-      bpf.link_disconnect(link);
-    } finally {
-      bpf.link_destroy(link); // closes our fd; a pinned link stays attached
-    }
+    return link;
   } finally {
     closeFd(cgFd);
   }
 }
 
-/** Attach `program` to the cgroup for as long as the returned function is
- * not called (used by the self-test, nothing pinned). */
-export function attachCgroupTemporary(program: Handle, cgroupPath: string): () => void {
-  const cgFd = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+/** Attach `program` to the cgroup directory and pin the link at `pinPath`.
+ * Until the pin exists the link lives only in this process: a crash before
+ * it detaches the program again. */
+export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath: string): void {
+  const link = linkCgroup(program, cgroupPath);
   try {
-    const link = bpf.attach_cgroup(program, cgFd);
-    if (!link) {
-      const errno = lastErrno();
-      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach to cgroup ${cgroupPath}: ${describeErrno(errno)}`, {
-        errno: errnoName(errno),
-      });
+    const rc = bpf.link_pin(link, pinPath) as number;
+    if (rc < 0) {
+      throw new AccelError(ErrorCodes.BPFFS, `cannot pin link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
     }
-    return () => bpf.link_destroy(link);
+    bpf.link_disconnect(link);
   } finally {
-    closeFd(cgFd);
+    bpf.link_destroy(link); // closes our fd; a pinned link stays attached
   }
+}
+
+/** Attach `program` to the cgroup until the returned function is called
+ * (used by the self-test, nothing pinned). */
+export function attachCgroupTemporary(program: Handle, cgroupPath: string): () => void {
+  const link = linkCgroup(program, cgroupPath);
+  return () => bpf.link_destroy(link);
 }
 
 export type MapAttachType = typeof AttachType.SK_MSG_VERDICT | typeof AttachType.SK_SKB_STREAM_VERDICT;
@@ -71,7 +70,7 @@ export function attachToMap(progFd: number, mapFd: number, type: MapAttachType):
 
 /** Ids of the programs attached to a cgroup for `type`; empty if none. */
 export function queryCgroupPrograms(cgroupPath: string, type: number): number[] {
-  const cgFd = fs.openSync(cgroupPath, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const cgFd = openCgroup(cgroupPath);
   try {
     const ids = Buffer.alloc(4 * 64);
     const flags = [0];

@@ -31,24 +31,19 @@ export const bpf = {
   find_program: libbpf.func('bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)'),
   find_map: libbpf.func('bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)'),
   next_map: libbpf.func('bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)'),
-  next_program: libbpf.func('bpf_program *bpf_object__next_program(const bpf_object *obj, bpf_program *prog)'),
   map_name: libbpf.func('const char *bpf_map__name(const bpf_map *map)'),
   map_fd: libbpf.func('int bpf_map__fd(const bpf_map *map)'),
   map_reuse_fd: libbpf.func('int bpf_map__reuse_fd(bpf_map *map, int fd)'),
   map_is_internal: libbpf.func('bool bpf_map__is_internal(const bpf_map *map)'),
-  program_name: libbpf.func('const char *bpf_program__name(const bpf_program *prog)'),
   program_fd: libbpf.func('int bpf_program__fd(const bpf_program *prog)'),
   attach_cgroup: libbpf.func('bpf_link *bpf_program__attach_cgroup(const bpf_program *prog, int cgroup_fd)'),
   link_pin: libbpf.func('int bpf_link__pin(bpf_link *link, const char *path)'),
-  link_fd: libbpf.func('int bpf_link__fd(const bpf_link *link)'),
   link_disconnect: libbpf.func('void bpf_link__disconnect(bpf_link *link)'),
   link_destroy: libbpf.func('int bpf_link__destroy(bpf_link *link)'),
   prog_attach: libbpf.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
-  prog_detach2: libbpf.func('int bpf_prog_detach2(int prog_fd, int attachable_fd, int type)'),
   prog_query: libbpf.func(
     'int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, void *prog_ids, _Inout_ uint32_t *prog_cnt)',
   ),
-  prog_get_fd_by_id: libbpf.func('int bpf_prog_get_fd_by_id(uint32_t id)'),
   obj_get: libbpf.func('int bpf_obj_get(const char *pathname)'),
   obj_pin: libbpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
   obj_get_info_by_fd: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)'),
@@ -66,7 +61,6 @@ export const bpf = {
 export const libcFns = {
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
-  close: libc.func('int close(int fd)'),
 };
 
 export { PrintFn };

@@ -1,6 +1,7 @@
 /**
  * Running build/sockprobe (native/sockprobe.c) and reading its JSON lines.
  */
+import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { SOCKPROBE } from '../paths.js';
 import { type Placement, type Spawned, run, spawn } from '../proc/run.js';
@@ -42,12 +43,14 @@ export function parseProbeOutput(stdout: string, exitCode: number, stderr = ''):
   return { ok, sides, error, stderr };
 }
 
+function requireProbe(): void {
+  if (!fs.existsSync(SOCKPROBE)) throw new AccelError(ErrorCodes.EXEC, `${SOCKPROBE} is missing (run npm run build)`);
+}
+
 /** Run sockprobe to completion. */
 export async function runProbe(args: string[], where: Placement = {}, timeoutMs = 120_000): Promise<ProbeResult> {
+  requireProbe();
   const r = await run(SOCKPROBE, args, { ...where, allowFailure: true, timeoutMs });
-  if (r.exitCode === 127 || /not found|No such file/.test(r.stderr) && r.exitCode !== 0 && !r.stdout) {
-    throw new AccelError(ErrorCodes.EXEC, `cannot run ${SOCKPROBE} (run npm run build): ${r.stderr.trim()}`);
-  }
   return parseProbeOutput(r.stdout, r.exitCode, r.stderr);
 }
 
@@ -67,6 +70,7 @@ async function finish(child: Spawned): Promise<ProbeResult> {
 }
 
 export async function startHeldProbe(args: string[], where: Placement = {}): Promise<HeldProbe> {
+  requireProbe();
   const child = spawn(SOCKPROBE, [...args, '--hold'], where);
   const line = await child.waitForLine((l) => l.includes('"event":"connected"'));
   const result = finish(child);

@@ -81,7 +81,6 @@ export function spawn(program: string, programArgs: string[], options: Placement
   const child: ResultPromise = execa(cmd, argv, {
     reject: false,
     stdin: 'pipe',
-    lines: true,
     ...(options.env ? { env: options.env } : {}),
   });
   const lines: string[] = [];
@@ -104,8 +103,7 @@ export function spawn(program: string, programArgs: string[], options: Placement
   const done = child.then((r) => {
     if (partial) lines.push(partial);
     for (const w of waiters.splice(0)) w.resolve(lines.find(w.match) ?? null);
-    const stderr = Array.isArray(r.stderr) ? r.stderr.join('\n') : String(r.stderr ?? '');
-    return { stdout: lines.join('\n'), stderr, exitCode: r.exitCode ?? (r.signal ? 128 : -1) };
+    return { stdout: lines.join('\n'), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? (r.signal ? 128 : -1) };
   });
   return {
     pid: child.pid ?? -1,

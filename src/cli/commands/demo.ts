@@ -17,6 +17,6 @@ export function registerDemo(program: Command, globals: () => GlobalOptions): vo
         print(`  ${r.label.padEnd(18)}  ${r.throughputMBps.toFixed(0).padStart(7)} MiB/s   ${r.p50us.toFixed(1).padStart(8)} us   ${r.p99us.toFixed(1).padStart(8)} us`);
       }
       print(`\n  bytes redirected by sk_msg while attached: ${report.bytesRedirected}`);
-      print('  (one run on this machine; `npm run bench` is where speed is measured properly)');
+      print('  (a single run on this machine, not a benchmark)');
     });
 }

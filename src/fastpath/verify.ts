@@ -9,7 +9,7 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { runProbe } from '../probe/sockprobe.js';
 import { withMaps } from './attachment.js';
 import { pinDirFor } from './pins.js';
-import { type AttachmentStatus, attachmentStatus, collectStatus, engagedConnections } from './status.js';
+import { type AttachmentStatus, collectStatus, engagedConnections } from './status.js';
 
 export interface VerifyReport {
   cgroupPath: string | null;
@@ -30,25 +30,25 @@ export async function verify(options: { bpffs: string; cgroup?: string; probe: b
   }
   const reports: VerifyReport[] = [];
   for (const s of statuses) {
-    let probe: VerifyReport['probe'] = null;
+    let run: Awaited<ReturnType<typeof runProbe>> | null = null;
     if (options.probe && s.cgroupPath) {
-      const before = s.counters?.bytes_redirected ?? 0n;
-      const r = await runProbe(['pair', '--bytes', String(PROBE_BYTES), '--back', String(PROBE_BYTES), '--timeout-s', '30'], {
+      run = await runProbe(['pair', '--bytes', String(PROBE_BYTES), '--back', String(PROBE_BYTES), '--timeout-s', '30'], {
         cgroupProcs: procsFile(resolveCgroup(s.cgroupPath)),
       });
-      const after = attachmentStatus(options.bpffs, s.cgroupId)?.counters?.bytes_redirected ?? before;
-      probe = { ok: r.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: after - before, error: r.error };
     }
-    const keys = withMaps(pinDirFor(options.bpffs, s.cgroupId), (m) => m.sockets());
-    const counters = attachmentStatus(options.bpffs, s.cgroupId)?.counters;
+    // One read of the maps, after the probe if there was one.
+    const { keys, counters } = withMaps(pinDirFor(options.bpffs, s.cgroupId), (m) => ({ keys: m.sockets(), counters: m.counters() }));
+    const bytesRedirected = counters.bytes_redirected;
+    const probe: VerifyReport['probe'] = run
+      ? { ok: run.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: bytesRedirected - (s.counters?.bytes_redirected ?? 0n), error: run.error }
+      : null;
     const engaged = engagedConnections(keys);
-    const bytesRedirected = counters?.bytes_redirected ?? 0n;
     reports.push({
       cgroupPath: s.cgroupPath,
       engagedConnections: engaged,
       socketsInMap: keys.length,
       bytesRedirected,
-      messagesRedirected: counters?.messages_redirected ?? 0n,
+      messagesRedirected: counters.messages_redirected,
       probe,
       engaged: probe ? probe.ok && probe.bytesRedirectedDelta >= BigInt(probe.bytes) : engaged.length > 0 || bytesRedirected > 0n,
     });

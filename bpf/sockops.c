@@ -16,6 +16,11 @@
  *    address on which the cgroup listens.
  *  - The accepting (passive) side goes in only if its peer went in; if not,
  *    a peer left behind is taken out again.
+ *  - A connection steered to the proxy by tc_tproxy.c (accel_tproxy_flows)
+ *    counts as local: the application's socket goes in if tc_tproxy.c
+ *    handed the SYN to a proxy listener of the cgroup, the proxy's accepted
+ *    socket (whose local address is the original destination) if the
+ *    application's socket went in.
  *  - Entries of closed sockets leave accel_members/accel_listeners on the
  *    state change to TCP_CLOSE (the SOCKHASH drops them by itself).
  */
@@ -54,6 +59,20 @@ static __always_inline int accel_dest_listens(const struct accel_sock_key *key)
 		return 1;
 	__builtin_memset(lk.ip, 0, sizeof(lk.ip));
 	return bpf_map_lookup_elem(&accel_listeners, &lk) != NULL;
+}
+
+/* The steered flow this connection is, or NULL. The flow is keyed as the
+ * application's socket sees it: for the proxy's side (passive) that is the
+ * reversed key. */
+static __always_inline struct accel_tproxy_flow *accel_steered(struct bpf_sock_ops *skops,
+							       const struct accel_sock_key *key, int passive)
+{
+	struct accel_sock_key app;
+
+	if (!passive)
+		return bpf_map_lookup_elem(&accel_tproxy_flows, key);
+	ACCEL_KEY_FROM_CTX(skops, &app, 1, key->netns);
+	return bpf_map_lookup_elem(&accel_tproxy_flows, &app);
 }
 
 static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
@@ -95,13 +114,17 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int passive)
 {
 	struct accel_sock_key key, peer;
+	struct accel_tproxy_flow *flow = NULL;
 	__u32 one = 1;
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
 	if (!accel_peer_is_local(&key)) {
-		accel_count(ACCEL_CNT_SOCK_SKIPPED_REMOTE, 1);
-		return;
+		flow = accel_steered(skops, &key, passive);
+		if (!flow) {
+			accel_count(ACCEL_CNT_SOCK_SKIPPED_REMOTE, 1);
+			return;
+		}
 	}
 	if (accel_port_bypassed(key.local_port) || accel_port_bypassed(key.remote_port)) {
 		accel_count(ACCEL_CNT_SOCK_SKIPPED_BYPASS, 1);
@@ -124,7 +147,7 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 			accel_count(ACCEL_CNT_SOCK_SKIPPED_PEER, 1);
 			return;
 		}
-	} else if (!accel_dest_listens(&key)) {
+	} else if (flow ? !flow->proxy_in_cgroup : !accel_dest_listens(&key)) {
 		accel_count(ACCEL_CNT_SOCK_SKIPPED_PEER, 1);
 		return;
 	}

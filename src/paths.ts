@@ -10,3 +10,6 @@ export const SOCKPROBE = process.env.ACCEL_SOCKPROBE ?? path.join(PACKAGE_ROOT, 
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
 /** Every attachment pins below <bpffs>/accel. */
 export const PIN_SUBDIR = 'accel';
+/** Records of what interception added to routing and tc (not bpffs: it
+ * holds no regular files), one per attached cgroup. */
+export const STATE_DIR = process.env.ACCEL_STATE_DIR ?? '/run/accel';

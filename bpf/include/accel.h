@@ -68,7 +68,62 @@ enum accel_counter {
 	ACCEL_CNT_MAX,
 };
 
+/*
+ * Transparent interception (tc_tproxy.c). One rule: TCP to a destination
+ * inside a prefix and a port range is steered to the proxy. ip and mask are
+ * in network byte order over the 16-byte key form (IPv4 as v4-mapped, its
+ * mask covering the ::ffff: part too), so one comparison serves both
+ * families.
+ */
+struct accel_intercept_rule {
+	__u32 ip[4];
+	__u32 mask[4];
+	__u32 port_min;
+	__u32 port_max;
+};
+
+/* Settings of the interception, one element of an ARRAY map. */
+struct accel_tproxy_config {
+	/* Only connections from this cgroup (or below it) are intercepted;
+	 * cgroup_level is its depth for bpf_skb_ancestor_cgroup_id(). */
+	__u64 cgroup_id;
+	__u32 cgroup_level;
+	/* The proxy listens on 127.0.0.1 and ::1 at this port. */
+	__u32 proxy_port;
+	__u32 lo_ifindex;
+	/* Put on steered packets; an ip rule routes it to a local table. */
+	__u32 intercept_mark;
+	/* Carried by the proxy's own upstream sockets (SO_MARK): never
+	 * intercepted, so the proxy cannot loop into itself. */
+	__u32 proxy_mark;
+	__u32 rule_count;
+};
+
+/* A connection being steered to the proxy (value of accel_tproxy_flows). */
+struct accel_tproxy_flow {
+	__u32 proxy_port;
+	/* Set when the SYN was handed to a proxy listener of the attached
+	 * cgroup: the proxy's side will then be on the fast path as well, so
+	 * the application's side may go there. */
+	__u32 proxy_in_cgroup;
+};
+
+/* Indexes into the interception's per-CPU counters. */
+enum accel_tproxy_counter {
+	ACCEL_TP_PACKETS_SEEN = 0,
+	ACCEL_TP_PACKETS_INTERCEPTED,
+	ACCEL_TP_SYN_INTERCEPTED,
+	ACCEL_TP_PROXY_SKIPPED,
+	ACCEL_TP_ASSIGNED_ESTABLISHED,
+	ACCEL_TP_ASSIGNED_LISTENER,
+	ACCEL_TP_ASSIGN_FAILED,
+	ACCEL_TP_NO_LISTENER,
+	ACCEL_TP_MAX,
+};
+
 #define ACCEL_SOCKHASH_MAX 65536
+#define ACCEL_RULES_MAX 32
+#define ACCEL_FLOWS_MAX 16384
 #define ACCEL_BYPASS_MAX 64
 #define ACCEL_LISTENERS_MAX 4096
 

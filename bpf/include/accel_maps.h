@@ -64,9 +64,43 @@ struct {
 	__type(value, struct accel_sock_state);
 } accel_sk_state SEC(".maps");
 
+/* Interception rules, the first rule_count elements are in use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ACCEL_RULES_MAX);
+	__type(key, __u32);
+	__type(value, struct accel_intercept_rule);
+} accel_tproxy_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct accel_tproxy_config);
+} accel_tproxy_config SEC(".maps");
+
+/* Connections being steered to the proxy, keyed as the application's socket
+ * sees them. Written by tc_tproxy.c on the SYN so that the rest of the
+ * connection follows it, read by sockops.c to put both ends of the
+ * application <-> proxy hop on the fast path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ACCEL_FLOWS_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, struct accel_tproxy_flow);
+} accel_tproxy_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ACCEL_TP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} accel_tproxy_counters SEC(".maps");
+
 /* Only here so that enum accel_counter is in the objects' BTF, where
  * test/maps/layout.test.ts checks user space's mirror of it. */
 const volatile enum accel_counter accel_counter_btf_anchor = ACCEL_CNT_MAX;
+const volatile enum accel_tproxy_counter accel_tproxy_counter_btf_anchor = ACCEL_TP_MAX;
 
 static __always_inline void accel_count(enum accel_counter idx, __u64 n)
 {
@@ -75,6 +109,15 @@ static __always_inline void accel_count(enum accel_counter idx, __u64 n)
 
 	if (val)
 		*val += n; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline void accel_tp_count(enum accel_tproxy_counter idx)
+{
+	__u32 key = idx;
+	__u64 *val = bpf_map_lookup_elem(&accel_tproxy_counters, &key);
+
+	if (val)
+		*val += 1;
 }
 
 static __always_inline struct accel_config *accel_get_config(void)

@@ -61,6 +61,11 @@ export const bpf = {
 export const libcFns = {
   vsnprintf: libc.func('int vsnprintf(_Out_ uint8_t *buf, size_t size, const char *fmt, void *ap)'),
   mount: libc.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+  listen: libc.func('int listen(int fd, int backlog)'),
+  close: libc.func('int close(int fd)'),
 };
 
 export { PrintFn };

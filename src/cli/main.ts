@@ -7,6 +7,7 @@ import { log } from '../log.js';
 import { registerAttach } from './commands/attach.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDetach } from './commands/detach.js';
+import { registerProxy } from './commands/proxy.js';
 import { registerSelftest } from './commands/selftest.js';
 import { registerStatus } from './commands/status.js';
 import { registerVerify } from './commands/verify.js';
@@ -14,7 +15,7 @@ import { runAndExit } from './exit.js';
 import { GLOBAL_DEFAULTS, type GlobalOptions } from './options.js';
 
 const program = new Command('accel')
-  .description('transparent sidecar accelerator: local TCP through eBPF sockmap')
+  .description('transparent sidecar accelerator: local TCP through eBPF sockmap, transparent interception, in-kernel splicing')
   .addOption(new Option('--log-level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
   .addOption(new Option('--log-format <format>', 'log format').choices(['text', 'json']).default('text'))
   .option('--bpffs <dir>', 'bpffs mount point (mounted if needed)', GLOBAL_DEFAULTS.bpffs)
@@ -38,6 +39,7 @@ registerStatus(program, globals);
 registerVerify(program, globals);
 registerSelftest(program, globals);
 registerDemo(program, globals);
+registerProxy(program, globals);
 
 await runAndExit(async () => {
   try {

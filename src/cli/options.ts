@@ -22,3 +22,19 @@ export function parseNonNegative(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a non-negative integer`);
   return n;
 }
+
+export function parseSinglePort(value: string): number {
+  return parsePort(value)[0] as number;
+}
+
+/** A packet mark: decimal or 0x-hex, 1..2^32-1. */
+export function parseMark(value: string): number {
+  const n = /^0x[0-9a-f]{1,8}$/i.test(value) ? parseInt(value, 16) : /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 0xffffffff) throw new InvalidArgumentError(`"${value}" is not a packet mark (1-0xffffffff)`);
+  return n;
+}
+
+/** Repeatable string option. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}

@@ -17,6 +17,7 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
 import { requirePrivileges } from '../privileges.js';
+import { detachIntercept } from '../intercept/attachment.js';
 import { failpoint } from './failpoint.js';
 import { Programs, loadFastPath } from './objects.js';
 import { PinNames, inspectAttachment, openMapPins, pinDirFor, pinRoot } from './pins.js';
@@ -180,9 +181,13 @@ export async function detach(options: DetachOptions): Promise<DetachResult> {
   const cg = preflight({ ...options, prober: () => [] });
   const dir = pinDirFor(options.bpffs, cg.id);
   if (!fs.existsSync(dir)) {
+    await detachIntercept(cg, dir);
     log.info(`nothing attached to ${cg.path}`);
     return { cgroup: cg, pinDir: dir, wasAttached: false };
   }
+  // Interception first: no new connection is steered to a proxy whose fast
+  // path is about to go.
+  await detachIntercept(cg, dir);
   const linkPin = path.join(dir, PinNames.link);
   if (fs.existsSync(linkPin)) {
     fs.rmSync(linkPin);

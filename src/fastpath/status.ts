@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { findCgroupById, resolveCgroup } from '../cgroup/cgroup.js';
 import type { Counters, SockKey } from '../maps/layout.js';
+import { type InterceptStatus, interceptStatus } from '../intercept/attachment.js';
 import { withMaps } from './attachment.js';
 import { PinNames, inspectAttachment, listAttachmentIds, pinDirFor } from './pins.js';
 
@@ -22,9 +23,11 @@ export interface AttachmentStatus {
   listeners: number;
   bypassPorts: number[];
   counters: Counters | null;
+  /** Transparent interception of this cgroup, if any. */
+  intercept: InterceptStatus | null;
 }
 
-export function attachmentStatus(bpffs: string, cgroupId: bigint): AttachmentStatus | null {
+export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise<AttachmentStatus | null> {
   const dir = pinDirFor(bpffs, cgroupId);
   const state = inspectAttachment(dir, cgroupId);
   if (state.kind === 'absent') return null;
@@ -59,13 +62,19 @@ export function attachmentStatus(bpffs: string, cgroupId: bigint): AttachmentSta
     programIds: state.kind === 'complete' ? state.progIds : {},
     withSkskb: state.kind === 'complete' && state.withSkskb,
     ...maps,
+    intercept: await interceptStatus(cgroupId, dir),
   };
 }
 
 /** Status of one cgroup's attachment, or of every attachment. */
-export function collectStatus(bpffs: string, cgroup?: string): AttachmentStatus[] {
+export async function collectStatus(bpffs: string, cgroup?: string): Promise<AttachmentStatus[]> {
   const ids = cgroup ? [resolveCgroup(cgroup).id] : listAttachmentIds(bpffs);
-  return ids.map((id) => attachmentStatus(bpffs, id)).filter((s): s is AttachmentStatus => s !== null);
+  const out: AttachmentStatus[] = [];
+  for (const id of ids) {
+    const s = await attachmentStatus(bpffs, id);
+    if (s) out.push(s);
+  }
+  return out;
 }
 
 const keyText = (k: SockKey) =>

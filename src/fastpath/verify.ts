@@ -24,7 +24,7 @@ export interface VerifyReport {
 export const PROBE_BYTES = 4 << 20;
 
 export async function verify(options: { bpffs: string; cgroup?: string; probe: boolean }): Promise<VerifyReport[]> {
-  const statuses: AttachmentStatus[] = collectStatus(options.bpffs, options.cgroup).filter((s) => s.state === 'complete');
+  const statuses: AttachmentStatus[] = (await collectStatus(options.bpffs, options.cgroup)).filter((s) => s.state === 'complete');
   if (!statuses.length) {
     throw new AccelError(ErrorCodes.NOT_ATTACHED, options.cgroup ? `nothing is attached to ${options.cgroup}` : 'nothing is attached anywhere');
   }

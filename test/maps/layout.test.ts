@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { COUNTERS, COUNTER_ENUM, ConfigLayout, ListenKeyLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
+import { COUNTERS, COUNTER_ENUM, ConfigLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
 import { run } from '../../src/proc/run.js';
 import { BPF_DIR } from '../helpers/env.js';
 
@@ -49,6 +49,23 @@ describe('struct layouts agree between bpf/include/accel.h and src/maps/layout.t
     expectLayout(types, 'accel_sock_key', SockKeyLayout);
   });
 
+  it('tc_tproxy.bpf.o: accel_intercept_rule, accel_tproxy_config and the flow key', async () => {
+    const types = await btfTypes('tc_tproxy.bpf.o');
+    expectLayout(types, 'accel_intercept_rule', InterceptRuleLayout);
+    expectLayout(types, 'accel_tproxy_config', TproxyConfigLayout);
+    expectLayout(types, 'accel_tproxy_flow', TproxyFlowLayout);
+    expectLayout(types, 'accel_sock_key', SockKeyLayout);
+  });
+
+  it('interception counter indexes follow enum accel_tproxy_counter', async () => {
+    const types = await btfTypes('tc_tproxy.bpf.o');
+    const e = types.find((x) => x.kind === 'ENUM' && x.name === 'accel_tproxy_counter');
+    assert.ok(e?.values, 'enum accel_tproxy_counter is in the BTF');
+    const byName = Object.fromEntries(e.values.map((v) => [v.name, v.val]));
+    TPROXY_COUNTERS.forEach((c, i) => assert.equal(byName[TPROXY_COUNTER_ENUM[c]], i, `${TPROXY_COUNTER_ENUM[c]} = ${i}`));
+    assert.equal(byName.ACCEL_TP_MAX, TPROXY_COUNTERS.length, 'no counter is missing from the mirror');
+  });
+
   it('counter indexes follow enum accel_counter', async () => {
     const types = await btfTypes('sockops.bpf.o');
     const e = types.find((x) => x.kind === 'ENUM' && x.name === 'accel_counter');
@@ -75,5 +92,25 @@ describe('sock key encoding', () => {
     const b = encodeSockKey({ netns: 1n, family: 'ipv4', localAddress: '1.2.3.4', localPort: 1, remoteAddress: '5.6.7.8', remotePort: 2 });
     const ip = b.subarray(SockKeyLayout.fields.local_ip.offset, SockKeyLayout.fields.local_ip.offset + 16);
     assert.deepEqual([...ip], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4]);
+  });
+});
+
+describe('intercept rule encoding', () => {
+  it('masks an IPv4 prefix over the v4-mapped form', () => {
+    const b = encodeInterceptRule({ text: '', address: '10.200.7.9', prefixLength: 20, family: 'ipv4', portMin: 80, portMax: 90 });
+    const f = InterceptRuleLayout.fields;
+    assert.deepEqual([...b.subarray(f.ip.offset, f.ip.offset + 16)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 200, 0, 0]);
+    assert.deepEqual([...b.subarray(f.mask.offset, f.mask.offset + 16)], [...new Array(12).fill(0xff), 0xff, 0xff, 0xf0, 0]);
+    assert.equal(b.readUInt32LE(f.port_min.offset), 80);
+    assert.equal(b.readUInt32LE(f.port_max.offset), 90);
+  });
+
+  it('masks an IPv6 prefix, /0 matching everything', () => {
+    const f = InterceptRuleLayout.fields;
+    const b = encodeInterceptRule({ text: '', address: 'fd00:200::1', prefixLength: 64, family: 'ipv6', portMin: 1, portMax: 65535 });
+    assert.deepEqual([...b.subarray(f.ip.offset, f.ip.offset + 16)], [0xfd, 0, 0x02, 0, ...new Array(12).fill(0)]);
+    assert.deepEqual([...b.subarray(f.mask.offset, f.mask.offset + 16)], [...new Array(8).fill(0xff), ...new Array(8).fill(0)]);
+    const any = encodeInterceptRule({ text: '', address: '::', prefixLength: 0, family: 'ipv6', portMin: 1, portMax: 65535 });
+    assert.ok(any.subarray(0, 32).every((x) => x === 0));
   });
 });

@@ -1,21 +1,78 @@
 import type { Command } from 'commander';
-import { attach } from '../../fastpath/attachment.js';
-import { type GlobalOptions, parsePort } from '../options.js';
+import { attach, detach } from '../../fastpath/attachment.js';
+import { INTERCEPT_DEFAULTS, type InterceptAttachResult, attachIntercept } from '../../intercept/attachment.js';
+import { parseInterceptRule } from '../../intercept/rules.js';
+import type { InterceptRule } from '../../maps/layout.js';
+import { AccelError, ErrorCodes } from '../../errors.js';
+import { type GlobalOptions, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
 import { print, printJson, table } from '../output.js';
+
+interface AttachCliOptions {
+  cgroup: string;
+  skipSelftest: boolean;
+  bypassPort: number[];
+  json: boolean;
+  iface: string[];
+  intercept: string[];
+  proxyPort?: number;
+  interceptMark: number;
+  proxyMark: number;
+  table: number;
+  rulePriority: number;
+}
 
 export function registerAttach(program: Command, globals: () => GlobalOptions): void {
   program
     .command('attach')
-    .description('accelerate TCP between local processes of a cgroup v2 (sockops + sk_msg), after a self-test of this kernel')
+    .description(
+      'accelerate TCP between local processes of a cgroup v2 (sockops + sk_msg), after a self-test of this kernel; with --intercept, also steer its outbound connections to a local transparent proxy (tc + bpf_sk_assign)',
+    )
     .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/unified/myservice')
     .option('--skip-selftest', 'attach without first proving the fast path on this kernel', false)
     .option('--bypass-port <port>', 'keep connections on this port off the fast path (repeatable), e.g. for splice(2) readers', parsePort, [])
+    .option('--iface <name>', 'interception: interface the cgroup connects out through (repeatable)', collect, [])
+    .option('--intercept <rule>', 'interception: destination CIDR:PORT, CIDR:PORT-PORT or CIDR:* to steer to the proxy (repeatable; IPv6 as [fd00::/64]:80)', collect, [])
+    .option('--proxy-port <port>', 'interception: port the proxy listens on at 127.0.0.1 and [::1]', parseSinglePort)
+    .option('--intercept-mark <mark>', 'interception: packet mark of steered packets', parseMark, INTERCEPT_DEFAULTS.interceptMark)
+    .option('--proxy-mark <mark>', "interception: SO_MARK of the proxy's upstream connections (never steered)", parseMark, INTERCEPT_DEFAULTS.proxyMark)
+    .option('--table <n>', 'interception: routing table for the local route', parseNonNegative, INTERCEPT_DEFAULTS.table)
+    .option('--rule-priority <n>', 'interception: priority of the ip rule and of the tc filters', parseNonNegative, INTERCEPT_DEFAULTS.priority)
     .option('--json', 'print the result as JSON', false)
-    .addHelpText('after', '\nExample:\n  accel attach --cgroup /sys/fs/cgroup/unified/myservice --bypass-port 8443')
-    .action(async (opts: { cgroup: string; skipSelftest: boolean; bypassPort: number[]; json: boolean }) => {
+    .addHelpText(
+      'after',
+      '\nExamples:\n  accel attach --cgroup /sys/fs/cgroup/unified/myservice --bypass-port 8443\n  accel attach --cgroup /sys/fs/cgroup/unified/myservice --iface eth0 --intercept 10.200.0.0/24:8080 --proxy-port 15001',
+    )
+    .action(async (opts: AttachCliOptions) => {
       const g = globals();
+      const intercepting = opts.intercept.length > 0 || opts.iface.length > 0 || opts.proxyPort !== undefined;
+      let rules: InterceptRule[] = [];
+      if (intercepting) {
+        // All input is checked before anything is attached.
+        rules = opts.intercept.map(parseInterceptRule);
+        if (!rules.length || !opts.iface.length || opts.proxyPort === undefined) {
+          throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface, --intercept and --proxy-port together');
+        }
+      }
       const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort });
-      if (opts.json) return printJson(r);
+      let ic: InterceptAttachResult | null = null;
+      if (intercepting) {
+        try {
+          ic = await attachIntercept(r.cgroup, r.pinDir, g.bpfDir, {
+            ifaces: opts.iface,
+            rules,
+            proxyPort: opts.proxyPort as number,
+            interceptMark: opts.interceptMark,
+            proxyMark: opts.proxyMark,
+            table: opts.table,
+            priority: opts.rulePriority,
+          });
+        } catch (err) {
+          // Nothing half-installed: the fast path this command attached goes too.
+          if (!r.alreadyAttached) await detach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, drainMs: 0 });
+          throw err;
+        }
+      }
+      if (opts.json) return printJson({ ...r, intercept: ic });
       print(r.alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
       print(
         table([
@@ -23,6 +80,13 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
           ['setup', r.withSkskb ? 'sk_msg + SK_SKB readiness workaround' : 'sk_msg'],
           ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withSkskb ? 'with workaround' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : r.alreadyAttached ? 'not needed' : 'skipped'],
           ...(r.recovered ? ([['recovered', r.recovered]] as [string, string][]) : []),
+          ...(ic
+            ? ([
+                ['intercept', ic.state.settings.rules.map((x) => x.text).join(', ')],
+                ['interfaces', ic.state.settings.ifaces.join(', ')],
+                ['proxy port', String(ic.state.settings.proxyPort)],
+              ] as [string, string][])
+            : []),
         ]),
       );
       const warnings = r.selftest.flatMap((s) => s.checks.filter((c) => !c.ok && c.severity === 'warning'));

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { type AttachmentStatus, collectStatus } from '../../fastpath/status.js';
-import { COUNTERS } from '../../maps/layout.js';
+import { COUNTERS, TPROXY_COUNTERS } from '../../maps/layout.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';
 
@@ -18,7 +18,24 @@ export function formatStatus(s: AttachmentStatus): string {
     ['bypass ports', s.bypassPorts.length ? s.bypassPorts.join(', ') : '-'],
   ];
   const counters = s.counters ? table(COUNTERS.map((c) => [c, s.counters?.[c] ?? 0n]), '    ') : '    -';
-  return `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists)`}\n${table(rows)}\n  counters\n${counters}`;
+  let text = `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists)`}\n${table(rows)}\n  counters\n${counters}`;
+  const ic = s.intercept;
+  if (ic) {
+    const icRows: [string, string | number | bigint][] = [
+      ['state', ic.complete ? 'attached' : 'incomplete; run attach or detach to recover'],
+      ['rules', ic.settings.rules.map((r) => r.text).join(', ')],
+      ['interfaces', ic.settings.ifaces.join(', ')],
+      ['proxy port', ic.settings.proxyPort],
+      ['marks', `steered 0x${ic.settings.interceptMark.toString(16)}, proxy 0x${ic.settings.proxyMark.toString(16)}`],
+      ['table / priority', `${ic.settings.table} / ${ic.settings.priority}`],
+      ['network namespace', `inode ${ic.netns}${ic.inThisNetns ? ' (this one)' : ' (not this one)'}`],
+      ['tc filters', ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'],
+      ['steered flows', ic.flows ?? '-'],
+    ];
+    const icCounters = ic.counters ? table(TPROXY_COUNTERS.map((c) => [c, ic.counters?.[c] ?? 0n]), '      ') : '      -';
+    text += `\n  interception\n${table(icRows, '    ')}\n    counters\n${icCounters}`;
+  }
+  return text;
 }
 
 export function registerStatus(program: Command, globals: () => GlobalOptions): void {
@@ -27,8 +44,8 @@ export function registerStatus(program: Command, globals: () => GlobalOptions): 
     .description('what is attached where: programs, pins, sockets in the map, counters')
     .option('--cgroup <path>', 'only this cgroup')
     .option('--json', 'print as JSON', false)
-    .action((opts: { cgroup?: string; json: boolean }) => {
-      const all = collectStatus(globals().bpffs, opts.cgroup);
+    .action(async (opts: { cgroup?: string; json: boolean }) => {
+      const all = await collectStatus(globals().bpffs, opts.cgroup);
       if (opts.json) return printJson({ attachments: all });
       print(all.length ? all.map(formatStatus).join('\n\n') : 'nothing attached');
     });

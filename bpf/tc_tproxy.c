@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * Transparent interception without iptables: the two halves of one hook.
+ *
+ * accel_tc_egress (clsact egress of the interface the application talks
+ * through): a TCP SYN from the attached cgroup whose destination matches an
+ * intercept rule starts a steered flow (accel_tproxy_flows); every packet of
+ * a steered flow is marked and redirected to the ingress of lo, with the
+ * destination MAC rewritten to lo's (all zeros), otherwise lo would take the
+ * frame for another host's and IP input would drop it.
+ *
+ * accel_tc_lo_ingress (clsact ingress of lo): a marked packet is handed with
+ * bpf_sk_assign() to the socket that must receive it: the proxy's accepted
+ * socket for that 4-tuple when there is one, else, for a SYN only, the
+ * proxy's listener on the loopback address. The kernel then delivers it to
+ * that socket although its destination is the original server; the ip rule
+ * on the mark supplies the local route this needs. The proxy's answers go
+ * to the application's local address through lo and need nothing from us.
+ *
+ * Whatever is not ours, or cannot be parsed (IP options, IPv6 extension
+ * headers, fragments), continues unchanged (TC_ACT_UNSPEC lets other
+ * filters of the host run after this one).
+ */
+#include "accel_common.h"
+#include "accel_maps.h"
+#include "accel_key.h"
+
+#define TC_ACT_UNSPEC (-1)
+#define TC_ACT_OK 0
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_ALEN 6
+#define IPPROTO_TCP 6
+#define IP_MF_OFFSET 0x3fff
+
+/* The fields of one TCP packet the two programs need. Addresses are in the
+ * key form (IPv4 v4-mapped), ports in network byte order. */
+struct accel_pkt {
+	__u32 family;
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 syn;
+	__u8 ack;
+};
+
+static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct tcphdr *tcp;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end)
+			return -1;
+		if (ip->ihl != 5 || ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(IP_MF_OFFSET)))
+			return -1;
+		p->family = AF_INET;
+		accel_ip4_to_mapped(p->saddr, ip->saddr);
+		accel_ip4_to_mapped(p->daddr, ip->daddr);
+		tcp = (void *)(ip + 1);
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return -1;
+		p->family = AF_INET6;
+		accel_copy_ip(p->saddr, ip6->saddr.in6_u.u6_addr32);
+		accel_copy_ip(p->daddr, ip6->daddr.in6_u.u6_addr32);
+		tcp = (void *)(ip6 + 1);
+	} else {
+		return -1;
+	}
+	if ((void *)(tcp + 1) > end)
+		return -1;
+	p->sport = tcp->source;
+	p->dport = tcp->dest;
+	p->syn = tcp->syn;
+	p->ack = tcp->ack;
+	return 0;
+}
+
+static __always_inline struct accel_tproxy_config *accel_tp_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&accel_tproxy_config, &zero);
+}
+
+static __always_inline int accel_rule_matches(const struct accel_tproxy_config *cfg, const struct accel_pkt *p)
+{
+	__u32 port = bpf_ntohs(p->dport);
+
+	for (__u32 i = 0; i < ACCEL_RULES_MAX; i++) {
+		struct accel_intercept_rule *r;
+		__u32 idx = i;
+
+		if (i >= cfg->rule_count)
+			break;
+		r = bpf_map_lookup_elem(&accel_tproxy_rules, &idx);
+		if (!r)
+			break;
+		if (port < r->port_min || port > r->port_max)
+			continue;
+		if ((p->daddr[0] & r->mask[0]) == r->ip[0] && (p->daddr[1] & r->mask[1]) == r->ip[1] &&
+		    (p->daddr[2] & r->mask[2]) == r->ip[2] && (p->daddr[3] & r->mask[3]) == r->ip[3])
+			return 1;
+	}
+	return 0;
+}
+
+/* The flow as the application's socket sees it (same form as sockops.c). */
+static __always_inline void accel_flow_key(struct __sk_buff *skb, const struct accel_pkt *p, struct accel_sock_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->netns = bpf_get_netns_cookie(skb);
+	key->family = p->family;
+	key->local_port = bpf_ntohs(p->sport);
+	key->remote_port = bpf_ntohs(p->dport);
+	accel_copy_ip(key->local_ip, p->saddr);
+	accel_copy_ip(key->remote_ip, p->daddr);
+}
+
+SEC("tc")
+int accel_tc_egress(struct __sk_buff *skb)
+{
+	struct accel_tproxy_config *cfg = accel_tp_config();
+	static const __u8 lo_mac[ETH_ALEN] = {};
+	struct accel_sock_key key;
+	struct accel_pkt p;
+
+	if (!cfg || !cfg->proxy_port || accel_parse(skb, &p))
+		return TC_ACT_UNSPEC;
+	accel_tp_count(ACCEL_TP_PACKETS_SEEN);
+	accel_flow_key(skb, &p, &key);
+
+	if (p.syn && !p.ack) {
+		/* A new connection: the decision is taken here, once. */
+		if (skb->mark == cfg->proxy_mark) {
+			accel_tp_count(ACCEL_TP_PROXY_SKIPPED);
+			bpf_map_delete_elem(&accel_tproxy_flows, &key);
+			return TC_ACT_UNSPEC;
+		}
+		if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) != cfg->cgroup_id || !accel_rule_matches(cfg, &p)) {
+			bpf_map_delete_elem(&accel_tproxy_flows, &key);
+			return TC_ACT_UNSPEC;
+		}
+		struct accel_tproxy_flow flow = { .proxy_port = cfg->proxy_port };
+
+		if (bpf_map_update_elem(&accel_tproxy_flows, &key, &flow, BPF_ANY))
+			return TC_ACT_UNSPEC;
+		accel_tp_count(ACCEL_TP_SYN_INTERCEPTED);
+	} else if (!bpf_map_lookup_elem(&accel_tproxy_flows, &key)) {
+		return TC_ACT_UNSPEC;
+	}
+
+	skb->mark = cfg->intercept_mark;
+	if (bpf_skb_store_bytes(skb, 0, lo_mac, ETH_ALEN, 0))
+		return TC_ACT_UNSPEC;
+	accel_tp_count(ACCEL_TP_PACKETS_INTERCEPTED);
+	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
+}
+
+static __always_inline struct bpf_sock *accel_lookup(struct __sk_buff *skb, const struct accel_pkt *p,
+						     const __u32 *daddr, __u16 dport)
+{
+	struct bpf_sock_tuple t = {};
+
+	if (p->family == AF_INET) {
+		t.ipv4.saddr = p->saddr[3];
+		t.ipv4.daddr = daddr[3];
+		t.ipv4.sport = p->sport;
+		t.ipv4.dport = dport;
+		return (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	}
+	accel_copy_ip(t.ipv6.saddr, p->saddr);
+	accel_copy_ip(t.ipv6.daddr, daddr);
+	t.ipv6.sport = p->sport;
+	t.ipv6.dport = dport;
+	return (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
+}
+
+static __always_inline int accel_assign(struct __sk_buff *skb, struct bpf_sock *sk, enum accel_tproxy_counter ok)
+{
+	long err = bpf_sk_assign(skb, sk, 0);
+
+	bpf_sk_release(sk);
+	accel_tp_count(err ? ACCEL_TP_ASSIGN_FAILED : ok);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int accel_tc_lo_ingress(struct __sk_buff *skb)
+{
+	struct accel_tproxy_config *cfg = accel_tp_config();
+	__u32 loopback[4] = {};
+	struct bpf_sock *sk;
+	struct accel_pkt p;
+
+	if (!cfg || !cfg->intercept_mark || skb->mark != cfg->intercept_mark || accel_parse(skb, &p))
+		return TC_ACT_UNSPEC;
+
+	/* A packet of a connection the proxy already accepted. */
+	sk = accel_lookup(skb, &p, p.daddr, p.dport);
+	if (sk) {
+		if (sk->state != BPF_TCP_LISTEN)
+			return accel_assign(skb, sk, ACCEL_TP_ASSIGNED_ESTABLISHED);
+		bpf_sk_release(sk);
+	}
+	if (!p.syn || p.ack)
+		return TC_ACT_UNSPEC;
+
+	/* A new connection: the proxy's listener on the loopback address. */
+	if (p.family == AF_INET)
+		accel_ip4_to_mapped(loopback, bpf_htonl(0x7f000001));
+	else
+		loopback[3] = bpf_htonl(1);
+	sk = accel_lookup(skb, &p, loopback, bpf_htons((__u16)cfg->proxy_port));
+	if (!sk) {
+		/* No proxy: the SYN goes on to the local route and is answered
+		 * with a reset, so the client fails at once instead of hanging. */
+		accel_tp_count(ACCEL_TP_NO_LISTENER);
+		return TC_ACT_UNSPEC;
+	}
+	if (sk->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		accel_tp_count(ACCEL_TP_NO_LISTENER);
+		return TC_ACT_UNSPEC;
+	}
+	accel_assign(skb, sk, ACCEL_TP_ASSIGNED_LISTENER);
+	/* Tell sockops.c whether the proxy runs in the attached cgroup. The
+	 * listener is now skb->sk, which is what the cgroup helper reads. */
+	if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) == cfg->cgroup_id) {
+		struct accel_tproxy_flow *flow;
+		struct accel_sock_key key;
+
+		accel_flow_key(skb, &p, &key);
+		flow = bpf_map_lookup_elem(&accel_tproxy_flows, &key);
+		if (flow)
+			flow->proxy_in_cgroup = 1;
+	}
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,91 @@
+/**
+ * Sockets with options node's net module cannot set: a transparent
+ * listener (IP_TRANSPARENT, so that connections bpf_sk_assign hands it
+ * keep their original destination as local address) and a client socket
+ * carrying SO_MARK (the proxy's upstream side, which interception skips).
+ * Each returns a plain fd for node's net.Server / net.Socket to own.
+ */
+import { AccelError, ErrorCodes } from '../errors.js';
+import { describeErrno, errnoName } from './errno.js';
+import { lastErrno, libcFns } from './native.js';
+
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+const SO_MARK = 36;
+const SOL_IP = 0;
+const IP_TRANSPARENT = 19;
+const SOL_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+const IPV6_TRANSPARENT = 75;
+const AF_INET = 2;
+const AF_INET6 = 10;
+const EADDRINUSE = 98;
+
+export type Family = 4 | 6;
+
+function check(rc: number, what: string, fd?: number): void {
+  if (rc >= 0) return;
+  const errno = lastErrno();
+  if (fd !== undefined) libcFns.close(fd);
+  throw new AccelError(errno === EADDRINUSE ? ErrorCodes.ADDRESS_IN_USE : ErrorCodes.INTERNAL, `${what}: ${describeErrno(errno)}`, { errno: errnoName(errno) });
+}
+
+function setInt(fd: number, level: number, name: number, value: number, what: string): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value);
+  check(libcFns.setsockopt(fd, level, name, v, 4) as number, what, fd);
+}
+
+function newSocket(family: Family): number {
+  const fd = libcFns.socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
+  check(fd, 'socket()');
+  return fd;
+}
+
+/** struct sockaddr_in / sockaddr_in6 for a numeric address. */
+function sockaddr(family: Family, address: string, port: number): Buffer {
+  if (family === 4) {
+    const b = Buffer.alloc(16);
+    b.writeUInt16LE(AF_INET, 0);
+    b.writeUInt16BE(port, 2);
+    address.split('.').forEach((o, i) => b.writeUInt8(Number(o), 4 + i));
+    return b;
+  }
+  const b = Buffer.alloc(28);
+  b.writeUInt16LE(AF_INET6, 0);
+  b.writeUInt16BE(port, 2);
+  // Only the addresses the proxy binds: :: and ::1.
+  if (address === '::1') b.writeUInt8(1, 23);
+  else if (address !== '::') throw new AccelError(ErrorCodes.INTERNAL, `unsupported bind address ${address}`);
+  return b;
+}
+
+/** A listening, non-blocking, transparent socket on address:port. */
+export function transparentListener(family: Family, address: string, port: number, backlog: number): number {
+  const fd = newSocket(family);
+  setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR');
+  if (family === 4) {
+    setInt(fd, SOL_IP, IP_TRANSPARENT, 1, 'IP_TRANSPARENT (needs CAP_NET_ADMIN)');
+  } else {
+    setInt(fd, SOL_IPV6, IPV6_V6ONLY, 1, 'IPV6_V6ONLY');
+    setInt(fd, SOL_IPV6, IPV6_TRANSPARENT, 1, 'IPV6_TRANSPARENT (needs CAP_NET_ADMIN)');
+  }
+  const addr = sockaddr(family, address, port);
+  check(libcFns.bind(fd, addr, addr.length) as number, `bind ${family === 6 ? `[${address}]` : address}:${port}`, fd);
+  check(libcFns.listen(fd, backlog) as number, 'listen()', fd);
+  return fd;
+}
+
+/** An unconnected, non-blocking TCP socket whose packets carry `mark`. */
+export function markedSocket(family: Family, mark: number): number {
+  const fd = newSocket(family);
+  setInt(fd, SOL_SOCKET, SO_MARK, mark | 0, 'SO_MARK (needs CAP_NET_ADMIN)');
+  return fd;
+}
+
+export function closeSocket(fd: number): void {
+  libcFns.close(fd);
+}

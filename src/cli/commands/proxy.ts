@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import { INTERCEPT_DEFAULTS } from '../../intercept/attachment.js';
+import { log } from '../../log.js';
+import { Policy } from '../../proxy/policy.js';
+import { TransparentProxy } from '../../proxy/server.js';
+import { requirePrivileges } from '../../privileges.js';
+import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
+import { print, toJson } from '../output.js';
+
+interface ProxyCliOptions {
+  port: number;
+  policy?: string;
+  mark: number;
+  ipv4: boolean;
+  ipv6: boolean;
+  connectTimeoutMs: number;
+  sniffTimeoutMs: number;
+  graceMs: number;
+  backlog: number;
+}
+
+export function registerProxy(program: Command, _globals: () => GlobalOptions): void {
+  program
+    .command('proxy')
+    .description('run the transparent proxy that intercepted connections are handed to (see attach --intercept)')
+    .requiredOption('--port <port>', 'port to listen on at 127.0.0.1 and [::1]', parseSinglePort)
+    .option('--policy <file>', 'JSON policy (destination CIDR/port, TLS SNI, HTTP Host); default: allow everything')
+    .option('--mark <mark>', 'SO_MARK of upstream connections; must equal attach --proxy-mark', parseMark, INTERCEPT_DEFAULTS.proxyMark)
+    .option('--no-ipv4', 'no IPv4 listener')
+    .option('--no-ipv6', 'no IPv6 listener')
+    .option('--connect-timeout-ms <ms>', 'upstream connect timeout', parseNonNegative, 10000)
+    .option('--sniff-timeout-ms <ms>', 'how long to wait for first bytes when the policy looks at SNI/Host', parseNonNegative, 1000)
+    .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 5000)
+    .option('--backlog <n>', 'listen backlog', parseNonNegative, 1024)
+    .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
+    .action(async (opts: ProxyCliOptions) => {
+      requirePrivileges();
+      const policy = opts.policy ? Policy.load(opts.policy) : Policy.allowAll();
+      const families = [...(opts.ipv4 ? [4 as const] : []), ...(opts.ipv6 ? [6 as const] : [])];
+      const proxy = new TransparentProxy({
+        port: opts.port,
+        policy,
+        mark: opts.mark,
+        families,
+        connectTimeoutMs: opts.connectTimeoutMs,
+        sniffTimeoutMs: opts.sniffTimeoutMs,
+        backlog: opts.backlog,
+        splicer: null,
+      });
+      const endpoints = await proxy.start();
+      log.info(`proxy listening on ${endpoints.join(', ')}`);
+      // One machine-readable line on stdout for scripts waiting for readiness.
+      print(JSON.stringify({ event: 'listening', endpoints, pid: process.pid }));
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log.info(`${signal}: no new connections; open ones get ${opts.graceMs} ms`);
+          void proxy.stop(opts.graceMs).then(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      print(JSON.stringify({ event: 'stopped', stats: proxy.stats }));
+      log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
+    });
+}

@@ -1,0 +1,68 @@
+/**
+ * Typed views of the interception maps (tc_tproxy.c): settings, rules,
+ * steered flows and counters.
+ */
+import { keys, lookup, lookupPercpuSum, update } from '../bpf/map.js';
+import {
+  type InterceptRule,
+  SockKeyLayout,
+  type SockKey,
+  TPROXY_COUNTERS,
+  type TproxyConfig,
+  TproxyConfigLayout,
+  type TproxyCounters,
+  decodeSockKey,
+  decodeTproxyConfig,
+  encodeInterceptRule,
+  encodeTproxyConfig,
+} from './layout.js';
+
+export const RULES_MAX = 32;
+
+export interface TproxyFds {
+  config: number;
+  rules: number;
+  flows: number;
+  counters: number;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+export class TproxyMaps {
+  constructor(readonly fds: TproxyFds) {}
+
+  config(): TproxyConfig | null {
+    const b = lookup(this.fds.config, u32(0), TproxyConfigLayout.size);
+    return b ? decodeTproxyConfig(b) : null;
+  }
+
+  /** Rules first, then the settings that make them count: the programs
+   * never see a rule_count beyond the rules written. */
+  configure(config: Omit<TproxyConfig, 'ruleCount'>, rules: InterceptRule[]): void {
+    if (rules.length > RULES_MAX) throw new RangeError(`at most ${RULES_MAX} intercept rules`);
+    rules.forEach((r, i) => update(this.fds.rules, u32(i), encodeInterceptRule(r)));
+    update(this.fds.config, u32(0), encodeTproxyConfig({ ...config, ruleCount: rules.length }));
+  }
+
+  /** Switch interception off (proxy port 0) before the programs go away. */
+  disable(): void {
+    const c = this.config();
+    if (c) update(this.fds.config, u32(0), encodeTproxyConfig({ ...c, proxyPort: 0, ruleCount: 0 }));
+  }
+
+  counters(): TproxyCounters {
+    const out = {} as TproxyCounters;
+    TPROXY_COUNTERS.forEach((name, i) => {
+      out[name] = lookupPercpuSum(this.fds.counters, i);
+    });
+    return out;
+  }
+
+  flows(limit?: number): SockKey[] {
+    return keys(this.fds.flows, SockKeyLayout.size, limit).map(decodeSockKey);
+  }
+}

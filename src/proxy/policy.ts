@@ -1,0 +1,165 @@
+/**
+ * The proxy's policy: an ordered list of rules, the first whose conditions
+ * all hold decides; `default` decides when none does. Conditions: the
+ * original destination (CIDRs), its port(s), and from the first bytes of
+ * the stream the TLS SNI or the HTTP Host (exact, or "*.suffix").
+ *
+ *   { "default": "allow",
+ *     "rules": [ { "action": "deny", "destination": ["10.200.0.2/32"], "ports": "9000-9100" },
+ *                { "action": "allow", "sni": "*.example.com", "splice": false } ] }
+ *
+ * `splice` (default true) lets an allowed connection be handed to the kernel
+ * once decided (accel proxy --splice); false keeps it relayed in user space.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { z } from 'zod';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { parseCidr, parsePortRange } from '../intercept/rules.js';
+
+const cidr = z.string().refine(
+  (s) => {
+    try {
+      parseCidr(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'not an IP address or CIDR' },
+);
+const ports = z.union([z.number().int().min(1).max(65535), z.string().regex(/^(\*|\d{1,5}(-\d{1,5})?)$/, 'expected "N", "N-M" or "*"')]);
+const hostPattern = z.string().regex(/^(\*\.)?[A-Za-z0-9_.-]+$/, 'expected a host name or *.suffix');
+const oneOrMany = <T extends z.ZodTypeAny>(t: T) => z.union([t, z.array(t).nonempty()]);
+
+const ruleSchema = z
+  .object({
+    action: z.enum(['allow', 'deny']),
+    destination: oneOrMany(cidr).optional(),
+    ports: oneOrMany(ports).optional(),
+    sni: oneOrMany(hostPattern).optional(),
+    host: oneOrMany(hostPattern).optional(),
+    splice: z.boolean().optional(),
+    name: z.string().optional(),
+  })
+  .strict();
+
+const policySchema = z
+  .object({
+    default: z.enum(['allow', 'deny']).default('allow'),
+    rules: z.array(ruleSchema).default([]),
+  })
+  .strict();
+
+export type Action = 'allow' | 'deny';
+
+export interface ConnectionFacts {
+  destination: string;
+  port: number;
+  /** undefined: not known (no bytes looked at, or not TLS/HTTP). */
+  sni?: string | undefined;
+  host?: string | undefined;
+}
+
+export interface Decision {
+  action: Action;
+  /** "rule 2 (name)" or "default". */
+  reason: string;
+  splice: boolean;
+}
+
+interface CompiledRule {
+  action: Action;
+  label: string;
+  destinations: net.BlockList | null;
+  ports: [number, number][] | null;
+  sni: string[] | null;
+  host: string[] | null;
+  splice: boolean;
+}
+
+const list = <T>(v: T | T[] | undefined): T[] | null => (v === undefined ? null : Array.isArray(v) ? v : [v]);
+
+function hostMatches(patterns: string[], name: string | undefined): boolean {
+  if (!name) return false;
+  const n = name.toLowerCase().replace(/\.$/, '');
+  return patterns.some((p) => {
+    const q = p.toLowerCase();
+    return q.startsWith('*.') ? n.endsWith(q.slice(1)) && n.length > q.length - 1 : n === q;
+  });
+}
+
+export class Policy {
+  private constructor(
+    private readonly rules: CompiledRule[],
+    readonly defaultAction: Action,
+  ) {}
+
+  /** Validate and compile; E_POLICY names the first problem and where. */
+  static parse(value: unknown, source = 'policy'): Policy {
+    const r = policySchema.safeParse(value);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      const where = issue?.path.length ? issue.path.join('.') : '(top level)';
+      throw new AccelError(ErrorCodes.POLICY, `${source}: ${where}: ${issue?.message ?? 'invalid'}`);
+    }
+    const rules = r.data.rules.map((rule, i): CompiledRule => {
+      let destinations: net.BlockList | null = null;
+      const dests = list(rule.destination);
+      if (dests) {
+        destinations = new net.BlockList();
+        for (const d of dests) {
+          const c = parseCidr(d);
+          destinations.addSubnet(c.address, c.prefixLength, c.family);
+        }
+      }
+      return {
+        action: rule.action,
+        label: `rule ${i + 1}${rule.name ? ` (${rule.name})` : ''}`,
+        destinations,
+        ports: list(rule.ports)?.map((p) => (typeof p === 'number' ? [p, p] : parsePortRange(p))) ?? null,
+        sni: list(rule.sni),
+        host: list(rule.host),
+        splice: rule.splice ?? true,
+      };
+    });
+    return new Policy(rules, r.data.default);
+  }
+
+  static load(file: string): Policy {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new AccelError(ErrorCodes.POLICY, `cannot read policy file ${file}: ${(err as Error).message}`);
+    }
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      throw new AccelError(ErrorCodes.POLICY, `${file} is not valid JSON: ${(err as Error).message}`);
+    }
+    return Policy.parse(value, file);
+  }
+
+  static allowAll(): Policy {
+    return Policy.parse({});
+  }
+
+  /** Whether any rule looks at the stream's first bytes (SNI, Host). */
+  get needsPayload(): boolean {
+    return this.rules.some((r) => r.sni || r.host);
+  }
+
+  decide(f: ConnectionFacts): Decision {
+    const family = net.isIPv6(f.destination) ? 'ipv6' : 'ipv4';
+    for (const r of this.rules) {
+      if (r.destinations && !r.destinations.check(f.destination, family)) continue;
+      if (r.ports && !r.ports.some(([lo, hi]) => f.port >= lo && f.port <= hi)) continue;
+      if (r.sni && !hostMatches(r.sni, f.sni)) continue;
+      if (r.host && !hostMatches(r.host, f.host)) continue;
+      return { action: r.action, reason: r.label, splice: r.splice };
+    }
+    return { action: this.defaultAction, reason: 'default', splice: true };
+  }
+}

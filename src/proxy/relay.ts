@@ -1,0 +1,34 @@
+/**
+ * Relaying one connection in user space: each side piped into the other
+ * (pipe() pauses the reader while the writer's buffer is full, so memory
+ * stays bounded whatever the speeds), half-close forwarded as end(), a
+ * reset forwarded as a reset.
+ */
+import type net from 'node:net';
+
+export interface RelayResult {
+  /** Bytes client -> upstream and upstream -> client. */
+  up: number;
+  down: number;
+  reset: boolean;
+}
+
+export function relay(client: net.Socket, upstream: net.Socket): Promise<RelayResult> {
+  return new Promise((resolve) => {
+    let reset = false;
+    let closed = 0;
+    const onError = (other: net.Socket) => (err: NodeJS.ErrnoException) => {
+      reset = reset || err.code === 'ECONNRESET' || err.code === 'EPIPE';
+      if (!other.destroyed) other.resetAndDestroy();
+    };
+    client.on('error', onError(upstream));
+    upstream.on('error', onError(client));
+    const onClose = () => {
+      if (++closed === 2) resolve({ up: upstream.bytesWritten, down: client.bytesWritten, reset });
+    };
+    client.once('close', onClose);
+    upstream.once('close', onClose);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+}

@@ -1,0 +1,227 @@
+/**
+ * accel's transparent proxy. Its listeners (127.0.0.1 and [::1], both
+ * IP_TRANSPARENT) receive the connections tc_tproxy.c hands them; an
+ * accepted socket's local address is the destination the client asked for.
+ * Per connection: look at the first bytes when the policy needs them, decide,
+ * connect upstream with the proxy mark, then relay (or, see splice, hand the
+ * pair to the kernel).
+ */
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Family, closeSocket, transparentListener } from '../bpf/socket.js';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { log } from '../log.js';
+import type { Decision, Policy } from './policy.js';
+import { relay } from './relay.js';
+import { SNIFF_LIMIT, type Sniffed, sniff } from './sniff.js';
+import { connectUpstream } from './upstream.js';
+
+export interface ProxyOptions {
+  port: number;
+  policy: Policy;
+  /** SO_MARK of upstream connections. */
+  mark: number;
+  families: Family[];
+  connectTimeoutMs: number;
+  /** How long to wait for the first bytes when the policy needs them. */
+  sniffTimeoutMs: number;
+  backlog: number;
+  /** Hands an allowed, connected pair to the kernel instead of relaying;
+   * null: always relay in user space. */
+  splicer?: Splicer | null;
+}
+
+export interface Splicer {
+  /** Resolves when both sockets are done; the caller then closes them. */
+  splice(client: net.Socket, upstream: net.Socket, firstBytes: Buffer): Promise<{ up: number; down: number }>;
+}
+
+export interface ConnectionEvent {
+  event: 'connection';
+  source: string;
+  destination: string;
+  action: 'allow' | 'deny' | 'error';
+  reason: string;
+  sni?: string | undefined;
+  host?: string | undefined;
+  mode?: 'relay' | 'splice';
+}
+
+export interface ProxyStats {
+  accepted: number;
+  allowed: number;
+  denied: number;
+  failed: number;
+  spliced: number;
+  active: number;
+}
+
+function endpoint(address: string | undefined, port: number | undefined): string {
+  return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** Read until the first bytes say enough (or limit/timeout); the socket is
+ * paused again afterwards and the bytes are returned for the upstream. */
+function readFirstBytes(sock: net.Socket, timeoutMs: number): Promise<{ bytes: Buffer; sniffed: Sniffed }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = () => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.off('end', finish);
+      sock.off('close', finish);
+      sock.pause();
+      const bytes = Buffer.concat(chunks);
+      const s = sniff(bytes);
+      resolve({ bytes, sniffed: s.kind === 'incomplete' ? { kind: 'other' } : s });
+    };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size >= SNIFF_LIMIT || sniff(Buffer.concat(chunks)).kind !== 'incomplete') finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    sock.on('data', onData);
+    sock.once('end', finish);
+    sock.once('close', finish);
+    sock.resume();
+  });
+}
+
+export class TransparentProxy {
+  private servers: net.Server[] = [];
+  private readonly open = new Set<net.Socket>();
+  readonly stats: ProxyStats = { accepted: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0 };
+  private readonly ownEndpoints = new Set<string>();
+
+  constructor(private readonly o: ProxyOptions) {}
+
+  /** Listen on every family it can; fails only if none works. */
+  async start(): Promise<string[]> {
+    const listening: string[] = [];
+    for (const family of this.o.families) {
+      const address = family === 4 ? '127.0.0.1' : '::1';
+      let fd: number;
+      try {
+        fd = transparentListener(family, address, this.o.port, this.o.backlog);
+      } catch (err) {
+        if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
+          await this.stop(0);
+          throw new AccelError(ErrorCodes.ADDRESS_IN_USE, `port ${this.o.port} on ${address} is already in use`);
+        }
+        log.warn(`no IPv${family} listener: ${(err as Error).message}`);
+        continue;
+      }
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+        void this.handle(sock);
+      });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ fd }, () => resolve());
+        });
+      } catch (err) {
+        closeSocket(fd);
+        throw err;
+      }
+      server.on('error', (err) => log.error(`listener ${address}: ${err.message}`));
+      this.servers.push(server);
+      this.ownEndpoints.add(endpoint(address, this.o.port));
+      listening.push(endpoint(address, this.o.port));
+    }
+    if (!listening.length) throw new AccelError(ErrorCodes.ADDRESS_IN_USE, `could not listen on port ${this.o.port}`);
+    return listening;
+  }
+
+  private track(sock: net.Socket): void {
+    this.open.add(sock);
+    sock.once('close', () => this.open.delete(sock));
+  }
+
+  private report(e: ConnectionEvent): void {
+    const line = `${e.action} ${e.source} -> ${e.destination} (${e.reason}${e.sni ? `, sni ${e.sni}` : ''}${e.host ? `, host ${e.host}` : ''}${e.mode ? `, ${e.mode}` : ''})`;
+    if (e.action === 'allow') log.info(line, e);
+    else log.warn(line, e);
+  }
+
+  private async handle(client: net.Socket): Promise<void> {
+    this.stats.accepted++;
+    this.stats.active++;
+    this.track(client);
+    client.on('error', () => {});
+    const source = endpoint(client.remoteAddress, client.remotePort);
+    const destHost = client.localAddress ?? '';
+    const destPort = client.localPort ?? 0;
+    const destination = endpoint(destHost, destPort);
+    try {
+      if (this.ownEndpoints.has(destination)) {
+        // Not an intercepted connection: relaying it would loop into us.
+        this.stats.denied++;
+        this.report({ event: 'connection', source, destination, action: 'deny', reason: 'connection to the proxy port itself' });
+        client.resetAndDestroy();
+        return;
+      }
+      let first: Buffer = Buffer.alloc(0);
+      let facts: { sni?: string | undefined; host?: string | undefined } = {};
+      if (this.o.policy.needsPayload) {
+        const r = await readFirstBytes(client, this.o.sniffTimeoutMs);
+        first = r.bytes;
+        facts = r.sniffed.kind === 'tls' ? { sni: r.sniffed.sni } : r.sniffed.kind === 'http' ? { host: r.sniffed.host } : {};
+      }
+      const decision: Decision = this.o.policy.decide({ destination: destHost, port: destPort, ...facts });
+      if (decision.action === 'deny') {
+        this.stats.denied++;
+        this.report({ event: 'connection', source, destination, action: 'deny', reason: decision.reason, ...facts });
+        client.resetAndDestroy();
+        return;
+      }
+      let upstream: net.Socket;
+      try {
+        upstream = await connectUpstream({ host: destHost, port: destPort, mark: this.o.mark, timeoutMs: this.o.connectTimeoutMs });
+      } catch (err) {
+        this.stats.failed++;
+        this.report({ event: 'connection', source, destination, action: 'error', reason: `upstream: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+        client.resetAndDestroy();
+        return;
+      }
+      this.track(upstream);
+      if (client.destroyed) {
+        upstream.destroy();
+        return;
+      }
+      const splicer = decision.splice ? this.o.splicer : null;
+      this.stats.allowed++;
+      this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, ...facts, mode: splicer ? 'splice' : 'relay' });
+      if (splicer) {
+        this.stats.spliced++;
+        await splicer.splice(client, upstream, first);
+        client.destroy();
+        upstream.destroy();
+      } else {
+        if (first.length) upstream.write(first);
+        const r = await relay(client, upstream);
+        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down${r.reset ? ', reset' : ''}`);
+      }
+    } catch (err) {
+      this.stats.failed++;
+      log.error(`${source} -> ${destination}: ${(err as Error).message}`);
+      client.destroy();
+    } finally {
+      this.stats.active--;
+    }
+  }
+
+  /** Stop accepting; let open connections finish for up to graceMs, then
+   * end them. */
+  async stop(graceMs: number): Promise<void> {
+    // close() stops accepting at once; its callback would wait for every
+    // connection, which the grace period bounds instead.
+    for (const s of this.servers) s.close();
+    this.servers = [];
+    const deadline = Date.now() + graceMs;
+    while (this.open.size && Date.now() < deadline) await sleep(Math.min(50, Math.max(1, deadline - Date.now())));
+    if (this.open.size) log.warn(`closing ${this.open.size} sockets still open after ${graceMs} ms`);
+    for (const s of this.open) s.destroy();
+  }
+}

@@ -27,6 +27,7 @@
 
 #define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define ETH_ALEN 6
@@ -43,6 +44,9 @@ struct accel_pkt {
 	__u16 dport;
 	__u8 syn;
 	__u8 ack;
+	/* Offsets of the IP and TCP headers in the packet. */
+	__u16 l3_off;
+	__u16 l4_off;
 };
 
 static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *p)
@@ -62,6 +66,7 @@ static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *
 		if (ip->ihl != 5 || ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(IP_MF_OFFSET)))
 			return -1;
 		p->family = AF_INET;
+		p->l4_off = sizeof(*eth) + sizeof(*ip);
 		accel_ip4_to_mapped(p->saddr, ip->saddr);
 		accel_ip4_to_mapped(p->daddr, ip->daddr);
 		tcp = (void *)(ip + 1);
@@ -73,6 +78,7 @@ static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *
 		if (ip6->nexthdr != IPPROTO_TCP)
 			return -1;
 		p->family = AF_INET6;
+		p->l4_off = sizeof(*eth) + sizeof(*ip6);
 		accel_copy_ip(p->saddr, ip6->saddr.in6_u.u6_addr32);
 		accel_copy_ip(p->daddr, ip6->daddr.in6_u.u6_addr32);
 		tcp = (void *)(ip6 + 1);
@@ -81,6 +87,7 @@ static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *
 	}
 	if ((void *)(tcp + 1) > end)
 		return -1;
+	p->l3_off = sizeof(*eth);
 	p->sport = tcp->source;
 	p->dport = tcp->dest;
 	p->syn = tcp->syn;
@@ -197,6 +204,55 @@ static __always_inline int accel_assign(struct __sk_buff *skb, struct bpf_sock *
 	return TC_ACT_OK;
 }
 
+#define TCP_SEQ_OFF 4
+#define TCP_FLAGS_OFF 12
+#define TCP_CSUM_OFF 16
+#define TCP_FLAG_RST_ACK 0x14
+
+/*
+ * Answer a SYN nobody can take (the proxy is gone) with a RST: the SYN is
+ * turned around in place and delivered back to the client, which fails with
+ * ECONNREFUSED at once instead of retransmitting for a minute. The kernel
+ * cannot send this reset itself: its source would be the original
+ * destination, which is not a local address. Swapping addresses and ports
+ * leaves both checksums unchanged; seq, ack_seq and the flags are patched
+ * into the TCP checksum.
+ */
+static __always_inline int accel_refuse(struct __sk_buff *skb, const struct accel_pkt *p)
+{
+	__u32 old_seq, new_seq = 0, old_ack, new_ack;
+	__u16 old_flags, new_flags;
+	__u32 ip_src, l4 = p->l4_off;
+
+	if (bpf_skb_load_bytes(skb, l4 + TCP_SEQ_OFF, &old_seq, 4) || bpf_skb_load_bytes(skb, l4 + TCP_SEQ_OFF + 4, &old_ack, 4) ||
+	    bpf_skb_load_bytes(skb, l4 + TCP_FLAGS_OFF, &old_flags, 2))
+		return TC_ACT_SHOT;
+	new_ack = bpf_htonl(bpf_ntohl(old_seq) + 1);
+	new_flags = (old_flags & bpf_htons(0xff00)) | bpf_htons(TCP_FLAG_RST_ACK);
+
+	if (p->family == AF_INET) {
+		ip_src = p->l3_off + offsetof(struct iphdr, saddr);
+		if (bpf_skb_store_bytes(skb, ip_src, &p->daddr[3], 4, 0) || bpf_skb_store_bytes(skb, ip_src + 4, &p->saddr[3], 4, 0))
+			return TC_ACT_SHOT;
+	} else {
+		ip_src = p->l3_off + offsetof(struct ipv6hdr, saddr);
+		if (bpf_skb_store_bytes(skb, ip_src, p->daddr, 16, 0) || bpf_skb_store_bytes(skb, ip_src + 16, p->saddr, 16, 0))
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, l4, &p->dport, 2, 0) || bpf_skb_store_bytes(skb, l4 + 2, &p->sport, 2, 0))
+		return TC_ACT_SHOT;
+	if (bpf_l4_csum_replace(skb, l4 + TCP_CSUM_OFF, old_seq, new_seq, 4) ||
+	    bpf_l4_csum_replace(skb, l4 + TCP_CSUM_OFF, old_ack, new_ack, 4) ||
+	    bpf_l4_csum_replace(skb, l4 + TCP_CSUM_OFF, old_flags, new_flags, 2))
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF, &new_seq, 4, 0) || bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF + 4, &new_ack, 4, 0) ||
+	    bpf_skb_store_bytes(skb, l4 + TCP_FLAGS_OFF, &new_flags, 2, 0))
+		return TC_ACT_SHOT;
+	/* Unmarked, it passes this program untouched the second time. */
+	skb->mark = 0;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
 SEC("tc")
 int accel_tc_lo_ingress(struct __sk_buff *skb)
 {
@@ -224,16 +280,15 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 	else
 		loopback[3] = bpf_htonl(1);
 	sk = accel_lookup(skb, &p, loopback, bpf_htons((__u16)cfg->proxy_port));
-	if (!sk) {
-		/* No proxy: the SYN goes on to the local route and is answered
-		 * with a reset, so the client fails at once instead of hanging. */
-		accel_tp_count(ACCEL_TP_NO_LISTENER);
-		return TC_ACT_UNSPEC;
-	}
-	if (sk->state != BPF_TCP_LISTEN) {
+	if (sk && sk->state != BPF_TCP_LISTEN) {
 		bpf_sk_release(sk);
+		sk = NULL;
+	}
+	if (!sk) {
+		/* No proxy: refuse rather than let the client hang, and never
+		 * let the connection reach its destination unchecked. */
 		accel_tp_count(ACCEL_TP_NO_LISTENER);
-		return TC_ACT_UNSPEC;
+		return accel_refuse(skb, &p);
 	}
 	accel_assign(skb, sk, ACCEL_TP_ASSIGNED_LISTENER);
 	/* Tell sockops.c whether the proxy runs in the attached cgroup. The

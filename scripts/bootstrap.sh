@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux)
+# curl and socat: unmodified clients in the interception tests.
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -118,7 +118,7 @@ function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
 
 /** Checks that need no change to the system: bad input, a proxy that does
  * not listen, rules/tables/filters of someone else in the way. */
-async function preflight(s: InterceptSettings): Promise<Map<string, number>> {
+export async function checkIntercept(s: InterceptSettings): Promise<Map<string, number>> {
   if (!s.rules.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs at least one --intercept rule');
   if (s.rules.length > RULES_MAX) throw new AccelError(ErrorCodes.USAGE, `at most ${RULES_MAX} intercept rules`);
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
@@ -166,7 +166,7 @@ export async function attachIntercept(cg: Cgroup, pinDir: string, bpfDir: string
   const netns = ip.currentNetns();
   const existing = readState(cg.id);
   if (existing) {
-    if (existing.netns !== netns) {
+    if (existing.netns !== netns && ip.netnsAlive(existing.netns)) {
       throw new AccelError(ErrorCodes.WRONG_NETNS, `${cg.path} is already intercepted from another network namespace (inode ${existing.netns})`);
     }
     if (existing.complete && JSON.stringify(existing.settings) === JSON.stringify(s)) {
@@ -176,7 +176,7 @@ export async function attachIntercept(cg: Cgroup, pinDir: string, bpfDir: string
     log.warn(`replacing the interception of ${cg.path} (${existing.complete ? 'new settings' : 'incomplete attempt'})`);
     await detachIntercept(cg, pinDir);
   }
-  const indexes = await preflight(s);
+  const indexes = await checkIntercept(s);
 
   const state: InterceptState = {
     version: 1,
@@ -251,14 +251,18 @@ export async function attachIntercept(cg: Cgroup, pinDir: string, bpfDir: string
   return { state, alreadyAttached: false };
 }
 
-/** Remove, in reverse order, what the record says was added. */
-async function undo(state: InterceptState, pinDir: string): Promise<void> {
+/** Remove, in reverse order, what the record says was added. Without
+ * netnsState (the namespace is gone, and its routes and filters with it),
+ * only the pins and the record. */
+async function undo(state: InterceptState, pinDir: string, netnsState = true): Promise<void> {
   if (fs.existsSync(path.join(pinDir, MapNames.tproxyConfig))) withTproxyMaps(pinDir, (maps) => maps.disable());
-  for (const f of [...state.added.filters].reverse()) await ip.deleteBpfFilter(f);
-  for (const dev of state.added.clsact) await ip.deleteClsact(dev);
-  for (const r of state.added.rules) await ip.deleteMarkRule(r);
-  for (const r of state.added.routes) await ip.deleteLocalRoute(r);
-  if (state.added.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, state.added.acceptLocal);
+  if (netnsState) {
+    for (const f of [...state.added.filters].reverse()) await ip.deleteBpfFilter(f);
+    for (const dev of state.added.clsact) await ip.deleteClsact(dev);
+    for (const r of state.added.rules) await ip.deleteMarkRule(r);
+    for (const r of state.added.routes) await ip.deleteLocalRoute(r);
+    if (state.added.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, state.added.acceptLocal);
+  }
   for (const file of state.added.pins) fs.rmSync(file, { force: true });
   fs.rmSync(statePath(BigInt(state.cgroupId)), { force: true });
 }
@@ -269,10 +273,15 @@ export async function detachIntercept(cg: Cgroup, pinDir: string): Promise<boole
   const state = readState(cg.id);
   if (!state) return false;
   if (state.netns !== ip.currentNetns()) {
-    throw new AccelError(
-      ErrorCodes.WRONG_NETNS,
-      `the interception of ${cg.path} was attached in another network namespace (inode ${state.netns}); run detach there, e.g. with nsenter --net=<that namespace>`,
-    );
+    if (ip.netnsAlive(state.netns)) {
+      throw new AccelError(
+        ErrorCodes.WRONG_NETNS,
+        `the interception of ${cg.path} was attached in another network namespace (inode ${state.netns}); run detach there, e.g. with nsenter --net=<that namespace>`,
+      );
+    }
+    log.warn(`the network namespace of the interception of ${cg.path} is gone, and its routes and filters with it`);
+    await undo(state, pinDir, false);
+    return true;
   }
   await undo(state, pinDir);
   log.info(`interception of ${cg.path} removed`);

@@ -193,6 +193,25 @@ export function currentNetns(): number {
   return fs.statSync('/proc/self/ns/net').ino;
 }
 
+/** Does the network namespace with this inode still exist? It does while a
+ * process is in it or a bind mount (ip netns) holds it. */
+export function netnsAlive(inode: number): boolean {
+  const holders = [
+    ...(fs.existsSync('/run/netns') ? fs.readdirSync('/run/netns').map((n) => `/run/netns/${n}`) : []),
+    ...fs
+      .readdirSync('/proc')
+      .filter((n) => /^\d+$/.test(n))
+      .map((n) => `/proc/${n}/ns/net`),
+  ];
+  return holders.some((p) => {
+    try {
+      return fs.statSync(p).ino === inode;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Is something listening on TCP `port` on a loopback or wildcard address
  * of this namespace (per /proc/net/tcp and tcp6)? */
 export function loopbackListening(port: number): { ipv4: boolean; ipv6: boolean } {

@@ -70,12 +70,15 @@ export interface Spawned {
   /** Resolves with the first stdout line matching, or null if the process
    * ended without printing one. */
   waitForLine(match: (line: string) => boolean): Promise<string | null>;
+  /** Every line seen so far. */
+  lines(): string[];
   kill(signal?: NodeJS.Signals): void;
   write(text: string): void;
 }
 
-/** Start a long-running program, placed like run() places it. */
-export function spawn(program: string, programArgs: string[], options: Placement & { env?: Record<string, string> } = {}): Spawned {
+/** Start a long-running program, placed like run() places it. With
+ * watchStderr, stderr lines are watched (and collected) like stdout's. */
+export function spawn(program: string, programArgs: string[], options: Placement & { env?: Record<string, string>; watchStderr?: boolean } = {}): Spawned {
   const [cmd, argv] = placed(program, programArgs, options);
   log.debug(`spawn ${cmd} ${argv.join(' ')}`);
   const child: ResultPromise = execa(cmd, argv, {
@@ -85,11 +88,10 @@ export function spawn(program: string, programArgs: string[], options: Placement
   });
   const lines: string[] = [];
   const waiters: { match: (l: string) => boolean; resolve: (l: string | null) => void }[] = [];
-  child.stdout?.setEncoding('utf8');
   let partial = '';
-  child.stdout?.on('data', (chunk: string) => {
-    const parts = (partial + chunk).split('\n');
-    partial = parts.pop() ?? '';
+  const onLines = (chunk: string, carry: string): string => {
+    const parts = (carry + chunk).split('\n');
+    const rest = parts.pop() ?? '';
     for (const line of parts) {
       lines.push(line);
       for (const w of [...waiters]) {
@@ -99,7 +101,19 @@ export function spawn(program: string, programArgs: string[], options: Placement
         }
       }
     }
+    return rest;
+  };
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    partial = onLines(chunk, partial);
   });
+  let errPartial = '';
+  if (options.watchStderr) {
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      errPartial = onLines(chunk, errPartial);
+    });
+  }
   const done = child.then((r) => {
     if (partial) lines.push(partial);
     for (const w of waiters.splice(0)) w.resolve(lines.find(w.match) ?? null);
@@ -113,6 +127,7 @@ export function spawn(program: string, programArgs: string[], options: Placement
       if (seen !== undefined) return Promise.resolve(seen);
       return new Promise((resolve) => waiters.push({ match, resolve }));
     },
+    lines: () => [...lines],
     kill: (signal: NodeJS.Signals = 'SIGTERM') => {
       child.kill(signal);
     },

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { attach, detach } from '../../fastpath/attachment.js';
-import { INTERCEPT_DEFAULTS, type InterceptAttachResult, attachIntercept } from '../../intercept/attachment.js';
+import { INTERCEPT_DEFAULTS, type InterceptAttachResult, type InterceptSettings, attachIntercept, checkIntercept } from '../../intercept/attachment.js';
 import { parseInterceptRule } from '../../intercept/rules.js';
 import type { InterceptRule } from '../../maps/layout.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
@@ -45,27 +45,29 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .action(async (opts: AttachCliOptions) => {
       const g = globals();
       const intercepting = opts.intercept.length > 0 || opts.iface.length > 0 || opts.proxyPort !== undefined;
-      let rules: InterceptRule[] = [];
+      let settings: InterceptSettings | null = null;
       if (intercepting) {
-        // All input is checked before anything is attached.
-        rules = opts.intercept.map(parseInterceptRule);
+        // All input, and the proxy, are checked before anything is attached.
+        const rules: InterceptRule[] = opts.intercept.map(parseInterceptRule);
         if (!rules.length || !opts.iface.length || opts.proxyPort === undefined) {
           throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface, --intercept and --proxy-port together');
         }
+        settings = {
+          ifaces: opts.iface,
+          rules,
+          proxyPort: opts.proxyPort,
+          interceptMark: opts.interceptMark,
+          proxyMark: opts.proxyMark,
+          table: opts.table,
+          priority: opts.rulePriority,
+        };
+        await checkIntercept(settings);
       }
       const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort });
       let ic: InterceptAttachResult | null = null;
-      if (intercepting) {
+      if (settings) {
         try {
-          ic = await attachIntercept(r.cgroup, r.pinDir, g.bpfDir, {
-            ifaces: opts.iface,
-            rules,
-            proxyPort: opts.proxyPort as number,
-            interceptMark: opts.interceptMark,
-            proxyMark: opts.proxyMark,
-            table: opts.table,
-            priority: opts.rulePriority,
-          });
+          ic = await attachIntercept(r.cgroup, r.pinDir, g.bpfDir, settings);
         } catch (err) {
           // Nothing half-installed: the fast path this command attached goes too.
           if (!r.alreadyAttached) await detach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, drainMs: 0 });

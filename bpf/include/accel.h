@@ -121,6 +121,26 @@ enum accel_tproxy_counter {
 	ACCEL_TP_MAX,
 };
 
+/* Per-socket state of a spliced socket (sksplice.c), keyed by its cookie;
+ * created before the socket enters the map, deleted when its pair ends. */
+struct accel_splice_sock {
+	/* Bytes the verdict program redirected from this socket to its peer;
+	 * user space compares it with the peer's send stream before it
+	 * forwards a half-close. */
+	__u64 bytes_redirected;
+};
+
+/* Indexes into the splice counters. Bytes and messages are counted by the
+ * verdict program, pairs by the one process owning the object. */
+enum accel_splice_counter {
+	ACCEL_SPLICE_BYTES_REDIRECTED = 0,
+	ACCEL_SPLICE_SKBS_REDIRECTED,
+	ACCEL_SPLICE_SKBS_PASSED,
+	ACCEL_SPLICE_PAIRS_SPLICED,
+	ACCEL_SPLICE_PAIRS_CLOSED,
+	ACCEL_SPLICE_CNT_MAX,
+};
+
 #define ACCEL_SOCKHASH_MAX 65536
 #define ACCEL_RULES_MAX 32
 #define ACCEL_FLOWS_MAX 16384

@@ -66,6 +66,8 @@ export const libcFns = {
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   listen: libc.func('int listen(int fd, int backlog)'),
   close: libc.func('int close(int fd)'),
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
+  ioctl_int: libc.func('int ioctl(int fd, unsigned long request, _Out_ int *value)'),
 };
 
 export { PrintFn };

@@ -86,6 +86,49 @@ export function markedSocket(family: Family, mark: number): number {
   return fd;
 }
 
+const SO_RCVLOWAT = 18;
+const SO_COOKIE = 57;
+const SOL_TCP = 6;
+const TCP_INFO = 11;
+const SIOCOUTQ = 0x5411;
+/* struct tcp_info (linux/tcp.h): tcpi_bytes_acked @120, tcpi_bytes_received @128. */
+const TCP_INFO_SIZE = 232;
+const TCPI_BYTES_ACKED = 120;
+const TCPI_BYTES_RECEIVED = 128;
+
+/** The kernel's cookie of a socket (what BPF's bpf_get_socket_cookie sees). */
+export function socketCookie(fd: number): bigint {
+  const v = Buffer.alloc(8);
+  check(libcFns.getsockopt(fd, SOL_SOCKET, SO_COOKIE, v, [8]) as number, 'SO_COOKIE');
+  return v.readBigUInt64LE(0);
+}
+
+/** SO_RCVLOWAT. Setting it also makes TCP re-check readiness and call the
+ * socket's data-ready callback when data is queued (tcp_set_rcvlowat). */
+export function setRcvLowat(fd: number, bytes: number): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(bytes);
+  check(libcFns.setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, v, 4) as number, 'SO_RCVLOWAT');
+}
+
+export interface TcpStreamCounts {
+  /** Bytes received in order (tcpi_bytes_received). */
+  received: bigint;
+  /** Bytes accepted into the send stream: acknowledged plus still queued. */
+  sendStream: bigint;
+}
+
+export function tcpStreamCounts(fd: number): TcpStreamCounts {
+  const info = Buffer.alloc(TCP_INFO_SIZE);
+  check(libcFns.getsockopt(fd, SOL_TCP, TCP_INFO, info, [TCP_INFO_SIZE]) as number, 'TCP_INFO');
+  const outq = [0];
+  check(libcFns.ioctl_int(fd, SIOCOUTQ, outq) as number, 'SIOCOUTQ');
+  return {
+    received: info.readBigUInt64LE(TCPI_BYTES_RECEIVED),
+    sendStream: info.readBigUInt64LE(TCPI_BYTES_ACKED) + BigInt(outq[0] ?? 0),
+  };
+}
+
 export function closeSocket(fd: number): void {
   libcFns.close(fd);
 }

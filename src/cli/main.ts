@@ -8,6 +8,7 @@ import { registerAttach } from './commands/attach.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDetach } from './commands/detach.js';
 import { registerProxy } from './commands/proxy.js';
+import { registerSpliceServers } from './commands/splice-servers.js';
 import { registerSelftest } from './commands/selftest.js';
 import { registerStatus } from './commands/status.js';
 import { registerVerify } from './commands/verify.js';
@@ -40,6 +41,7 @@ registerVerify(program, globals);
 registerSelftest(program, globals);
 registerDemo(program, globals);
 registerProxy(program, globals);
+registerSpliceServers(program, globals);
 
 await runAndExit(async () => {
   try {

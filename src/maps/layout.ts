@@ -277,3 +277,23 @@ export function decodeTproxyConfig(b: Buffer): TproxyConfig {
     ruleCount: b.readUInt32LE(f.rule_count.offset),
   };
 }
+
+/** struct accel_splice_sock */
+export const SpliceSockLayout = {
+  size: 8,
+  fields: {
+    bytes_redirected: { offset: 0, size: 8 },
+  },
+} as const;
+
+/** enum accel_splice_counter, in order, with the C enumerator names. */
+export const SPLICE_COUNTER_ENUM = {
+  bytes_redirected: 'ACCEL_SPLICE_BYTES_REDIRECTED',
+  skbs_redirected: 'ACCEL_SPLICE_SKBS_REDIRECTED',
+  skbs_passed: 'ACCEL_SPLICE_SKBS_PASSED',
+  pairs_spliced: 'ACCEL_SPLICE_PAIRS_SPLICED',
+  pairs_closed: 'ACCEL_SPLICE_PAIRS_CLOSED',
+} as const;
+export type SpliceCounterName = keyof typeof SPLICE_COUNTER_ENUM;
+export const SPLICE_COUNTERS = Object.keys(SPLICE_COUNTER_ENUM) as SpliceCounterName[];
+export type SpliceCounters = Record<SpliceCounterName, bigint>;

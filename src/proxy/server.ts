@@ -32,8 +32,8 @@ export interface ProxyOptions {
 }
 
 export interface Splicer {
-  /** Resolves when both sockets are done; the caller then closes them. */
-  splice(client: net.Socket, upstream: net.Socket, firstBytes: Buffer): Promise<{ up: number; down: number }>;
+  /** Resolves when both sockets are closed. */
+  splice(client: net.Socket, upstream: net.Socket, firstBytes: Buffer): Promise<{ aToB: number; bToA: number; reset: boolean }>;
 }
 
 export interface ConnectionEvent {
@@ -195,9 +195,8 @@ export class TransparentProxy {
       this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, ...facts, mode: splicer ? 'splice' : 'relay' });
       if (splicer) {
         this.stats.spliced++;
-        await splicer.splice(client, upstream, first);
-        client.destroy();
-        upstream.destroy();
+        const r = await splicer.splice(client, upstream, first);
+        log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
       } else {
         if (first.length) upstream.write(first);
         const r = await relay(client, upstream);

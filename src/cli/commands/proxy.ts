@@ -4,8 +4,11 @@ import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
 import { TransparentProxy } from '../../proxy/server.js';
 import { requirePrivileges } from '../../privileges.js';
+import { SpliceAttachment } from '../../splice/objects.js';
+import { KernelSplicer } from '../../splice/splicer.js';
 import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
-import { print, toJson } from '../output.js';
+import { toJson } from '../output.js';
+import { serveUntilSignal } from '../serve.js';
 
 interface ProxyCliOptions {
   port: number;
@@ -17,9 +20,10 @@ interface ProxyCliOptions {
   sniffTimeoutMs: number;
   graceMs: number;
   backlog: number;
+  splice?: boolean;
 }
 
-export function registerProxy(program: Command, _globals: () => GlobalOptions): void {
+export function registerProxy(program: Command, globals: () => GlobalOptions): void {
   program
     .command('proxy')
     .description('run the transparent proxy that intercepted connections are handed to (see attach --intercept)')
@@ -32,11 +36,24 @@ export function registerProxy(program: Command, _globals: () => GlobalOptions): 
     .option('--sniff-timeout-ms <ms>', 'how long to wait for first bytes when the policy looks at SNI/Host', parseNonNegative, 1000)
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 5000)
     .option('--backlog <n>', 'listen backlog', parseNonNegative, 1024)
+    .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
+    .option('--no-splice', 'relay every connection in user space')
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
     .action(async (opts: ProxyCliOptions) => {
       requirePrivileges();
       const policy = opts.policy ? Policy.load(opts.policy) : Policy.allowAll();
       const families = [...(opts.ipv4 ? [4 as const] : []), ...(opts.ipv6 ? [6 as const] : [])];
+      const g = globals();
+      let attachment: SpliceAttachment | null = null;
+      if (opts.splice !== false) {
+        try {
+          attachment = SpliceAttachment.open({ bpffs: g.bpffs, bpfDir: g.bpfDir, owner: `proxy-${opts.port}` });
+        } catch (err) {
+          // Asked for explicitly: fail; by default: relay in user space.
+          if (opts.splice === true) throw err;
+          log.warn(`in-kernel splicing unavailable, relaying in user space: ${(err as Error).message}`);
+        }
+      }
       const proxy = new TransparentProxy({
         port: opts.port,
         policy,
@@ -45,21 +62,15 @@ export function registerProxy(program: Command, _globals: () => GlobalOptions): 
         connectTimeoutMs: opts.connectTimeoutMs,
         sniffTimeoutMs: opts.sniffTimeoutMs,
         backlog: opts.backlog,
-        splicer: null,
+        splicer: attachment ? new KernelSplicer(attachment.maps) : null,
       });
-      const endpoints = await proxy.start();
-      log.info(`proxy listening on ${endpoints.join(', ')}`);
-      // One machine-readable line on stdout for scripts waiting for readiness.
-      print(JSON.stringify({ event: 'listening', endpoints, pid: process.pid }));
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log.info(`${signal}: no new connections; open ones get ${opts.graceMs} ms`);
-          void proxy.stop(opts.graceMs).then(resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      print(JSON.stringify({ event: 'stopped', stats: proxy.stats }));
-      log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
+      try {
+        const endpoints = await proxy.start();
+        log.info(`proxy listening on ${endpoints.join(', ')}${attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : ' (relaying in user space)'}`);
+        await serveUntilSignal({ endpoints, splice: attachment !== null }, () => proxy.stop(opts.graceMs), opts.graceMs, () => proxy.stats);
+        log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
+      } finally {
+        attachment?.close();
+      }
     });
 }

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * Maps of the in-kernel splice (sksplice.c). One set per owning process
+ * (accel proxy --splice, accel echo, accel relay), pinned under
+ * /sys/fs/bpf/accel/splice-<owner>-<pid>/.
+ */
+#ifndef ACCEL_SPLICE_MAPS_H
+#define ACCEL_SPLICE_MAPS_H
+
+#include "accel.h"
+
+/*
+ * A spliced socket is stored under the cookie of the socket whose data it
+ * must send: for a pair (a, b), b under cookie(a) and a under cookie(b); an
+ * echo socket under its own cookie. The verdict program then needs a single
+ * lookup, and each entry disappears with its socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, __u64);
+	__type(value, __u64);
+} accel_splice_hash SEC(".maps");
+
+/* Socket cookie -> struct accel_splice_sock (SK_SKB programs cannot use
+ * socket storage). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, __u64);
+	__type(value, struct accel_splice_sock);
+} accel_splice_socks SEC(".maps");
+
+/* Shared by every CPU (not per-CPU) so that user space can add the pair
+ * counts it owns; the program adds with atomics. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ACCEL_SPLICE_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} accel_splice_counters SEC(".maps");
+
+const volatile enum accel_splice_counter accel_splice_counter_btf_anchor = ACCEL_SPLICE_CNT_MAX;
+
+static __always_inline void accel_splice_count(enum accel_splice_counter idx, __u64 n)
+{
+	__u32 key = idx;
+	__u64 *val = bpf_map_lookup_elem(&accel_splice_counters, &key);
+
+	if (val)
+		__sync_fetch_and_add(val, n);
+}
+
+#endif /* ACCEL_SPLICE_MAPS_H */

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
+/*
+ * SK_SKB stream verdict attached to accel_splice_hash: every chunk of data
+ * that arrives on a spliced socket is sent out of its peer socket
+ * (bpf_sk_redirect_hash without BPF_F_INGRESS), so the owning process never
+ * reads or writes it. A socket whose peer is not in the map keeps its data
+ * (SK_PASS): user space reads it like any other.
+ */
+#include "accel_common.h"
+#include "accel_splice_maps.h"
+
+SEC("sk_skb/stream_verdict")
+int accel_splice_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct accel_splice_sock *st;
+	__u32 len = skb->len;
+
+	if (bpf_sk_redirect_hash(skb, &accel_splice_hash, &cookie, 0) != SK_PASS) {
+		accel_splice_count(ACCEL_SPLICE_SKBS_PASSED, 1);
+		return SK_PASS;
+	}
+	st = bpf_map_lookup_elem(&accel_splice_socks, &cookie);
+	if (st)
+		__sync_fetch_and_add(&st->bytes_redirected, len);
+	accel_splice_count(ACCEL_SPLICE_BYTES_REDIRECTED, len);
+	accel_splice_count(ACCEL_SPLICE_SKBS_REDIRECTED, 1);
+	return SK_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,83 @@
+/**
+ * Typed view of the splice maps (sksplice.c): the SOCKHASH keyed by the
+ * cookie of the socket whose data an entry receives, the per-socket byte
+ * counts, and the counters.
+ */
+import { keys, lookup, remove, update } from '../bpf/map.js';
+import { BPF_NOEXIST } from '../bpf/uapi.js';
+import { SPLICE_COUNTERS, type SpliceCounterName, type SpliceCounters, SpliceSockLayout } from './layout.js';
+
+export const SpliceMapNames = {
+  hash: 'accel_splice_hash',
+  socks: 'accel_splice_socks',
+  counters: 'accel_splice_counters',
+} as const;
+
+export interface SpliceFds {
+  hash: number;
+  socks: number;
+  counters: number;
+}
+
+function u64(n: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(n);
+  return b;
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+export class SpliceMaps {
+  constructor(readonly fds: SpliceFds) {}
+
+  /** Start counting what is redirected from the socket with this cookie. */
+  track(cookie: bigint): void {
+    update(this.fds.socks, u64(cookie), Buffer.alloc(SpliceSockLayout.size));
+  }
+
+  untrack(cookie: bigint): void {
+    remove(this.fds.socks, u64(cookie));
+  }
+
+  redirectedFrom(cookie: bigint): bigint {
+    return lookup(this.fds.socks, u64(cookie), SpliceSockLayout.size)?.readBigUInt64LE(0) ?? 0n;
+  }
+
+  /** Data arriving on the socket with cookie `from` goes out of `toFd`. */
+  link(from: bigint, toFd: number): void {
+    const fd = Buffer.alloc(8);
+    fd.writeBigUInt64LE(BigInt(toFd));
+    update(this.fds.hash, u64(from), fd, BPF_NOEXIST);
+  }
+
+  unlink(from: bigint): void {
+    remove(this.fds.hash, u64(from));
+  }
+
+  socketCount(): number {
+    return keys(this.fds.hash, 8).length;
+  }
+
+  trackedCount(): number {
+    return keys(this.fds.socks, 8).length;
+  }
+
+  counters(): SpliceCounters {
+    const out = {} as SpliceCounters;
+    SPLICE_COUNTERS.forEach((name, i) => {
+      out[name] = lookup(this.fds.counters, u32(i), 8)?.readBigUInt64LE(0) ?? 0n;
+    });
+    return out;
+  }
+
+  /** Only the owning process writes the pair counters: read-add-write is safe. */
+  add(name: SpliceCounterName, n = 1n): void {
+    const i = SPLICE_COUNTERS.indexOf(name);
+    const cur = lookup(this.fds.counters, u32(i), 8)?.readBigUInt64LE(0) ?? 0n;
+    update(this.fds.counters, u32(i), u64(cur + n));
+  }
+}

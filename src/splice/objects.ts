@@ -1,0 +1,108 @@
+/**
+ * The splice object (sksplice.bpf.o) of one owning process: loaded, its
+ * verdict program attached to its SOCKHASH, everything pinned under
+ * <bpffs>/accel/splice-<owner>-<pid>/ so `accel status` can show it, and
+ * unpinned when the owner closes it. Directories of owners that died
+ * without closing are removed by the next owner that starts.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { attachToMap } from '../bpf/attach.js';
+import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
+import { closeFd, openPinned, pin } from '../bpf/fd.js';
+import { BpfObject } from '../bpf/object.js';
+import { AttachType } from '../bpf/uapi.js';
+import { log } from '../log.js';
+import { SpliceMapNames, SpliceMaps } from '../maps/splice.js';
+import { PIN_SUBDIR } from '../paths.js';
+
+export const SPLICE_OBJECT = 'sksplice.bpf.o';
+const PROGRAM = 'accel_splice_verdict';
+const DIR_RE = /^splice-([a-z0-9-]+)-(\d+)$/;
+
+export interface SpliceDir {
+  dir: string;
+  owner: string;
+  pid: number;
+  alive: boolean;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function listSpliceDirs(bpffs: string): SpliceDir[] {
+  const root = path.join(bpffs, PIN_SUBDIR);
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root).flatMap((name) => {
+    const m = DIR_RE.exec(name);
+    if (!m) return [];
+    const pid = Number(m[2]);
+    return [{ dir: path.join(root, name), owner: m[1] ?? '', pid, alive: pidAlive(pid) }];
+  });
+}
+
+/** Open the maps pinned in a splice directory (caller closes via close()). */
+export function openSpliceMaps(dir: string): { maps: SpliceMaps; close(): void } | null {
+  const fds = Object.values(SpliceMapNames).map((n) => openPinned(path.join(dir, n)));
+  if (fds.some((fd) => fd === null)) {
+    fds.forEach((fd) => fd !== null && closeFd(fd));
+    return null;
+  }
+  const [hash, socks, counters] = fds as number[];
+  return { maps: new SpliceMaps({ hash: hash as number, socks: socks as number, counters: counters as number }), close: () => (fds as number[]).forEach(closeFd) };
+}
+
+export class SpliceAttachment {
+  private constructor(
+    private obj: BpfObject | null,
+    readonly maps: SpliceMaps,
+    readonly dir: string,
+  ) {}
+
+  /** Load, attach and pin; `owner` names the user, e.g. "proxy-15001". */
+  static open(options: { bpffs: string; bpfDir: string; owner: string }): SpliceAttachment {
+    ensureBpffs(options.bpffs);
+    for (const d of listSpliceDirs(options.bpffs)) {
+      if (!d.alive) {
+        log.info(`removing the splice pins of ${d.owner} (pid ${d.pid} is gone)`);
+        removePinDir(d.dir);
+      }
+    }
+    const obj = BpfObject.load(path.join(options.bpfDir, SPLICE_OBJECT));
+    const dir = path.join(options.bpffs, PIN_SUBDIR, `splice-${options.owner}-${process.pid}`);
+    try {
+      const maps = new SpliceMaps({
+        hash: obj.mapFd(SpliceMapNames.hash),
+        socks: obj.mapFd(SpliceMapNames.socks),
+        counters: obj.mapFd(SpliceMapNames.counters),
+      });
+      attachToMap(obj.programFd(PROGRAM), maps.fds.hash, AttachType.SK_SKB_STREAM_VERDICT);
+      makePinDir(dir);
+      for (const name of Object.values(SpliceMapNames)) pin(obj.mapFd(name), path.join(dir, name));
+      pin(obj.programFd(PROGRAM), path.join(dir, 'prog_splice_verdict'));
+      return new SpliceAttachment(obj, maps, dir);
+    } catch (err) {
+      removePinDir(dir);
+      obj.close();
+      throw err;
+    }
+  }
+
+  /** Unpin and unload; sockets still in the map fall back to the normal path. */
+  close(): void {
+    removePinDir(this.dir);
+    try {
+      fs.rmdirSync(path.dirname(this.dir));
+    } catch {
+      /* other attachments remain */
+    }
+    this.obj?.close();
+    this.obj = null;
+  }
+}

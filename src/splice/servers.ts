@@ -1,0 +1,135 @@
+/**
+ * accel echo and accel relay: two servers whose data path is entirely the
+ * kernel's. echo splices each accepted socket to itself; relay pairs each
+ * client with the next one to connect and splices the two to each other.
+ */
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { log } from '../log.js';
+import type { KernelSplicer } from './splicer.js';
+
+export interface SpliceServerOptions {
+  port: number;
+  host: string;
+  splicer: KernelSplicer;
+  /** relay: how long a client may wait for its partner (0: forever). */
+  pairTimeoutMs?: number;
+  /** relay: bytes held for a waiting client before it is paused. */
+  holdBytes?: number;
+}
+
+export interface SpliceServerStats {
+  accepted: number;
+  spliced: number;
+  closed: number;
+  abandoned: number;
+  active: number;
+}
+
+abstract class SpliceServer {
+  private server: net.Server | null = null;
+  protected readonly open = new Set<net.Socket>();
+  readonly stats: SpliceServerStats = { accepted: 0, spliced: 0, closed: 0, abandoned: 0, active: 0 };
+
+  constructor(protected readonly o: SpliceServerOptions) {}
+
+  protected abstract accept(sock: net.Socket): void;
+
+  async start(): Promise<string> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+      this.stats.accepted++;
+      this.open.add(sock);
+      sock.once('close', () => this.open.delete(sock));
+      sock.on('error', () => {});
+      this.accept(sock);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          err.code === 'EADDRINUSE'
+            ? new AccelError(ErrorCodes.ADDRESS_IN_USE, `port ${this.o.port} on ${this.o.host} is already in use`)
+            : new AccelError(ErrorCodes.INTERNAL, `cannot listen on ${this.o.host}:${this.o.port}: ${err.message}`),
+        ),
+      );
+      server.listen({ port: this.o.port, host: this.o.host, ipv6Only: false }, () => resolve());
+    });
+    server.on('error', (err) => log.error(`listener: ${err.message}`));
+    this.server = server;
+    const a = server.address() as net.AddressInfo;
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  protected async run(a: net.Socket, b: net.Socket, held?: Buffer): Promise<void> {
+    this.stats.spliced++;
+    this.stats.active++;
+    try {
+      const r = await this.o.splicer.splice(a, b, held);
+      log.debug(`spliced pair closed: ${r.aToB} B one way, ${r.bToA} B the other${r.reset ? ', reset' : ''}`);
+    } catch (err) {
+      log.error(`splice failed: ${(err as Error).message}`);
+      a.destroy();
+      b.destroy();
+    } finally {
+      this.stats.active--;
+      this.stats.closed++;
+    }
+  }
+
+  /** Stop accepting, give open connections graceMs, then close them. */
+  async stop(graceMs: number): Promise<void> {
+    this.server?.close();
+    this.server = null;
+    const deadline = Date.now() + graceMs;
+    while (this.open.size && Date.now() < deadline) await sleep(Math.min(50, Math.max(1, deadline - Date.now())));
+    for (const s of this.open) s.destroy();
+  }
+}
+
+export class EchoServer extends SpliceServer {
+  protected accept(sock: net.Socket): void {
+    void this.run(sock, sock);
+  }
+}
+
+export class RelayServer extends SpliceServer {
+  private waiting: { sock: net.Socket; chunks: Buffer[]; size: number; timer: NodeJS.Timeout | null } | null = null;
+
+  protected accept(sock: net.Socket): void {
+    const w = this.waiting;
+    if (w && !w.sock.destroyed) {
+      this.waiting = null;
+      if (w.timer) clearTimeout(w.timer);
+      w.sock.removeAllListeners('data');
+      w.sock.removeAllListeners('close');
+      w.sock.once('close', () => this.open.delete(w.sock));
+      void this.run(w.sock, sock, Buffer.concat(w.chunks));
+      return;
+    }
+    // First of a pair: keep what it sends (bounded), and notice if it goes.
+    const entry = { sock, chunks: [] as Buffer[], size: 0, timer: null as NodeJS.Timeout | null };
+    this.waiting = entry;
+    const limit = this.o.holdBytes ?? 1 << 20;
+    sock.on('data', (d: Buffer) => {
+      entry.chunks.push(d);
+      entry.size += d.length;
+      if (entry.size >= limit) sock.pause();
+    });
+    sock.once('close', () => {
+      this.open.delete(sock);
+      if (this.waiting === entry) {
+        this.waiting = null;
+        if (entry.timer) clearTimeout(entry.timer);
+        this.stats.abandoned++;
+      }
+    });
+    if (this.o.pairTimeoutMs) {
+      entry.timer = setTimeout(() => {
+        if (this.waiting !== entry) return;
+        log.info('a relay client waited for a partner too long: closed');
+        sock.destroy();
+      }, this.o.pairTimeoutMs);
+    }
+    sock.resume();
+  }
+}

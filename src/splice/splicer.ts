@@ -1,0 +1,222 @@
+/**
+ * Handing a pair of connected sockets to the kernel (sksplice.c), so that
+ * each side's incoming bytes leave through the other side without this
+ * process reading them, and what is left to do in user space: forwarding a
+ * half-close or a reset, and cleaning up.
+ *
+ * The hand-off keeps the byte order and loses nothing:
+ *  1. Node stops reading both sockets; what it already buffered is taken.
+ *  2. SO_RCVLOWAT is raised on both, so that bytes arriving from now on
+ *     wait in the receive queue instead of waking anyone, the verdict
+ *     program included.
+ *  3. The bytes user space holds (the peeked first bytes, Node's buffers)
+ *     are written to the other side and flushed into its send queue.
+ *  4. Both sockets enter the SOCKHASH, each under its peer's cookie.
+ *  5. SO_RCVLOWAT goes back to 1, which makes TCP call the data-ready
+ *     callback: the verdict program now takes everything queued since
+ *     step 1, in order, then every later byte.
+ * A half-close is forwarded only once every byte the kernel redirected has
+ * entered the other side's send stream (tcp_info + SIOCOUTQ against the
+ * per-socket redirected count), so a FIN never overtakes data.
+ */
+import type net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { setRcvLowat, socketCookie, tcpStreamCounts } from '../bpf/socket.js';
+import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
+import { relay } from '../proxy/relay.js';
+import { log } from '../log.js';
+import type { SpliceMaps } from '../maps/splice.js';
+
+/** High enough that no ordinary burst reaches it (the kernel caps it at
+ * half the largest receive buffer). */
+const RCVLOWAT_HOLD = 0x7fffffff;
+
+interface UvHandle {
+  fd: number;
+  reading: boolean;
+  readStop(): number;
+}
+
+function fdOf(sock: net.Socket): number {
+  const h = (sock as unknown as { _handle?: UvHandle })._handle;
+  if (!h || typeof h.fd !== 'number' || h.fd < 0) throw new AccelError(ErrorCodes.INTERNAL, 'socket has no file descriptor to splice');
+  return h.fd;
+}
+
+/** Stop node reading from the socket; return what it had buffered. */
+function quiesce(sock: net.Socket): Buffer {
+  sock.pause();
+  const chunks: Buffer[] = [];
+  while (sock.readableLength > 0) {
+    const c = sock.read() as Buffer | null;
+    if (c === null) break;
+    chunks.push(c);
+  }
+  // Stop libuv before the event loop runs again (read() may have started
+  // it), and tell the stream no read is outstanding, so that resume()
+  // starts reading again once the kernel owns the data path.
+  const h = (sock as unknown as { _handle?: UvHandle })._handle;
+  if (h?.reading) {
+    h.reading = false;
+    h.readStop();
+  }
+  const state = (sock as unknown as { _readableState?: { reading: boolean } })._readableState;
+  if (state) state.reading = false;
+  return Buffer.concat(chunks);
+}
+
+function flush(sock: net.Socket, data: Buffer): Promise<void> {
+  if (!data.length) return Promise.resolve();
+  return new Promise((resolve, reject) => sock.write(data, (err) => (err ? reject(err) : resolve())));
+}
+
+async function relayInUserSpace(a: net.Socket, b: net.Socket): Promise<SpliceResult> {
+  const r = await relay(a, b);
+  return { aToB: r.up, bToA: r.down, reset: r.reset };
+}
+
+function echoInUserSpace(a: net.Socket): Promise<SpliceResult> {
+  return new Promise((resolve) => {
+    let reset = false;
+    a.on('error', (err: NodeJS.ErrnoException) => {
+      reset = reset || err.code === 'ECONNRESET';
+    });
+    a.once('close', () => resolve({ aToB: a.bytesWritten, bToA: a.bytesWritten, reset }));
+    a.pipe(a);
+  });
+}
+
+export interface SpliceOptions {
+  /** Upper bound on waiting for redirected bytes before a half-close. */
+  halfCloseTimeoutMs: number;
+}
+
+export interface SpliceResult {
+  /** Bytes a -> b and b -> a, user-space and kernel together. */
+  aToB: number;
+  bToA: number;
+  reset: boolean;
+}
+
+interface Side {
+  sock: net.Socket;
+  fd: number;
+  cookie: bigint;
+  peer: Side;
+}
+
+export class KernelSplicer {
+  constructor(
+    readonly maps: SpliceMaps,
+    private readonly o: SpliceOptions = { halfCloseTimeoutMs: 30_000 },
+  ) {}
+
+  /**
+   * Splice a and b (b === a for an echo). `toB` is data user space already
+   * took from a and owes to b. Resolves once both sockets are closed;
+   * their map entries are gone by then.
+   */
+  async splice(a: net.Socket, b: net.Socket, toB: Buffer = Buffer.alloc(0)): Promise<SpliceResult> {
+    const echo = a === b;
+    const sa = { sock: a, fd: fdOf(a), cookie: 0n } as Side;
+    const sb = echo ? sa : ({ sock: b, fd: fdOf(b), cookie: 0n } as Side);
+    sa.peer = sb;
+    sb.peer = sa;
+    const sides = echo ? [sa] : [sa, sb];
+
+    const held = sides.map((s) => quiesce(s.sock));
+    for (const s of sides) setRcvLowat(s.fd, RCVLOWAT_HOLD);
+    await flush(sb.sock, Buffer.concat([toB, held[0] ?? Buffer.alloc(0)]));
+    if (!echo) await flush(sa.sock, held[1] ?? Buffer.alloc(0));
+
+    for (const s of sides) {
+      s.cookie = socketCookie(s.fd);
+      this.maps.track(s.cookie);
+    }
+    try {
+      for (const s of sides) this.maps.link(s.cookie, s.peer.fd);
+    } catch (err) {
+      for (const s of sides) {
+        this.maps.unlink(s.cookie);
+        this.maps.untrack(s.cookie);
+        setRcvLowat(s.fd, 1);
+      }
+      // The kernel takes only ESTABLISHED sockets: one that already got
+      // its peer's FIN (CLOSE_WAIT) is relayed in user space instead.
+      if (isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP')) {
+        log.debug('socket no longer established: relaying in user space');
+        return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
+      }
+      throw err;
+    }
+    this.maps.add('pairs_spliced');
+    for (const s of sides) setRcvLowat(s.fd, 1);
+    return this.watch(sides);
+  }
+
+  /** Until both sockets close: forward half-closes and resets, relay the
+   * rare bytes the kernel passed up instead of redirecting. */
+  private watch(sides: Side[]): Promise<SpliceResult> {
+    return new Promise((resolve) => {
+      let reset = false;
+      let open = sides.length;
+      const finished = new Map<Side, number>();
+      for (const s of sides) {
+        const from = s;
+        const to = s.peer;
+        from.sock.on('data', (chunk: Buffer) => {
+          // Bytes that reached this socket's own queue (a redirect that
+          // could not happen): still delivered, by user space.
+          if (!to.sock.destroyed) to.sock.write(chunk);
+        });
+        from.sock.on('end', () => {
+          void this.forwardEnd(from, to);
+        });
+        from.sock.on('error', (err: NodeJS.ErrnoException) => {
+          reset = reset || err.code === 'ECONNRESET' || err.code === 'EPIPE';
+          if (!to.sock.destroyed) to.sock.resetAndDestroy();
+        });
+        from.sock.once('close', () => {
+          finished.set(from, Number(this.maps.redirectedFrom(from.cookie)) + from.peer.sock.bytesWritten);
+          this.maps.untrack(from.cookie);
+          if (--open === 0) {
+            this.maps.add('pairs_closed');
+            const [first, second] = sides;
+            resolve({
+              aToB: first ? (finished.get(first) ?? 0) : 0,
+              bToA: second ? (finished.get(second) ?? 0) : first ? (finished.get(first) ?? 0) : 0,
+              reset,
+            });
+          }
+        });
+        from.sock.resume();
+        // A half-close that came before the hand-off.
+        if (from.sock.readableEnded) void this.forwardEnd(from, to);
+      }
+    });
+  }
+
+  /** `from` half-closed: end `to` once everything redirected from `from`
+   * is in `to`'s send stream. */
+  private async forwardEnd(from: Side, to: Side): Promise<void> {
+    const deadline = Date.now() + this.o.halfCloseTimeoutMs;
+    let wait = 1;
+    for (;;) {
+      if (to.sock.destroyed) return;
+      let owed: bigint;
+      try {
+        owed = BigInt(to.sock.bytesWritten) + this.maps.redirectedFrom(from.cookie) - tcpStreamCounts(to.fd).sendStream;
+      } catch {
+        return; // the socket went away meanwhile
+      }
+      if (owed <= 0n && to.sock.writableLength === 0) break;
+      if (Date.now() > deadline) {
+        log.warn(`half-close forwarded with ${owed} redirected bytes not yet in the peer's send queue`);
+        break;
+      }
+      await sleep(wait);
+      wait = Math.min(wait * 2, 20);
+    }
+    to.sock.end();
+  }
+}

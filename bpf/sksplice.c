@@ -16,6 +16,13 @@ int accel_splice_verdict(struct __sk_buff *skb)
 	struct accel_splice_sock *st;
 	__u32 len = skb->len;
 
+	/* A FIN arrives as an empty skb: redirected, the peer's send path would
+	 * take its zero length for a broken pipe. It stays here; user space
+	 * sees the end of stream and forwards the half-close in order. */
+	if (!len) {
+		accel_splice_count(ACCEL_SPLICE_SKBS_PASSED, 1);
+		return SK_PASS;
+	}
 	if (bpf_sk_redirect_hash(skb, &accel_splice_hash, &cookie, 0) != SK_PASS) {
 		accel_splice_count(ACCEL_SPLICE_SKBS_PASSED, 1);
 		return SK_PASS;

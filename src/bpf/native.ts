@@ -66,8 +66,9 @@ export const libcFns = {
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   listen: libc.func('int listen(int fd, int backlog)'),
   close: libc.func('int close(int fd)'),
+  dup: libc.func('int fcntl(int fd, int cmd, int arg)'),
+  shutdown: libc.func('int shutdown(int fd, int how)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
-  ioctl_int: libc.func('int ioctl(int fd, unsigned long request, _Out_ int *value)'),
 };
 
 export { PrintFn };

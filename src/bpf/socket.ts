@@ -90,16 +90,27 @@ const SO_RCVLOWAT = 18;
 const SO_COOKIE = 57;
 const SOL_TCP = 6;
 const TCP_INFO = 11;
-const SIOCOUTQ = 0x5411;
-/* struct tcp_info (linux/tcp.h): tcpi_bytes_acked @120, tcpi_bytes_received @128. */
+/* struct tcp_info (linux/tcp.h): tcpi_bytes_received @128,
+ * tcpi_notsent_bytes @144, tcpi_bytes_sent @200, tcpi_bytes_retrans @208. */
 const TCP_INFO_SIZE = 232;
-const TCPI_BYTES_ACKED = 120;
 const TCPI_BYTES_RECEIVED = 128;
+const TCPI_NOTSENT_BYTES = 144;
+const TCPI_BYTES_SENT = 200;
+const TCPI_BYTES_RETRANS = 208;
 
 /** The kernel's cookie of a socket (what BPF's bpf_get_socket_cookie sees). */
 export function socketCookie(fd: number): bigint {
   const v = Buffer.alloc(8);
   check(libcFns.getsockopt(fd, SOL_SOCKET, SO_COOKIE, v, [8]) as number, 'SO_COOKIE');
+  return v.readBigUInt64LE(0);
+}
+
+const SO_NETNS_COOKIE = 71;
+
+/** Cookie of the network namespace the socket lives in. */
+export function netnsCookie(fd: number): bigint {
+  const v = Buffer.alloc(8);
+  check(libcFns.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, v, [8]) as number, 'SO_NETNS_COOKIE');
   return v.readBigUInt64LE(0);
 }
 
@@ -112,21 +123,47 @@ export function setRcvLowat(fd: number, bytes: number): void {
 }
 
 export interface TcpStreamCounts {
-  /** Bytes received in order (tcpi_bytes_received). */
+  /** Sequence space received in order (tcpi_bytes_received: data, plus 1
+   * once a FIN arrived). */
   received: bigint;
-  /** Bytes accepted into the send stream: acknowledged plus still queued. */
+  /** Data bytes accepted into the send stream: sent once (retransmissions
+   * not counted twice) plus not yet sent. */
   sendStream: bigint;
+}
+
+const TCP_ESTABLISHED = 1;
+
+/** Is the TCP socket still ESTABLISHED (tcpi_state, the first byte)? */
+export function tcpEstablished(fd: number): boolean {
+  const info = Buffer.alloc(TCP_INFO_SIZE);
+  check(libcFns.getsockopt(fd, SOL_TCP, TCP_INFO, info, [TCP_INFO_SIZE]) as number, 'TCP_INFO');
+  return info[0] === TCP_ESTABLISHED;
 }
 
 export function tcpStreamCounts(fd: number): TcpStreamCounts {
   const info = Buffer.alloc(TCP_INFO_SIZE);
   check(libcFns.getsockopt(fd, SOL_TCP, TCP_INFO, info, [TCP_INFO_SIZE]) as number, 'TCP_INFO');
-  const outq = [0];
-  check(libcFns.ioctl_int(fd, SIOCOUTQ, outq) as number, 'SIOCOUTQ');
   return {
     received: info.readBigUInt64LE(TCPI_BYTES_RECEIVED),
-    sendStream: info.readBigUInt64LE(TCPI_BYTES_ACKED) + BigInt(outq[0] ?? 0),
+    sendStream:
+      info.readBigUInt64LE(TCPI_BYTES_SENT) - info.readBigUInt64LE(TCPI_BYTES_RETRANS) + BigInt(info.readUInt32LE(TCPI_NOTSENT_BYTES)),
   };
+}
+
+const F_DUPFD_CLOEXEC = 1030;
+
+/** A second descriptor of the same socket: the socket lives on until both
+ * are closed. */
+export function dupSocket(fd: number): number {
+  const copy = libcFns.dup(fd, F_DUPFD_CLOEXEC, 0) as number;
+  check(copy, 'fcntl(F_DUPFD_CLOEXEC)');
+  return copy;
+}
+
+/** shutdown(SHUT_WR): send FIN after what is queued. Errors (already shut,
+ * reset) are of no interest to callers. */
+export function shutdownWrite(fd: number): void {
+  libcFns.shutdown(fd, 1);
 }
 
 export function closeSocket(fd: number): void {

@@ -29,7 +29,7 @@ const cidr = z.string().refine(
   { message: 'not an IP address or CIDR' },
 );
 const ports = z.union([z.number().int().min(1).max(65535), z.string().regex(/^(\*|\d{1,5}(-\d{1,5})?)$/, 'expected "N", "N-M" or "*"')]);
-const hostPattern = z.string().regex(/^(\*\.)?[A-Za-z0-9_.-]+$/, 'expected a host name or *.suffix');
+const hostPattern = z.string().regex(/^(\*\.)?[A-Za-z0-9_.:-]+$/, 'expected a host name, an address or *.suffix');
 const oneOrMany = <T extends z.ZodTypeAny>(t: T) => z.union([t, z.array(t).nonempty()]);
 
 const ruleSchema = z

@@ -30,5 +30,8 @@ export function relay(client: net.Socket, upstream: net.Socket): Promise<RelayRe
     upstream.once('close', onClose);
     client.pipe(upstream);
     upstream.pipe(client);
+    // pipe() forwards an end that is still to come, not one already seen.
+    if (client.readableEnded) upstream.end();
+    if (upstream.readableEnded) client.end();
   });
 }

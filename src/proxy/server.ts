@@ -29,6 +29,8 @@ export interface ProxyOptions {
   /** Hands an allowed, connected pair to the kernel instead of relaying;
    * null: always relay in user space. */
   splicer?: Splicer | null;
+  /** Is this accepted socket on the sk_msg fast path? (never spliced) */
+  onFastPath?: (sock: net.Socket) => boolean;
 }
 
 export interface Splicer {
@@ -44,7 +46,8 @@ export interface ConnectionEvent {
   reason: string;
   sni?: string | undefined;
   host?: string | undefined;
-  mode?: 'relay' | 'splice';
+  /** relay-fastpath: relayed because the client hop is on the sk_msg fast path. */
+  mode?: 'relay' | 'splice' | 'relay-fastpath';
 }
 
 export interface ProxyStats {
@@ -190,9 +193,10 @@ export class TransparentProxy {
         upstream.destroy();
         return;
       }
-      const splicer = decision.splice ? this.o.splicer : null;
+      const fastPath = this.o.splicer && decision.splice ? (this.o.onFastPath?.(client) ?? false) : false;
+      const splicer = decision.splice && !fastPath ? this.o.splicer : null;
       this.stats.allowed++;
-      this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, ...facts, mode: splicer ? 'splice' : 'relay' });
+      this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, ...facts, mode: splicer ? 'splice' : fastPath ? 'relay-fastpath' : 'relay' });
       if (splicer) {
         this.stats.spliced++;
         const r = await splicer.splice(client, upstream, first);

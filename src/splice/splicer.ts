@@ -15,13 +15,13 @@
  *  5. SO_RCVLOWAT goes back to 1, which makes TCP call the data-ready
  *     callback: the verdict program now takes everything queued since
  *     step 1, in order, then every later byte.
- * A half-close is forwarded only once every byte the kernel redirected has
- * entered the other side's send stream (tcp_info + SIOCOUTQ against the
- * per-socket redirected count), so a FIN never overtakes data.
+ * A half-close is forwarded only once every byte the half-closing side
+ * received has entered the other side's send stream (tcp_info and
+ * SIOCOUTQ), so a FIN never overtakes data.
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { setRcvLowat, socketCookie, tcpStreamCounts } from '../bpf/socket.js';
+import { closeSocket, dupSocket, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../proxy/relay.js';
 import { log } from '../log.js';
@@ -83,6 +83,7 @@ function echoInUserSpace(a: net.Socket): Promise<SpliceResult> {
     });
     a.once('close', () => resolve({ aToB: a.bytesWritten, bToA: a.bytesWritten, reset }));
     a.pipe(a);
+    if (a.readableEnded) a.end();
   });
 }
 
@@ -100,6 +101,9 @@ export interface SpliceResult {
 
 interface Side {
   sock: net.Socket;
+  /** Our own descriptor of the socket (a dup of node's): it keeps the
+   * socket, and the bytes it still has to pass on, alive after node closes
+   * its descriptor, until this side's data is through. */
   fd: number;
   cookie: bigint;
   peer: Side;
@@ -118,8 +122,8 @@ export class KernelSplicer {
    */
   async splice(a: net.Socket, b: net.Socket, toB: Buffer = Buffer.alloc(0)): Promise<SpliceResult> {
     const echo = a === b;
-    const sa = { sock: a, fd: fdOf(a), cookie: 0n } as Side;
-    const sb = echo ? sa : ({ sock: b, fd: fdOf(b), cookie: 0n } as Side);
+    const sa = { sock: a, fd: dupSocket(fdOf(a)), cookie: 0n } as Side;
+    const sb = echo ? sa : ({ sock: b, fd: dupSocket(fdOf(b)), cookie: 0n } as Side);
     sa.peer = sb;
     sb.peer = sa;
     const sides = echo ? [sa] : [sa, sb];
@@ -129,6 +133,15 @@ export class KernelSplicer {
     await flush(sb.sock, Buffer.concat([toB, held[0] ?? Buffer.alloc(0)]));
     if (!echo) await flush(sa.sock, held[1] ?? Buffer.alloc(0));
 
+    // The kernel takes only ESTABLISHED sockets. One that already got its
+    // peer's FIN (CLOSE_WAIT) is relayed in user space; checked before
+    // either enters the map, so no byte can be left in a psock that goes.
+    if (!sides.every((s) => tcpEstablished(s.fd))) {
+      for (const s of sides) closeSocket(s.fd);
+      for (const s of sides) setRcvLowat(fdOf(s.sock), 1);
+      log.debug('socket no longer established: relaying in user space');
+      return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
+    }
     for (const s of sides) {
       s.cookie = socketCookie(s.fd);
       this.maps.track(s.cookie);
@@ -143,6 +156,7 @@ export class KernelSplicer {
       }
       // The kernel takes only ESTABLISHED sockets: one that already got
       // its peer's FIN (CLOSE_WAIT) is relayed in user space instead.
+      for (const s of sides) closeSocket(s.fd);
       if (isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP')) {
         log.debug('socket no longer established: relaying in user space');
         return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
@@ -154,69 +168,105 @@ export class KernelSplicer {
     return this.watch(sides);
   }
 
-  /** Until both sockets close: forward half-closes and resets, relay the
-   * rare bytes the kernel passed up instead of redirecting. */
+  /** Until both directions are through: forward half-closes and resets,
+   * relay the rare bytes the kernel passed up instead of redirecting; then
+   * close our descriptors, which takes the sockets out of the map. */
   private watch(sides: Side[]): Promise<SpliceResult> {
     return new Promise((resolve) => {
       let reset = false;
-      let open = sides.length;
-      const finished = new Map<Side, number>();
+      let directions = sides.length;
+      const counted = new Map<Side, number>();
+      const finish = () => {
+        for (const s of sides) {
+          counted.set(s, Number(this.maps.redirectedFrom(s.cookie)) + s.peer.sock.bytesWritten);
+          this.maps.untrack(s.cookie);
+          closeSocket(s.fd);
+        }
+        this.maps.add('pairs_closed');
+        const [first, second] = sides;
+        const aToB = first ? (counted.get(first) ?? 0) : 0;
+        resolve({ aToB, bToA: second ? (counted.get(second) ?? 0) : aToB, reset });
+      };
       for (const s of sides) {
         const from = s;
         const to = s.peer;
+        let through = false;
+        const directionDone = () => {
+          if (through) return;
+          through = true;
+          if (--directions === 0) finish();
+        };
         from.sock.on('data', (chunk: Buffer) => {
           // Bytes that reached this socket's own queue (a redirect that
           // could not happen): still delivered, by user space.
           if (!to.sock.destroyed) to.sock.write(chunk);
         });
         from.sock.on('end', () => {
-          void this.forwardEnd(from, to);
+          void this.forwardEnd(from, to).finally(directionDone);
         });
         from.sock.on('error', (err: NodeJS.ErrnoException) => {
+          log.debug(`spliced socket: ${err.code ?? err.message}`);
           reset = reset || err.code === 'ECONNRESET' || err.code === 'EPIPE';
           if (!to.sock.destroyed) to.sock.resetAndDestroy();
+          for (const x of sides) x.sock.destroy();
         });
+        // Closed without its end coming through (an error, a reset, or the
+        // owner shutting down): nothing more will pass this way.
         from.sock.once('close', () => {
-          finished.set(from, Number(this.maps.redirectedFrom(from.cookie)) + from.peer.sock.bytesWritten);
-          this.maps.untrack(from.cookie);
-          if (--open === 0) {
-            this.maps.add('pairs_closed');
-            const [first, second] = sides;
-            resolve({
-              aToB: first ? (finished.get(first) ?? 0) : 0,
-              bToA: second ? (finished.get(second) ?? 0) : first ? (finished.get(first) ?? 0) : 0,
-              reset,
-            });
-          }
+          if (!from.sock.readableEnded) directionDone();
+        });
+        to.sock.once('close', () => {
+          if (!from.sock.readableEnded) directionDone();
         });
         from.sock.resume();
         // A half-close that came before the hand-off.
-        if (from.sock.readableEnded) void this.forwardEnd(from, to);
+        if (from.sock.readableEnded) void this.forwardEnd(from, to).finally(directionDone);
       }
     });
   }
 
-  /** `from` half-closed: end `to` once everything redirected from `from`
-   * is in `to`'s send stream. */
+  /**
+   * `from` half-closed: end `to` once `to`'s send stream holds every byte
+   * `from` received before its FIN (the bytes user space wrote plus those
+   * the kernel redirected). What `from` received is final at this point and
+   * read at once (node may close `from` meanwhile). While bytes are owed,
+   * each round re-arms `from`'s data-ready callback in case some still
+   * wait in its receive queue.
+   */
   private async forwardEnd(from: Side, to: Side): Promise<void> {
+    let target: bigint;
+    try {
+      target = tcpStreamCounts(from.fd).received - 1n;
+    } catch {
+      if (!to.sock.destroyed) to.sock.end();
+      return;
+    }
     const deadline = Date.now() + this.o.halfCloseTimeoutMs;
     let wait = 1;
     for (;;) {
-      if (to.sock.destroyed) return;
       let owed: bigint;
       try {
-        owed = BigInt(to.sock.bytesWritten) + this.maps.redirectedFrom(from.cookie) - tcpStreamCounts(to.fd).sendStream;
+        owed = target - tcpStreamCounts(to.fd).sendStream;
       } catch {
-        return; // the socket went away meanwhile
+        return; // `to` went away meanwhile
       }
-      if (owed <= 0n && to.sock.writableLength === 0) break;
+      if (owed <= 0n && (to.sock.destroyed || to.sock.writableLength === 0)) break;
       if (Date.now() > deadline) {
-        log.warn(`half-close forwarded with ${owed} redirected bytes not yet in the peer's send queue`);
+        log.warn(`half-close forwarded with ${owed} bytes not yet in the peer's send queue`);
         break;
+      }
+      if (!from.sock.destroyed) {
+        try {
+          setRcvLowat(from.fd, 1);
+        } catch {
+          /* closed meanwhile */
+        }
       }
       await sleep(wait);
       wait = Math.min(wait * 2, 20);
     }
-    to.sock.end();
+    // Through our descriptor: node may have closed its own already.
+    shutdownWrite(to.fd);
+    if (!to.sock.destroyed) to.sock.end();
   }
 }

@@ -56,7 +56,10 @@ export interface InterceptBench {
 
 let benches = 0;
 
-export async function interceptBench(t: TestContext, options: { proxy?: boolean; attach?: boolean; proxyArgs?: string[]; attachArgs?: string[] } = {}): Promise<InterceptBench> {
+export async function interceptBench(
+  t: TestContext,
+  options: { proxy?: boolean; attach?: boolean; proxyArgs?: string[]; attachArgs?: string[]; proxyInCgroup?: boolean } = {},
+): Promise<InterceptBench> {
   ensureBpffs(BPFFS);
   const prefix = `ic${process.pid % 1000}${benches++}-`;
   const app = `${prefix}app`;
@@ -77,9 +80,10 @@ export async function interceptBench(t: TestContext, options: { proxy?: boolean;
     proxy: null,
     accel: (args) => run(process.execPath, [CLI, ...args], { netns: app, allowFailure: true, timeoutMs: 120_000 }),
     async startProxy(extra = []) {
+      // Outside the cgroup, the proxy's sockets stay off the sk_msg fast path.
       const p = spawn(process.execPath, [CLI, '--log-format', 'json', 'proxy', '--port', String(PROXY_PORT), '--grace-ms', '500', ...extra], {
         netns: app,
-        cgroupProcs: cg.procs,
+        ...(options.proxyInCgroup === false ? {} : { cgroupProcs: cg.procs }),
         watchStderr: true,
       });
       spawned.push(p);

@@ -4,6 +4,7 @@ import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
 import { TransparentProxy } from '../../proxy/server.js';
 import { requirePrivileges } from '../../privileges.js';
+import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
 import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
@@ -63,6 +64,11 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         sniffTimeoutMs: opts.sniffTimeoutMs,
         backlog: opts.backlog,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+        onFastPath: (sock) => {
+          const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+          if (fd === undefined || fd < 0) return false;
+          return onFastPath(g.bpffs, { fd, localAddress: sock.localAddress ?? '', localPort: sock.localPort ?? 0, remoteAddress: sock.remoteAddress ?? '', remotePort: sock.remotePort ?? 0 });
+        },
       });
       try {
         const endpoints = await proxy.start();

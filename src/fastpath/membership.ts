@@ -1,0 +1,48 @@
+/**
+ * Is a socket on the local fast path (in the SOCKHASH of some attachment)?
+ * The proxy asks before splicing: a socket whose bytes arrive through
+ * sk_msg redirects never passes an SK_SKB verdict, so splicing it would
+ * split its stream between the kernel and user space.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { closeFd, openPinned } from '../bpf/fd.js';
+import { lookup } from '../bpf/map.js';
+import { netnsCookie } from '../bpf/socket.js';
+import { encodeSockKey } from '../maps/layout.js';
+import { MapNames } from '../maps/fastpath.js';
+import { listAttachmentIds, pinDirFor } from './pins.js';
+
+export interface SocketView {
+  fd: number;
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+}
+
+const unmapped = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
+
+export function onFastPath(bpffs: string, s: SocketView): boolean {
+  if (!fs.existsSync(bpffs)) return false;
+  const local = unmapped(s.localAddress);
+  const remote = unmapped(s.remoteAddress);
+  const key = encodeSockKey({
+    netns: netnsCookie(s.fd),
+    family: local.includes(':') ? 'ipv6' : 'ipv4',
+    localAddress: local,
+    localPort: s.localPort,
+    remoteAddress: remote,
+    remotePort: s.remotePort,
+  });
+  for (const id of listAttachmentIds(bpffs)) {
+    const fd = openPinned(path.join(pinDirFor(bpffs, id), MapNames.sockHash));
+    if (fd === null) continue;
+    try {
+      if (lookup(fd, key, 8)) return true;
+    } finally {
+      closeFd(fd);
+    }
+  }
+  return false;
+}

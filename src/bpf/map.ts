@@ -13,6 +13,19 @@ function fail(op: string, rc: number): never {
   throw new AccelError(ErrorCodes.BPF_MAP, `BPF map ${op} failed: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
 }
 
+/** A little-endian u32 / u64 as a key or value buffer. */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
+export function u64(n: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(n);
+  return b;
+}
+
 /** Value, or null when the key is absent. */
 export function lookup(fd: number, key: Buffer, valueSize: number): Buffer | null {
   const value = Buffer.alloc(valueSize);

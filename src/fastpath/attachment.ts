@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
 import { attachCgroupPinned } from '../bpf/attach.js';
-import { closeFd, pin } from '../bpf/fd.js';
+import { pin } from '../bpf/fd.js';
 import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
 import { type Cgroup, DEFAULT_CGROUP2_ROOT, resolveCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
@@ -20,7 +20,7 @@ import { requirePrivileges } from '../privileges.js';
 import { detachIntercept } from '../intercept/attachment.js';
 import { failpoint } from './failpoint.js';
 import { Programs, loadFastPath } from './objects.js';
-import { PinNames, inspectAttachment, openMapPins, pinDirFor, pinRoot } from './pins.js';
+import { PinNames, inspectAttachment, pinDirFor, pinRoot, withMapFds } from './pins.js';
 import { type SelfTestResult, runSelfTest } from './selftest.js';
 
 export interface CommonOptions {
@@ -137,14 +137,8 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
 
 /** Run `fn` with typed views of the maps pinned in `dir`. */
 export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
-  const fds = openMapPins(dir);
-  try {
-    const need = (name: string) => {
-      const fd = fds[name];
-      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
-      return fd;
-    };
-    return fn(
+  return withMapFds(dir, (need) =>
+    fn(
       new FastPathMaps({
         sockHash: need(MapNames.sockHash),
         counters: need(MapNames.counters),
@@ -153,10 +147,8 @@ export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
         members: need(MapNames.members),
         listeners: need(MapNames.listeners),
       }),
-    );
-  } finally {
-    Object.values(fds).forEach(closeFd);
-  }
+    ),
+  );
 }
 
 export interface DetachOptions extends CommonOptions {

@@ -5,7 +5,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { linkInfo, openPinned, progInfo, withPinned } from '../bpf/fd.js';
+import { closeFd, linkInfo, openPinned, progInfo, withPinned } from '../bpf/fd.js';
+import { AccelError, ErrorCodes } from '../errors.js';
 import { MapNames } from '../maps/fastpath.js';
 import { PIN_SUBDIR } from '../paths.js';
 
@@ -65,4 +66,19 @@ export function openMapPins(dir: string): Record<string, number> {
     if (fd !== null) out[name] = fd;
   }
   return out;
+}
+
+/** Run `fn` with the maps pinned in `dir`; `need(name)` is a map's fd or an
+ * E_NOT_ATTACHED error. Every fd is closed afterwards. */
+export function withMapFds<T>(dir: string, fn: (need: (name: string) => number) => T): T {
+  const fds = openMapPins(dir);
+  try {
+    return fn((name) => {
+      const fd = fds[name];
+      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
+      return fd;
+    });
+  } finally {
+    Object.values(fds).forEach(closeFd);
+  }
 }

@@ -20,7 +20,7 @@ import { MapNames } from '../maps/fastpath.js';
 import { TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
 import * as ip from '../net/iproute.js';
 import { STATE_DIR } from '../paths.js';
-import { openMapPins } from '../fastpath/pins.js';
+import { openMapPins, withMapFds } from '../fastpath/pins.js';
 import { failpoint } from '../fastpath/failpoint.js';
 
 export const INTERCEPT_DEFAULTS = {
@@ -95,25 +95,17 @@ function familiesOf(rules: InterceptRule[]): ip.IpFamily[] {
   return out;
 }
 
-function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
-  const fds = openMapPins(dir);
-  try {
-    const need = (name: string) => {
-      const fd = fds[name];
-      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
-      return fd;
-    };
-    return fn(
+export function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
+  return withMapFds(dir, (need) =>
+    fn(
       new TproxyMaps({
         config: need(MapNames.tproxyConfig),
         rules: need(MapNames.tproxyRules),
         flows: need(MapNames.tproxyFlows),
         counters: need(MapNames.tproxyCounters),
       }),
-    );
-  } finally {
-    Object.values(fds).forEach(closeFd);
-  }
+    ),
+  );
 }
 
 /** Checks that need no change to the system: bad input, a proxy that does

@@ -2,7 +2,7 @@
  * Typed views of the fast-path maps, opened by fd (from pins or from a
  * freshly loaded object).
  */
-import { keys, lookup, lookupPercpuSum, update, remove } from '../bpf/map.js';
+import { keys, lookup, lookupPercpuSum, update, remove, u32 } from '../bpf/map.js';
 import { COUNTERS, type Counters, ConfigLayout, type FastPathConfig, ListenKeyLayout, SockKeyLayout, type SockKey, decodeConfig, decodeSockKey, encodeConfig } from './layout.js';
 
 export const MapNames = {
@@ -83,8 +83,3 @@ export class FastPathMaps {
   }
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}

@@ -3,7 +3,7 @@
  * cookie of the socket whose data an entry receives, the per-socket byte
  * counts, and the counters.
  */
-import { keys, lookup, remove, update } from '../bpf/map.js';
+import { keys, lookup, remove, update, u32, u64 } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { SPLICE_COUNTERS, type SpliceCounterName, type SpliceCounters, SpliceSockLayout } from './layout.js';
 
@@ -19,17 +19,7 @@ export interface SpliceFds {
   counters: number;
 }
 
-function u64(n: bigint): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(n);
-  return b;
-}
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
 
 export class SpliceMaps {
   constructor(readonly fds: SpliceFds) {}

@@ -2,7 +2,7 @@
  * Typed views of the interception maps (tc_tproxy.c): settings, rules,
  * steered flows and counters.
  */
-import { keys, lookup, lookupPercpuSum, update } from '../bpf/map.js';
+import { keys, lookup, lookupPercpuSum, update, u32 } from '../bpf/map.js';
 import {
   type InterceptRule,
   SockKeyLayout,
@@ -26,11 +26,6 @@ export interface TproxyFds {
   counters: number;
 }
 
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
 
 export class TproxyMaps {
   constructor(readonly fds: TproxyFds) {}

@@ -10,7 +10,9 @@ import { withMaps } from '../../src/fastpath/attachment.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
 import { DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
-import { type RunResult, run } from '../../src/proc/run.js';
+import { type RunResult, type Spawned, run } from '../../src/proc/run.js';
+import { removePinDir } from '../../src/bpf/bpffs.js';
+import { listSpliceDirs } from '../../src/splice/objects.js';
 
 export const BPFFS = DEFAULT_BPFFS;
 export const BPF_DIR = DEFAULT_BPF_DIR;
@@ -69,4 +71,24 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 5
     await new Promise((r) => setTimeout(r, stepMs));
   }
   return cond();
+}
+
+/** End a process we started: SIGTERM (it unpins what it pinned), then
+ * SIGKILL if it is still there after `ms`. */
+export async function stopProcess(p: Spawned, ms = 3000): Promise<void> {
+  p.kill('SIGTERM');
+  const timer = setTimeout(() => p.kill('SIGKILL'), ms);
+  await p.done;
+  clearTimeout(timer);
+}
+
+/** Splice pins whose owner is gone (a process killed before it could
+ * unpin), as the next owner would remove them. */
+export function removeStaleSplicePins(): void {
+  for (const d of listSpliceDirs(BPFFS)) if (!d.alive) removePinDir(d.dir);
+  try {
+    fs.rmdirSync(path.join(BPFFS, 'accel'));
+  } catch {
+    /* in use, or gone */
+  }
 }

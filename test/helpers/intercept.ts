@@ -11,17 +11,13 @@ import type { TestContext } from 'node:test';
 import { ensureBpffs } from '../../src/bpf/bpffs.js';
 import { DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
-import { statePath } from '../../src/intercept/attachment.js';
+import { statePath, withTproxyMaps } from '../../src/intercept/attachment.js';
 import type { Counters, TproxyCounters } from '../../src/maps/layout.js';
 import { withMaps } from '../../src/fastpath/attachment.js';
-import { MapNames } from '../../src/maps/fastpath.js';
-import { TproxyMaps } from '../../src/maps/tproxy.js';
-import { openMapPins } from '../../src/fastpath/pins.js';
-import { closeFd } from '../../src/bpf/fd.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { type Placement, type RunResult, type Spawned, run, spawn } from '../../src/proc/run.js';
 import type { ConnectionEvent } from '../../src/proxy/server.js';
-import { BPFFS, CLI } from './env.js';
+import { BPFFS, CLI, removeStaleSplicePins, stopProcess } from './env.js';
 
 export const PROXY_PORT = 15001;
 export const HTTP_PORT = 8080;
@@ -105,20 +101,7 @@ export async function interceptBench(
         '--intercept', `10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`, '--intercept', `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`,
         '--proxy-port', String(PROXY_PORT), ...extra,
       ]),
-    tproxyCounters() {
-      const fds = openMapPins(pinDirFor(BPFFS, cg.id));
-      try {
-        const m = new TproxyMaps({
-          config: fds[MapNames.tproxyConfig] ?? -1,
-          rules: fds[MapNames.tproxyRules] ?? -1,
-          flows: fds[MapNames.tproxyFlows] ?? -1,
-          counters: fds[MapNames.tproxyCounters] ?? -1,
-        });
-        return m.counters();
-      } finally {
-        Object.values(fds).forEach(closeFd);
-      }
-    },
+    tproxyCounters: () => withTproxyMaps(pinDirFor(BPFFS, cg.id), (m) => m.counters()),
     fastCounters: () => withMaps(pinDirFor(BPFFS, cg.id), (m) => m.counters()),
     proxyEvents: () =>
       (bench.proxy?.lines() ?? spawned.filter((s) => s !== bench.server).flatMap((s) => s.lines()))
@@ -134,13 +117,13 @@ export async function interceptBench(
   t.after(async () => {
     // Detach inside the namespace (its routes and filters live there).
     await bench.accel(['detach', '--cgroup', cg.path, '--drain-ms', '0']);
-    for (const p of spawned) p.kill('SIGKILL');
-    await Promise.all(spawned.map((p) => p.done));
+    await Promise.all(spawned.map((p) => stopProcess(p)));
     await run('bash', [script, 'down', prefix], { allowFailure: true });
     // If detach could not run, the namespace being gone lets this one finish.
     await run(process.execPath, [CLI, 'detach', '--cgroup', cg.path, '--drain-ms', '0'], { allowFailure: true });
     fs.rmSync(statePath(cg.id), { force: true });
     await removeCgroup(cgBase);
+    removeStaleSplicePins();
   });
 
   await run('bash', [script, 'up', prefix]);

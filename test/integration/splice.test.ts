@@ -11,7 +11,7 @@ import { listSpliceDirs, openSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout.js';
-import { BPFFS, CLI, MB, accel } from '../helpers/env.js';
+import { BPFFS, CLI, MB, accel, removeStaleSplicePins, stopProcess } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function spliceOf(pid: number): { counters: SpliceCounters; sockets: number; tracked: number } {
@@ -129,7 +129,7 @@ describe('accel proxy --splice', () => {
     // already half-closed (it writes and ends at once) cannot enter the map
     // and were relayed in user space instead.
     assert.equal(b.proxyEvents().filter((e) => e.mode === 'splice').length, 5500);
-    assert.ok(s.counters.pairs_spliced >= 500n, `pairs spliced in the kernel: ${s.counters.pairs_spliced}`);
+    assert.ok(s.counters.pairs_spliced >= 500n, `pairs spliced in the kernel: ${s.counters.pairs_spliced} (the 500 held ones at least)`);
     assert.equal(s.sockets, 0, 'SOCKHASH empty');
     assert.equal(s.tracked, 0, 'per-socket entries gone');
   });
@@ -162,8 +162,8 @@ describe('accel echo and accel relay', () => {
   function startServer(t: import('node:test').TestContext, kind: 'echo' | 'relay', port: number, extra: string[] = []) {
     const p = spawn(process.execPath, [CLI, kind, '--port', String(port), '--grace-ms', '200', ...extra], { watchStderr: true });
     t.after(async () => {
-      p.kill('SIGKILL');
-      await p.done;
+      await stopProcess(p);
+      removeStaleSplicePins();
     });
     return p;
   }

@@ -133,16 +133,19 @@ export interface TcpStreamCounts {
 
 const TCP_ESTABLISHED = 1;
 
-/** Is the TCP socket still ESTABLISHED (tcpi_state, the first byte)? */
-export function tcpEstablished(fd: number): boolean {
+function tcpInfo(fd: number): Buffer {
   const info = Buffer.alloc(TCP_INFO_SIZE);
   check(libcFns.getsockopt(fd, SOL_TCP, TCP_INFO, info, [TCP_INFO_SIZE]) as number, 'TCP_INFO');
-  return info[0] === TCP_ESTABLISHED;
+  return info;
+}
+
+/** Is the TCP socket still ESTABLISHED (tcpi_state, the first byte)? */
+export function tcpEstablished(fd: number): boolean {
+  return tcpInfo(fd)[0] === TCP_ESTABLISHED;
 }
 
 export function tcpStreamCounts(fd: number): TcpStreamCounts {
-  const info = Buffer.alloc(TCP_INFO_SIZE);
-  check(libcFns.getsockopt(fd, SOL_TCP, TCP_INFO, info, [TCP_INFO_SIZE]) as number, 'TCP_INFO');
+  const info = tcpInfo(fd);
   return {
     received: info.readBigUInt64LE(TCPI_BYTES_RECEIVED),
     sendStream:
@@ -164,6 +167,12 @@ export function dupSocket(fd: number): number {
  * reset) are of no interest to callers. */
 export function shutdownWrite(fd: number): void {
   libcFns.shutdown(fd, 1);
+}
+
+/** The descriptor behind a node net.Socket (libuv's handle), or null. */
+export function nodeSocketFd(sock: object): number | null {
+  const fd = (sock as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
 export function closeSocket(fd: number): void {

@@ -115,12 +115,13 @@ export async function checkIntercept(s: InterceptSettings): Promise<Map<string, 
   if (s.rules.length > RULES_MAX) throw new AccelError(ErrorCodes.USAGE, `at most ${RULES_MAX} intercept rules`);
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
   if (s.interceptMark === s.proxyMark || !s.interceptMark) throw new AccelError(ErrorCodes.USAGE, 'the intercept mark must be non-zero and differ from the proxy mark');
+  if (s.ifaces.includes('lo')) throw new AccelError(ErrorCodes.USAGE, '--iface lo: interception steers traffic to lo, it cannot start there');
   const indexes = new Map<string, number>();
   for (const name of [...s.ifaces, 'lo']) indexes.set(name, await ip.interfaceIndex(name));
-  if (s.ifaces.includes('lo')) throw new AccelError(ErrorCodes.USAGE, '--iface lo: interception steers traffic to lo, it cannot start there');
 
+  const families = familiesOf(s.rules);
   const listening = ip.loopbackListening(s.proxyPort);
-  for (const family of familiesOf(s.rules)) {
+  for (const family of families) {
     if (!(family === 4 ? listening.ipv4 : listening.ipv6)) {
       throw new AccelError(
         ErrorCodes.PROXY_NOT_LISTENING,
@@ -128,7 +129,7 @@ export async function checkIntercept(s: InterceptSettings): Promise<Map<string, 
       );
     }
   }
-  for (const family of familiesOf(s.rules)) {
+  for (const family of families) {
     const rule = { family, priority: s.priority, mark: s.interceptMark, table: s.table };
     if (!(await ip.hasMarkRule(rule)) && (await ip.priorityTaken(rule))) {
       throw new AccelError(ErrorCodes.INTERCEPT_CONFLICT, `ip -${family} rule priority ${s.priority} is already used by another rule (choose --rule-priority)`);
@@ -302,13 +303,13 @@ export async function interceptStatus(cgroupId: bigint, pinDir: string): Promise
     }
   }
   const pinned = fs.existsSync(path.join(pinDir, MapNames.tproxyCounters));
+  const maps = pinned ? withTproxyMaps(pinDir, (m) => ({ counters: m.counters(), flows: m.flows().length })) : { counters: null, flows: null };
   return {
     settings: state.settings,
     complete: state.complete,
     netns: state.netns,
     inThisNetns: here,
     filtersPresent,
-    counters: pinned ? withTproxyMaps(pinDir, (m) => m.counters()) : null,
-    flows: pinned ? withTproxyMaps(pinDir, (m) => m.flows().length) : null,
+    ...maps,
   };
 }

@@ -109,21 +109,18 @@ export async function foreignRoutes(r: LocalRoute): Promise<number> {
   return (await tableRoutes(r.family, r.table)).filter((x) => !isOurRoute(x)).length;
 }
 
-function routeArgs(r: LocalRoute): string[] {
-  return [`-${r.family}`, 'route', 'add', 'local', r.family === 4 ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(r.table)];
+function routeArgs(r: LocalRoute, op: 'add' | 'del'): string[] {
+  return [`-${r.family}`, 'route', op, 'local', r.family === 4 ? '0.0.0.0/0' : '::/0', 'dev', 'lo', 'table', String(r.table)];
 }
 
 export async function addLocalRoute(r: LocalRoute): Promise<boolean> {
   if (await hasLocalRoute(r)) return false;
-  await run('ip', routeArgs(r));
+  await run('ip', routeArgs(r, 'add'));
   return true;
 }
 
 export async function deleteLocalRoute(r: LocalRoute): Promise<void> {
-  if (!(await hasLocalRoute(r))) return;
-  const args = routeArgs(r);
-  args[2] = 'del';
-  await run('ip', args);
+  if (await hasLocalRoute(r)) await run('ip', routeArgs(r, 'del'));
 }
 
 // ---- tc: clsact qdisc and BPF filters ----

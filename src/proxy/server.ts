@@ -7,11 +7,11 @@
  * pair to the kernel).
  */
 import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type Family, closeSocket, transparentListener } from '../bpf/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
+import { closeGracefully } from './drain.js';
 import { relay } from './relay.js';
 import { SNIFF_LIMIT, type Sniffed, sniff } from './sniff.js';
 import { connectUpstream } from './upstream.js';
@@ -67,22 +67,20 @@ function endpoint(address: string | undefined, port: number | undefined): string
  * paused again afterwards and the bytes are returned for the upstream. */
 function readFirstBytes(sock: net.Socket, timeoutMs: number): Promise<{ bytes: Buffer; sniffed: Sniffed }> {
   return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
+    let bytes = Buffer.alloc(0);
+    let sniffed: Sniffed = { kind: 'incomplete' };
     const finish = () => {
       clearTimeout(timer);
       sock.off('data', onData);
       sock.off('end', finish);
       sock.off('close', finish);
       sock.pause();
-      const bytes = Buffer.concat(chunks);
-      const s = sniff(bytes);
-      resolve({ bytes, sniffed: s.kind === 'incomplete' ? { kind: 'other' } : s });
+      resolve({ bytes, sniffed: sniffed.kind === 'incomplete' ? { kind: 'other' } : sniffed });
     };
     const onData = (chunk: Buffer) => {
-      chunks.push(chunk);
-      size += chunk.length;
-      if (size >= SNIFF_LIMIT || sniff(Buffer.concat(chunks)).kind !== 'incomplete') finish();
+      bytes = Buffer.concat([bytes, chunk]);
+      sniffed = sniff(bytes);
+      if (bytes.length >= SNIFF_LIMIT || sniffed.kind !== 'incomplete') finish();
     };
     const timer = setTimeout(finish, timeoutMs);
     sock.on('data', onData);
@@ -218,13 +216,8 @@ export class TransparentProxy {
   /** Stop accepting; let open connections finish for up to graceMs, then
    * end them. */
   async stop(graceMs: number): Promise<void> {
-    // close() stops accepting at once; its callback would wait for every
-    // connection, which the grace period bounds instead.
-    for (const s of this.servers) s.close();
+    const servers = this.servers;
     this.servers = [];
-    const deadline = Date.now() + graceMs;
-    while (this.open.size && Date.now() < deadline) await sleep(Math.min(50, Math.max(1, deadline - Date.now())));
-    if (this.open.size) log.warn(`closing ${this.open.size} sockets still open after ${graceMs} ms`);
-    for (const s of this.open) s.destroy();
+    await closeGracefully(servers, this.open, graceMs);
   }
 }

@@ -4,9 +4,9 @@
  * client with the next one to connect and splices the two to each other.
  */
 import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
+import { closeGracefully } from '../proxy/drain.js';
 import type { KernelSplicer } from './splicer.js';
 
 export interface SpliceServerOptions {
@@ -78,11 +78,9 @@ abstract class SpliceServer {
 
   /** Stop accepting, give open connections graceMs, then close them. */
   async stop(graceMs: number): Promise<void> {
-    this.server?.close();
+    const servers = this.server ? [this.server] : [];
     this.server = null;
-    const deadline = Date.now() + graceMs;
-    while (this.open.size && Date.now() < deadline) await sleep(Math.min(50, Math.max(1, deadline - Date.now())));
-    for (const s of this.open) s.destroy();
+    await closeGracefully(servers, this.open, graceMs);
   }
 }
 

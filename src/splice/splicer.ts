@@ -16,12 +16,12 @@
  *     callback: the verdict program now takes everything queued since
  *     step 1, in order, then every later byte.
  * A half-close is forwarded only once every byte the half-closing side
- * received has entered the other side's send stream (tcp_info and
- * SIOCOUTQ), so a FIN never overtakes data.
+ * received has entered the other side's send stream (both from tcp_info),
+ * so a FIN never overtakes data.
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { closeSocket, dupSocket, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
+import { closeSocket, dupSocket, nodeSocketFd, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../proxy/relay.js';
 import { log } from '../log.js';
@@ -32,15 +32,14 @@ import type { SpliceMaps } from '../maps/splice.js';
 const RCVLOWAT_HOLD = 0x7fffffff;
 
 interface UvHandle {
-  fd: number;
   reading: boolean;
   readStop(): number;
 }
 
 function fdOf(sock: net.Socket): number {
-  const h = (sock as unknown as { _handle?: UvHandle })._handle;
-  if (!h || typeof h.fd !== 'number' || h.fd < 0) throw new AccelError(ErrorCodes.INTERNAL, 'socket has no file descriptor to splice');
-  return h.fd;
+  const fd = nodeSocketFd(sock);
+  if (fd === null) throw new AccelError(ErrorCodes.INTERNAL, 'socket has no file descriptor to splice');
+  return fd;
 }
 
 /** Stop node reading from the socket; return what it had buffered. */
@@ -133,14 +132,24 @@ export class KernelSplicer {
     await flush(sb.sock, Buffer.concat([toB, held[0] ?? Buffer.alloc(0)]));
     if (!echo) await flush(sa.sock, held[1] ?? Buffer.alloc(0));
 
+    // Back to node: normal readiness, our descriptors closed.
+    const release = () => {
+      for (const s of sides) {
+        setRcvLowat(s.fd, 1);
+        closeSocket(s.fd);
+      }
+    };
+    const inUserSpace = () => {
+      log.debug('socket no longer established: relaying in user space');
+      return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
+    };
     // The kernel takes only ESTABLISHED sockets. One that already got its
     // peer's FIN (CLOSE_WAIT) is relayed in user space; checked before
     // either enters the map, so no byte can be left in a psock that goes.
+    // The map refusing one anyway (a FIN in between) ends the same way.
     if (!sides.every((s) => tcpEstablished(s.fd))) {
-      for (const s of sides) closeSocket(s.fd);
-      for (const s of sides) setRcvLowat(fdOf(s.sock), 1);
-      log.debug('socket no longer established: relaying in user space');
-      return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
+      release();
+      return inUserSpace();
     }
     for (const s of sides) {
       s.cookie = socketCookie(s.fd);
@@ -152,15 +161,9 @@ export class KernelSplicer {
       for (const s of sides) {
         this.maps.unlink(s.cookie);
         this.maps.untrack(s.cookie);
-        setRcvLowat(s.fd, 1);
       }
-      // The kernel takes only ESTABLISHED sockets: one that already got
-      // its peer's FIN (CLOSE_WAIT) is relayed in user space instead.
-      for (const s of sides) closeSocket(s.fd);
-      if (isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP')) {
-        log.debug('socket no longer established: relaying in user space');
-        return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
-      }
+      release();
+      if (isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP')) return inUserSpace();
       throw err;
     }
     this.maps.add('pairs_spliced');

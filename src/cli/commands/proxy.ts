@@ -4,6 +4,7 @@ import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
 import { TransparentProxy } from '../../proxy/server.js';
 import { requirePrivileges } from '../../privileges.js';
+import { nodeSocketFd } from '../../bpf/socket.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
@@ -65,8 +66,8 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         backlog: opts.backlog,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
         onFastPath: (sock) => {
-          const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-          if (fd === undefined || fd < 0) return false;
+          const fd = nodeSocketFd(sock);
+          if (fd === null) return false;
           return onFastPath(g.bpffs, { fd, localAddress: sock.localAddress ?? '', localPort: sock.localPort ?? 0, remoteAddress: sock.remoteAddress ?? '', remotePort: sock.remotePort ?? 0 });
         },
       });

@@ -13,6 +13,7 @@ import { closeFd, openPinned, pin } from '../bpf/fd.js';
 import { BpfObject } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { log } from '../log.js';
+import type { SpliceCounters } from '../maps/layout.js';
 import { SpliceMapNames, SpliceMaps } from '../maps/splice.js';
 import { PIN_SUBDIR } from '../paths.js';
 
@@ -56,6 +57,25 @@ export function openSpliceMaps(dir: string): { maps: SpliceMaps; close(): void }
   }
   const [hash, socks, counters] = fds as number[];
   return { maps: new SpliceMaps({ hash: hash as number, socks: socks as number, counters: counters as number }), close: () => (fds as number[]).forEach(closeFd) };
+}
+
+export interface SpliceStatus extends SpliceDir {
+  /** null when the pins are incomplete. */
+  counters: SpliceCounters | null;
+  socketsInMap: number;
+}
+
+/** Every splice object pinned under bpffs, with its counters. */
+export function spliceStatus(bpffs: string): SpliceStatus[] {
+  return listSpliceDirs(bpffs).map((d) => {
+    const m = openSpliceMaps(d.dir);
+    if (!m) return { ...d, counters: null, socketsInMap: 0 };
+    try {
+      return { ...d, counters: m.maps.counters(), socketsInMap: m.maps.socketCount() };
+    } finally {
+      m.close();
+    }
+  });
 }
 
 export class SpliceAttachment {

@@ -184,6 +184,10 @@ describe('accel echo and accel relay', () => {
     assert.equal(socat.stdout, 'hello, kernel'); // execa drops the final newline
     const s = spliceOf(p.pid);
     assert.ok(s.counters.bytes_redirected >= BigInt(64 * MB), `${s.counters.bytes_redirected}`);
+    const st = JSON.parse((await accel(['status', '--json'])).stdout) as { splices: { owner: string; pid: number; counters: { bytes_redirected: string } }[] };
+    const mine = st.splices.find((x) => x.pid === p.pid);
+    assert.equal(mine?.owner, `echo-${port}`, 'accel status shows the echo server');
+    assert.ok(BigInt(mine?.counters.bytes_redirected ?? 0) >= BigInt(64 * MB));
     p.kill('SIGTERM');
     const done = await p.done;
     assert.equal(done.exitCode, 0);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { type AttachmentStatus, collectStatus } from '../../fastpath/status.js';
-import { COUNTERS, TPROXY_COUNTERS } from '../../maps/layout.js';
+import { COUNTERS, SPLICE_COUNTERS, TPROXY_COUNTERS } from '../../maps/layout.js';
+import { type SpliceStatus, spliceStatus } from '../../splice/objects.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';
 
@@ -38,15 +39,27 @@ export function formatStatus(s: AttachmentStatus): string {
   return text;
 }
 
+function formatSplice(s: SpliceStatus): string {
+  const rows: [string, string | number | bigint][] = [
+    ['owner', `${s.owner}, pid ${s.pid}${s.alive ? '' : ' (gone: its next start removes these pins)'}`],
+    ['pins', s.dir],
+    ['sockets in map', s.socketsInMap],
+  ];
+  const counters = s.counters ? table(SPLICE_COUNTERS.map((c) => [c, s.counters?.[c] ?? 0n]), '    ') : '    -';
+  return `splice ${s.owner}\n${table(rows)}\n  counters\n${counters}`;
+}
+
 export function registerStatus(program: Command, globals: () => GlobalOptions): void {
   program
     .command('status')
-    .description('what is attached where: programs, pins, sockets in the map, counters')
+    .description('what is attached where: programs, pins, sockets in the map, counters; interception; splice objects of running proxies, echo and relay servers')
     .option('--cgroup <path>', 'only this cgroup')
     .option('--json', 'print as JSON', false)
     .action(async (opts: { cgroup?: string; json: boolean }) => {
       const all = await collectStatus(globals().bpffs, opts.cgroup);
-      if (opts.json) return printJson({ attachments: all });
-      print(all.length ? all.map(formatStatus).join('\n\n') : 'nothing attached');
+      const splices = opts.cgroup ? [] : spliceStatus(globals().bpffs);
+      if (opts.json) return printJson({ attachments: all, splices });
+      const parts = [...all.map(formatStatus), ...splices.map(formatSplice)];
+      print(parts.length ? parts.join('\n\n') : 'nothing attached');
     });
 }

@@ -119,12 +119,13 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
-	if (!accel_peer_is_local(&key)) {
-		flow = accel_steered(skops, &key, passive);
-		if (!flow) {
-			accel_count(ACCEL_CNT_SOCK_SKIPPED_REMOTE, 1);
-			return;
-		}
+	/* Steered first: when interception runs on lo (a local destination),
+	 * the peer is local but it is the proxy, not the listener the
+	 * destination names. */
+	flow = accel_steered(skops, &key, passive);
+	if (!flow && !accel_peer_is_local(&key)) {
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_REMOTE, 1);
+		return;
 	}
 	if (accel_port_bypassed(key.local_port) || accel_port_bypassed(key.remote_port)) {
 		accel_count(ACCEL_CNT_SOCK_SKIPPED_BYPASS, 1);

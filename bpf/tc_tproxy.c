@@ -7,7 +7,9 @@
  * intercept rule starts a steered flow (accel_tproxy_flows); every packet of
  * a steered flow is marked and redirected to the ingress of lo, with the
  * destination MAC rewritten to lo's (all zeros), otherwise lo would take the
- * frame for another host's and IP input would drop it.
+ * frame for another host's and IP input would drop it. Attached to lo
+ * itself (connections to a local address), the packet is only marked: it
+ * is headed for lo's ingress already.
  *
  * accel_tc_lo_ingress (clsact ingress of lo): a marked packet is handed with
  * bpf_sk_assign() to the socket that must receive it: the proxy's accepted
@@ -170,9 +172,14 @@ int accel_tc_egress(struct __sk_buff *skb)
 	}
 
 	skb->mark = cfg->intercept_mark;
+	accel_tp_count(ACCEL_TP_PACKETS_INTERCEPTED);
+	/* Attached to lo itself (a local destination): the packet is already on
+	 * its way to lo's ingress with its route, which a redirect would drop;
+	 * a 127/8 destination then arrives without one and is a martian. */
+	if (skb->ifindex == cfg->lo_ifindex)
+		return TC_ACT_OK;
 	if (bpf_skb_store_bytes(skb, 0, lo_mac, ETH_ALEN, 0))
 		return TC_ACT_UNSPEC;
-	accel_tp_count(ACCEL_TP_PACKETS_INTERCEPTED);
 	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
 }
 

@@ -115,9 +115,8 @@ export async function checkIntercept(s: InterceptSettings): Promise<Map<string, 
   if (s.rules.length > RULES_MAX) throw new AccelError(ErrorCodes.USAGE, `at most ${RULES_MAX} intercept rules`);
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
   if (s.interceptMark === s.proxyMark || !s.interceptMark) throw new AccelError(ErrorCodes.USAGE, 'the intercept mark must be non-zero and differ from the proxy mark');
-  if (s.ifaces.includes('lo')) throw new AccelError(ErrorCodes.USAGE, '--iface lo: interception steers traffic to lo, it cannot start there');
   const indexes = new Map<string, number>();
-  for (const name of [...s.ifaces, 'lo']) indexes.set(name, await ip.interfaceIndex(name));
+  for (const name of new Set([...s.ifaces, 'lo'])) indexes.set(name, await ip.interfaceIndex(name));
 
   const families = familiesOf(s.rules);
   const listening = ip.loopbackListening(s.proxyPort);

@@ -10,9 +10,9 @@ import { describe, it } from 'node:test';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import { statePath } from '../../src/intercept/attachment.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
-import { run } from '../../src/proc/run.js';
-import { BPFFS, CLI, MB } from '../helpers/env.js';
-import { ECHO_PORT, HTTP_PORT, OTHER_PORT, PROBE_PORT, PROXY_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
+import { run, spawn } from '../../src/proc/run.js';
+import { BPFFS, CLI, MB, stopProcess } from '../helpers/env.js';
+import { ECHO_PORT, FIXTURES, HTTP_PORT, OTHER_PORT, PROBE_PORT, PROXY_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function pattern(n: number): Buffer {
   const out = Buffer.alloc(n);
@@ -127,6 +127,35 @@ describe('transparent interception', () => {
     assert.ok(f.sockets_inserted >= 2n, `both ends of the hop inserted (${f.sockets_inserted})`);
     assert.ok(f.bytes_redirected >= BigInt(16 * MB), `${f.bytes_redirected} bytes redirected between application and proxy`);
     assert.equal(f.connections_tcp_only, 0n);
+  });
+
+  it('intercepts connections to a local address (--iface lo), and both hops go on the fast path with everything in the cgroup', async (t) => {
+    const b = await interceptBench(t, { attach: false });
+    const LOCAL_PORT = 7411;
+    const a = await b.accel([
+      'attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', 'lo',
+      '--intercept', `127.0.0.1/32:${LOCAL_PORT}`, '--intercept', `[::1/128]:${LOCAL_PORT}`, '--proxy-port', String(PROXY_PORT),
+    ]);
+    assert.equal(a.exitCode, 0, a.stderr);
+    // A local server in the cgroup, started after attach so its listener is known.
+    const local = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--echo', String(LOCAL_PORT)], b.appWhere);
+    t.after(() => stopProcess(local));
+    assert.ok(await local.waitForLine((l) => l.includes('"event":"listening"')));
+    for (const host of ['127.0.0.1', '::1']) {
+      const c = await nodeClient(b, host, LOCAL_PORT, 8 * MB);
+      assert.ok(c.ok, `${host}: ${c.error ?? JSON.stringify(c)}`);
+    }
+    assert.deepEqual(
+      b.proxyEvents().map((e) => e.destination),
+      [`127.0.0.1:${LOCAL_PORT}`, `[::1]:${LOCAL_PORT}`],
+    );
+    const tp = b.tproxyCounters();
+    assert.equal(tp.connections_intercepted, 2n);
+    assert.equal(tp.assign_failed, 0n);
+    // App <-> proxy and proxy <-> server, both ways, for each 8 MB echo.
+    const f = b.fastCounters();
+    assert.ok(f.sockets_inserted >= 8n, `both ends of both hops inserted (${f.sockets_inserted})`);
+    assert.ok(f.bytes_redirected >= BigInt(2 * 4 * 8 * MB), `${f.bytes_redirected} bytes redirected`);
   });
 
   it('detach removes rules, routes, filters, pins and the record, leaves the host state it found, and traffic flows directly again', async (t) => {

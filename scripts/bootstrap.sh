@@ -10,8 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# curl and socat: unmodified clients in the interception tests.
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat)
+# curl and socat: unmodified clients in the interception tests; sockperf,
+# iperf3 and haproxy: the bench's load tools and reference proxy.
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat sockperf iperf3 haproxy)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -24,13 +24,15 @@ export const ErrorCodes = {
   WRONG_NETNS: 'E_WRONG_NETNS',
   POLICY: 'E_POLICY',
   ADDRESS_IN_USE: 'E_ADDRESS_IN_USE',
+  BENCH_INCOMPLETE: 'E_BENCH_INCOMPLETE',
+  INTERRUPTED: 'E_INTERRUPTED',
   INTERNAL: 'E_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /** Exit status per error code: 2 for bad input, 3 for the environment, 4 for
- * a refused operation, 1 for anything unexpected. */
+ * a refused operation, 130 when interrupted, 1 for anything unexpected. */
 const EXIT_STATUS: Record<ErrorCode, number> = {
   E_USAGE: 2,
   E_CGROUP_NOT_FOUND: 2,
@@ -52,6 +54,8 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   E_SELFTEST: 4,
   E_NOT_ATTACHED: 4,
   E_VERIFY: 4,
+  E_BENCH_INCOMPLETE: 4,
+  E_INTERRUPTED: 130,
   E_INTERNAL: 1,
 };
 

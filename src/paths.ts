@@ -7,6 +7,10 @@ export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.
 
 export const DEFAULT_BPF_DIR = process.env.ACCEL_BPF_DIR ?? path.join(PACKAGE_ROOT, 'build', 'bpf');
 export const SOCKPROBE = process.env.ACCEL_SOCKPROBE ?? path.join(PACKAGE_ROOT, 'build', 'sockprobe');
+/** The bench's connection-rate client and server (native/connrate.c). */
+export const CONNRATE = process.env.ACCEL_CONNRATE ?? path.join(PACKAGE_ROOT, 'build', 'connrate');
+/** This command line's entry point, for running accel in another place. */
+export const CLI_ENTRY = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
 /** Every attachment pins below <bpffs>/accel. */
 export const PIN_SUBDIR = 'accel';

@@ -5,6 +5,7 @@ import { LOG_LEVELS, type LogLevel, configureLogging } from '../log.js';
 import { routeLibbpfLogs } from '../bpf/log.js';
 import { log } from '../log.js';
 import { registerAttach } from './commands/attach.js';
+import { registerBench } from './commands/bench.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDetach } from './commands/detach.js';
 import { registerProxy } from './commands/proxy.js';
@@ -42,6 +43,7 @@ registerSelftest(program, globals);
 registerDemo(program, globals);
 registerProxy(program, globals);
 registerSpliceServers(program, globals);
+registerBench(program, globals);
 
 await runAndExit(async () => {
   try {

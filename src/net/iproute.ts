@@ -234,3 +234,15 @@ export function loopbackListening(port: number): { ipv4: boolean; ipv6: boolean 
     ipv6: scan('/proc/net/tcp6', ['00000000000000000000000001000000', '00000000000000000000000000000000']),
   };
 }
+
+// ---- named network namespaces (the bench's private loopbacks) ----
+
+/** A new named namespace (ip netns) with its lo up. */
+export async function addNetns(name: string): Promise<void> {
+  await run('ip', ['netns', 'add', name]);
+  await run('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+}
+
+export async function deleteNetns(name: string): Promise<void> {
+  await run('ip', ['netns', 'delete', name], { allowFailure: true });
+}

@@ -18,15 +18,21 @@ export interface Placement {
   cgroupProcs?: string;
   /** Start the program inside this named network namespace. */
   netns?: string;
+  /** Run the program (all its threads) on these CPUs only (taskset list). */
+  cpus?: string;
 }
 
 /** The command line that starts `file args` at `where`: a shell writes its own
  * pid to cgroup.procs, then execs the program, so every socket it makes
  * belongs to that cgroup; nsenter (which, unlike `ip netns exec`, keeps
- * /sys and so bpffs) enters the namespace. */
+ * /sys and so bpffs) enters the namespace; taskset sets the CPUs. */
 function placed(file: string, args: string[], where: Placement): [string, string[]] {
   let cmd = file;
   let argv = args;
+  if (where.cpus) {
+    argv = ['-c', where.cpus, cmd, ...argv];
+    cmd = 'taskset';
+  }
   if (where.netns) {
     argv = [`--net=/run/netns/${where.netns}`, '--', cmd, ...argv];
     cmd = 'nsenter';
@@ -135,4 +141,13 @@ export function spawn(program: string, programArgs: string[], options: Placement
       child.stdin?.write(text);
     },
   };
+}
+
+/** End a process we started: SIGTERM (accel's servers unpin what they
+ * pinned), then SIGKILL if it is still there after `ms`. */
+export async function stopSpawned(p: Spawned, ms = 3000): Promise<void> {
+  p.kill('SIGTERM');
+  const timer = setTimeout(() => p.kill('SIGKILL'), ms);
+  await p.done;
+  clearTimeout(timer);
 }

@@ -9,14 +9,14 @@ import { type Cgroup, DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, remove
 import { withMaps } from '../../src/fastpath/attachment.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
-import { DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
-import { type RunResult, type Spawned, run } from '../../src/proc/run.js';
+import { CLI_ENTRY, DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
+import { type RunResult, run } from '../../src/proc/run.js';
 import { removePinDir } from '../../src/bpf/bpffs.js';
 import { listSpliceDirs } from '../../src/splice/objects.js';
 
 export const BPFFS = DEFAULT_BPFFS;
 export const BPF_DIR = DEFAULT_BPF_DIR;
-export const CLI = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+export const CLI = CLI_ENTRY;
 export const MB = 1 << 20;
 
 /** A child cgroup of the cgroup2 root that is removed (with anything of
@@ -73,14 +73,7 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 5
   return cond();
 }
 
-/** End a process we started: SIGTERM (it unpins what it pinned), then
- * SIGKILL if it is still there after `ms`. */
-export async function stopProcess(p: Spawned, ms = 3000): Promise<void> {
-  p.kill('SIGTERM');
-  const timer = setTimeout(() => p.kill('SIGKILL'), ms);
-  await p.done;
-  clearTimeout(timer);
-}
+export { stopSpawned as stopProcess } from '../../src/proc/run.js';
 
 /** Splice pins whose owner is gone (a process killed before it could
  * unpin), as the next owner would remove them. */

@@ -1,0 +1,163 @@
+/**
+ * The benchmark run: every scenario set up side by side (each in its own
+ * namespace and cgroup), then rounds in which each workload visits every
+ * scenario in turn (A B C ... A B C ...), so a noisy moment hits all of
+ * them alike; then the evidence that each scenario ran the path it names,
+ * and teardown, whatever happened.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { log } from '../log.js';
+import { CONNRATE } from '../paths.js';
+import { run } from '../proc/run.js';
+import { connections, latency, throughput } from './measure.js';
+import type { Scenario, ScenarioId } from './scenarios.js';
+import { Site, type SiteEvidence } from './site.js';
+
+export interface BenchDurations {
+  /** Seconds per latency run (each message size). */
+  latency: number;
+  throughput: number;
+  connections: number;
+}
+
+export interface BenchOptions {
+  bpffs: string;
+  scenarios: Scenario[];
+  rounds: number;
+  seconds: BenchDurations;
+  /** Pin every process of the bench to these CPUs (taskset list); unset: no pinning. */
+  cpus?: string;
+  /** Stops the run between measurements; teardown still happens. */
+  signal?: AbortSignal;
+  progress(line: string): void;
+}
+
+/** One measurement of one scenario in one round. */
+export interface Sample {
+  round: number;
+  scenario: ScenarioId;
+  workload: 'latency-64' | 'latency-4k' | 'throughput' | 'connections';
+  values: Partial<Record<import('./scenarios.js').MetricId, number>>;
+  detail?: Record<string, number | null>;
+  error?: string;
+}
+
+export interface BenchRun {
+  startedAt: string;
+  finishedAt: string;
+  machine: { kernel: string; cpus: number; cpuModel: string; memoryGB: number; node: string };
+  tools: Record<string, string>;
+  settings: { rounds: number; seconds: BenchDurations; cpus: string; scenarios: ScenarioId[] };
+  samples: Sample[];
+  evidence: Partial<Record<ScenarioId, SiteEvidence>>;
+}
+
+const TOOLS = [
+  { bin: 'sockperf', pkg: 'sockperf', version: ['sockperf', '--version'] },
+  { bin: 'iperf3', pkg: 'iperf3', version: ['iperf3', '--version'] },
+  { bin: 'haproxy', pkg: 'haproxy', version: ['haproxy', '-v'] },
+  { bin: 'ss', pkg: 'iproute2', version: ['ss', '-V'] },
+] as const;
+
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? '/usr/sbin:/usr/bin').split(':').some((d) => fs.existsSync(path.join(d, bin)));
+}
+
+/** Install the load tools from Debian's packages when missing. */
+export async function ensureTools(progress: (l: string) => void): Promise<Record<string, string>> {
+  const missing = TOOLS.filter((t) => !onPath(t.bin)).map((t) => t.pkg);
+  if (missing.length) {
+    progress(`installing ${missing.join(', ')} (apt-get)`);
+    await run('apt-get', ['update', '-qq'], { timeoutMs: 300_000 });
+    await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { timeoutMs: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } as Record<string, string> });
+  }
+  if (!fs.existsSync(CONNRATE)) throw new AccelError(ErrorCodes.EXEC, `${CONNRATE} is missing: run npm run build`);
+  const versions: Record<string, string> = {};
+  for (const t of TOOLS) {
+    const [file, ...args] = t.version;
+    const r = await run(file, args, { allowFailure: true });
+    versions[t.bin] = (r.stdout || r.stderr).trim().split('\n')[0] ?? '';
+  }
+  return versions;
+}
+
+const WORKLOADS: Sample['workload'][] = ['latency-64', 'latency-4k', 'throughput', 'connections'];
+
+async function measure(site: Site, workload: Sample['workload'], o: BenchOptions): Promise<Pick<Sample, 'values' | 'detail'>> {
+  const where = site.where;
+  if (workload === 'latency-64' || workload === 'latency-4k') {
+    const t = site.target('latency');
+    const small = workload === 'latency-64';
+    const r = await latency(where, t.host, t.port, small ? 64 : 4096, o.seconds.latency);
+    return { values: small ? { p50_64: r.p50us, p99_64: r.p99us } : { p50_4k: r.p50us, p99_4k: r.p99us }, detail: { observations: r.observations } };
+  }
+  if (workload === 'throughput') {
+    const t = site.target('throughput');
+    const r = await throughput(where, t.host, t.port, o.seconds.throughput, site.proxyPid);
+    const gb = r.bytes / 1e9;
+    return {
+      values: {
+        gbps: r.gbps,
+        cpuPerGB: r.machineCpuSeconds / gb,
+        ...(r.proxyCpuSeconds !== null ? { proxyCpuPerGB: r.proxyCpuSeconds / gb } : {}),
+      },
+      detail: { bytes: r.bytes, seconds: r.seconds, machineCpuSeconds: r.machineCpuSeconds, proxyCpuSeconds: r.proxyCpuSeconds },
+    };
+  }
+  const t = site.target('connections');
+  const r = await connections(where, t.host, t.port, o.seconds.connections);
+  return { values: { connPerSec: r.perSecond }, detail: { connections: r.connections, failures: r.failures } };
+}
+
+function checkAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new AccelError(ErrorCodes.INTERRUPTED, 'bench interrupted; everything it set up was removed');
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchRun> {
+  const startedAt = new Date().toISOString();
+  const tools = await ensureTools(o.progress);
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-bench-'));
+  const sites: Site[] = [];
+  const samples: Sample[] = [];
+  const evidence: BenchRun['evidence'] = {};
+  try {
+    for (const s of o.scenarios) {
+      checkAborted(o.signal);
+      o.progress(`setting up ${s.id}: ${s.description}`);
+      sites.push(await Site.open(s, { bpffs: o.bpffs, workDir, tag: String(process.pid), ...(o.cpus ? { cpus: o.cpus } : {}) }));
+    }
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const workload of WORKLOADS) {
+        o.progress(`round ${round}/${o.rounds}: ${workload}`);
+        for (const site of sites) {
+          checkAborted(o.signal);
+          try {
+            samples.push({ round, scenario: site.scenario.id, workload, ...(await measure(site, workload, o)) });
+          } catch (err) {
+            const message = (err as Error).message;
+            log.warn(`bench ${site.scenario.id} ${workload}: ${message}`);
+            samples.push({ round, scenario: site.scenario.id, workload, values: {}, error: message });
+          }
+        }
+      }
+    }
+    for (const site of sites) evidence[site.scenario.id] = await site.evidence();
+  } finally {
+    o.progress('cleaning up');
+    for (const site of sites.reverse()) await site.close();
+    fs.rmSync(workDir, { recursive: true, force: true });
+  }
+  const cpus = os.cpus();
+  return {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine: { kernel: os.release(), cpus: cpus.length, cpuModel: cpus[0]?.model ?? 'unknown', memoryGB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+    tools,
+    settings: { rounds: o.rounds, seconds: o.seconds, cpus: o.cpus ?? 'all', scenarios: o.scenarios.map((s) => s.id) },
+    samples,
+    evidence,
+  };
+}

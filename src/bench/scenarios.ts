@@ -1,0 +1,80 @@
+/**
+ * What the bench compares: one scenario per data path, and the targets the
+ * project holds itself to, as ratios between scenarios of the same run.
+ */
+export type ScenarioId = 'direct' | 'fastpath' | 'proxy' | 'proxy-fastpath' | 'splice' | 'splice-fastpath' | 'haproxy';
+
+export interface Scenario {
+  id: ScenarioId;
+  label: string;
+  /** Who stands between client and server. */
+  proxy: 'none' | 'relay' | 'splice' | 'haproxy';
+  /** accel attach on the cgroup; without it, accel scenarios that need
+   * interception still attach, with every bench port bypassed, so no socket
+   * ever enters the SOCKHASH. */
+  fastPath: boolean;
+  description: string;
+}
+
+export const SCENARIOS: readonly Scenario[] = [
+  { id: 'direct', label: 'direct', proxy: 'none', fastPath: false, description: 'client to server over loopback, nothing attached (the floor)' },
+  { id: 'proxy', label: 'accel proxy (user space)', proxy: 'relay', fastPath: false, description: 'intercepted (tc on lo) to accel proxy, relayed in user space' },
+  { id: 'haproxy', label: 'HAProxy (tcp mode)', proxy: 'haproxy', fastPath: false, description: 'client to HAProxy in TCP mode to server, nothing attached' },
+  { id: 'proxy-fastpath', label: 'accel proxy + fast path', proxy: 'relay', fastPath: true, description: 'as "proxy", both local hops on sockops + sk_msg' },
+  { id: 'splice', label: 'accel proxy + splice', proxy: 'splice', fastPath: false, description: 'intercepted to accel proxy --splice: SK_SKB forwards the bytes' },
+  { id: 'splice-fastpath', label: 'accel proxy + splice + fast path', proxy: 'splice', fastPath: true, description: 'as "splice" with the fast path attached; the proxy chooses per connection' },
+  { id: 'fastpath', label: 'app to app + fast path', proxy: 'none', fastPath: true, description: 'as "direct", with accel attach (sockops + sk_msg)' },
+];
+
+/** Ports inside each scenario's own network namespace. */
+export const BENCH_PORTS = {
+  latency: 7001,
+  throughput: 7002,
+  connections: 7003,
+  /** HAProxy's frontends: server port + this offset. */
+  haproxyOffset: 1000,
+  proxy: 15001,
+} as const;
+
+export type MetricId = 'p50_64' | 'p99_64' | 'p50_4k' | 'p99_4k' | 'gbps' | 'cpuPerGB' | 'proxyCpuPerGB' | 'connPerSec';
+
+export const METRICS: Record<MetricId, { label: string; unit: string; better: 'lower' | 'higher' }> = {
+  p50_64: { label: 'round trip p50, 64 B', unit: 'us', better: 'lower' },
+  p99_64: { label: 'round trip p99, 64 B', unit: 'us', better: 'lower' },
+  p50_4k: { label: 'round trip p50, 4 KB', unit: 'us', better: 'lower' },
+  p99_4k: { label: 'round trip p99, 4 KB', unit: 'us', better: 'lower' },
+  gbps: { label: 'throughput, 64 KB writes', unit: 'Gbit/s', better: 'higher' },
+  cpuPerGB: { label: 'machine CPU per GB moved', unit: 's/GB', better: 'lower' },
+  proxyCpuPerGB: { label: 'proxy process CPU per GB', unit: 's/GB', better: 'lower' },
+  connPerSec: { label: 'new connections per second', unit: '/s', better: 'higher' },
+};
+
+export interface Target {
+  text: string;
+  metric: MetricId;
+  scenario: ScenarioId;
+  /** Compared with another scenario's figure (ratio), or an absolute bound. */
+  versus?: ScenarioId;
+  /** scenario <= factor * versus (or <= factor) for lower-is-better metrics, >= for higher. */
+  factor: number;
+}
+
+export const TARGETS: readonly Target[] = [
+  { text: 'splice: latency p50 (64 B) <= 1.1x direct', metric: 'p50_64', scenario: 'splice', versus: 'direct', factor: 1.1 },
+  { text: 'splice: latency p50 (4 KB) <= 1.1x direct', metric: 'p50_4k', scenario: 'splice', versus: 'direct', factor: 1.1 },
+  { text: 'splice: latency p50 (64 B) <= 0.7x HAProxy', metric: 'p50_64', scenario: 'splice', versus: 'haproxy', factor: 0.7 },
+  { text: 'splice: throughput >= 0.8x direct', metric: 'gbps', scenario: 'splice', versus: 'direct', factor: 0.8 },
+  { text: 'splice: throughput >= 1.5x HAProxy', metric: 'gbps', scenario: 'splice', versus: 'haproxy', factor: 1.5 },
+  { text: "splice: proxy's own CPU <= 0.1x the user-space relay's", metric: 'proxyCpuPerGB', scenario: 'splice', versus: 'proxy', factor: 0.1 },
+  { text: 'proxy + fast path: latency p50 (64 B) <= 0.85x proxy', metric: 'p50_64', scenario: 'proxy-fastpath', versus: 'proxy', factor: 0.85 },
+  { text: 'proxy + fast path: latency p50 (4 KB) <= 0.85x proxy', metric: 'p50_4k', scenario: 'proxy-fastpath', versus: 'proxy', factor: 0.85 },
+  { text: 'app to app + fast path: latency p50 (64 B) <= 0.9x direct', metric: 'p50_64', scenario: 'fastpath', versus: 'direct', factor: 0.9 },
+  { text: 'app to app + fast path: latency p50 (4 KB) <= 0.9x direct', metric: 'p50_4k', scenario: 'fastpath', versus: 'direct', factor: 0.9 },
+  { text: 'app to app + fast path: throughput >= 1.0x direct', metric: 'gbps', scenario: 'fastpath', versus: 'direct', factor: 1.0 },
+  { text: 'sockops attached: new connections/s >= 0.9x direct', metric: 'connPerSec', scenario: 'fastpath', versus: 'direct', factor: 0.9 },
+];
+
+export function selectScenarios(ids: string[] | undefined): Scenario[] {
+  if (!ids?.length) return [...SCENARIOS];
+  return SCENARIOS.filter((s) => ids.includes(s.id));
+}

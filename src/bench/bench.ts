@@ -13,7 +13,7 @@ import { log } from '../log.js';
 import { CONNRATE } from '../paths.js';
 import { run } from '../proc/run.js';
 import { connections, latency, throughput } from './measure.js';
-import type { Scenario, ScenarioId } from './scenarios.js';
+import type { MetricId, Scenario, ScenarioId } from './scenarios.js';
 import { Site, type SiteEvidence } from './site.js';
 
 export interface BenchDurations {
@@ -40,7 +40,7 @@ export interface Sample {
   round: number;
   scenario: ScenarioId;
   workload: 'latency-64' | 'latency-4k' | 'throughput' | 'connections';
-  values: Partial<Record<import('./scenarios.js').MetricId, number>>;
+  values: Partial<Record<MetricId, number>>;
   detail?: Record<string, number | null>;
   error?: string;
 }

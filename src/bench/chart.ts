@@ -9,12 +9,15 @@ import { METRICS, type MetricId, SCENARIOS } from './scenarios.js';
 
 const CHARTED: MetricId[] = ['p50_64', 'p99_64', 'p50_4k', 'gbps', 'cpuPerGB', 'connPerSec'];
 
+/** A panel's title, which is also the facet value that groups its bars. */
+const figure = (m: MetricId) => `${METRICS[m].label} (${METRICS[m].unit}, ${METRICS[m].better} is better)`;
+
 export async function renderChart(r: BenchReport): Promise<string> {
   const order = SCENARIOS.filter((s) => r.settings.scenarios.includes(s.id)).map((s) => s.label);
   const values = SCENARIOS.filter((s) => r.summary[s.id]).flatMap((s) =>
     CHARTED.filter((m) => r.summary[s.id]?.[m] !== undefined).map((m) => ({
       scenario: s.label,
-      figure: `${METRICS[m].label} (${METRICS[m].unit}, ${METRICS[m].better} is better)`,
+      figure: figure(m),
       value: r.summary[s.id]?.[m] as number,
     })),
   );
@@ -25,7 +28,7 @@ export async function renderChart(r: BenchReport): Promise<string> {
       subtitle: `${r.machine.cpus} x ${r.machine.cpuModel}, Linux ${r.machine.kernel}; medians of ${r.settings.rounds} round(s), on CPUs ${r.settings.cpus}, ${r.startedAt}`,
     },
     data: { values },
-    facet: { field: 'figure', type: 'nominal', title: null, sort: CHARTED.map((m) => `${METRICS[m].label} (${METRICS[m].unit}, ${METRICS[m].better} is better)`) },
+    facet: { field: 'figure', type: 'nominal', title: null, sort: CHARTED.map(figure) },
     columns: 3,
     spec: {
       width: 260,

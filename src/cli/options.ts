@@ -23,6 +23,15 @@ export function parseNonNegative(value: string): number {
   return n;
 }
 
+/** A whole number from 1 to `max`. */
+export function parseCount(max: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < 1 || n > max) throw new InvalidArgumentError(`"${value}" is not a whole number from 1 to ${max}`);
+    return n;
+  };
+}
+
 export function parseSinglePort(value: string): number {
   return parsePort(value)[0] as number;
 }

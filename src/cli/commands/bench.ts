@@ -5,7 +5,7 @@ import { formatReport, summarize, writeReport } from '../../bench/report.js';
 import { SCENARIOS, selectScenarios } from '../../bench/scenarios.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { requirePrivileges } from '../../privileges.js';
-import { type GlobalOptions, collect } from '../options.js';
+import { type GlobalOptions, collect, parseCount } from '../options.js';
 import { print, printJson } from '../output.js';
 
 interface BenchCliOptions {
@@ -20,14 +20,6 @@ interface BenchCliOptions {
 
 const FULL: BenchDurations = { latency: 5, throughput: 5, connections: 3 };
 const QUICK: BenchDurations = { latency: 1, throughput: 2, connections: 1 };
-
-function parseCount(max: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n < 1 || n > max) throw new InvalidArgumentError(`"${value}" is not a whole number from 1 to ${max}`);
-    return n;
-  };
-}
 
 function parseCpus(value: string): string {
   if (value !== 'all' && !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a CPU list (0, 0-1, 0,2) or "all"`);

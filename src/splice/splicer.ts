@@ -205,6 +205,10 @@ export class KernelSplicer {
           if (!to.sock.destroyed) to.sock.write(chunk);
         });
         from.sock.on('end', () => {
+          // Already counted as through (`to` closed first): our descriptors
+          // may be closed by now and their numbers reused by other sockets,
+          // so nothing may be done through them; `to` is gone anyway.
+          if (through) return;
           void this.forwardEnd(from, to).finally(directionDone);
         });
         from.sock.on('error', (err: NodeJS.ErrnoException) => {

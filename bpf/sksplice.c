@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /*
- * SK_SKB stream verdict attached to accel_splice_hash: every chunk of data
- * that arrives on a spliced socket is sent out of its peer socket
- * (bpf_sk_redirect_hash without BPF_F_INGRESS), so the owning process never
- * reads or writes it. A socket whose peer is not in the map keeps its data
- * (SK_PASS): user space reads it like any other.
+ * SK_SKB stream verdict attached to accel_splice_active: every chunk of data
+ * that arrives on a spliced socket is sent out of its peer socket, found in
+ * accel_splice_hash (bpf_sk_redirect_hash without BPF_F_INGRESS), so the
+ * owning process never reads or writes it. A socket whose peer is not in the
+ * map keeps its data (SK_PASS): user space reads it like any other.
  */
 #include "accel_common.h"
 #include "accel_splice_maps.h"

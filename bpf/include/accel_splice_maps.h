@@ -10,10 +10,10 @@
 #include "accel.h"
 
 /*
- * A spliced socket is stored under the cookie of the socket whose data it
- * must send: for a pair (a, b), b under cookie(a) and a under cookie(b); an
- * echo socket under its own cookie. The verdict program then needs a single
- * lookup, and each entry disappears with its socket.
+ * Where a spliced socket's data goes. A socket is stored under the cookie of
+ * the socket whose data it must send: for a pair (a, b), b under cookie(a)
+ * and a under cookie(b); an echo socket under its own cookie. No program is
+ * attached to this map: being in it does not change how a socket receives.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -21,6 +21,21 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } accel_splice_hash SEC(".maps");
+
+/*
+ * Sockets whose incoming data the verdict program takes, each under its own
+ * cookie. A socket enters only once its destination is in accel_splice_hash,
+ * so the program never meets a socket whose peer is missing; two maps make
+ * the hand-off of a pair a sequence in which every step is complete (one
+ * map would leave the first socket of a pair in it, peerless, until the
+ * second went in). Every entry disappears with its socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, __u64);
+	__type(value, __u64);
+} accel_splice_active SEC(".maps");
 
 /* Socket cookie -> struct accel_splice_sock (SK_SKB programs cannot use
  * socket storage). */

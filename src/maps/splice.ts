@@ -1,7 +1,8 @@
 /**
- * Typed view of the splice maps (sksplice.c): the SOCKHASH keyed by the
- * cookie of the socket whose data an entry receives, the per-socket byte
- * counts, and the counters.
+ * Typed view of the splice maps (sksplice.c): the SOCKHASH of destinations,
+ * keyed by the cookie of the socket whose data an entry receives; the
+ * SOCKHASH of active sockets, whose data the verdict program takes; the
+ * per-socket byte counts; and the counters.
  */
 import { keys, lookup, remove, update, u32, u64 } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
@@ -9,17 +10,17 @@ import { SPLICE_COUNTERS, type SpliceCounterName, type SpliceCounters, SpliceSoc
 
 export const SpliceMapNames = {
   hash: 'accel_splice_hash',
+  active: 'accel_splice_active',
   socks: 'accel_splice_socks',
   counters: 'accel_splice_counters',
 } as const;
 
 export interface SpliceFds {
   hash: number;
+  active: number;
   socks: number;
   counters: number;
 }
-
-
 
 export class SpliceMaps {
   constructor(readonly fds: SpliceFds) {}
@@ -48,8 +49,22 @@ export class SpliceMaps {
     remove(this.fds.hash, u64(from));
   }
 
+  /** From now on the verdict program takes what arrives on `fd`, whose
+   * cookie is `cookie`; its destination must be linked already. */
+  activate(cookie: bigint, fd: number): void {
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64LE(BigInt(fd));
+    update(this.fds.active, u64(cookie), v, BPF_NOEXIST);
+  }
+
+  /** Sockets with a destination (each spliced socket is one). */
   socketCount(): number {
     return keys(this.fds.hash, 8).length;
+  }
+
+  /** Sockets whose data the kernel takes. */
+  activeCount(): number {
+    return keys(this.fds.active, 8).length;
   }
 
   trackedCount(): number {

@@ -1,6 +1,6 @@
 /**
  * The splice object (sksplice.bpf.o) of one owning process: loaded, its
- * verdict program attached to its SOCKHASH, everything pinned under
+ * verdict program attached to its SOCKHASH of active sockets, everything pinned under
  * <bpffs>/accel/splice-<owner>-<pid>/ so `accel status` can show it, and
  * unpinned when the owner closes it. Directories of owners that died
  * without closing are removed by the next owner that starts.
@@ -55,8 +55,11 @@ export function openSpliceMaps(dir: string): { maps: SpliceMaps; close(): void }
     fds.forEach((fd) => fd !== null && closeFd(fd));
     return null;
   }
-  const [hash, socks, counters] = fds as number[];
-  return { maps: new SpliceMaps({ hash: hash as number, socks: socks as number, counters: counters as number }), close: () => (fds as number[]).forEach(closeFd) };
+  const [hash, active, socks, counters] = fds as number[];
+  return {
+    maps: new SpliceMaps({ hash: hash as number, active: active as number, socks: socks as number, counters: counters as number }),
+    close: () => (fds as number[]).forEach(closeFd),
+  };
 }
 
 export interface SpliceStatus extends SpliceDir {
@@ -99,10 +102,11 @@ export class SpliceAttachment {
     try {
       const maps = new SpliceMaps({
         hash: obj.mapFd(SpliceMapNames.hash),
+        active: obj.mapFd(SpliceMapNames.active),
         socks: obj.mapFd(SpliceMapNames.socks),
         counters: obj.mapFd(SpliceMapNames.counters),
       });
-      attachToMap(obj.programFd(PROGRAM), maps.fds.hash, AttachType.SK_SKB_STREAM_VERDICT);
+      attachToMap(obj.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);
       makePinDir(dir);
       for (const name of Object.values(SpliceMapNames)) pin(obj.mapFd(name), path.join(dir, name));
       pin(obj.programFd(PROGRAM), path.join(dir, 'prog_splice_verdict'));

@@ -11,7 +11,9 @@
  *     program included.
  *  3. The bytes user space holds (the peeked first bytes, Node's buffers)
  *     are written to the other side and flushed into its send queue.
- *  4. Both sockets enter the SOCKHASH, each under its peer's cookie.
+ *  4. Each socket enters the SOCKHASH of destinations under its peer's
+ *     cookie; then each enters the SOCKHASH of active sockets, where the
+ *     verdict program runs on it and already finds its destination.
  *  5. SO_RCVLOWAT goes back to 1, which makes TCP call the data-ready
  *     callback: the verdict program now takes everything queued since
  *     step 1, in order, then every later byte.
@@ -62,6 +64,11 @@ function quiesce(sock: net.Socket): Buffer {
   const state = (sock as unknown as { _readableState?: { reading: boolean } })._readableState;
   if (state) state.reading = false;
   return Buffer.concat(chunks);
+}
+
+/** The map takes only established sockets: this one got a FIN meanwhile. */
+function refusedByMap(err: unknown): boolean {
+  return isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP');
 }
 
 function flush(sock: net.Socket, data: Buffer): Promise<void> {
@@ -117,9 +124,20 @@ export class KernelSplicer {
   /**
    * Splice a and b (b === a for an echo). `toB` is data user space already
    * took from a and owes to b. Resolves once both sockets are closed;
-   * their map entries are gone by then.
+   * their map entries are gone by then. Rejects, with both sockets
+   * destroyed, when the hand-off fails for a reason other than a FIN.
    */
   async splice(a: net.Socket, b: net.Socket, toB: Buffer = Buffer.alloc(0)): Promise<SpliceResult> {
+    try {
+      return await this.handOff(a, b, toB);
+    } catch (err) {
+      a.destroy();
+      b.destroy();
+      throw err;
+    }
+  }
+
+  private async handOff(a: net.Socket, b: net.Socket, toB: Buffer): Promise<SpliceResult> {
     const echo = a === b;
     const sa = { sock: a, fd: dupSocket(fdOf(a)), cookie: 0n } as Side;
     const sb = echo ? sa : ({ sock: b, fd: dupSocket(fdOf(b)), cookie: 0n } as Side);
@@ -144,9 +162,7 @@ export class KernelSplicer {
       return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
     };
     // The kernel takes only ESTABLISHED sockets. One that already got its
-    // peer's FIN (CLOSE_WAIT) is relayed in user space; checked before
-    // either enters the map, so no byte can be left in a psock that goes.
-    // The map refusing one anyway (a FIN in between) ends the same way.
+    // peer's FIN (CLOSE_WAIT) is relayed in user space.
     if (!sides.every((s) => tcpEstablished(s.fd))) {
       release();
       return inUserSpace();
@@ -155,16 +171,41 @@ export class KernelSplicer {
       s.cookie = socketCookie(s.fd);
       this.maps.track(s.cookie);
     }
-    try {
-      for (const s of sides) this.maps.link(s.cookie, s.peer.fd);
-    } catch (err) {
+    const abandon = () => {
       for (const s of sides) {
         this.maps.unlink(s.cookie);
         this.maps.untrack(s.cookie);
       }
       release();
-      if (isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP')) return inUserSpace();
+    };
+    // Destinations first. No program runs on that map, so when the map
+    // refuses a socket (a FIN came in between) the others can leave it
+    // again with every byte still in their own receive queues.
+    try {
+      for (const s of sides) this.maps.link(s.cookie, s.peer.fd);
+    } catch (err) {
+      abandon();
+      if (refusedByMap(err)) return inUserSpace();
       throw err;
+    }
+    // Then the verdict, socket by socket, each finding its destination in
+    // place. One refused here (a FIN in between) keeps its last bytes in its
+    // own queue; watch() relays them like bytes the kernel passed up, while
+    // the other direction stays in the kernel.
+    let active = 0;
+    for (const s of sides) {
+      try {
+        this.maps.activate(s.cookie, s.fd);
+        active++;
+      } catch (err) {
+        if (refusedByMap(err)) continue;
+        abandon();
+        throw err;
+      }
+    }
+    if (active === 0) {
+      abandon();
+      return inUserSpace();
     }
     this.maps.add('pairs_spliced');
     for (const s of sides) setRcvLowat(s.fd, 1);

@@ -68,6 +68,7 @@ export const libcFns = {
   close: libc.func('int close(int fd)'),
   dup: libc.func('int fcntl(int fd, int cmd, int arg)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
+  recv: libc.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
 };
 

@@ -175,6 +175,44 @@ export function nodeSocketFd(sock: object): number | null {
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
+const MSG_DONTWAIT = 0x40;
+const READ_CHUNK = 256 * 1024;
+
+export interface Queued {
+  /** What was read, in order. */
+  data: Buffer;
+  /** The peer's FIN was read (the read after the data returned 0). */
+  end: boolean;
+  /** Name of the errno that ended the reading (e.g. ECONNRESET), or null. */
+  error: string | null;
+}
+
+/**
+ * Read, without waiting, what the socket has received and nobody has read
+ * yet: until a read returns less than asked (TCP stops short only when its
+ * receive queue has no unread byte left, so no partly read buffer remains
+ * in it), the end of the stream, or an error. Bytes arriving meanwhile may
+ * be read too; the first short read ends it, so a fast sender cannot keep
+ * it reading.
+ */
+export function readQueued(fd: number): Queued {
+  const chunks: Buffer[] = [];
+  const done = (end: boolean, error: string | null): Queued => ({ data: Buffer.concat(chunks), end, error });
+  for (;;) {
+    const buf = Buffer.allocUnsafe(READ_CHUNK);
+    const n = Number(libcFns.recv(fd, buf, buf.length, MSG_DONTWAIT));
+    if (n > 0) {
+      chunks.push(buf.subarray(0, n));
+      if (n < buf.length) return done(false, null);
+      continue;
+    }
+    if (n === 0) return done(true, null);
+    const err = errnoName(lastErrno());
+    if (err === 'EINTR') continue;
+    return done(false, err === 'EAGAIN' || err === 'EWOULDBLOCK' ? null : err);
+  }
+}
+
 export function closeSocket(fd: number): void {
   libcFns.close(fd);
 }

@@ -132,6 +132,7 @@ export interface TcpStreamCounts {
 }
 
 const TCP_ESTABLISHED = 1;
+const TCP_CLOSE = 7;
 
 function tcpInfo(fd: number): Buffer {
   const info = Buffer.alloc(TCP_INFO_SIZE);
@@ -142,6 +143,12 @@ function tcpInfo(fd: number): Buffer {
 /** Is the TCP socket still ESTABLISHED (tcpi_state, the first byte)? */
 export function tcpEstablished(fd: number): boolean {
   return tcpInfo(fd)[0] === TCP_ESTABLISHED;
+}
+
+/** Has the TCP connection ended for good (a reset, or both FINs and the
+ * socket closed by the kernel: tcpi_state CLOSE)? */
+export function tcpClosed(fd: number): boolean {
+  return tcpInfo(fd)[0] === TCP_CLOSE;
 }
 
 export function tcpStreamCounts(fd: number): TcpStreamCounts {

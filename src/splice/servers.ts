@@ -4,6 +4,7 @@
  * client with the next one to connect and splices the two to each other.
  */
 import net from 'node:net';
+import { nodeSocketFd, tcpClosed } from '../bpf/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { closeGracefully } from '../proxy/drain.js';
@@ -90,12 +91,43 @@ export class EchoServer extends SpliceServer {
   }
 }
 
+interface Waiting {
+  sock: net.Socket;
+  chunks: Buffer[];
+  size: number;
+  timer: NodeJS.Timeout | null;
+}
+
+/** Is the connection over (reset), though node has not seen it? */
+function gone(sock: net.Socket): boolean {
+  if (sock.destroyed) return true;
+  const fd = nodeSocketFd(sock);
+  if (fd === null) return true;
+  try {
+    return tcpClosed(fd);
+  } catch {
+    return true;
+  }
+}
+
 export class RelayServer extends SpliceServer {
-  private waiting: { sock: net.Socket; chunks: Buffer[]; size: number; timer: NodeJS.Timeout | null } | null = null;
+  private waiting: Waiting | null = null;
+
+  private abandon(w: Waiting): void {
+    this.waiting = null;
+    if (w.timer) clearTimeout(w.timer);
+    this.stats.abandoned++;
+  }
 
   protected accept(sock: net.Socket): void {
     const w = this.waiting;
-    if (w && !w.sock.destroyed) {
+    if (w && gone(w.sock)) {
+      // Reset after it half-closed: node, no longer reading, was not told.
+      log.debug('the waiting relay client is gone: dropped');
+      this.abandon(w);
+      w.sock.destroy();
+    }
+    if (w && this.waiting === w) {
       this.waiting = null;
       if (w.timer) clearTimeout(w.timer);
       w.sock.removeAllListeners('data');
@@ -105,7 +137,7 @@ export class RelayServer extends SpliceServer {
       return;
     }
     // First of a pair: keep what it sends (bounded), and notice if it goes.
-    const entry = { sock, chunks: [] as Buffer[], size: 0, timer: null as NodeJS.Timeout | null };
+    const entry: Waiting = { sock, chunks: [], size: 0, timer: null };
     this.waiting = entry;
     const limit = this.o.holdBytes ?? 1 << 20;
     sock.on('data', (d: Buffer) => {
@@ -115,11 +147,7 @@ export class RelayServer extends SpliceServer {
     });
     sock.once('close', () => {
       this.open.delete(sock);
-      if (this.waiting === entry) {
-        this.waiting = null;
-        if (entry.timer) clearTimeout(entry.timer);
-        this.stats.abandoned++;
-      }
+      if (this.waiting === entry) this.abandon(entry);
     });
     if (this.o.pairTimeoutMs) {
       entry.timer = setTimeout(() => {

@@ -50,10 +50,11 @@ const waitUntil = async (cond: () => boolean, ms: number) => {
 
 describe('accel proxy --splice', () => {
   // Known failure on 6.18.44, kept visible as a todo: with bulk data in both
-  // directions at once, the egress redirect into the client side stops after
-  // a few MB (the bytes are accounted as redirected but never sent). One
-  // direction at a time (next tests, 1 GB) and accel echo are fine.
-  it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', async (t) => {
+  // directions at once, the egress redirect into one side stops after a few
+  // MB (the bytes are accounted as redirected but never sent). One direction
+  // at a time (next tests, 1 GB) and accel echo are fine; accel relay with
+  // 64 MB each way shows the same stall on loopback.
+  it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', { todo: 'stalls on this kernel: see README, Known kernel issues' }, async (t) => {
     const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: ['--splice'] });
     for (const host of [SERVER4, SERVER6]) {
       const c = await nodeClient(b, host, ECHO_PORT, 64 * MB);

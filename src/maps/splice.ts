@@ -40,9 +40,7 @@ export class SpliceMaps {
 
   /** Data arriving on the socket with cookie `from` goes out of `toFd`. */
   link(from: bigint, toFd: number): void {
-    const fd = Buffer.alloc(8);
-    fd.writeBigUInt64LE(BigInt(toFd));
-    update(this.fds.hash, u64(from), fd, BPF_NOEXIST);
+    update(this.fds.hash, u64(from), u64(BigInt(toFd)), BPF_NOEXIST);
   }
 
   unlink(from: bigint): void {
@@ -52,9 +50,7 @@ export class SpliceMaps {
   /** From now on the verdict program takes what arrives on `fd`, whose
    * cookie is `cookie`; its destination must be linked already. */
   activate(cookie: bigint, fd: number): void {
-    const v = Buffer.alloc(8);
-    v.writeBigUInt64LE(BigInt(fd));
-    update(this.fds.active, u64(cookie), v, BPF_NOEXIST);
+    update(this.fds.active, u64(cookie), u64(BigInt(fd)), BPF_NOEXIST);
   }
 
   /** Sockets with a destination (each spliced socket is one). */

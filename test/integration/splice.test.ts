@@ -216,12 +216,20 @@ describe('accel echo and accel relay', () => {
   // for it, so node has read part of what the kernel queued: the hand-off
   // must not give the verdict program a buffer node read in part (which
   // delivered up to 128 KB twice before splicer.ts read the queue out).
-  it('relay: 4 MB each way per pair', async (t) => {
+  // The second client sends 1,000 bytes, and both half-close only once they
+  // have their partner's bytes: the pair stays established, so it is
+  // spliced in the kernel, and bulk goes one way only (both ways at once
+  // can stall on this kernel, see the first todo).
+  it('relay: 4 MB one way per pair, after node read part of it', async (t) => {
     const port = 17006;
     const p = startServer(t, 'relay', port);
     assert.ok(await p.waitForLine((l) => l.includes('"event":"listening"')));
-    const r = await run(process.execPath, [path.join(FIXTURES, 'relay-pairs.mjs'), '::1', String(port), '20', String(4 * MB), '1'], { allowFailure: true, timeoutMs: 60_000 });
+    const r = await run(process.execPath, [path.join(FIXTURES, 'relay-pairs.mjs'), '::1', String(port), '20', String(4 * MB), '1', '1000', 'late'], {
+      allowFailure: true,
+      timeoutMs: 60_000,
+    });
     assert.match(r.stdout, /"ok":true/, r.stdout);
+    assert.ok(spliceOf(p.pid).counters.bytes_redirected >= BigInt(4 * MB), 'pairs were spliced in the kernel');
     assert.ok(await waitUntil(() => spliceOf(p.pid).sockets === 0, 5000), 'no map entry left');
   });
 

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { COUNTERS, COUNTER_ENUM, ConfigLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
+import { COUNTERS, COUNTER_ENUM, ConfigLayout, SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, SpliceSockLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
 import { run } from '../../src/proc/run.js';
 import { BPF_DIR } from '../helpers/env.js';
 
@@ -35,6 +35,16 @@ function expectLayout(types: BtfType[], cName: string, mirror: { size: number; f
   assert.deepEqual(actual.fields, Object.fromEntries(Object.entries(mirror.fields).map(([k, v]) => [k, v.offset])), `offsets of struct ${cName}`);
 }
 
+/** The mirror's counter names, in index order, are the C enumerators in
+ * order, and none is missing before the MAX enumerator. */
+function expectEnum<K extends string>(types: BtfType[], cEnum: string, names: readonly K[], enumNames: Record<K, string>, maxName: string) {
+  const e = types.find((x) => x.kind === 'ENUM' && x.name === cEnum);
+  assert.ok(e?.values, `enum ${cEnum} is in the BTF`);
+  const byName = Object.fromEntries(e.values.map((v) => [v.name, v.val]));
+  names.forEach((c, i) => assert.equal(byName[enumNames[c]], i, `${enumNames[c]} = ${i}`));
+  assert.equal(byName[maxName], names.length, 'no counter is missing from the mirror');
+}
+
 describe('struct layouts agree between bpf/include/accel.h and src/maps/layout.ts', () => {
   it('sockops.bpf.o: accel_sock_key, accel_listen_key, accel_config', async () => {
     const types = await btfTypes('sockops.bpf.o');
@@ -57,22 +67,20 @@ describe('struct layouts agree between bpf/include/accel.h and src/maps/layout.t
     expectLayout(types, 'accel_sock_key', SockKeyLayout);
   });
 
+  it('sksplice.bpf.o: accel_splice_sock', async () => {
+    expectLayout(await btfTypes('sksplice.bpf.o'), 'accel_splice_sock', SpliceSockLayout);
+  });
+
   it('interception counter indexes follow enum accel_tproxy_counter', async () => {
-    const types = await btfTypes('tc_tproxy.bpf.o');
-    const e = types.find((x) => x.kind === 'ENUM' && x.name === 'accel_tproxy_counter');
-    assert.ok(e?.values, 'enum accel_tproxy_counter is in the BTF');
-    const byName = Object.fromEntries(e.values.map((v) => [v.name, v.val]));
-    TPROXY_COUNTERS.forEach((c, i) => assert.equal(byName[TPROXY_COUNTER_ENUM[c]], i, `${TPROXY_COUNTER_ENUM[c]} = ${i}`));
-    assert.equal(byName.ACCEL_TP_MAX, TPROXY_COUNTERS.length, 'no counter is missing from the mirror');
+    expectEnum(await btfTypes('tc_tproxy.bpf.o'), 'accel_tproxy_counter', TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, 'ACCEL_TP_MAX');
   });
 
   it('counter indexes follow enum accel_counter', async () => {
-    const types = await btfTypes('sockops.bpf.o');
-    const e = types.find((x) => x.kind === 'ENUM' && x.name === 'accel_counter');
-    assert.ok(e?.values, 'enum accel_counter is in the BTF');
-    const byName = Object.fromEntries(e.values.map((v) => [v.name, v.val]));
-    COUNTERS.forEach((c, i) => assert.equal(byName[COUNTER_ENUM[c]], i, `${COUNTER_ENUM[c]} = ${i}`));
-    assert.equal(byName.ACCEL_CNT_MAX, COUNTERS.length, 'no counter is missing from the mirror');
+    expectEnum(await btfTypes('sockops.bpf.o'), 'accel_counter', COUNTERS, COUNTER_ENUM, 'ACCEL_CNT_MAX');
+  });
+
+  it('splice counter indexes follow enum accel_splice_counter', async () => {
+    expectEnum(await btfTypes('sksplice.bpf.o'), 'accel_splice_counter', SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, 'ACCEL_SPLICE_CNT_MAX');
   });
 });
 

@@ -3,6 +3,7 @@
  * bpffs pins or ids, and their info records.
  */
 import fs from 'node:fs';
+import { join } from 'node:path';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from './errno.js';
 import { bpf } from './native.js';
@@ -29,6 +30,32 @@ export function closeFd(fd: number): void {
     fs.closeSync(fd);
   } catch {
     /* already closed */
+  }
+}
+
+/** Open the maps pinned as `names` in `dir`: name -> fd, for those pinned
+ * (caller closes). */
+export function openPinnedMaps(dir: string, names: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of names) {
+    const fd = openPinned(join(dir, name));
+    if (fd !== null) out[name] = fd;
+  }
+  return out;
+}
+
+/** Run `fn` with the maps pinned as `names` in `dir`; `need(name)` is a
+ * map's fd or an E_NOT_ATTACHED error. Every fd is closed afterwards. */
+export function withPinnedMaps<T>(dir: string, names: readonly string[], fn: (need: (name: string) => number) => T): T {
+  const fds = openPinnedMaps(dir, names);
+  try {
+    return fn((name) => {
+      const fd = fds[name];
+      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
+      return fd;
+    });
+  } finally {
+    Object.values(fds).forEach(closeFd);
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { closeFd, linkInfo, openPinned, progInfo, withPinned } from '../bpf/fd.js';
+import { linkInfo, openPinnedMaps, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { MapNames } from '../maps/fastpath.js';
 import { PIN_SUBDIR } from '../paths.js';
@@ -58,27 +58,15 @@ export function inspectAttachment(dir: string, cgroupId: bigint): AttachmentStat
   return { kind: 'complete', linkId: link.id, progIds, withSkskb: PinNames.progSkskb in progIds };
 }
 
-/** Open every map pin of a directory: name -> fd (caller closes). */
+const MAP_PIN_NAMES = Object.values(MapNames);
+
+/** Open every map pin of an attachment directory: name -> fd (caller closes). */
 export function openMapPins(dir: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const name of Object.values(MapNames)) {
-    const fd = openPinned(path.join(dir, name));
-    if (fd !== null) out[name] = fd;
-  }
-  return out;
+  return openPinnedMaps(dir, MAP_PIN_NAMES);
 }
 
-/** Run `fn` with the maps pinned in `dir`; `need(name)` is a map's fd or an
- * E_NOT_ATTACHED error. Every fd is closed afterwards. */
+/** Run `fn` with the maps pinned in an attachment directory; `need(name)`
+ * is a map's fd or an E_NOT_ATTACHED error. Every fd is closed afterwards. */
 export function withMapFds<T>(dir: string, fn: (need: (name: string) => number) => T): T {
-  const fds = openMapPins(dir);
-  try {
-    return fn((name) => {
-      const fd = fds[name];
-      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
-      return fd;
-    });
-  } finally {
-    Object.values(fds).forEach(closeFd);
-  }
+  return withPinnedMaps(dir, MAP_PIN_NAMES, fn);
 }

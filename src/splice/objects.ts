@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { attachToMap } from '../bpf/attach.js';
 import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
-import { closeFd, openPinned, pin } from '../bpf/fd.js';
+import { pin, withPinnedMaps } from '../bpf/fd.js';
+import { ErrorCodes, isAccelError } from '../errors.js';
 import { BpfObject } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { log } from '../log.js';
@@ -48,18 +49,19 @@ export function listSpliceDirs(bpffs: string): SpliceDir[] {
   });
 }
 
-/** Open the maps pinned in a splice directory (caller closes via close()). */
-export function openSpliceMaps(dir: string): { maps: SpliceMaps; close(): void } | null {
-  const fds = Object.values(SpliceMapNames).map((n) => openPinned(path.join(dir, n)));
-  if (fds.some((fd) => fd === null)) {
-    fds.forEach((fd) => fd !== null && closeFd(fd));
-    return null;
-  }
-  const [hash, active, socks, counters] = fds as number[];
-  return {
-    maps: new SpliceMaps({ hash: hash as number, active: active as number, socks: socks as number, counters: counters as number }),
-    close: () => (fds as number[]).forEach(closeFd),
-  };
+/** Run `fn` with the maps pinned in a splice directory; E_NOT_ATTACHED if
+ * one is missing. Every fd is closed afterwards. */
+export function withSpliceMaps<T>(dir: string, fn: (maps: SpliceMaps) => T): T {
+  return withPinnedMaps(dir, Object.values(SpliceMapNames), (need) =>
+    fn(
+      new SpliceMaps({
+        hash: need(SpliceMapNames.hash),
+        active: need(SpliceMapNames.active),
+        socks: need(SpliceMapNames.socks),
+        counters: need(SpliceMapNames.counters),
+      }),
+    ),
+  );
 }
 
 export interface SpliceStatus extends SpliceDir {
@@ -71,12 +73,11 @@ export interface SpliceStatus extends SpliceDir {
 /** Every splice object pinned under bpffs, with its counters. */
 export function spliceStatus(bpffs: string): SpliceStatus[] {
   return listSpliceDirs(bpffs).map((d) => {
-    const m = openSpliceMaps(d.dir);
-    if (!m) return { ...d, counters: null, socketsInMap: 0 };
     try {
-      return { ...d, counters: m.maps.counters(), socketsInMap: m.maps.socketCount() };
-    } finally {
-      m.close();
+      return withSpliceMaps(d.dir, (m) => ({ ...d, counters: m.counters(), socketsInMap: m.socketCount() }));
+    } catch (err) {
+      if (isAccelError(err) && err.code === ErrorCodes.NOT_ATTACHED) return { ...d, counters: null, socketsInMap: 0 };
+      throw err;
     }
   });
 }

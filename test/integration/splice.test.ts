@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { listSpliceDirs, openSpliceMaps } from '../../src/splice/objects.js';
+import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout.js';
@@ -17,13 +17,7 @@ import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, int
 function spliceOf(pid: number): { counters: SpliceCounters; sockets: number; tracked: number } {
   const dir = listSpliceDirs(BPFFS).find((d) => d.pid === pid);
   assert.ok(dir, `splice pins of pid ${pid}`);
-  const m = openSpliceMaps(dir.dir);
-  assert.ok(m);
-  try {
-    return { counters: m.maps.counters(), sockets: m.maps.socketCount() + m.maps.activeCount(), tracked: m.maps.trackedCount() };
-  } finally {
-    m.close();
-  }
+  return withSpliceMaps(dir.dir, (m) => ({ counters: m.counters(), sockets: m.socketCount() + m.activeCount(), tracked: m.trackedCount() }));
 }
 
 async function manyClients(where: Placement, host: string, port: number, total: number, concurrency: number, size: number, hold = false) {

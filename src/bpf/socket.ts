@@ -186,10 +186,9 @@ const MSG_DONTWAIT = 0x40;
 const READ_CHUNK = 256 * 1024;
 
 export interface Queued {
-  /** What was read, in order. */
+  /** What was read, in order (a read returning 0, the peer's FIN, ends
+   * it too; TCP_INFO tells the caller the state). */
   data: Buffer;
-  /** The peer's FIN was read (the read after the data returned 0). */
-  end: boolean;
   /** Name of the errno that ended the reading (e.g. ECONNRESET), or null. */
   error: string | null;
 }
@@ -204,19 +203,19 @@ export interface Queued {
  */
 export function readQueued(fd: number): Queued {
   const chunks: Buffer[] = [];
-  const done = (end: boolean, error: string | null): Queued => ({ data: Buffer.concat(chunks), end, error });
+  const done = (error: string | null): Queued => ({ data: Buffer.concat(chunks), error });
   for (;;) {
     const buf = Buffer.allocUnsafe(READ_CHUNK);
     const n = Number(libcFns.recv(fd, buf, buf.length, MSG_DONTWAIT));
     if (n > 0) {
       chunks.push(buf.subarray(0, n));
-      if (n < buf.length) return done(false, null);
+      if (n < buf.length) return done(null);
       continue;
     }
-    if (n === 0) return done(true, null);
+    if (n === 0) return done(null);
     const err = errnoName(lastErrno());
     if (err === 'EINTR') continue;
-    return done(false, err === 'EAGAIN' || err === 'EWOULDBLOCK' ? null : err);
+    return done(err === 'EAGAIN' || err === 'EWOULDBLOCK' ? null : err);
   }
 }
 

@@ -16,12 +16,18 @@ int accel_splice_verdict(struct __sk_buff *skb)
 	struct accel_splice_sock *st;
 	__u32 len = skb->len;
 
-	/* A FIN arrives as an empty skb: redirected, the peer's send path would
-	 * take its zero length for a broken pipe. It stays here; user space
-	 * sees the end of stream and forwards the half-close in order. */
+	/* A FIN arrives as an empty skb, and neither way of keeping it works.
+	 * Redirected, the peer's send path takes its zero length for a broken
+	 * pipe. Passed, it is queued on this socket's own psock behind the
+	 * bytes its peer redirected here, whenever some still wait to be sent,
+	 * and the psock's worker takes the zero length for a broken pipe too:
+	 * it stops transmitting for good and the bytes queued behind it are
+	 * freed at close. TCP has recorded the end of stream already (readers
+	 * see it without the skb), so it is dropped; user space forwards the
+	 * half-close once the bytes before it are through. */
 	if (!len) {
-		accel_splice_count(ACCEL_SPLICE_SKBS_PASSED, 1);
-		return SK_PASS;
+		accel_splice_count(ACCEL_SPLICE_FINS_DROPPED, 1);
+		return SK_DROP;
 	}
 	if (bpf_sk_redirect_hash(skb, &accel_splice_hash, &cookie, 0) != SK_PASS) {
 		accel_splice_count(ACCEL_SPLICE_SKBS_PASSED, 1);

@@ -293,6 +293,7 @@ export const SPLICE_COUNTER_ENUM = {
   skbs_passed: 'ACCEL_SPLICE_SKBS_PASSED',
   pairs_spliced: 'ACCEL_SPLICE_PAIRS_SPLICED',
   pairs_closed: 'ACCEL_SPLICE_PAIRS_CLOSED',
+  fins_dropped: 'ACCEL_SPLICE_FINS_DROPPED',
 } as const;
 export type SpliceCounterName = keyof typeof SPLICE_COUNTER_ENUM;
 export const SPLICE_COUNTERS = Object.keys(SPLICE_COUNTER_ENUM) as SpliceCounterName[];

@@ -43,12 +43,10 @@ const waitUntil = async (cond: () => boolean, ms: number) => {
 };
 
 describe('accel proxy --splice', () => {
-  // Known failure on 6.18.44, kept visible as a todo: with bulk data in both
-  // directions at once, the egress redirect into one side stops after a few
-  // MB (the bytes are accounted as redirected but never sent). One direction
-  // at a time (next tests, 1 GB) and accel echo are fine; accel relay with
-  // 64 MB each way shows the same stall on loopback.
-  it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', { todo: 'stalls on this kernel: see README, Known kernel issues' }, async (t) => {
+  // Each side half-closes while bytes for it still wait in its psock: the
+  // verdict must not queue the FIN behind them (they stalled there for good
+  // until sksplice.c dropped empty skbs).
+  it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', async (t) => {
     const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: ['--splice'] });
     for (const host of [SERVER4, SERVER6]) {
       const c = await nodeClient(b, host, ECHO_PORT, 64 * MB);
@@ -57,7 +55,9 @@ describe('accel proxy --splice', () => {
     const ev = b.proxyEvents();
     assert.ok(ev.length >= 2 && ev.every((e) => e.mode === 'splice'), JSON.stringify(ev.map((e) => e.mode)));
     const s = spliceOf(b.proxy?.pid ?? -1);
-    assert.ok(s.counters.bytes_redirected >= BigInt(4 * 64 * MB), `bytes redirected in the kernel: ${s.counters.bytes_redirected}`);
+    // What arrived before the hand-off (node's buffers, the receive queues
+    // read out) goes through user space: a few hundred KB per socket.
+    assert.ok(s.counters.bytes_redirected >= BigInt(4 * 60 * MB), `bytes redirected in the kernel: ${s.counters.bytes_redirected}`);
     assert.equal(s.counters.pairs_spliced, 2n);
     assert.ok(await waitUntil(() => spliceOf(b.proxy?.pid ?? -1).counters.pairs_closed === 2n, 5000), 'both pairs closed');
     assert.equal(spliceOf(b.proxy?.pid ?? -1).sockets, 0, 'no map entry outlives its connection');
@@ -212,8 +212,7 @@ describe('accel echo and accel relay', () => {
   // delivered up to 128 KB twice before splicer.ts read the queue out).
   // The second client sends 1,000 bytes, and both half-close only once they
   // have their partner's bytes: the pair stays established, so it is
-  // spliced in the kernel, and bulk goes one way only (both ways at once
-  // can stall on this kernel, see the first todo).
+  // spliced in the kernel.
   it('relay: 4 MB one way per pair, after node read part of it', async (t) => {
     const port = 17006;
     const p = startServer(t, 'relay', port);
@@ -224,6 +223,24 @@ describe('accel echo and accel relay', () => {
     });
     assert.match(r.stdout, /"ok":true/, r.stdout);
     assert.ok(spliceOf(p.pid).counters.bytes_redirected >= BigInt(4 * MB), 'pairs were spliced in the kernel');
+    assert.ok(await waitUntil(() => spliceOf(p.pid).sockets === 0, 5000), 'no map entry left');
+  });
+
+  // Both clients of a pair stream 64 MB at once and half-close as soon as
+  // they have written it, long before their partner's bytes are through:
+  // most runs of this stalled one pair until empty skbs were dropped.
+  it('relay: 64 MB both ways at once per pair, 3 pairs', async (t) => {
+    const port = 17007;
+    const p = startServer(t, 'relay', port);
+    assert.ok(await p.waitForLine((l) => l.includes('"event":"listening"')));
+    const r = await run(process.execPath, [path.join(FIXTURES, 'relay-pairs.mjs'), '127.0.0.1', String(port), '3', String(64 * MB), '1'], {
+      allowFailure: true,
+      timeoutMs: 90_000,
+    });
+    assert.match(r.stdout, /"ok":true/, r.stdout);
+    const s = spliceOf(p.pid);
+    assert.equal(s.counters.pairs_spliced, 3n);
+    assert.ok(s.counters.bytes_redirected >= BigInt(3 * 64 * MB), `bytes redirected in the kernel: ${s.counters.bytes_redirected}`);
     assert.ok(await waitUntil(() => spliceOf(p.pid).sockets === 0, 5000), 'no map entry left');
   });
 

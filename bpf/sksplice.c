@@ -9,6 +9,10 @@
 #include "accel_common.h"
 #include "accel_splice_maps.h"
 
+/* Kernel 6.3+: the kernel's sk_buff behind the context, for the TCP
+ * sequence number in its control block. */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
 SEC("sk_skb/stream_verdict")
 int accel_splice_verdict(struct __sk_buff *skb)
 {
@@ -29,11 +33,26 @@ int accel_splice_verdict(struct __sk_buff *skb)
 		accel_splice_count(ACCEL_SPLICE_FINS_DROPPED, 1);
 		return SK_DROP;
 	}
+	/* Under bulk data both ways, 6.18 now and then hands the verdict one or
+	 * two skbs it has already taken (seen on the wire as whole skbs sent
+	 * twice). Their sequence numbers give them away: an skb that ends at or
+	 * before the end of the last one taken is dropped, its bytes are out. */
+	st = bpf_map_lookup_elem(&accel_splice_socks, &cookie);
+	if (st) {
+		struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+		__u32 end = ((struct tcp_skb_cb *)&kskb->cb[0])->seq + len;
+
+		if (st->seq_known && (__s32)(st->next_seq - end) >= 0) {
+			accel_splice_count(ACCEL_SPLICE_SKBS_REPEATED, 1);
+			return SK_DROP;
+		}
+		st->next_seq = end;
+		st->seq_known = 1;
+	}
 	if (bpf_sk_redirect_hash(skb, &accel_splice_hash, &cookie, 0) != SK_PASS) {
 		accel_splice_count(ACCEL_SPLICE_SKBS_PASSED, 1);
 		return SK_PASS;
 	}
-	st = bpf_map_lookup_elem(&accel_splice_socks, &cookie);
 	if (st)
 		__sync_fetch_and_add(&st->bytes_redirected, len);
 	accel_splice_count(ACCEL_SPLICE_BYTES_REDIRECTED, len);

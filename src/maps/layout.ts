@@ -280,9 +280,11 @@ export function decodeTproxyConfig(b: Buffer): TproxyConfig {
 
 /** struct accel_splice_sock */
 export const SpliceSockLayout = {
-  size: 8,
+  size: 16,
   fields: {
     bytes_redirected: { offset: 0, size: 8 },
+    next_seq: { offset: 8, size: 4 },
+    seq_known: { offset: 12, size: 4 },
   },
 } as const;
 
@@ -294,6 +296,7 @@ export const SPLICE_COUNTER_ENUM = {
   pairs_spliced: 'ACCEL_SPLICE_PAIRS_SPLICED',
   pairs_closed: 'ACCEL_SPLICE_PAIRS_CLOSED',
   fins_dropped: 'ACCEL_SPLICE_FINS_DROPPED',
+  skbs_repeated: 'ACCEL_SPLICE_SKBS_REPEATED',
 } as const;
 export type SpliceCounterName = keyof typeof SPLICE_COUNTER_ENUM;
 export const SPLICE_COUNTERS = Object.keys(SPLICE_COUNTER_ENUM) as SpliceCounterName[];

@@ -6,7 +6,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { linkInfo, openPinnedMaps, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
-import { AccelError, ErrorCodes } from '../errors.js';
 import { MapNames } from '../maps/fastpath.js';
 import { PIN_SUBDIR } from '../paths.js';
 

@@ -52,16 +52,27 @@ export function listSpliceDirs(bpffs: string): SpliceDir[] {
 /** Run `fn` with the maps pinned in a splice directory; E_NOT_ATTACHED if
  * one is missing. Every fd is closed afterwards. */
 export function withSpliceMaps<T>(dir: string, fn: (maps: SpliceMaps) => T): T {
-  return withPinnedMaps(dir, Object.values(SpliceMapNames), (need) =>
-    fn(
-      new SpliceMaps({
-        hash: need(SpliceMapNames.hash),
-        active: need(SpliceMapNames.active),
-        socks: need(SpliceMapNames.socks),
-        counters: need(SpliceMapNames.counters),
-      }),
-    ),
-  );
+  return withPinnedMaps(dir, Object.values(SpliceMapNames), (need) => fn(spliceMaps(need)));
+}
+
+/** The typed view over the map fds `fdOf` gives by map name. */
+function spliceMaps(fdOf: (name: string) => number): SpliceMaps {
+  return new SpliceMaps({
+    hash: fdOf(SpliceMapNames.hash),
+    active: fdOf(SpliceMapNames.active),
+    socks: fdOf(SpliceMapNames.socks),
+    counters: fdOf(SpliceMapNames.counters),
+  });
+}
+
+/** Remove the pins of owners that died without closing. */
+export function removeStaleSpliceDirs(bpffs: string): void {
+  for (const d of listSpliceDirs(bpffs)) {
+    if (!d.alive) {
+      log.info(`removing the splice pins of ${d.owner} (pid ${d.pid} is gone)`);
+      removePinDir(d.dir);
+    }
+  }
 }
 
 export interface SpliceStatus extends SpliceDir {
@@ -92,21 +103,11 @@ export class SpliceAttachment {
   /** Load, attach and pin; `owner` names the user, e.g. "proxy-15001". */
   static open(options: { bpffs: string; bpfDir: string; owner: string }): SpliceAttachment {
     ensureBpffs(options.bpffs);
-    for (const d of listSpliceDirs(options.bpffs)) {
-      if (!d.alive) {
-        log.info(`removing the splice pins of ${d.owner} (pid ${d.pid} is gone)`);
-        removePinDir(d.dir);
-      }
-    }
+    removeStaleSpliceDirs(options.bpffs);
     const obj = BpfObject.load(path.join(options.bpfDir, SPLICE_OBJECT));
     const dir = path.join(options.bpffs, PIN_SUBDIR, `splice-${options.owner}-${process.pid}`);
     try {
-      const maps = new SpliceMaps({
-        hash: obj.mapFd(SpliceMapNames.hash),
-        active: obj.mapFd(SpliceMapNames.active),
-        socks: obj.mapFd(SpliceMapNames.socks),
-        counters: obj.mapFd(SpliceMapNames.counters),
-      });
+      const maps = spliceMaps((name) => obj.mapFd(name));
       attachToMap(obj.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);
       makePinDir(dir);
       for (const name of Object.values(SpliceMapNames)) pin(obj.mapFd(name), path.join(dir, name));

@@ -11,8 +11,7 @@ import { pinDirFor } from '../../src/fastpath/pins.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
 import { CLI_ENTRY, DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
 import { type RunResult, run } from '../../src/proc/run.js';
-import { removePinDir } from '../../src/bpf/bpffs.js';
-import { listSpliceDirs } from '../../src/splice/objects.js';
+import { removeStaleSpliceDirs } from '../../src/splice/objects.js';
 
 export const BPFFS = DEFAULT_BPFFS;
 export const BPF_DIR = DEFAULT_BPF_DIR;
@@ -78,7 +77,7 @@ export { stopSpawned as stopProcess } from '../../src/proc/run.js';
 /** Splice pins whose owner is gone (a process killed before it could
  * unpin), as the next owner would remove them. */
 export function removeStaleSplicePins(): void {
-  for (const d of listSpliceDirs(BPFFS)) if (!d.alive) removePinDir(d.dir);
+  removeStaleSpliceDirs(BPFFS);
   try {
     fs.rmdirSync(path.join(BPFFS, 'accel'));
   } catch {

@@ -7,11 +7,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { processCpuSeconds } from '../../src/bench/measure.js';
 import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout.js';
-import { BPFFS, CLI, MB, accel, removeStaleSplicePins, stopProcess } from '../helpers/env.js';
+import { BPFFS, CLI, MB, accel, removeStaleSplicePins, stopProcess, waitFor } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function spliceOf(pid: number): { counters: SpliceCounters; sockets: number; tracked: number } {
@@ -29,18 +30,15 @@ async function manyClients(where: Placement, host: string, port: number, total: 
   return JSON.parse(r.stdout.trim().split('\n').pop() || '{"ok":false,"firstError":"no output"}') as { ok: boolean; done: number; failed: number; maxOpen: number; firstError: string | null };
 }
 
-/** utime + stime of a process, in seconds. */
+/** utime + stime of a process we started and that still runs, in seconds. */
 function cpuSeconds(pid: number): number {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  const s = processCpuSeconds(pid);
+  assert.ok(s !== null, `CPU time of pid ${pid}`);
+  return s;
 }
 
-const waitUntil = async (cond: () => boolean, ms: number) => {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
-  return cond();
-};
+/** Polls every 25 ms, as these map reads are cheap. */
+const waitUntil = (cond: () => boolean, ms: number) => waitFor(cond, ms, 25);
 
 describe('accel proxy --splice', () => {
   // Each side half-closes while bytes for it still wait in its psock: the

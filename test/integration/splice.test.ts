@@ -37,6 +37,30 @@ function cpuSeconds(pid: number): number {
   return s;
 }
 
+/**
+ * Runs `work`; if it has not finished after `afterMs`, records what could
+ * explain a stall: the sockets in both namespaces (queues, memory, TCP
+ * state) and the proxy's splice counters, returned with the result.
+ */
+async function withStallSnapshot<T>(b: { app: string; remote: string; proxy: { pid: number } | null }, afterMs: number, work: Promise<T>): Promise<{ result: T; snapshot: string }> {
+  let snapshot = '';
+  const timer = setTimeout(() => {
+    const ss = (netns: string) => run('ss', ['-tnmie'], { netns, allowFailure: true, timeoutMs: 10_000 }).then((r) => `ss in ${netns}:\n${r.stdout}`);
+    try {
+      snapshot = `splice counters: ${JSON.stringify(spliceOf(b.proxy?.pid ?? -1).counters, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`;
+    } catch (err) {
+      snapshot = `splice counters: ${String(err)}\n`;
+    }
+    void Promise.all([ss(b.app), ss(b.remote)]).then((parts) => (snapshot += parts.join('\n')));
+  }, afterMs);
+  try {
+    const result = await work;
+    return { result, snapshot };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Polls every 25 ms, as these map reads are cheap. */
 const waitUntil = (cond: () => boolean, ms: number) => waitFor(cond, ms, 25);
 
@@ -50,8 +74,9 @@ describe('accel proxy --splice', () => {
   it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', { todo: 'intermittent stall in the full suite: see README, Known kernel issues' }, async (t) => {
     const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: ['--splice'] });
     for (const host of [SERVER4, SERVER6]) {
-      const c = await nodeClient(b, host, ECHO_PORT, 64 * MB);
-      assert.ok(c.ok, `${host}: ${c.error ?? JSON.stringify(c)}`);
+      const { result: c, snapshot } = await withStallSnapshot(b, 50_000, nodeClient(b, host, ECHO_PORT, 64 * MB));
+      const warnings = (b.proxy?.lines() ?? []).filter((l) => /"level":"(warn|error)"/.test(l));
+      assert.ok(c.ok, `${host}: ${JSON.stringify(c)}\n${snapshot}\nproxy warnings:\n${warnings.join('\n')}`);
     }
     const ev = b.proxyEvents();
     assert.ok(ev.length >= 2 && ev.every((e) => e.mode === 'splice'), JSON.stringify(ev.map((e) => e.mode)));

@@ -128,9 +128,9 @@ struct accel_splice_sock {
 	 * user space compares it with the peer's send stream before it
 	 * forwards a half-close. */
 	__u64 bytes_redirected;
-	/* TCP sequence number just past the last skb the verdict took from
-	 * this socket (valid once seq_known is set): an skb ending at or
-	 * before it was taken already. */
+	/* TCP sequence number just past the furthest skb the verdict took
+	 * from this socket (valid once seq_known is set): bytes of a later
+	 * skb before it were handed over already. */
 	__u32 next_seq;
 	__u32 seq_known;
 };
@@ -144,7 +144,7 @@ enum accel_splice_counter {
 	ACCEL_SPLICE_PAIRS_SPLICED,
 	ACCEL_SPLICE_PAIRS_CLOSED,
 	ACCEL_SPLICE_FINS_DROPPED,
-	ACCEL_SPLICE_SKBS_REPEATED,
+	ACCEL_SPLICE_BYTES_REPEATED,
 	ACCEL_SPLICE_CNT_MAX,
 };
 

@@ -296,7 +296,7 @@ export const SPLICE_COUNTER_ENUM = {
   pairs_spliced: 'ACCEL_SPLICE_PAIRS_SPLICED',
   pairs_closed: 'ACCEL_SPLICE_PAIRS_CLOSED',
   fins_dropped: 'ACCEL_SPLICE_FINS_DROPPED',
-  skbs_repeated: 'ACCEL_SPLICE_SKBS_REPEATED',
+  bytes_repeated: 'ACCEL_SPLICE_BYTES_REPEATED',
 } as const;
 export type SpliceCounterName = keyof typeof SPLICE_COUNTER_ENUM;
 export const SPLICE_COUNTERS = Object.keys(SPLICE_COUNTER_ENUM) as SpliceCounterName[];

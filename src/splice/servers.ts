@@ -113,9 +113,14 @@ function gone(sock: net.Socket): boolean {
 export class RelayServer extends SpliceServer {
   private waiting: Waiting | null = null;
 
-  private abandon(w: Waiting): void {
+  /** `w` waits no longer (paired or abandoned). */
+  private take(w: Waiting): void {
     this.waiting = null;
     if (w.timer) clearTimeout(w.timer);
+  }
+
+  private abandon(w: Waiting): void {
+    this.take(w);
     this.stats.abandoned++;
   }
 
@@ -126,10 +131,8 @@ export class RelayServer extends SpliceServer {
       log.debug('the waiting relay client is gone: dropped');
       this.abandon(w);
       w.sock.destroy();
-    }
-    if (w && this.waiting === w) {
-      this.waiting = null;
-      if (w.timer) clearTimeout(w.timer);
+    } else if (w) {
+      this.take(w);
       w.sock.removeAllListeners('data');
       w.sock.removeAllListeners('close');
       w.sock.once('close', () => this.open.delete(w.sock));

@@ -69,6 +69,9 @@ export const libcFns = {
   dup: libc.func('int fcntl(int fd, int cmd, int arg)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
   recv: libc.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)'),
+  // Variadic in glibc, a plain system call stub: its third argument is
+  // passed like a fixed one.
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, _Out_ void *arg)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
 };
 

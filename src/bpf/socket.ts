@@ -90,13 +90,13 @@ const SO_RCVLOWAT = 18;
 const SO_COOKIE = 57;
 const SOL_TCP = 6;
 const TCP_INFO = 11;
-/* struct tcp_info (linux/tcp.h): tcpi_bytes_received @128,
- * tcpi_notsent_bytes @144, tcpi_bytes_sent @200, tcpi_bytes_retrans @208. */
+/* struct tcp_info (linux/tcp.h): tcpi_bytes_acked @120,
+ * tcpi_bytes_received @128. */
 const TCP_INFO_SIZE = 232;
+const TCPI_BYTES_ACKED = 120;
 const TCPI_BYTES_RECEIVED = 128;
-const TCPI_NOTSENT_BYTES = 144;
-const TCPI_BYTES_SENT = 200;
-const TCPI_BYTES_RETRANS = 208;
+/** ioctl: bytes in the send queue not yet acknowledged (write_seq - snd_una). */
+const SIOCOUTQ = 0x5411;
 
 /** The kernel's cookie of a socket (what BPF's bpf_get_socket_cookie sees). */
 export function socketCookie(fd: number): bigint {
@@ -126,9 +126,17 @@ export interface TcpStreamCounts {
   /** Sequence space received in order (tcpi_bytes_received: data, plus 1
    * once a FIN arrived). */
   received: bigint;
-  /** Data bytes accepted into the send stream: sent once (retransmissions
-   * not counted twice) plus not yet sent. */
+  /**
+   * Sequence space taken into the send stream: acknowledged
+   * (tcpi_bytes_acked, which counts the SYN of the side that connected)
+   * plus still in the send queue (SIOCOUTQ), so every byte once whether it
+   * was sent, retransmitted or dropped before it left this host. Read in
+   * that order, an ACK in between makes it smaller, never larger.
+   */
   sendStream: bigint;
+  /** No ACK moved the send queue while sendStream was read (the queue held
+   * the same before and after), so it is exact if nothing was written. */
+  steady: boolean;
 }
 
 const TCP_ESTABLISHED = 1;
@@ -151,12 +159,20 @@ export function tcpClosed(fd: number): boolean {
   return tcpInfo(fd)[0] === TCP_CLOSE;
 }
 
+function sendQueued(fd: number): number {
+  const v = Buffer.alloc(4);
+  check(libcFns.ioctl(fd, SIOCOUTQ, v) as number, 'SIOCOUTQ');
+  return v.readInt32LE(0);
+}
+
 export function tcpStreamCounts(fd: number): TcpStreamCounts {
+  const before = sendQueued(fd);
   const info = tcpInfo(fd);
+  const queued = sendQueued(fd);
   return {
     received: info.readBigUInt64LE(TCPI_BYTES_RECEIVED),
-    sendStream:
-      info.readBigUInt64LE(TCPI_BYTES_SENT) - info.readBigUInt64LE(TCPI_BYTES_RETRANS) + BigInt(info.readUInt32LE(TCPI_NOTSENT_BYTES)),
+    sendStream: info.readBigUInt64LE(TCPI_BYTES_ACKED) + BigInt(queued),
+    steady: before === queued,
   };
 }
 

@@ -21,8 +21,8 @@
  *     callback: the verdict program now takes everything queued since
  *     step 3, in order, then every later byte.
  * A half-close is forwarded only once every byte the half-closing side
- * received has entered the other side's send stream (both from tcp_info),
- * so a FIN never overtakes data.
+ * received has entered the other side's send stream (tcp_info and the
+ * send queue's length), so a FIN never overtakes data.
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -116,6 +116,18 @@ interface Side {
   fd: number;
   cookie: bigint;
   peer: Side;
+  /** tcpStreamCounts().sendStream less the bytes node wrote, at the
+   * hand-off: 1 (the SYN) on the side that connected, else 0. */
+  streamBase: bigint;
+}
+
+/** Nothing writes to the sockets during the hand-off, so a reading that
+ * no ACK disturbed is exact (one that was is only a lower bound). */
+function streamBase(s: Side): bigint {
+  let c = tcpStreamCounts(s.fd);
+  for (let i = 0; i < 100 && !c.steady; i++) c = tcpStreamCounts(s.fd);
+  if (!c.steady) log.debug('send queue kept moving while its stream was read');
+  return c.sendStream - BigInt(s.sock.bytesWritten);
 }
 
 export class KernelSplicer {
@@ -142,8 +154,8 @@ export class KernelSplicer {
 
   private async handOff(a: net.Socket, b: net.Socket, toB: Buffer): Promise<SpliceResult> {
     const echo = a === b;
-    const sa = { sock: a, fd: dupSocket(fdOf(a)), cookie: 0n } as Side;
-    const sb = echo ? sa : ({ sock: b, fd: dupSocket(fdOf(b)), cookie: 0n } as Side);
+    const sa = { sock: a, fd: dupSocket(fdOf(a)), cookie: 0n, streamBase: 0n } as Side;
+    const sb = echo ? sa : ({ sock: b, fd: dupSocket(fdOf(b)), cookie: 0n, streamBase: 0n } as Side);
     sa.peer = sb;
     sb.peer = sa;
     const sides = echo ? [sa] : [sa, sb];
@@ -180,6 +192,7 @@ export class KernelSplicer {
     }
     for (const s of sides) {
       s.cookie = socketCookie(s.fd);
+      s.streamBase = streamBase(s);
       this.maps.track(s.cookie);
     }
     const abandon = () => {
@@ -305,7 +318,7 @@ export class KernelSplicer {
     for (;;) {
       let owed: bigint;
       try {
-        owed = target - tcpStreamCounts(to.fd).sendStream;
+        owed = target - (tcpStreamCounts(to.fd).sendStream - to.streamBase);
       } catch {
         return; // `to` went away meanwhile
       }

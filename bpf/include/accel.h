@@ -125,12 +125,12 @@ enum accel_tproxy_counter {
  * created before the socket enters the map, deleted when its pair ends. */
 struct accel_splice_sock {
 	/* Bytes the verdict program redirected from this socket to its peer;
-	 * user space compares it with the peer's send stream before it
-	 * forwards a half-close. */
+	 * user space reports them when the pair ends. */
 	__u64 bytes_redirected;
-	/* TCP sequence number just past the furthest skb the verdict took
-	 * from this socket (valid once seq_known is set): bytes of a later
-	 * skb before it were handed over already. */
+	/* TCP sequence number just past the bytes the verdict has taken from
+	 * this socket, set from copied_seq at the first skb after the hand-off
+	 * (seq_known): bytes of a later skb before it were handed over already
+	 * and are cut off. */
 	__u32 next_seq;
 	__u32 seq_known;
 };
@@ -145,6 +145,7 @@ enum accel_splice_counter {
 	ACCEL_SPLICE_PAIRS_CLOSED,
 	ACCEL_SPLICE_FINS_DROPPED,
 	ACCEL_SPLICE_BYTES_REPEATED,
+	ACCEL_SPLICE_BYTES_REPEAT_SENT,
 	ACCEL_SPLICE_CNT_MAX,
 };
 

@@ -297,6 +297,7 @@ export const SPLICE_COUNTER_ENUM = {
   pairs_closed: 'ACCEL_SPLICE_PAIRS_CLOSED',
   fins_dropped: 'ACCEL_SPLICE_FINS_DROPPED',
   bytes_repeated: 'ACCEL_SPLICE_BYTES_REPEATED',
+  bytes_repeat_sent: 'ACCEL_SPLICE_BYTES_REPEAT_SENT',
 } as const;
 export type SpliceCounterName = keyof typeof SPLICE_COUNTER_ENUM;
 export const SPLICE_COUNTERS = Object.keys(SPLICE_COUNTER_ENUM) as SpliceCounterName[];

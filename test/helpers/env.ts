@@ -63,6 +63,24 @@ export async function testNetns(t: TestContext): Promise<{ app: string; remote: 
   return { app: `${prefix}app`, remote: `${prefix}remote` };
 }
 
+/**
+ * Drop packets at random at the egress of the veth in each namespace
+ * (test/fixtures/bpf/lossy.c: 3% of TCP data and 10% of ACK packets), after
+ * the filters already there. Gone with the namespaces.
+ */
+export async function dropPackets(namespaces: string[]): Promise<void> {
+  const obj = path.join(DEFAULT_BPF_DIR, 'test', 'lossy.bpf.o');
+  for (const netns of namespaces) {
+    const links = JSON.parse((await run('ip', ['-n', netns, '-j', 'link', 'show', 'type', 'veth'])).stdout) as { ifname: string }[];
+    const dev = links[0]?.ifname;
+    if (!dev) throw new Error(`no veth in ${netns}`);
+    // Interception may have added the clsact qdisc already.
+    await run('tc', ['-n', netns, 'qdisc', 'add', 'dev', dev, 'clsact'], { allowFailure: true });
+    // A low preference number runs first; what it does not drop goes on.
+    await run('tc', ['-n', netns, 'filter', 'add', 'dev', dev, 'egress', 'pref', '7', 'bpf', 'da', 'obj', obj, 'sec', 'tc']);
+  }
+}
+
 export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {

@@ -12,7 +12,7 @@ import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout.js';
-import { BPFFS, BPF_DIR, CLI, MB, accel, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
+import { BPFFS, CLI, MB, accel, dropPackets, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function spliceOf(pid: number): { counters: SpliceCounters; sockets: number; tracked: number } {
@@ -65,14 +65,14 @@ async function withStallSnapshot<T>(b: { app: string; remote: string; proxy: { p
 const waitUntil = (cond: () => boolean, ms: number) => waitFor(cond, ms, 25);
 
 describe('accel proxy --splice', () => {
-  // Each side half-closes while bytes for it still wait in its psock: the
-  // verdict must not queue the FIN behind them (they stalled there for good
-  // until sksplice.c dropped empty skbs). Passes on its own (18 of 18 runs,
-  // 10 of them with a CPU hog), but in 1 of 3 full-suite runs on fresh
-  // clones an IPv4 client still timed out at 60 s, cause not found yet: a
-  // todo, so that it runs and shows in every run without failing CI.
-  it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', { todo: 'intermittent stall in the full suite: see README, Known kernel issues' }, async (t) => {
+  // 64 MB each way at once, IPv4 then IPv6, through the proxy to the
+  // remote echo server. Each side half-closes while bytes for it still wait
+  // in its psock: the verdict must not queue the FIN behind them (they
+  // stalled there for good until sksplice.c dropped empty skbs), and the
+  // proxy must forward it only after them.
+  async function duplex(t: import('node:test').TestContext, lossy: boolean) {
     const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: ['--splice'] });
+    if (lossy) await dropPackets([b.app, b.remote]);
     for (const host of [SERVER4, SERVER6]) {
       const { result: c, snapshot } = await withStallSnapshot(b, 50_000, nodeClient(b, host, ECHO_PORT, 64 * MB));
       const warnings = (b.proxy?.lines() ?? []).filter((l) => /"level":"(warn|error)"/.test(l));
@@ -85,9 +85,18 @@ describe('accel proxy --splice', () => {
     // read out) goes through user space: a few hundred KB per socket.
     assert.ok(s.counters.bytes_redirected >= BigInt(4 * 60 * MB), `bytes redirected in the kernel: ${s.counters.bytes_redirected}`);
     assert.equal(s.counters.pairs_spliced, 2n);
+    assert.equal(s.counters.bytes_repeat_sent, 0n);
     assert.ok(await waitUntil(() => spliceOf(b.proxy?.pid ?? -1).counters.pairs_closed === 2n, 5000), 'both pairs closed');
     assert.equal(spliceOf(b.proxy?.pid ?? -1).sockets, 0, 'no map entry outlives its connection');
-  });
+  }
+
+  it('moves 64 MB both ways at once in the kernel, byte-exact, with writes from 1 byte to 1 MB (IPv4, IPv6)', (t) => duplex(t, false));
+
+  // The stall once seen here in the full suite (1 of 3 fresh runs) came
+  // back under loss with the half-close counted by bytes sent: with 3% of
+  // data and 10% of ACK packets dropped on the veth, 4 of 7 runs failed (a
+  // client timed out with nothing received, got a reset, or an early end).
+  it('does the same over a veth that drops 3% of data and 10% of ACK packets', (t) => duplex(t, true));
 
   it('hands off bytes the proxy peeked (HTTP Host policy) and bytes sent with the connection, in order', async (t) => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-splice-'));
@@ -304,12 +313,7 @@ describe('accel echo and accel relay', () => {
   // and lost the tails of 6 of 36 clients in 3 runs.
   it('relay: byte-exact over a veth that drops 3% of data and 10% of ACK packets', async (t) => {
     const ns = await testNetns(t);
-    for (const netns of [ns.app, ns.remote]) {
-      const links = JSON.parse((await run('ip', ['-n', netns, '-j', 'link', 'show', 'type', 'veth'])).stdout) as { ifname: string }[];
-      const dev = links[0]?.ifname ?? '';
-      await run('tc', ['-n', netns, 'qdisc', 'add', 'dev', dev, 'clsact']);
-      await run('tc', ['-n', netns, 'filter', 'add', 'dev', dev, 'egress', 'bpf', 'da', 'obj', path.join(BPF_DIR, 'test', 'lossy.bpf.o'), 'sec', 'tc']);
-    }
+    await dropPackets([ns.app, ns.remote]);
     const port = 17009;
     const p = startServer(t, 'relay', port, [], { netns: ns.remote });
     assert.ok(await p.waitForLine((l) => l.includes('"event":"listening"')));

@@ -8,70 +8,7 @@
  */
 #include "accel_common.h"
 #include "accel_splice_maps.h"
-
-/* Kernel 6.3+: the kernel's sk_buff behind the context, for the TCP
- * sequence number in its control block. */
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
-
-/* bpf_skb_adjust_room() cuts at most this much off an sk_skb's head per
- * call; ACCEL_SPLICE_CUT_STEPS calls cut up to 255 KB, more than a TCP
- * retransmission repeats. */
-#define ACCEL_SPLICE_CUT_STEP 4095
-#define ACCEL_SPLICE_CUT_STEPS 64
-
-/* Cut `bytes` off the head of skb; returns how many were cut. */
-static __always_inline __u32 accel_splice_cut_head(struct __sk_buff *skb, __u32 bytes)
-{
-	__u32 cut = 0;
-
-	for (int i = 0; i < ACCEL_SPLICE_CUT_STEPS && cut < bytes; i++) {
-		__u32 n = bytes - cut < ACCEL_SPLICE_CUT_STEP ? bytes - cut : ACCEL_SPLICE_CUT_STEP;
-
-		if (bpf_skb_adjust_room(skb, -(__s32)n, 0, 0))
-			break;
-		cut += n;
-	}
-	return cut;
-}
-
-/*
- * How many bytes at the head of skb this socket has handed over before.
- *
- * TCP queues a segment that overlaps what it has received already whole,
- * its old head included (tcp_data_queue: "partial packet"), and later
- * segments coalesce behind it; a retransmission that re-covers data whose
- * ACK got lost does that. Readers skip the old head by the sequence number
- * (tcp_recvmsg, tcp_read_sock), but the read_skb path that feeds this
- * program hands over the skb whole and advances copied_seq by its length
- * (6.18: tcp_read_skb, tcp_eat_skb). So the program keeps the sequence
- * number just past what it took and cuts what lies before it; the kernel
- * then advances copied_seq by what is left.
- */
-static __always_inline __u32 accel_splice_repeated(struct __sk_buff *skb, struct accel_splice_sock *st)
-{
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	__u32 seq = ((struct tcp_skb_cb *)&kskb->cb[0])->seq;
-	__u32 len = skb->len;
-	__s32 repeated;
-
-	if (!st->seq_known) {
-		/* The first skb after the hand-off: user space read up to
-		 * copied_seq (with a reader that skips old heads). */
-		struct bpf_sock *sk = skb->sk;
-		struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : NULL;
-
-		if (!tp)
-			return 0;
-		st->next_seq = tp->copied_seq;
-		st->seq_known = 1;
-	}
-	repeated = (__s32)(st->next_seq - seq);
-	if ((__s32)(seq + len - st->next_seq) > 0)
-		st->next_seq = seq + len;
-	if (repeated <= 0)
-		return 0;
-	return (__u32)repeated < len ? (__u32)repeated : len;
-}
+#include "accel_repeat.h"
 
 SEC("sk_skb/stream_verdict")
 int accel_splice_verdict(struct __sk_buff *skb)
@@ -95,10 +32,11 @@ int accel_splice_verdict(struct __sk_buff *skb)
 	}
 	st = bpf_map_lookup_elem(&accel_splice_socks, &cookie);
 	if (st) {
-		__u32 repeated = accel_splice_repeated(skb, st);
+		/* A retransmission's head repeats bytes already taken. */
+		__u32 repeated = accel_repeated_head(skb, &st->next_seq, &st->seq_known);
 
 		if (repeated) {
-			__u32 cut = accel_splice_cut_head(skb, repeated);
+			__u32 cut = accel_cut_head(skb, repeated);
 
 			accel_splice_count(ACCEL_SPLICE_BYTES_REPEATED, repeated);
 			if (cut < repeated)

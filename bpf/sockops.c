@@ -95,6 +95,7 @@ static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
 static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old_state)
 {
 	struct accel_sock_key key;
+	__u64 cookie;
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
@@ -109,6 +110,8 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 		return;
 	}
 	bpf_map_delete_elem(&accel_members, &key);
+	cookie = bpf_get_socket_cookie(skops);
+	bpf_map_delete_elem(&accel_rx_seqs, &cookie);
 }
 
 static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int passive)

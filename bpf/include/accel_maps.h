@@ -57,6 +57,17 @@ struct {
 	__type(value, __u32);
 } accel_bypass SEC(".maps");
 
+/* Socket cookie -> struct accel_rx_seq, for sockets the stream verdict has
+ * seen (SK_SKB programs cannot use socket storage). sockops.c deletes an
+ * entry when its socket closes; LRU, so that an entry the verdict might
+ * create after that cannot crowd out live ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, __u64);
+	__type(value, struct accel_rx_seq);
+} accel_rx_seqs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

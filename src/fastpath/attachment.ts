@@ -32,6 +32,9 @@ export interface AttachOptions extends CommonOptions {
   cgroup: string;
   skipSelftest: boolean;
   bypassPorts: number[];
+  /** 'auto': the SK_SKB stream verdict (readiness workaround) only if the
+   * plain setup fails its self-test; 'always': with it in any case. */
+  streamVerdict?: 'auto' | 'always';
   /** Parent of the self-test's throwaway cgroup. */
   selftestParent?: string;
   /** Test seam: the kernel feature probe. */
@@ -76,10 +79,11 @@ function preflight(options: CommonOptions & { cgroup: string; prober?: Prober })
   return cg;
 }
 
-/** Plain SK_MSG first; the SK_SKB readiness workaround only if that fails. */
+/** Plain SK_MSG first; the SK_SKB readiness workaround only if that fails
+ * (or only the workaround, when it is asked for). */
 async function chooseSetup(options: AttachOptions): Promise<{ withSkskb: boolean; results: SelfTestResult[] }> {
   const results: SelfTestResult[] = [];
-  for (const withSkskb of [false, true]) {
+  for (const withSkskb of options.streamVerdict === 'always' ? [true] : [false, true]) {
     const r = await runSelfTest({ bpfDir: options.bpfDir, withSkskb, cgroupRoot: options.selftestParent ?? DEFAULT_CGROUP2_ROOT });
     results.push(r);
     for (const c of r.checks.filter((c) => !c.ok)) {
@@ -111,7 +115,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
     removePinDir(dir);
   }
 
-  const setup = options.skipSelftest ? { withSkskb: false, results: [] } : await chooseSetup(options);
+  const setup = options.skipSelftest ? { withSkskb: options.streamVerdict === 'always', results: [] } : await chooseSetup(options);
   failpoint('attach-after-selftest');
 
   const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts });

@@ -1,7 +1,8 @@
 /**
  * The fast path's BPF objects and how they are loaded: sockops.bpf.o first
  * (it creates every map), then skmsg.bpf.o, which uses the same maps, then,
- * when the readiness workaround is wanted, skskb_pass.bpf.o. The programs
+ * when the readiness workaround is wanted, skskb_pass.bpf.o (the same maps
+ * too). The programs
  * are attached to the SOCKHASH here; attaching sockops to a cgroup is the
  * caller's last step (it makes the fast path live).
  */
@@ -45,7 +46,7 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
     const mapFds = sockops.maps();
     const skmsg = load('skmsg.bpf.o', mapFds);
     Object.assign(mapFds, skmsg.maps());
-    const skskb = settings.withSkskb ? load('skskb_pass.bpf.o') : null;
+    const skskb = settings.withSkskb ? load('skskb_pass.bpf.o', mapFds) : null;
     const fd = (name: string) => mapFds[name] ?? -1;
     const maps = new FastPathMaps({
       sockHash: fd(MapNames.sockHash),

@@ -64,6 +64,8 @@ export const COUNTERS = [
   'messages_passed',
   'bytes_passed',
   'connections_tcp_only',
+  'bytes_repeated',
+  'bytes_repeat_sent',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -81,6 +83,8 @@ export const COUNTER_ENUM: Record<CounterName, string> = {
   messages_passed: 'ACCEL_CNT_MSG_PASSED',
   bytes_passed: 'ACCEL_CNT_BYTES_PASSED',
   connections_tcp_only: 'ACCEL_CNT_CONN_TCP_ONLY',
+  bytes_repeated: 'ACCEL_CNT_BYTES_REPEATED',
+  bytes_repeat_sent: 'ACCEL_CNT_BYTES_REPEAT_SENT',
 };
 
 export interface SockKey {

@@ -26,7 +26,7 @@ describe('attach and detach', () => {
     assert.equal(queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS).length, 1, 'one sockops program, not two');
 
     const pins = fs.readdirSync(r.pinDir).sort();
-    const expected = ['accel_bypass', 'accel_config', 'accel_counters', 'accel_listeners', 'accel_members', 'accel_sk_state', 'accel_sock_hash', 'accel_tproxy_config', 'accel_tproxy_counters', 'accel_tproxy_flows', 'accel_tproxy_rules', 'link_sockops', 'prog_skmsg', 'prog_sockops'];
+    const expected = ['accel_bypass', 'accel_config', 'accel_counters', 'accel_listeners', 'accel_members', 'accel_rx_seqs', 'accel_sk_state', 'accel_sock_hash', 'accel_tproxy_config', 'accel_tproxy_counters', 'accel_tproxy_flows', 'accel_tproxy_rules', 'link_sockops', 'prog_skmsg', 'prog_sockops'];
     assert.deepEqual(pins, (r.withSkskb ? [...expected, 'prog_skskb_pass'] : expected).sort());
 
     const d = await accel(['detach', '--cgroup', cg.path]);

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { attach, detach } from '../../fastpath/attachment.js';
 import { INTERCEPT_DEFAULTS, type InterceptAttachResult, type InterceptSettings, attachIntercept, checkIntercept } from '../../intercept/attachment.js';
 import { parseInterceptRule } from '../../intercept/rules.js';
@@ -11,6 +11,7 @@ interface AttachCliOptions {
   cgroup: string;
   skipSelftest: boolean;
   bypassPort: number[];
+  streamVerdict: 'auto' | 'always';
   json: boolean;
   iface: string[];
   intercept: string[];
@@ -29,6 +30,11 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     )
     .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/unified/myservice')
     .option('--skip-selftest', 'attach without first proving the fast path on this kernel', false)
+    .addOption(
+      new Option('--stream-verdict <when>', 'attach the SK_SKB stream verdict (readiness workaround): when the plain setup fails its self-test, or always')
+        .choices(['auto', 'always'])
+        .default('auto'),
+    )
     .option('--bypass-port <port>', 'keep connections on this port off the fast path (repeatable), e.g. for splice(2) readers', parsePort, [])
     .option('--iface <name>', 'interception: interface the cgroup connects out through (repeatable)', collect, [])
     .option('--intercept <rule>', 'interception: destination CIDR:PORT, CIDR:PORT-PORT or CIDR:* to steer to the proxy (repeatable; IPv6 as [fd00::/64]:80)', collect, [])
@@ -63,7 +69,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         };
         await checkIntercept(settings);
       }
-      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort });
+      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort, streamVerdict: opts.streamVerdict });
       let ic: InterceptAttachResult | null = null;
       if (settings) {
         try {

@@ -1,10 +1,9 @@
 /**
  * The fast path's BPF objects and how they are loaded: sockops.bpf.o first
- * (it creates every map), then skmsg.bpf.o, which uses the same maps, then,
- * when the readiness workaround is wanted, skskb_pass.bpf.o (the same maps
- * too). The programs
- * are attached to the SOCKHASH here; attaching sockops to a cgroup is the
- * caller's last step (it makes the fast path live).
+ * (it creates every map), then skmsg.bpf.o and, when the readiness
+ * workaround is wanted, skskb_pass.bpf.o, both on the same maps. The
+ * programs are attached to the SOCKHASH here; attaching sockops to a cgroup
+ * is the caller's last step (it makes the fast path live).
  */
 import path from 'node:path';
 import { attachToMap } from '../bpf/attach.js';

@@ -23,24 +23,43 @@
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 /* bpf_skb_adjust_room() cuts at most this much off an sk_skb's head per
- * call; ACCEL_CUT_STEPS calls cut up to 255 KB, more than a TCP
- * retransmission repeats. */
+ * call; ACCEL_CUT_STEPS calls (bpf_loop) cut up to 16 MB: more than a
+ * retransmission repeats, and more than one receive-queue skb holds, so
+ * also the part of one that a reader took before the hand-off. */
 #define ACCEL_CUT_STEP 4095
-#define ACCEL_CUT_STEPS 64
+#define ACCEL_CUT_STEPS 4097
 
-/* Cut `bytes` off the head of skb; returns how many were cut. */
+struct accel_cut {
+	struct __sk_buff *skb;
+	__u32 left;
+	__u32 cut;
+};
+
+static long accel_cut_step(__u64 index, void *data)
+{
+	struct accel_cut *c = data;
+	__u32 n = c->left < ACCEL_CUT_STEP ? c->left : ACCEL_CUT_STEP;
+
+	if (!n || bpf_skb_adjust_room(c->skb, -(__s32)n, 0, 0))
+		return 1;
+	c->left -= n;
+	c->cut += n;
+	return 0;
+}
+
+/* Cut `bytes` (at most skb->len) off the head of skb; returns how many
+ * were cut. */
 static __always_inline __u32 accel_cut_head(struct __sk_buff *skb, __u32 bytes)
 {
-	__u32 cut = 0;
+	struct accel_cut c = { .skb = skb, .left = bytes };
 
-	for (int i = 0; i < ACCEL_CUT_STEPS && cut < bytes; i++) {
-		__u32 n = bytes - cut < ACCEL_CUT_STEP ? bytes - cut : ACCEL_CUT_STEP;
-
-		if (bpf_skb_adjust_room(skb, -(__s32)n, 0, 0))
-			break;
-		cut += n;
-	}
-	return cut;
+	/* Each step needs its bytes in the linear part: one pull of them all
+	 * costs one copy, where a pull per step would grow the head anew each
+	 * time. A failed pull leaves the steps to pull their own. */
+	if (bytes > ACCEL_CUT_STEP)
+		bpf_skb_pull_data(skb, bytes);
+	bpf_loop(ACCEL_CUT_STEPS, accel_cut_step, &c, 0);
+	return c.cut;
 }
 
 /*

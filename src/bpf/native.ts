@@ -68,7 +68,6 @@ export const libcFns = {
   close: libc.func('int close(int fd)'),
   dup: libc.func('int fcntl(int fd, int cmd, int arg)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
-  recv: libc.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)'),
   // Variadic in glibc, a plain system call stub: its third argument is
   // passed like a fixed one.
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Out_ void *arg)'),

@@ -198,43 +198,6 @@ export function nodeSocketFd(sock: object): number | null {
   return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
-const MSG_DONTWAIT = 0x40;
-const READ_CHUNK = 256 * 1024;
-
-export interface Queued {
-  /** What was read, in order (a read returning 0, the peer's FIN, ends
-   * it too; TCP_INFO tells the caller the state). */
-  data: Buffer;
-  /** Name of the errno that ended the reading (e.g. ECONNRESET), or null. */
-  error: string | null;
-}
-
-/**
- * Read, without waiting, what the socket has received and nobody has read
- * yet: until a read returns less than asked (TCP stops short only when its
- * receive queue has no unread byte left, so no partly read buffer remains
- * in it), the end of the stream, or an error. Bytes arriving meanwhile may
- * be read too; the first short read ends it, so a fast sender cannot keep
- * it reading.
- */
-export function readQueued(fd: number): Queued {
-  const chunks: Buffer[] = [];
-  const done = (error: string | null): Queued => ({ data: Buffer.concat(chunks), error });
-  for (;;) {
-    const buf = Buffer.allocUnsafe(READ_CHUNK);
-    const n = Number(libcFns.recv(fd, buf, buf.length, MSG_DONTWAIT));
-    if (n > 0) {
-      chunks.push(buf.subarray(0, n));
-      if (n < buf.length) return done(null);
-      continue;
-    }
-    if (n === 0) return done(null);
-    const err = errnoName(lastErrno());
-    if (err === 'EINTR') continue;
-    return done(err === 'EAGAIN' || err === 'EWOULDBLOCK' ? null : err);
-  }
-}
-
 export function closeSocket(fd: number): void {
   libcFns.close(fd);
 }

@@ -9,24 +9,27 @@
  *  2. SO_RCVLOWAT is raised on both, so that bytes arriving from now on
  *     wait in the receive queue instead of waking anyone, the verdict
  *     program included.
- *  3. What the kernel queued before that is read to the end. The verdict
- *     program takes the receive queue buffer by buffer, and a buffer node
- *     had read in part would be passed on whole, its first part twice.
- *  4. The bytes user space holds (the peeked first bytes, what steps 1 and
- *     3 read) are written to the other side and flushed into its send queue.
- *  5. Each socket enters the SOCKHASH of destinations under its peer's
+ *  3. The bytes user space holds (the peeked first bytes, what step 1
+ *     took) are written to the other side and flushed into its send queue.
+ *     Only these: reading the receive queues out as well let a fast sender
+ *     keep the hand-off reading (all of a 64 MB stream once), and writing
+ *     that much while neither socket was read deadlocked against an echo
+ *     whose replies filled the unread side.
+ *  4. Each socket enters the SOCKHASH of destinations under its peer's
  *     cookie; then each enters the SOCKHASH of active sockets, where the
  *     verdict program runs on it and already finds its destination.
- *  6. SO_RCVLOWAT goes back to 1, which makes TCP call the data-ready
- *     callback: the verdict program now takes everything queued since
- *     step 3, in order, then every later byte.
+ *  5. SO_RCVLOWAT goes back to 1, which makes TCP call the data-ready
+ *     callback: the verdict program now takes everything queued, in order,
+ *     then every later byte. A buffer node had read in part is handed over
+ *     whole, but the verdict starts at copied_seq and cuts what lies before
+ *     it (accel_repeat.h).
  * A half-close is forwarded only once every byte the half-closing side
  * received has entered the other side's send stream (tcp_info and the
  * send queue's length), so a FIN never overtakes data.
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { closeSocket, dupSocket, nodeSocketFd, readQueued, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
+import { closeSocket, dupSocket, nodeSocketFd, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../proxy/relay.js';
 import { log } from '../log.js';
@@ -162,7 +165,6 @@ export class KernelSplicer {
 
     const held = sides.map((s) => quiesce(s.sock));
     for (const s of sides) setRcvLowat(s.fd, RCVLOWAT_HOLD);
-    const queued = sides.map((s) => readQueued(s.fd));
 
     // Back to node: normal readiness, our descriptors closed.
     const release = () => {
@@ -171,15 +173,8 @@ export class KernelSplicer {
         closeSocket(s.fd);
       }
     };
-    if (queued.some((q) => q.error)) {
-      // A reset, reported to our read instead of node's: passed on as one.
-      release();
-      sides.forEach((s, i) => (queued[i]?.error ? s.sock.destroy() : s.sock.resetAndDestroy()));
-      return { aToB: b.bytesWritten, bToA: a.bytesWritten, reset: true };
-    }
-    const owed = (i: number) => Buffer.concat([held[i] ?? Buffer.alloc(0), queued[i]?.data ?? Buffer.alloc(0)]);
-    await flush(sb.sock, Buffer.concat([toB, owed(0)]));
-    if (!echo) await flush(sa.sock, owed(1));
+    await flush(sb.sock, Buffer.concat([toB, held[0] ?? Buffer.alloc(0)]));
+    if (!echo) await flush(sa.sock, held[1] ?? Buffer.alloc(0));
     const inUserSpace = () => {
       log.debug('socket no longer established: relaying in user space');
       return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);

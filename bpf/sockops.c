@@ -11,7 +11,8 @@
  * others). Keeping such sockets out of the map avoids that regression
  * without the SK_SKB workaround, which has troubles of its own.
  *
- *  - A listening socket of the cgroup is recorded in accel_listeners.
+ *  - A listening socket of the cgroup is recorded in accel_listeners (one
+ *    that listened before this program was attached, by iter_listeners.c).
  *  - The connecting (active) side goes in only if its destination is a local
  *    address on which the cgroup listens.
  *  - The accepting (passive) side goes in only if its peer went in; if not,
@@ -39,14 +40,8 @@ static __always_inline int accel_port_bypassed(__u32 port)
 static __always_inline void accel_listen_key(struct accel_listen_key *lk, const struct accel_sock_key *key,
 					     int remote)
 {
-	const __u32 *ip = remote ? key->remote_ip : key->local_ip;
-
-	__builtin_memset(lk, 0, sizeof(*lk));
-	lk->netns = key->netns;
-	lk->port = remote ? key->remote_port : key->local_port;
-	/* 0.0.0.0 (as ::ffff:0.0.0.0) and :: are both "any address". */
-	if (ip[0] | ip[1] | ip[3] || (ip[2] && ip[2] != bpf_htonl(0x0000ffff)))
-		accel_copy_ip(lk->ip, ip);
+	accel_fill_listen_key(lk, key->netns, remote ? key->remote_port : key->local_port,
+			      remote ? key->remote_ip : key->local_ip);
 }
 
 /* Is the destination of an outgoing connection a listener of the cgroup? */
@@ -79,10 +74,18 @@ static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
 {
 	struct accel_sock_key key;
 	struct accel_listen_key lk;
+	struct accel_sock_state *st;
 	__u32 one = 1, *count;
+	struct bpf_sock *sk = skops->sk;
 
-	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
+	if (!sk || ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
+	/* Marked first: without the mark, its close would not take the
+	 * record back. */
+	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return;
+	st->listener = 1;
 	accel_listen_key(&lk, &key, 0);
 	count = bpf_map_lookup_elem(&accel_listeners, &lk);
 	if (count)
@@ -101,8 +104,16 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 		return;
 	if (old_state == TCP_LISTEN_STATE) {
 		struct accel_listen_key lk;
+		struct accel_sock_state *st;
+		struct bpf_sock *sk = skops->sk;
 		__u32 *count;
 
+		/* Only a listener this attachment recorded (its flag may be left
+		 * from an earlier attachment). */
+		st = sk ? bpf_sk_storage_get(&accel_sk_state, sk, 0, 0) : NULL;
+		if (!st || !st->listener)
+			return;
+		st->listener = 0;
 		accel_listen_key(&lk, &key, 0);
 		count = bpf_map_lookup_elem(&accel_listeners, &lk);
 		if (count && __sync_fetch_and_add(count, -1) <= 1)

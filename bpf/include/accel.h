@@ -36,6 +36,17 @@ struct accel_listen_key {
 	__u32 ip[4];
 };
 
+/* A listening socket that sockops does not track (it listened before
+ * sockops was attached), as iter_listeners.c reports it to user space. ip
+ * is in the 16-byte key form (IPv4 as v4-mapped), port in host order. */
+struct accel_listener_rec {
+	__u64 cookie;
+	__u64 cgroup_id;
+	__u32 port;
+	__u32 pad;
+	__u32 ip[4];
+};
+
 /* Runtime switches, one element of an ARRAY map, written by user space. */
 struct accel_config {
 	/* 0: sk_msg passes everything (used while detaching). */
@@ -43,13 +54,16 @@ struct accel_config {
 	__u32 pad;
 };
 
-/* Per-socket state kept in socket-local storage by the sk_msg program. */
+/* Per-socket state kept in socket-local storage (one map per attachment). */
 struct accel_sock_state {
-	/* Set once a message of this socket went the normal TCP way: from then
-	 * on nothing is redirected, otherwise the peer could read later bytes
-	 * (redirected) before earlier ones (still in its TCP receive queue). */
+	/* skmsg.c: set once a message of this socket went the normal TCP way:
+	 * from then on nothing is redirected, otherwise the peer could read
+	 * later bytes (redirected) before earlier ones (still in its TCP
+	 * receive queue). */
 	__u32 tcp_only;
-	__u32 pad;
+	/* sockops.c, iter_listeners.c: set on a listening socket recorded in
+	 * accel_listeners; its close takes the record back. */
+	__u32 listener;
 };
 
 /* Indexes into the per-CPU counters array. */

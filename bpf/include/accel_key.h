@@ -85,6 +85,18 @@ static __always_inline void accel_copy_ip(__u32 *dst, const __u32 *src)
 	dst[3] = src[3];
 }
 
+/* The key a listening socket on ip:port is recorded under. 0.0.0.0 (as
+ * ::ffff:0.0.0.0) and :: are both "any address", stored as zero. */
+static __always_inline void accel_fill_listen_key(struct accel_listen_key *lk, __u64 netns, __u32 port,
+						  const __u32 *ip)
+{
+	__builtin_memset(lk, 0, sizeof(*lk));
+	lk->netns = netns;
+	lk->port = port;
+	if (ip[0] | ip[1] | ip[3] || (ip[2] && ip[2] != bpf_htonl(0x0000ffff)))
+		accel_copy_ip(lk->ip, ip);
+}
+
 /* Could the peer address be one of this host's own? Loopback (127.0.0.0/8,
  * ::1) or the socket's own address (a connection to one of the host's own
  * interface addresses uses that address as its source too). */

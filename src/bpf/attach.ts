@@ -84,3 +84,32 @@ export function queryCgroupPrograms(cgroupPath: string, type: number): number[] 
     closeFd(cgFd);
   }
 }
+
+/** Run a BPF iterator program once over what it iterates (its network
+ * namespace is this process's) and return everything it wrote. */
+export function readIterator(program: Handle): Buffer {
+  const link = bpf.attach_iter(program, null);
+  if (!link) {
+    const errno = lastErrno();
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach an iterator: ${describeErrno(errno)}`, { errno: errnoName(errno) });
+  }
+  try {
+    const fd = bpf.iter_create(bpf.link_fd(link) as number) as number;
+    if (fd < 0) {
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot create an iterator: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
+    }
+    try {
+      const chunks: Buffer[] = [];
+      for (;;) {
+        const buf = Buffer.alloc(64 * 1024);
+        const n = fs.readSync(fd, buf);
+        if (n === 0) return Buffer.concat(chunks);
+        chunks.push(buf.subarray(0, n));
+      }
+    } finally {
+      closeFd(fd);
+    }
+  } finally {
+    bpf.link_destroy(link);
+  }
+}

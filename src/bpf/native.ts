@@ -40,6 +40,9 @@ export const bpf = {
   link_pin: libbpf.func('int bpf_link__pin(bpf_link *link, const char *path)'),
   link_disconnect: libbpf.func('void bpf_link__disconnect(bpf_link *link)'),
   link_destroy: libbpf.func('int bpf_link__destroy(bpf_link *link)'),
+  attach_iter: libbpf.func('bpf_link *bpf_program__attach_iter(const bpf_program *prog, const void *opts)'),
+  link_fd: libbpf.func('int bpf_link__fd(const bpf_link *link)'),
+  iter_create: libbpf.func('int bpf_iter_create(int link_fd)'),
   prog_attach: libbpf.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
   prog_query: libbpf.func(
     'int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, void *prog_ids, _Inout_ uint32_t *prog_cnt)',

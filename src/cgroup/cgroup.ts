@@ -52,21 +52,37 @@ export function resolveCgroup(input: string, options: { allowRoot?: boolean } = 
   return { path: real, id: st.ino };
 }
 
-/** Find the path of a cgroup by id below `root` (bounded walk). */
-export function findCgroupById(id: bigint, root = DEFAULT_CGROUP2_ROOT, maxDirs = 20000): string | null {
+/** Visit `root` and the cgroups below it, breadth first, at most maxDirs
+ * of them, until `visit` returns true; returns the path it stopped at. */
+function walkCgroups(root: string, maxDirs: number, visit: (dir: string, id: bigint) => boolean): string | null {
   const queue = [root];
   let seen = 0;
   while (queue.length && seen < maxDirs) {
     const dir = queue.shift() as string;
     seen++;
     try {
-      if (fs.statSync(dir, { bigint: true }).ino === id) return dir;
+      if (visit(dir, fs.statSync(dir, { bigint: true }).ino)) return dir;
       for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) queue.push(path.join(dir, e.name));
     } catch {
       /* vanished while walking */
     }
   }
   return null;
+}
+
+/** Find the path of a cgroup by id below `root` (bounded walk). */
+export function findCgroupById(id: bigint, root = DEFAULT_CGROUP2_ROOT, maxDirs = 20000): string | null {
+  return walkCgroups(root, maxDirs, (_dir, ino) => ino === id);
+}
+
+/** The ids of a cgroup and of every cgroup below it (bounded walk). */
+export function subtreeIds(cg: Cgroup, maxDirs = 20000): Set<bigint> {
+  const ids = new Set<bigint>();
+  walkCgroups(cg.path, maxDirs, (_dir, ino) => {
+    ids.add(ino);
+    return false;
+  });
+  return ids;
 }
 
 /** Create a uniquely named child cgroup of `parent`. */

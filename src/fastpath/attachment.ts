@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
 import { attachCgroupPinned } from '../bpf/attach.js';
-import { pin } from '../bpf/fd.js';
+import { closeFd, openPinnedMaps, pin } from '../bpf/fd.js';
 import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
 import { type Cgroup, DEFAULT_CGROUP2_ROOT, resolveCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
@@ -19,6 +19,7 @@ import { FastPathMaps, MapNames } from '../maps/fastpath.js';
 import { requirePrivileges } from '../privileges.js';
 import { detachIntercept } from '../intercept/attachment.js';
 import { failpoint } from './failpoint.js';
+import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
 import { Programs, loadFastPath } from './objects.js';
 import { PinNames, inspectAttachment, pinDirFor, pinRoot, withMapFds } from './pins.js';
 import { type SelfTestResult, runSelfTest } from './selftest.js';
@@ -48,6 +49,22 @@ export interface AttachResult {
   recovered: string | null;
   withSkskb: boolean;
   selftest: SelfTestResult[];
+  /** Listeners of the cgroup that existed before sockops was attached,
+   * now recorded (see listeners.ts). */
+  listenersAdopted: number;
+}
+
+/** Adopting listeners improves an attachment but is not needed for it: a
+ * failure (an older kernel) is a warning. */
+function tryAdoptListeners(bpfDir: string, cg: Cgroup, mapFds: Record<string, number>): number {
+  try {
+    const { adopted } = adoptListeners(bpfDir, cg, mapFds);
+    for (const l of adopted) log.info(`recorded a listener that predates the attachment: ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`);
+    return adopted.length;
+  } catch (err) {
+    log.warn(`listeners that existed before attach are not known to the fast path until they listen again: ${(err as Error).message}`);
+    return 0;
+  }
 }
 
 export function requireKernelFeatures(prober: Prober = probeFastPathFeatures): void {
@@ -70,7 +87,7 @@ function preflight(options: CommonOptions & { cgroup: string; prober?: Prober })
   requirePrivileges();
   const cg = resolveCgroup(options.cgroup);
   requireKernelFeatures(options.prober);
-  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o']) {
+  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o', LISTENERS_OBJECT]) {
     if (!fs.existsSync(path.join(options.bpfDir, file))) {
       throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(options.bpfDir, file)} is missing (run npm run build)`);
     }
@@ -106,7 +123,14 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   if (state.kind === 'complete') {
     withMaps(dir, (maps) => maps.setBypassPorts(options.bypassPorts));
     log.info(`already attached to ${cg.path}; bypass ports set to [${options.bypassPorts.join(', ')}]`);
-    return { cgroup: cg, pinDir: dir, alreadyAttached: true, recovered: null, withSkskb: state.withSkskb, selftest: [] };
+    const fds = openPinnedMaps(dir, fs.readdirSync(dir).filter((n) => n.startsWith('accel_')));
+    let listenersAdopted = 0;
+    try {
+      listenersAdopted = tryAdoptListeners(options.bpfDir, cg, fds);
+    } finally {
+      Object.values(fds).forEach(closeFd);
+    }
+    return { cgroup: cg, pinDir: dir, alreadyAttached: true, recovered: null, withSkskb: state.withSkskb, selftest: [], listenersAdopted };
   }
   let recovered: string | null = null;
   if (state.kind === 'partial') {
@@ -119,6 +143,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   failpoint('attach-after-selftest');
 
   const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts });
+  let listenersAdopted = 0;
   try {
     makePinDir(dir);
     for (const [name, fd] of Object.entries(loaded.mapFds)) pin(fd, path.join(dir, name));
@@ -128,6 +153,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
     failpoint('attach-before-link');
     attachCgroupPinned(loaded.sockops.program(Programs.sockops), cg.path, path.join(dir, PinNames.link));
     failpoint('attach-after-link');
+    listenersAdopted = tryAdoptListeners(options.bpfDir, cg, loaded.mapFds);
   } catch (err) {
     removePinDir(dir);
     removeEmptyPinRoot(options.bpffs);
@@ -136,7 +162,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
     loaded.close();
   }
   log.info(`attached to ${cg.path} (pins in ${dir}${setup.withSkskb ? ', with the SK_SKB readiness workaround' : ''})`);
-  return { cgroup: cg, pinDir: dir, alreadyAttached: false, recovered, withSkskb: setup.withSkskb, selftest: setup.results };
+  return { cgroup: cg, pinDir: dir, alreadyAttached: false, recovered, withSkskb: setup.withSkskb, selftest: setup.results, listenersAdopted };
 }
 
 /** Run `fn` with typed views of the maps pinned in `dir`. */

@@ -47,7 +47,19 @@ export const SockStateLayout = {
   size: 8,
   fields: {
     tcp_only: { offset: 0, size: 4 },
-    pad: { offset: 4, size: 4 },
+    listener: { offset: 4, size: 4 },
+  },
+} as const;
+
+/** struct accel_listener_rec: a listener iter_listeners.c reports. */
+export const ListenerRecLayout = {
+  size: 40,
+  fields: {
+    cookie: { offset: 0, size: 8 },
+    cgroup_id: { offset: 8, size: 8 },
+    port: { offset: 16, size: 4 },
+    pad: { offset: 20, size: 4 },
+    ip: { offset: 24, size: 16 },
   },
 } as const;
 
@@ -152,6 +164,32 @@ export function encodeSockKey(k: SockKey): Buffer {
   ipToBytes(k.localAddress).copy(b, f.local_ip.offset);
   ipToBytes(k.remoteAddress).copy(b, f.remote_ip.offset);
   return b;
+}
+
+export interface ListenerRec {
+  cookie: bigint;
+  cgroupId: bigint;
+  /** The listening address as text (`::` for any), and port. */
+  address: string;
+  port: number;
+}
+
+/** The records of an iterator's output, one after the other. */
+export function decodeListenerRecs(b: Buffer): ListenerRec[] {
+  const f = ListenerRecLayout.fields;
+  const out: ListenerRec[] = [];
+  for (let at = 0; at + ListenerRecLayout.size <= b.length; at += ListenerRecLayout.size) {
+    const r = b.subarray(at, at + ListenerRecLayout.size);
+    const ip = r.subarray(f.ip.offset, f.ip.offset + 16);
+    const mapped = ip.readUInt32BE(0) === 0 && ip.readUInt32BE(4) === 0 && ip.readUInt32BE(8) === 0xffff;
+    out.push({
+      cookie: r.readBigUInt64LE(f.cookie.offset),
+      cgroupId: r.readBigUInt64LE(f.cgroup_id.offset),
+      port: r.readUInt32LE(f.port.offset),
+      address: ipFromBytes(ip, mapped ? AF_INET : AF_INET6),
+    });
+  }
+  return out;
 }
 
 export interface FastPathConfig {

@@ -10,7 +10,7 @@ import { keys } from '../../src/bpf/map.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import { runProbe, runSplit, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { run, spawn } from '../../src/proc/run.js';
-import { BPFFS, MB, attachOk, maps, stopProcess, testCgroup, testNetns, waitFor } from '../helpers/env.js';
+import { BPFFS, MB, accel, attachOk, maps, stopProcess, testCgroup, testNetns, waitFor } from '../helpers/env.js';
 
 describe('local fast path', () => {
   it('moves 64 MB each way at once, 1-byte to 1 MB writes, byte-exact, through sk_msg', async (t) => {
@@ -65,6 +65,35 @@ describe('local fast path', () => {
     await stopProcess(server);
     const rxSeqs = () => withPinned(path.join(pinDirFor(BPFFS, cg.id), 'accel_rx_seqs'), (fd) => keys(fd, 8).length) ?? 0;
     assert.ok(await waitFor(() => rxSeqs() === 0, 5000), `${rxSeqs()} stream positions left after the sockets closed`);
+  });
+
+  // A service that was listening before accel attached: sockops never saw
+  // it start listening, so an iterator finds it (in the cgroup, not the one
+  // outside it) and records it. A local client's connection then takes the
+  // fast path at once, and the record goes when the listener closes.
+  it('takes a listener that predates the attachment onto the fast path, and forgets it when it closes', async (t) => {
+    const cg = testCgroup(t);
+    const fixtures = path.join(PACKAGE_ROOT, 'test', 'fixtures');
+    const inside = spawn(process.execPath, [path.join(fixtures, 'remote-server.mjs'), '--echo', '18092'], { cgroupProcs: cg.procs });
+    const outside = spawn(process.execPath, [path.join(fixtures, 'remote-server.mjs'), '--echo', '18093']);
+    t.after(() => Promise.all([stopProcess(inside), stopProcess(outside)]));
+    for (const p of [inside, outside]) assert.ok(await p.waitForLine((l) => l.includes('"listening"')));
+    const r = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--json']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { listenersAdopted: number }).listenersAdopted, 1);
+    assert.equal(maps(cg, (m) => m.listenerCount()), 1);
+    // Attaching again finds nothing new to record.
+    const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--json']);
+    assert.equal((JSON.parse(again.stdout) as { listenersAdopted: number }).listenersAdopted, 0);
+    for (const host of ['127.0.0.1', '::1']) {
+      const c = await run(process.execPath, [path.join(fixtures, 'node-client.mjs'), host, '18092', String(4 * MB)], { cgroupProcs: cg.procs, allowFailure: true, timeoutMs: 30_000 });
+      assert.match(c.stdout, /"ok":true/, `${host}: ${c.stdout}`);
+    }
+    const c = maps(cg, (m) => m.counters());
+    assert.equal(c.sockets_inserted, 4n, 'both ends of both connections');
+    assert.ok(c.bytes_redirected >= BigInt(16 * MB), `bytes_redirected ${c.bytes_redirected}`);
+    await stopProcess(inside);
+    assert.ok(await waitFor(() => maps(cg, (m) => m.listenerCount()) === 0, 5000), 'the listener record went with the listener');
   });
 
   for (const family of ['6', '46'] as const) {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { COUNTERS, COUNTER_ENUM, ConfigLayout, SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, SpliceSockLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
+import { COUNTERS, COUNTER_ENUM, ConfigLayout, SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, SpliceSockLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, ListenerRecLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
 import { run } from '../../src/proc/run.js';
 import { BPF_DIR } from '../helpers/env.js';
 
@@ -51,6 +51,12 @@ describe('struct layouts agree between bpf/include/accel.h and src/maps/layout.t
     expectLayout(types, 'accel_sock_key', SockKeyLayout);
     expectLayout(types, 'accel_listen_key', ListenKeyLayout);
     expectLayout(types, 'accel_config', ConfigLayout);
+  });
+
+  it('iter_listeners.bpf.o: accel_listener_rec and the listener key', async () => {
+    const types = await btfTypes('iter_listeners.bpf.o');
+    expectLayout(types, 'accel_listener_rec', ListenerRecLayout);
+    expectLayout(types, 'accel_listen_key', ListenKeyLayout);
   });
 
   it('skmsg.bpf.o: accel_sock_state and the same key', async () => {

@@ -86,6 +86,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         table([
           ['pins', r.pinDir],
           ['setup', r.withSkskb ? 'sk_msg + SK_SKB readiness workaround' : 'sk_msg'],
+          ['listeners adopted', String(r.listenersAdopted)],
           ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withSkskb ? 'with workaround' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : r.alreadyAttached ? 'not needed' : 'skipped'],
           ...(r.recovered ? ([['recovered', r.recovered]] as [string, string][]) : []),
           ...(ic

@@ -92,7 +92,7 @@ int accel_iter_listeners_adopt(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp = accel_untracked_listener(skc);
 	struct accel_sock_state *st;
 	struct accel_listen_key lk;
-	__u32 ip[4], one = 1, *count;
+	__u32 ip[4];
 	__u64 cookie;
 	int flags = 0;
 
@@ -113,11 +113,7 @@ int accel_iter_listeners_adopt(struct bpf_iter__tcp *ctx)
 	st->listener = 1;
 	accel_listener_ip(skc, ip);
 	accel_fill_listen_key(&lk, skc->skc_net.net->net_cookie, skc->skc_num, ip);
-	count = bpf_map_lookup_elem(&accel_listeners, &lk);
-	if (count)
-		__sync_fetch_and_add(count, 1);
-	else
-		bpf_map_update_elem(&accel_listeners, &lk, &one, BPF_ANY);
+	accel_listener_add(&lk);
 	/* What user space reads back: the listeners adopted. */
 	bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));
 	return 0;

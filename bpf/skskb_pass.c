@@ -22,7 +22,7 @@ int accel_skskb_pass(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct accel_rx_seq *st, fresh = {};
-	__u32 repeated, cut;
+	__u32 repeated, kept;
 
 	/* An empty skb (a FIN) repeats nothing. */
 	if (!skb->len)
@@ -34,13 +34,12 @@ int accel_skskb_pass(struct __sk_buff *skb)
 		if (!st)
 			return SK_PASS;
 	}
-	repeated = accel_repeated_head(skb, &st->next_seq, &st->known);
+	repeated = accel_cut_repeated(skb, &st->next_seq, &st->known, &kept);
 	if (!repeated)
 		return SK_PASS;
-	cut = accel_cut_head(skb, repeated);
 	accel_count(ACCEL_CNT_BYTES_REPEATED, repeated);
-	if (cut < repeated)
-		accel_count(ACCEL_CNT_BYTES_REPEAT_SENT, repeated - cut);
+	if (kept)
+		accel_count(ACCEL_CNT_BYTES_REPEAT_SENT, kept);
 	/* All of it was old: dropped empty, it moves nothing. */
 	return skb->len ? SK_PASS : SK_DROP;
 }

@@ -33,14 +33,12 @@ int accel_splice_verdict(struct __sk_buff *skb)
 	st = bpf_map_lookup_elem(&accel_splice_socks, &cookie);
 	if (st) {
 		/* A retransmission's head repeats bytes already taken. */
-		__u32 repeated = accel_repeated_head(skb, &st->next_seq, &st->seq_known);
+		__u32 kept, repeated = accel_cut_repeated(skb, &st->next_seq, &st->seq_known, &kept);
 
 		if (repeated) {
-			__u32 cut = accel_cut_head(skb, repeated);
-
 			accel_splice_count(ACCEL_SPLICE_BYTES_REPEATED, repeated);
-			if (cut < repeated)
-				accel_splice_count(ACCEL_SPLICE_BYTES_REPEAT_SENT, repeated - cut);
+			if (kept)
+				accel_splice_count(ACCEL_SPLICE_BYTES_REPEAT_SENT, kept);
 			len = skb->len;
 			/* All of it was old: dropped empty, it moves nothing. */
 			if (!len)

@@ -75,7 +75,6 @@ static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
 	struct accel_sock_key key;
 	struct accel_listen_key lk;
 	struct accel_sock_state *st;
-	__u32 one = 1, *count;
 	struct bpf_sock *sk = skops->sk;
 
 	if (!sk || ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
@@ -87,11 +86,7 @@ static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
 		return;
 	st->listener = 1;
 	accel_listen_key(&lk, &key, 0);
-	count = bpf_map_lookup_elem(&accel_listeners, &lk);
-	if (count)
-		__sync_fetch_and_add(count, 1);
-	else
-		bpf_map_update_elem(&accel_listeners, &lk, &one, BPF_ANY);
+	accel_listener_add(&lk);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 

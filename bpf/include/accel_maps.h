@@ -122,6 +122,17 @@ static __always_inline void accel_count(enum accel_counter idx, __u64 n)
 		*val += n; /* per-CPU slot: no atomics needed */
 }
 
+/* One more listening socket under lk (SO_REUSEPORT groups share a key). */
+static __always_inline void accel_listener_add(const struct accel_listen_key *lk)
+{
+	__u32 one = 1, *count = bpf_map_lookup_elem(&accel_listeners, lk);
+
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	else
+		bpf_map_update_elem(&accel_listeners, lk, &one, BPF_ANY);
+}
+
 static __always_inline void accel_tp_count(enum accel_tproxy_counter idx)
 {
 	__u32 key = idx;

@@ -92,4 +92,15 @@ static __always_inline __u32 accel_repeated_head(struct __sk_buff *skb, __u32 *n
 	return (__u32)repeated < len ? (__u32)repeated : len;
 }
 
+/* Find and cut the repeated head of a non-empty skb. Returns the bytes
+ * found; *kept gets those that could not be cut (they go out twice). An skb
+ * that was all old is empty afterwards: the caller drops it. */
+static __always_inline __u32 accel_cut_repeated(struct __sk_buff *skb, __u32 *next_seq, __u32 *known, __u32 *kept)
+{
+	__u32 repeated = accel_repeated_head(skb, next_seq, known);
+
+	*kept = repeated ? repeated - accel_cut_head(skb, repeated) : 0;
+	return repeated;
+}
+
 #endif /* ACCEL_REPEAT_H */

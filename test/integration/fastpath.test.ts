@@ -4,13 +4,13 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { engagedConnections } from '../../src/fastpath/status.js';
-import { PACKAGE_ROOT } from '../../src/paths.js';
 import { withPinned } from '../../src/bpf/fd.js';
 import { keys } from '../../src/bpf/map.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import { runProbe, runSplit, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { BPFFS, MB, accel, attachOk, maps, stopProcess, testCgroup, testNetns, waitFor } from '../helpers/env.js';
+import { FIXTURES } from '../helpers/intercept.js';
 
 describe('local fast path', () => {
   it('moves 64 MB each way at once, 1-byte to 1 MB writes, byte-exact, through sk_msg', async (t) => {
@@ -46,12 +46,12 @@ describe('local fast path', () => {
     const outside = testCgroup(t, 'accel-test-out');
     await attachOk(t, cg, ['--stream-verdict', 'always']);
     const port = 18091;
-    const server = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'test', 'fixtures', 'remote-server.mjs'), '--echo', String(port)], { cgroupProcs: cg.procs });
+    const server = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--echo', String(port)], { cgroupProcs: cg.procs });
     t.after(() => stopProcess(server));
     assert.ok(await server.waitForLine((l) => l.includes('"listening"')));
     let replayed = 0;
     for (const host of ['127.0.0.1', '::1']) {
-      const r = await run('python3', [path.join(PACKAGE_ROOT, 'test', 'fixtures', 'overlap-client.py'), host, String(port), '20000', '30000', outside.procs], {
+      const r = await run('python3', [path.join(FIXTURES, 'overlap-client.py'), host, String(port), '20000', '30000', outside.procs], {
         cgroupProcs: cg.procs,
         allowFailure: true,
         timeoutMs: 30_000,
@@ -73,9 +73,8 @@ describe('local fast path', () => {
   // fast path at once, and the record goes when the listener closes.
   it('takes a listener that predates the attachment onto the fast path, and forgets it when it closes', async (t) => {
     const cg = testCgroup(t);
-    const fixtures = path.join(PACKAGE_ROOT, 'test', 'fixtures');
-    const inside = spawn(process.execPath, [path.join(fixtures, 'remote-server.mjs'), '--echo', '18092'], { cgroupProcs: cg.procs });
-    const outside = spawn(process.execPath, [path.join(fixtures, 'remote-server.mjs'), '--echo', '18093']);
+    const inside = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--echo', '18092'], { cgroupProcs: cg.procs });
+    const outside = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--echo', '18093']);
     t.after(() => Promise.all([stopProcess(inside), stopProcess(outside)]));
     for (const p of [inside, outside]) assert.ok(await p.waitForLine((l) => l.includes('"listening"')));
     const r = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--json']);
@@ -86,7 +85,7 @@ describe('local fast path', () => {
     const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--json']);
     assert.equal((JSON.parse(again.stdout) as { listenersAdopted: number }).listenersAdopted, 0);
     for (const host of ['127.0.0.1', '::1']) {
-      const c = await run(process.execPath, [path.join(fixtures, 'node-client.mjs'), host, '18092', String(4 * MB)], { cgroupProcs: cg.procs, allowFailure: true, timeoutMs: 30_000 });
+      const c = await run(process.execPath, [path.join(FIXTURES, 'node-client.mjs'), host, '18092', String(4 * MB)], { cgroupProcs: cg.procs, allowFailure: true, timeoutMs: 30_000 });
       assert.match(c.stdout, /"ok":true/, `${host}: ${c.stdout}`);
     }
     const c = maps(cg, (m) => m.counters());
@@ -123,7 +122,7 @@ describe('local fast path', () => {
   it('serves Node.js sockets (libuv/epoll) byte-exact in both directions with half-close', async (t) => {
     const cg = testCgroup(t);
     await attachOk(t, cg);
-    const r = await run(process.execPath, [path.join(PACKAGE_ROOT, 'test', 'fixtures', 'node-transfer.mjs'), String(16 * MB)], { cgroupProcs: cg.procs, allowFailure: true, timeoutMs: 90_000 });
+    const r = await run(process.execPath, [path.join(FIXTURES, 'node-transfer.mjs'), String(16 * MB)], { cgroupProcs: cg.procs, allowFailure: true, timeoutMs: 90_000 });
     assert.equal(r.exitCode, 0, r.stdout + r.stderr);
     assert.ok(maps(cg, (m) => m.counters().bytes_redirected) >= BigInt(32 * MB));
   });

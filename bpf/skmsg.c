@@ -2,13 +2,23 @@
 /*
  * SK_MSG program attached to accel_sock_hash: a sendmsg on a socket of the
  * map lands straight in the receive queue of its peer socket when the peer
- * is in the map too. Anything else (no peer, redirect switched off) goes the
- * normal TCP way: SK_PASS, never SK_DROP.
+ * is in the map too and has room (accel_backpressure.h). Anything else (no
+ * peer, redirect switched off, a peer that does not read) goes the normal
+ * TCP way: SK_PASS, never SK_DROP.
  */
 #include "accel_common.h"
 #include "accel_maps.h"
 #include "accel_key.h"
+#include "accel_backpressure.h"
 
+static __always_inline int accel_passed(__u32 size)
+{
+	accel_count(ACCEL_CNT_MSG_PASSED, 1);
+	accel_count(ACCEL_CNT_BYTES_PASSED, size);
+	return SK_PASS;
+}
+
+/* For good: nothing of this socket is redirected any more. */
 static __always_inline int accel_pass(struct sk_msg_md *msg, struct bpf_sock *sk)
 {
 	struct accel_sock_state *st;
@@ -25,9 +35,19 @@ static __always_inline int accel_pass(struct sk_msg_md *msg, struct bpf_sock *sk
 		if (!ACCEL_KEY_FROM_CTX(msg, &self, 0, bpf_get_netns_cookie(msg)))
 			bpf_map_delete_elem(&accel_members, &self);
 	}
-	accel_count(ACCEL_CNT_MSG_PASSED, 1);
-	accel_count(ACCEL_CNT_BYTES_PASSED, msg->size);
-	return SK_PASS;
+	return accel_passed(msg->size);
+}
+
+/* For now: this message and the next go by TCP, which holds the writer back
+ * until the peer reads. */
+static __always_inline int accel_hold(struct accel_sock_state *st, __u32 size)
+{
+	if (!st->held) {
+		st->held = 1;
+		accel_count(ACCEL_CNT_BACKPRESSURE_ON, 1);
+	}
+	accel_count(ACCEL_CNT_BYTES_HELD, size);
+	return accel_passed(size);
 }
 
 SEC("sk_msg")
@@ -35,7 +55,9 @@ int accel_skmsg(struct sk_msg_md *msg)
 {
 	struct accel_config *cfg = accel_get_config();
 	struct bpf_sock *sk = msg->sk;
+	struct accel_peer_view peer_view;
 	struct accel_sock_state *st;
+	struct accel_member *member;
 	struct accel_sock_key peer;
 	__u32 size = msg->size;
 
@@ -44,15 +66,29 @@ int accel_skmsg(struct sk_msg_md *msg)
 	if (!cfg || !cfg->redirect_enabled)
 		return accel_pass(msg, sk);
 
-	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, 0);
-	if (st && st->tcp_only) {
-		accel_count(ACCEL_CNT_MSG_PASSED, 1);
-		accel_count(ACCEL_CNT_BYTES_PASSED, size);
-		return SK_PASS;
-	}
+	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st || st->tcp_only)
+		return accel_passed(size);
 
 	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg)))
 		return accel_pass(msg, sk);
+	member = bpf_map_lookup_elem(&accel_members, &peer);
+	if (!member)
+		return accel_pass(msg, sk);
+
+	accel_peer_view(&peer_view, member->sk, member->cookie, cfg->queue_limit);
+	if (st->held) {
+		/* Back to the redirect only once the TCP path of this direction
+		 * has drained, with half the peer's buffer free. */
+		if (!peer_view.valid || peer_view.pressure || peer_view.rx_pending || !accel_tcp_tx_done(sk) ||
+		    peer_view.queued + size > peer_view.limit / 2)
+			return accel_hold(st, size);
+		st->held = 0;
+		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
+	} else if (peer_view.valid &&
+		   (peer_view.pressure || peer_view.queued + size > peer_view.limit)) {
+		return accel_hold(st, size);
+	}
 
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)
 		return accel_pass(msg, sk);

@@ -124,7 +124,7 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 {
 	struct accel_sock_key key, peer;
 	struct accel_tproxy_flow *flow = NULL;
-	__u32 one = 1;
+	struct accel_member self = {};
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
@@ -162,7 +162,11 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 		return;
 	}
 
-	if (bpf_map_update_elem(&accel_members, &key, &one, BPF_ANY)) {
+	/* Its address and cookie, for skmsg.c's look at a peer's receive
+	 * queue (accel_backpressure.h). */
+	self.sk = (__u64)skops->sk;
+	self.cookie = bpf_get_socket_cookie(skops);
+	if (bpf_map_update_elem(&accel_members, &key, &self, BPF_ANY)) {
 		accel_count(ACCEL_CNT_SOCK_INSERT_FAILED, 1);
 		return;
 	}

@@ -8,6 +8,7 @@
  *   sockprobe server --port P [opts]   accept one connection: read, then reply
  *   sockprobe client --host H --port P [opts]
  *   sockprobe many   --concurrent N | --sequential N [--early]
+ *   sockprobe slowreader [--conns N] [--duplex] --pause-ms P   backpressure
  *
  * The stream is a deterministic pseudo-random sequence (xorshift64*) seeded
  * by --seed: the reader checks every byte as it arrives.
@@ -840,8 +841,185 @@ static void usage(void)
 		"  [--reader blocking|poll|epoll|epoll-et|fionread|peek|splice] [--back-reader R]\n"
 		"  [--bytes N] [--back N] [--hold-read]\n"
 		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--pace-us N] [--rst] [--seed N]\n"
-		"  [--concurrent N] [--sequential N] [--early] [--timeout-s N]\n");
+		"  [--concurrent N] [--sequential N] [--early] [--timeout-s N]\n"
+		"  slowreader [--conns N] [--duplex] [--bytes N] [--pause-ms N] [--writer blocking|poll|epoll]\n");
 	exit(2);
+}
+
+/* ---- slowreader: writers against readers that pause ----
+ * Each flow is one direction of a loopback connection. Its writer sends as
+ * fast as the kernel accepts (blocking, or non-blocking waiting on poll or
+ * epoll); its reader sleeps --pause-ms first. What the kernel accepted from
+ * each writer by the end of the pause is what it holds for a reader that
+ * does not read: TCP bounds it by the receive and send buffers. Then the
+ * readers check every byte. */
+enum writer { W_BLOCKING, W_POLL, W_EPOLL };
+static const char *writer_names[] = { "blocking", "poll", "epoll" };
+static enum writer o_writer = W_BLOCKING;
+static int o_conns = 1, o_pause_ms = 3000;
+
+struct flow {
+	int wfd, rfd;
+	uint64_t seed;
+	uint64_t accepted; /* atomic: read by the main thread */
+	uint64_t waits;    /* times the writer found the socket full */
+	int werr;
+	uint64_t got;
+	int reset;
+	const char *rerr;
+	pthread_t wt, rt;
+};
+
+static void *slow_writer(void *p)
+{
+	struct flow *f = p;
+	uint8_t *buf = malloc(1 << 16);
+	struct gen g;
+	uint64_t sent = 0;
+	int ep = -1;
+
+	gen_init(&g, f->seed);
+	set_nonblock(f->wfd, o_writer != W_BLOCKING);
+	if (o_writer == W_EPOLL) {
+		struct epoll_event ev = { .events = EPOLLOUT };
+
+		ep = epoll_create1(0);
+		epoll_ctl(ep, EPOLL_CTL_ADD, f->wfd, &ev);
+	}
+	while (sent < o.bytes && !f->werr) {
+		size_t n = o.bytes - sent < (1 << 16) ? o.bytes - sent : (1 << 16), off = 0;
+
+		gen_fill(&g, buf, n);
+		while (off < n) {
+			ssize_t w = send(f->wfd, buf + off, n - off, MSG_NOSIGNAL);
+
+			if (w > 0) {
+				off += w;
+				__atomic_add_fetch(&f->accepted, w, __ATOMIC_RELAXED);
+				continue;
+			}
+			if (w < 0 && errno == EINTR)
+				continue;
+			/* A blocking writer meets EAGAIN too when a non-blocking
+			 * reader shares its file (--duplex). */
+			if (w < 0 && errno == EAGAIN) {
+				struct pollfd pf = { .fd = f->wfd, .events = POLLOUT };
+				struct epoll_event ev;
+
+				f->waits++;
+				/* Not writable: wait until it is, as long as the run lasts. */
+				if (o_writer == W_EPOLL)
+					epoll_wait(ep, &ev, 1, -1);
+				else
+					poll(&pf, 1, -1);
+				continue;
+			}
+			f->werr = w < 0 ? errno : EPIPE;
+			break;
+		}
+		sent += off;
+	}
+	if (!f->werr)
+		shutdown(f->wfd, SHUT_WR);
+	if (ep >= 0)
+		close(ep);
+	free(buf);
+	return NULL;
+}
+
+static void *slow_reader(void *p)
+{
+	struct flow *f = p;
+
+	f->rerr = recv_stream(f->rfd, o.bytes, f->seed, &f->got, &f->reset);
+	return NULL;
+}
+
+/* TCP memory of the host (pages, /proc/net/sockstat) and free memory (kB). */
+static void host_memory(long *tcp_pages, long *avail_kb)
+{
+	char line[256];
+	FILE *fp = fopen("/proc/net/sockstat", "r");
+
+	*tcp_pages = *avail_kb = -1;
+	while (fp && fgets(line, sizeof(line), fp)) {
+		char *m = strstr(line, " mem ");
+
+		if (!strncmp(line, "TCP:", 4) && m)
+			*tcp_pages = atol(m + 5);
+	}
+	if (fp)
+		fclose(fp);
+	fp = fopen("/proc/meminfo", "r");
+	while (fp && fgets(line, sizeof(line), fp))
+		if (!strncmp(line, "MemAvailable:", 13))
+			*avail_kb = atol(line + 13);
+	if (fp)
+		fclose(fp);
+}
+
+static int cmd_slowreader(void)
+{
+	int nflows = o_conns * (o.duplex ? 2 : 1), lfd = make_listener(0), i, ok = 1;
+	struct flow *fl = calloc(nflows, sizeof(*fl));
+	uint64_t max = 0, total = 0, got = 0, waits = 0;
+	long pages0, avail0, pages1, avail1;
+	const char *err = NULL;
+	char errbuf[200];
+
+	for (i = 0; i < o_conns; i++) {
+		int c = connect_to(o.family == 6 ? "::1" : "127.0.0.1", local_port(lfd)), sfd = accept(lfd, NULL, NULL);
+
+		if (sfd < 0)
+			die("accept", errno);
+		fl[i * (o.duplex ? 2 : 1)] = (struct flow){ .wfd = c, .rfd = sfd, .seed = o.seed + 2 * i };
+		if (o.duplex)
+			fl[i * 2 + 1] = (struct flow){ .wfd = sfd, .rfd = c, .seed = o.seed + 2 * i + 1 };
+	}
+	close(lfd);
+	host_memory(&pages0, &avail0);
+	for (i = 0; i < nflows; i++)
+		pthread_create(&fl[i].wt, NULL, slow_writer, &fl[i]);
+	usleep(o_pause_ms * 1000);
+	host_memory(&pages1, &avail1);
+	for (i = 0; i < nflows; i++) {
+		uint64_t a = __atomic_load_n(&fl[i].accepted, __ATOMIC_RELAXED);
+
+		max = a > max ? a : max;
+		total += a;
+	}
+	emit("{\"event\":\"paused\",\"acceptedMax\":%llu,\"acceptedTotal\":%llu}", (unsigned long long)max,
+	     (unsigned long long)total);
+	for (i = 0; i < nflows; i++)
+		pthread_create(&fl[i].rt, NULL, slow_reader, &fl[i]);
+	for (i = 0; i < nflows; i++) {
+		pthread_join(fl[i].rt, NULL);
+		/* A reader that gave up leaves its writer blocked: a reset frees it. */
+		if (fl[i].rerr || fl[i].got != o.bytes)
+			shutdown(fl[i].rfd, SHUT_RDWR);
+	}
+	for (i = 0; i < nflows; i++) {
+		pthread_join(fl[i].wt, NULL);
+		got += fl[i].got;
+		waits += fl[i].waits;
+		if (!err && fl[i].werr) {
+			snprintf(errbuf, sizeof(errbuf), "flow %d: writer: %s", i, strerror(fl[i].werr));
+			err = errbuf;
+		} else if (!err && (fl[i].rerr || fl[i].reset || fl[i].got != o.bytes)) {
+			snprintf(errbuf, sizeof(errbuf), "flow %d: reader: %s (%llu of %llu bytes)", i,
+				 fl[i].rerr ?: (fl[i].reset ? "reset" : "short"), (unsigned long long)fl[i].got,
+				 (unsigned long long)o.bytes);
+			err = errbuf;
+		}
+	}
+	ok = !err;
+	emit("{\"side\":\"slowreader\",\"ok\":%s,\"writer\":\"%s\",\"flows\":%d,\"acceptedMax\":%llu,"
+	     "\"acceptedTotal\":%llu,\"writerWaits\":%llu,\"received\":%llu,\"tcpMemPagesDelta\":%ld,"
+	     "\"memAvailableDropKb\":%ld,\"error\":%s%s%s}",
+	     ok ? "true" : "false", writer_names[o_writer], nflows, (unsigned long long)max, (unsigned long long)total,
+	     (unsigned long long)waits, (unsigned long long)got, pages1 - pages0, avail0 - avail1, err ? "\"" : "",
+	     err ? err : "null", err ? "\"" : "");
+	return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -891,6 +1069,19 @@ int main(int argc, char **argv)
 			o.sequential = atoi(v);
 		else if (!strcmp(a, "--timeout-s"))
 			o.timeout_s = atoi(v);
+		else if (!strcmp(a, "--conns"))
+			o_conns = atoi(v) > 0 ? atoi(v) : 1;
+		else if (!strcmp(a, "--pause-ms"))
+			o_pause_ms = atoi(v);
+		else if (!strcmp(a, "--writer")) {
+			int k, found = 0;
+
+			for (k = 0; k < (int)(sizeof(writer_names) / sizeof(*writer_names)); k++)
+				if (!strcmp(v, writer_names[k]))
+					o_writer = k, found = 1;
+			if (!found)
+				usage();
+		}
 		else if (!strcmp(a, "--reader") || !strcmp(a, "--back-reader")) {
 			int k, found = 0;
 
@@ -916,5 +1107,7 @@ int main(int argc, char **argv)
 		return cmd_many();
 	if (!strcmp(o.cmd, "pingpong"))
 		return cmd_pingpong();
+	if (!strcmp(o.cmd, "slowreader"))
+		return cmd_slowreader();
 	usage();
 }

@@ -51,7 +51,18 @@ struct accel_listener_rec {
 struct accel_config {
 	/* 0: sk_msg passes everything (used while detaching). */
 	__u32 redirect_enabled;
-	__u32 pad;
+	/* Bytes a fast-path socket may hold unread (redirected to it) before
+	 * its writer is held back (accel_backpressure.h); less if the reader
+	 * set a smaller SO_RCVBUF itself. */
+	__u32 queue_limit;
+};
+
+/* A socket of the cgroup in, or about to enter, accel_sock_hash (value of
+ * accel_members): its kernel address and cookie, so that skmsg.c can look
+ * at a peer's receive queue before redirecting to it. */
+struct accel_member {
+	__u64 sk;
+	__u64 cookie;
 };
 
 /* Per-socket state kept in socket-local storage (one map per attachment). */
@@ -64,6 +75,11 @@ struct accel_sock_state {
 	/* sockops.c, iter_listeners.c: set on a listening socket recorded in
 	 * accel_listeners; its close takes the record back. */
 	__u32 listener;
+	/* skmsg.c: the peer held a receive buffer's worth unread, so this
+	 * socket sends the TCP way until that path has drained
+	 * (accel_backpressure.h). */
+	__u32 held;
+	__u32 pad;
 };
 
 /* Indexes into the per-CPU counters array. */
@@ -83,6 +99,12 @@ enum accel_counter {
 	 * skb, cut off; and such bytes it could not cut. */
 	ACCEL_CNT_BYTES_REPEATED,
 	ACCEL_CNT_BYTES_REPEAT_SENT,
+	/* skmsg.c: a connection direction held back because its peer did not
+	 * read (it goes the TCP way), and released again; bytes sent the TCP
+	 * way while held (also in ACCEL_CNT_BYTES_PASSED). */
+	ACCEL_CNT_BACKPRESSURE_ON,
+	ACCEL_CNT_BACKPRESSURE_OFF,
+	ACCEL_CNT_BYTES_HELD,
 	ACCEL_CNT_MAX,
 };
 

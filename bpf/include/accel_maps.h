@@ -18,12 +18,13 @@ struct {
 } accel_sock_hash SEC(".maps");
 
 /* Sockets of the cgroup that are, or are about to be, in accel_sock_hash
- * (the peer of a newly established socket is checked here). */
+ * (the peer of a newly established socket is checked here), with what
+ * skmsg.c needs to find the peer's struct sock. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, struct accel_sock_key);
-	__type(value, __u32);
+	__type(value, struct accel_member);
 } accel_members SEC(".maps");
 
 /* Listening sockets of the cgroup, with a count (SO_REUSEPORT groups). */

@@ -20,7 +20,7 @@ import { requirePrivileges } from '../privileges.js';
 import { detachIntercept } from '../intercept/attachment.js';
 import { failpoint } from './failpoint.js';
 import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
-import { Programs, loadFastPath } from './objects.js';
+import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
 import { PinNames, inspectAttachment, pinDirFor, pinRoot, withMapFds } from './pins.js';
 import { type SelfTestResult, runSelfTest } from './selftest.js';
 
@@ -33,6 +33,9 @@ export interface AttachOptions extends CommonOptions {
   cgroup: string;
   skipSelftest: boolean;
   bypassPorts: number[];
+  /** Bytes a fast-path socket may hold unread before its writer is held
+   * back; DEFAULT_QUEUE_LIMIT when not given. */
+  queueLimit?: number;
   /** 'auto': the SK_SKB stream verdict (readiness workaround) only if the
    * plain setup fails its self-test; 'always': with it in any case. */
   streamVerdict?: 'auto' | 'always';
@@ -120,9 +123,13 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   const cg = preflight(options);
   const dir = pinDirFor(options.bpffs, cg.id);
   const state = inspectAttachment(dir, cg.id);
+  const queueLimit = options.queueLimit ?? DEFAULT_QUEUE_LIMIT;
   if (state.kind === 'complete') {
-    withMaps(dir, (maps) => maps.setBypassPorts(options.bypassPorts));
-    log.info(`already attached to ${cg.path}; bypass ports set to [${options.bypassPorts.join(', ')}]`);
+    withMaps(dir, (maps) => {
+      maps.setBypassPorts(options.bypassPorts);
+      maps.setConfig({ ...maps.config(), queueLimit });
+    });
+    log.info(`already attached to ${cg.path}; bypass ports set to [${options.bypassPorts.join(', ')}], queue limit ${queueLimit} bytes`);
     const fds = openPinnedMaps(dir, fs.readdirSync(dir).filter((n) => n.startsWith('accel_')));
     let listenersAdopted = 0;
     try {
@@ -142,7 +149,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   const setup = options.skipSelftest ? { withSkskb: options.streamVerdict === 'always', results: [] } : await chooseSetup(options);
   failpoint('attach-after-selftest');
 
-  const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts });
+  const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts, queueLimit });
   let listenersAdopted = 0;
   try {
     makePinDir(dir);

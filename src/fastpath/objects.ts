@@ -21,7 +21,14 @@ export interface FastPathSettings {
   /** Attach the no-op stream verdict (readiness workaround). */
   withSkskb: boolean;
   bypassPorts: number[];
+  /** Bytes a fast-path socket may hold unread before its writer is held
+   * back (bpf/include/accel_backpressure.h). */
+  queueLimit: number;
 }
+
+/** About what plain TCP lets a writer queue for a peer that does not read
+ * (its send buffer, net.ipv4.tcp_wmem's max of 4 MiB by default). */
+export const DEFAULT_QUEUE_LIMIT = 4 << 20;
 
 export interface LoadedFastPath {
   sockops: BpfObject;
@@ -56,7 +63,7 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
       listeners: fd(MapNames.listeners),
     });
     maps.setBypassPorts(settings.bypassPorts);
-    maps.setConfig({ redirectEnabled: true });
+    maps.setConfig({ redirectEnabled: true, queueLimit: settings.queueLimit });
     attachToMap(skmsg.programFd(Programs.skmsg), maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
     if (skskb) attachToMap(skskb.programFd(Programs.skskbPass), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
     return { sockops, skmsg, skskb, maps, mapFds, close: () => opened.forEach((o) => o.close()) };
@@ -65,3 +72,4 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
     throw err;
   }
 }
+

@@ -12,7 +12,7 @@ import { attachCgroupTemporary } from '../bpf/attach.js';
 import { type Cgroup, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
 import { log } from '../log.js';
 import { runProbe, runSplit } from '../probe/sockprobe.js';
-import { Programs, loadFastPath } from './objects.js';
+import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
 
 export interface SelfTestCheck {
   name: string;
@@ -63,7 +63,7 @@ export interface SelfTestOptions {
 
 export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestResult> {
   let cg: Cgroup | null = null;
-  const loaded = loadFastPath(options.bpfDir, { withSkskb: options.withSkskb, bypassPorts: [] });
+  const loaded = loadFastPath(options.bpfDir, { withSkskb: options.withSkskb, bypassPorts: [], queueLimit: DEFAULT_QUEUE_LIMIT });
   let detach: (() => void) | null = null;
   try {
     cg = createChildCgroup(options.cgroupRoot, 'accel-selftest');

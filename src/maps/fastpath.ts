@@ -60,7 +60,7 @@ export class FastPathMaps {
 
   config(): FastPathConfig {
     const b = lookup(this.fds.config, ZERO_KEY, ConfigLayout.size);
-    return b ? decodeConfig(b) : { redirectEnabled: false };
+    return b ? decodeConfig(b) : { redirectEnabled: false, queueLimit: 0 };
   }
 
   setConfig(c: FastPathConfig): void {

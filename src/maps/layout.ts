@@ -38,16 +38,27 @@ export const ConfigLayout = {
   size: 8,
   fields: {
     redirect_enabled: { offset: 0, size: 4 },
-    pad: { offset: 4, size: 4 },
+    queue_limit: { offset: 4, size: 4 },
+  },
+} as const;
+
+/** struct accel_member: value of accel_members. */
+export const MemberLayout = {
+  size: 16,
+  fields: {
+    sk: { offset: 0, size: 8 },
+    cookie: { offset: 8, size: 8 },
   },
 } as const;
 
 /** struct accel_sock_state */
 export const SockStateLayout = {
-  size: 8,
+  size: 16,
   fields: {
     tcp_only: { offset: 0, size: 4 },
     listener: { offset: 4, size: 4 },
+    held: { offset: 8, size: 4 },
+    pad: { offset: 12, size: 4 },
   },
 } as const;
 
@@ -78,6 +89,9 @@ export const COUNTERS = [
   'connections_tcp_only',
   'bytes_repeated',
   'bytes_repeat_sent',
+  'backpressure_engaged',
+  'backpressure_released',
+  'bytes_held',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -97,6 +111,9 @@ export const COUNTER_ENUM: Record<CounterName, string> = {
   connections_tcp_only: 'ACCEL_CNT_CONN_TCP_ONLY',
   bytes_repeated: 'ACCEL_CNT_BYTES_REPEATED',
   bytes_repeat_sent: 'ACCEL_CNT_BYTES_REPEAT_SENT',
+  backpressure_engaged: 'ACCEL_CNT_BACKPRESSURE_ON',
+  backpressure_released: 'ACCEL_CNT_BACKPRESSURE_OFF',
+  bytes_held: 'ACCEL_CNT_BYTES_HELD',
 };
 
 export interface SockKey {
@@ -194,17 +211,22 @@ export function decodeListenerRecs(b: Buffer): ListenerRec[] {
 
 export interface FastPathConfig {
   redirectEnabled: boolean;
+  /** Bytes a fast-path socket may hold unread before its writer is held
+   * back (the TCP way). */
+  queueLimit: number;
 }
 
 export function encodeConfig(c: FastPathConfig): Buffer {
   const b = Buffer.alloc(ConfigLayout.size);
   b.writeUInt32LE(c.redirectEnabled ? 1 : 0, ConfigLayout.fields.redirect_enabled.offset);
+  b.writeUInt32LE(c.queueLimit, ConfigLayout.fields.queue_limit.offset);
   return b;
 }
 
 export function decodeConfig(b: Buffer): FastPathConfig {
   return {
     redirectEnabled: b.readUInt32LE(ConfigLayout.fields.redirect_enabled.offset) !== 0,
+    queueLimit: b.readUInt32LE(ConfigLayout.fields.queue_limit.offset),
   };
 }
 

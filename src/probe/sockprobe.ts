@@ -20,6 +20,17 @@ export interface ProbeSide {
   count?: number;
   p50_us?: number;
   p99_us?: number;
+  /** slowreader: what the kernel accepted from the writers while the
+   * readers paused (the largest flow, all flows), how often a writer found
+   * its socket full, and the host's TCP memory (pages) and free memory (kB)
+   * taken meanwhile. */
+  writer?: string;
+  flows?: number;
+  acceptedMax?: number;
+  acceptedTotal?: number;
+  writerWaits?: number;
+  tcpMemPagesDelta?: number;
+  memAvailableDropKb?: number;
 }
 
 export interface ProbeResult {

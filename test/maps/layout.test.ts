@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { COUNTERS, COUNTER_ENUM, ConfigLayout, SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, SpliceSockLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, ListenerRecLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
+import { COUNTERS, COUNTER_ENUM, ConfigLayout, MemberLayout, SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, SpliceSockLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, ListenerRecLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
 import { run } from '../../src/proc/run.js';
 import { BPF_DIR } from '../helpers/env.js';
 
@@ -46,8 +46,9 @@ function expectEnum<K extends string>(types: BtfType[], cEnum: string, names: re
 }
 
 describe('struct layouts agree between bpf/include/accel.h and src/maps/layout.ts', () => {
-  it('sockops.bpf.o: accel_sock_key, accel_listen_key, accel_config', async () => {
+  it('sockops.bpf.o: accel_sock_key, accel_listen_key, accel_config, accel_member', async () => {
     const types = await btfTypes('sockops.bpf.o');
+    expectLayout(types, 'accel_member', MemberLayout);
     expectLayout(types, 'accel_sock_key', SockKeyLayout);
     expectLayout(types, 'accel_listen_key', ListenKeyLayout);
     expectLayout(types, 'accel_config', ConfigLayout);

@@ -4,13 +4,15 @@ import { INTERCEPT_DEFAULTS, type InterceptAttachResult, type InterceptSettings,
 import { parseInterceptRule } from '../../intercept/rules.js';
 import type { InterceptRule } from '../../maps/layout.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
-import { type GlobalOptions, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
+import { DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
+import { type GlobalOptions, parseCount, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
 import { print, printJson, table } from '../output.js';
 
 interface AttachCliOptions {
   cgroup: string;
   skipSelftest: boolean;
   bypassPort: number[];
+  queueLimit: number;
   streamVerdict: 'auto' | 'always';
   json: boolean;
   iface: string[];
@@ -36,6 +38,12 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         .default('auto'),
     )
     .option('--bypass-port <port>', 'keep connections on this port off the fast path (repeatable), e.g. for splice(2) readers', parsePort, [])
+    .option(
+      '--queue-limit <bytes>',
+      'bytes a fast-path socket may hold unread before its writer is held back (sent the TCP way until the reader catches up)',
+      parseCount(0x7fffffff),
+      DEFAULT_QUEUE_LIMIT,
+    )
     .option('--iface <name>', 'interception: interface the cgroup connects out through (repeatable)', collect, [])
     .option('--intercept <rule>', 'interception: destination CIDR:PORT, CIDR:PORT-PORT or CIDR:* to steer to the proxy (repeatable; IPv6 as [fd00::/64]:80)', collect, [])
     .option('--proxy-port <port>', 'interception: port the proxy listens on at 127.0.0.1 and [::1]', parseSinglePort)
@@ -69,7 +77,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         };
         await checkIntercept(settings);
       }
-      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort, streamVerdict: opts.streamVerdict });
+      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, streamVerdict: opts.streamVerdict });
       let ic: InterceptAttachResult | null = null;
       if (settings) {
         try {

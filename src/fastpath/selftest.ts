@@ -6,7 +6,8 @@
  * connections inside the cgroup (redirected) and for connections that cross
  * its boundary (which must keep working as plain TCP). It also checks that
  * the fast path really carried the bytes (counters), or the test would
- * prove nothing.
+ * prove nothing, and that a writer whose reader pauses is held back about
+ * as plain TCP holds it back (bounded memory), with every byte delivered.
  */
 import { attachCgroupTemporary } from '../bpf/attach.js';
 import { type Cgroup, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
@@ -63,7 +64,11 @@ export interface SelfTestOptions {
 
 export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestResult> {
   let cg: Cgroup | null = null;
-  const loaded = loadFastPath(options.bpfDir, { withSkskb: options.withSkskb, bypassPorts: [], queueLimit: DEFAULT_QUEUE_LIMIT });
+  // Test seam: ACCEL_SELFTEST_QUEUE_LIMIT loads the throwaway attachment
+  // with another limit than the check expects, as a kernel on which the
+  // limit did not hold would behave.
+  const queueLimit = Number(process.env.ACCEL_SELFTEST_QUEUE_LIMIT) || DEFAULT_QUEUE_LIMIT;
+  const loaded = loadFastPath(options.bpfDir, { withSkskb: options.withSkskb, bypassPorts: [], queueLimit });
   let detach: (() => void) | null = null;
   try {
     cg = createChildCgroup(options.cgroupRoot, 'accel-selftest');
@@ -87,6 +92,7 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
         log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`, { withSkskb: options.withSkskb });
       }
     }
+    checks.push(await backpressureCheck(inside));
     const bytesRedirected = loaded.maps.counters().bytes_redirected;
     if (bytesRedirected === 0n) {
       checks.push({ name: 'fast path engaged', ok: false, error: 'no byte took the fast path during the self-test', severity: 'fatal' });
@@ -97,4 +103,21 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
     loaded.close();
     if (cg) await removeCgroup(cg);
   }
+}
+
+/** A writer against a reader that sleeps a second: the fast path may take
+ * from it what plain TCP takes, plus the queue limit and one message. */
+async function backpressureCheck(inside: { cgroupProcs: string }): Promise<SelfTestCheck> {
+  const name = 'writer held back while its reader pauses';
+  const args = ['slowreader', '--writer', 'epoll', '--bytes', String(64 * MB), '--pause-ms', '1000', '--timeout-s', '60'];
+  const [plain, fast] = [await runProbe(args), await runProbe(args, inside)];
+  let error: string | null = null;
+  if (!plain.ok || !fast.ok) error = `transfer failed: ${fast.error ?? plain.error}`;
+  else {
+    const took = fast.sides[0]?.acceptedMax ?? Infinity;
+    const tcp = plain.sides[0]?.acceptedMax ?? 0;
+    if (took > tcp + DEFAULT_QUEUE_LIMIT + MB) error = `the kernel took ${took} bytes from a writer whose reader did not read (plain TCP: ${tcp})`;
+  }
+  log.verbose(`self-test ${name}: ${error ?? 'ok'}`);
+  return { name, ok: !error, error, severity: 'fatal' };
 }

@@ -18,6 +18,8 @@ export interface AttachmentStatus {
   programIds: Record<string, number>;
   withSkskb: boolean;
   redirectEnabled: boolean;
+  /** Bytes a socket may hold unread before its writer is held back. */
+  queueLimit: number | null;
   socketsInMap: number;
   members: number;
   listeners: number;
@@ -31,13 +33,14 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
   const dir = pinDirFor(bpffs, cgroupId);
   const state = inspectAttachment(dir, cgroupId);
   if (state.kind === 'absent') return null;
-  let maps: Pick<AttachmentStatus, 'socketsInMap' | 'members' | 'listeners' | 'bypassPorts' | 'counters' | 'redirectEnabled'> = {
+  let maps: Pick<AttachmentStatus, 'socketsInMap' | 'members' | 'listeners' | 'bypassPorts' | 'counters' | 'redirectEnabled' | 'queueLimit'> = {
     socketsInMap: 0,
     members: 0,
     listeners: 0,
     bypassPorts: [],
     counters: null,
     redirectEnabled: false,
+    queueLimit: null,
   };
   try {
     maps = withMaps(dir, (m) => ({
@@ -47,6 +50,7 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
       bypassPorts: m.bypassPorts(),
       counters: m.counters(),
       redirectEnabled: m.config().redirectEnabled,
+      queueLimit: m.config().queueLimit,
     }));
   } catch {
     /* a partial attachment may lack maps */

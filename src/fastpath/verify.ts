@@ -17,6 +17,9 @@ export interface VerifyReport {
   socketsInMap: number;
   bytesRedirected: bigint;
   messagesRedirected: bigint;
+  /** Times a writer was held back because its reader did not read, and
+   * released; bytes that went the TCP way meanwhile. */
+  backpressure: { engaged: bigint; released: bigint; bytesHeld: bigint };
   probe: { ok: boolean; bytes: number; bytesRedirectedDelta: bigint; error: string | null } | null;
   engaged: boolean;
 }
@@ -49,6 +52,7 @@ export async function verify(options: { bpffs: string; cgroup?: string; probe: b
       socketsInMap: keys.length,
       bytesRedirected,
       messagesRedirected: counters.messages_redirected,
+      backpressure: { engaged: counters.backpressure_engaged, released: counters.backpressure_released, bytesHeld: counters.bytes_held },
       probe,
       engaged: probe ? probe.ok && probe.bytesRedirectedDelta >= BigInt(probe.bytes) : engaged.length > 0 || bytesRedirected > 0n,
     });

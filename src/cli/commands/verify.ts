@@ -23,6 +23,7 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
               ['connections with both ends in map', r.engagedConnections.length],
               ['messages redirected', r.messagesRedirected],
               ['bytes redirected', r.bytesRedirected],
+              ['writers held back', `${r.backpressure.engaged} times (released ${r.backpressure.released}), ${r.backpressure.bytesHeld} bytes sent the TCP way meanwhile`],
               ...(r.probe
                 ? ([['probe', r.probe.ok ? `${r.probe.bytesRedirectedDelta} of ${r.probe.bytes} bytes redirected` : `failed: ${r.probe.error}`]] as [string, string][])
                 : []),

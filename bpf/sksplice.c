@@ -9,6 +9,45 @@
 #include "accel_common.h"
 #include "accel_splice_maps.h"
 #include "accel_repeat.h"
+#include <bpf/bpf_core_read.h>
+
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+#define ACCEL_SK_USER_DATA_PTRMASK (~7UL)
+/* skbs waiting in a destination's psock that count as congestion by
+ * themselves (each holds up to 64 KB). */
+#define ACCEL_SPLICE_BACKLOG_MAX 32
+
+/* Is the destination of this socket's data congested: its send buffer full
+ * (its peer does not read, or reads slowly) with bytes already waiting
+ * behind it in its psock? Then its owner must hold this socket back. */
+static __always_inline int accel_dest_congested(__u64 cookie)
+{
+	struct bpf_sock *dest = bpf_map_lookup_elem(&accel_splice_hash, &cookie);
+	struct tcp_sock *tp;
+	struct sk_psock *psock;
+	struct sock *sk;
+	int congested = 0;
+	__u32 qlen;
+	__u64 ud;
+
+	if (!dest)
+		return 0;
+	tp = bpf_rdonly_cast(dest, bpf_core_type_id_kernel(struct tcp_sock));
+	sk = &tp->inet_conn.icsk_inet.sk;
+	ud = (__u64)sk->sk_user_data & ACCEL_SK_USER_DATA_PTRMASK;
+	if (ud) {
+		psock = bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock));
+		qlen = psock->ingress_skb.qlen;
+		/* Waiting behind a (nearly) full send buffer, or many skbs
+		 * waiting whatever the reason (TCP memory pressure also stops
+		 * the sends). */
+		congested = qlen >= ACCEL_SPLICE_BACKLOG_MAX ||
+			    (qlen > 0 && sk->sk_wmem_queued >= sk->sk_sndbuf - (sk->sk_sndbuf >> 3));
+	}
+	bpf_sk_release(dest);
+	return congested;
+}
 
 SEC("sk_skb/stream_verdict")
 int accel_splice_verdict(struct __sk_buff *skb)
@@ -51,6 +90,12 @@ int accel_splice_verdict(struct __sk_buff *skb)
 	}
 	if (st)
 		__sync_fetch_and_add(&st->bytes_redirected, len);
+	if (accel_dest_congested(cookie)) {
+		__u32 one = 1;
+
+		if (!bpf_map_update_elem(&accel_splice_held, &cookie, &one, BPF_NOEXIST))
+			accel_splice_count(ACCEL_SPLICE_HOLDS, 1);
+	}
 	accel_splice_count(ACCEL_SPLICE_BYTES_REDIRECTED, len);
 	accel_splice_count(ACCEL_SPLICE_SKBS_REDIRECTED, 1);
 	return SK_PASS;

@@ -842,7 +842,8 @@ static void usage(void)
 		"  [--bytes N] [--back N] [--hold-read]\n"
 		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--pace-us N] [--rst] [--seed N]\n"
 		"  [--concurrent N] [--sequential N] [--early] [--timeout-s N]\n"
-		"  slowreader [--conns N] [--duplex] [--bytes N] [--pause-ms N] [--writer blocking|poll|epoll]\n");
+		"  slowreader [--conns N] [--duplex] [--bytes N] [--pause-ms N] [--writer blocking|poll|epoll]\n"
+		"    [--host H --port P: through an echo server there, or a relay with --duplex]\n");
 	exit(2);
 }
 
@@ -857,6 +858,7 @@ enum writer { W_BLOCKING, W_POLL, W_EPOLL };
 static const char *writer_names[] = { "blocking", "poll", "epoll" };
 static enum writer o_writer = W_BLOCKING;
 static int o_conns = 1, o_pause_ms = 3000;
+static int o_remote; /* --port given: the flows go through a server there */
 
 struct flow {
 	int wfd, rfd;
@@ -960,7 +962,7 @@ static void host_memory(long *tcp_pages, long *avail_kb)
 
 static int cmd_slowreader(void)
 {
-	int nflows = o_conns * (o.duplex ? 2 : 1), lfd = make_listener(0), i, ok = 1;
+	int nflows = o_conns * (o.duplex ? 2 : 1), lfd = o_remote ? -1 : make_listener(0), i, ok = 1;
 	struct flow *fl = calloc(nflows, sizeof(*fl));
 	uint64_t max = 0, total = 0, got = 0, waits = 0;
 	long pages0, avail0, pages1, avail1;
@@ -968,15 +970,25 @@ static int cmd_slowreader(void)
 	char errbuf[200];
 
 	for (i = 0; i < o_conns; i++) {
-		int c = connect_to(o.family == 6 ? "::1" : "127.0.0.1", local_port(lfd)), sfd = accept(lfd, NULL, NULL);
+		int c, sfd;
 
+		if (o_remote) {
+			/* An echo server sends each connection's stream back to it;
+			 * a relay pairs consecutive connections (--duplex). */
+			c = connect_to(o.host, o.port);
+			sfd = o.duplex ? connect_to(o.host, o.port) : c;
+		} else {
+			c = connect_to(o.family == 6 ? "::1" : "127.0.0.1", local_port(lfd));
+			sfd = accept(lfd, NULL, NULL);
+		}
 		if (sfd < 0)
 			die("accept", errno);
 		fl[i * (o.duplex ? 2 : 1)] = (struct flow){ .wfd = c, .rfd = sfd, .seed = o.seed + 2 * i };
 		if (o.duplex)
 			fl[i * 2 + 1] = (struct flow){ .wfd = sfd, .rfd = c, .seed = o.seed + 2 * i + 1 };
 	}
-	close(lfd);
+	if (lfd >= 0)
+		close(lfd);
 	host_memory(&pages0, &avail0);
 	for (i = 0; i < nflows; i++)
 		pthread_create(&fl[i].wt, NULL, slow_writer, &fl[i]);
@@ -1107,7 +1119,9 @@ int main(int argc, char **argv)
 		return cmd_many();
 	if (!strcmp(o.cmd, "pingpong"))
 		return cmd_pingpong();
-	if (!strcmp(o.cmd, "slowreader"))
+	if (!strcmp(o.cmd, "slowreader")) {
+		o_remote = o.port != 0;
 		return cmd_slowreader();
+	}
 	usage();
 }

@@ -194,6 +194,11 @@ enum accel_splice_counter {
 	ACCEL_SPLICE_FINS_DROPPED,
 	ACCEL_SPLICE_BYTES_REPEATED,
 	ACCEL_SPLICE_BYTES_REPEAT_SENT,
+	/* A socket's destination had a full send buffer with bytes waiting
+	 * behind it: the socket was put in accel_splice_held for its owner to
+	 * hold back (sksplice.c); user space counts the releases. */
+	ACCEL_SPLICE_HOLDS,
+	ACCEL_SPLICE_RELEASES,
 	ACCEL_SPLICE_CNT_MAX,
 };
 

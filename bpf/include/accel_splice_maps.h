@@ -46,6 +46,21 @@ struct {
 	__type(value, struct accel_splice_sock);
 } accel_splice_socks SEC(".maps");
 
+/*
+ * Sockets whose destination is congested (cookie -> 1), added by the verdict
+ * program: the verdict cannot make TCP wait, and what it redirects to a
+ * destination that does not send waits in that destination's psock, bounded
+ * by nothing. The owning process polls this map, raises SO_RCVLOWAT on each
+ * socket in it (TCP then keeps the bytes in the receive queue and its window
+ * closes) and deletes the entry once the destination has drained.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, __u64);
+	__type(value, __u32);
+} accel_splice_held SEC(".maps");
+
 /* Shared by every CPU (not per-CPU) so that user space can add the pair
  * counts it owns; the program adds with atomics. */
 struct {

@@ -15,6 +15,7 @@ const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_MARK = 36;
+const SO_SNDBUF = 7;
 const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
 const SOL_IPV6 = 41;
@@ -163,6 +164,14 @@ function sendQueued(fd: number): number {
   const v = Buffer.alloc(4);
   check(libcFns.ioctl(fd, SIOCOUTQ, v) as number, 'SIOCOUTQ');
   return v.readInt32LE(0);
+}
+
+/** Bytes in the send queue (SIOCOUTQ) and the send buffer's size
+ * (SO_SNDBUF, which counts the kernel's overhead as well). */
+export function sendBacklog(fd: number): { queued: number; sndbuf: number } {
+  const v = Buffer.alloc(4);
+  check(libcFns.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, v, [4]) as number, 'SO_SNDBUF');
+  return { queued: sendQueued(fd), sndbuf: v.readInt32LE(0) };
 }
 
 export function tcpStreamCounts(fd: number): TcpStreamCounts {

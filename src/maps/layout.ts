@@ -362,6 +362,8 @@ export const SPLICE_COUNTER_ENUM = {
   fins_dropped: 'ACCEL_SPLICE_FINS_DROPPED',
   bytes_repeated: 'ACCEL_SPLICE_BYTES_REPEATED',
   bytes_repeat_sent: 'ACCEL_SPLICE_BYTES_REPEAT_SENT',
+  holds: 'ACCEL_SPLICE_HOLDS',
+  releases: 'ACCEL_SPLICE_RELEASES',
 } as const;
 export type SpliceCounterName = keyof typeof SPLICE_COUNTER_ENUM;
 export const SPLICE_COUNTERS = Object.keys(SPLICE_COUNTER_ENUM) as SpliceCounterName[];

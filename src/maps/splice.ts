@@ -13,6 +13,7 @@ export const SpliceMapNames = {
   active: 'accel_splice_active',
   socks: 'accel_splice_socks',
   counters: 'accel_splice_counters',
+  held: 'accel_splice_held',
 } as const;
 
 export interface SpliceFds {
@@ -20,6 +21,7 @@ export interface SpliceFds {
   active: number;
   socks: number;
   counters: number;
+  held: number;
 }
 
 export class SpliceMaps {
@@ -51,6 +53,22 @@ export class SpliceMaps {
    * cookie is `cookie`; its destination must be linked already. */
   activate(cookie: bigint, fd: number): void {
     update(this.fds.active, u64(cookie), u64(BigInt(fd)), BPF_NOEXIST);
+  }
+
+  /** The verdict no longer takes what arrives on the socket. */
+  deactivate(cookie: bigint): void {
+    remove(this.fds.active, u64(cookie));
+  }
+
+  /** Sockets the verdict found with a congested destination, for their
+   * owner to hold back. */
+  heldCookies(): bigint[] {
+    return keys(this.fds.held, 8).map((k) => k.readBigUInt64LE(0));
+  }
+
+  /** The socket is no longer held back: the verdict may report it again. */
+  unhold(cookie: bigint): void {
+    remove(this.fds.held, u64(cookie));
   }
 
   /** Sockets with a destination (each spliced socket is one). */

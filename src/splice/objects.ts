@@ -62,6 +62,7 @@ function spliceMaps(fdOf: (name: string) => number): SpliceMaps {
     active: fdOf(SpliceMapNames.active),
     socks: fdOf(SpliceMapNames.socks),
     counters: fdOf(SpliceMapNames.counters),
+    held: fdOf(SpliceMapNames.held),
   });
 }
 

@@ -34,6 +34,7 @@ import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../proxy/relay.js';
 import { log } from '../log.js';
 import type { SpliceMaps } from '../maps/splice.js';
+import { type HoldableSide, SpliceHolds } from './holds.js';
 
 /** High enough that no ordinary burst reaches it (the kernel caps it at
  * half the largest receive buffer). */
@@ -134,10 +135,52 @@ function streamBase(s: Side): bigint {
 }
 
 export class KernelSplicer {
+  /** Sockets held back while their destination does not keep up. */
+  readonly holds: SpliceHolds;
+
   constructor(
     readonly maps: SpliceMaps,
     private readonly o: SpliceOptions = { halfCloseTimeoutMs: 30_000 },
-  ) {}
+  ) {
+    this.holds = new SpliceHolds(maps);
+  }
+
+  /** How SpliceHolds holds `s` back: out of the verdict's map, and not read
+   * by node either (what node read goes to the peer first), so its bytes
+   * wait in its own receive queue. */
+  private holdable(s: Side): HoldableSide {
+    return {
+      cookie: s.cookie,
+      hold: () => {
+        if (s.sock.destroyed || s.sock.readableEnded) return false;
+        const buffered = quiesce(s.sock);
+        try {
+          this.maps.deactivate(s.cookie);
+        } catch (err) {
+          log.debug(`cannot hold a spliced socket back: ${(err as Error).message}`);
+          s.sock.resume();
+          return false;
+        }
+        if (buffered.length && !s.peer.sock.destroyed) s.peer.sock.write(buffered);
+        return true;
+      },
+      release: () => {
+        try {
+          this.maps.activate(s.cookie, s.fd);
+          // Data-ready: the verdict takes what queued meanwhile, in order.
+          setRcvLowat(s.fd, 1);
+        } catch (err) {
+          // No longer established (a FIN came): node relays the rest.
+          if (!refusedByMap(err)) log.debug(`spliced socket back to the verdict: ${(err as Error).message}`);
+        }
+        if (!s.sock.destroyed) s.sock.resume();
+      },
+      destination: () => ({
+        fd: s.peer.fd,
+        inKernel: this.maps.redirectedFrom(s.cookie) - (tcpStreamCounts(s.peer.fd).sendStream - s.peer.streamBase - BigInt(s.peer.sock.bytesWritten)),
+      }),
+    };
+  }
 
   /**
    * Splice a and b (b === a for an echo). `toB` is data user space already
@@ -227,19 +270,22 @@ export class KernelSplicer {
       return inUserSpace();
     }
     this.maps.add('pairs_spliced');
+    const holdables = sides.map((s) => this.holdable(s));
+    for (const h of holdables) this.holds.add(h);
     for (const s of sides) setRcvLowat(s.fd, 1);
-    return this.watch(sides);
+    return this.watch(sides, holdables);
   }
 
   /** Until both directions are through: forward half-closes and resets,
    * relay the rare bytes the kernel passed up instead of redirecting; then
    * close our descriptors, which takes the sockets out of the map. */
-  private watch(sides: Side[]): Promise<SpliceResult> {
+  private watch(sides: Side[], holdables: HoldableSide[]): Promise<SpliceResult> {
     return new Promise((resolve) => {
       let reset = false;
       let directions = sides.length;
       const counted = new Map<Side, number>();
       const finish = () => {
+        for (const h of holdables) this.holds.remove(h);
         for (const s of sides) {
           counted.set(s, Number(this.maps.redirectedFrom(s.cookie)) + s.peer.sock.bytesWritten);
           this.maps.untrack(s.cookie);
@@ -250,9 +296,10 @@ export class KernelSplicer {
         const aToB = first ? (counted.get(first) ?? 0) : 0;
         resolve({ aToB, bToA: second ? (counted.get(second) ?? 0) : aToB, reset });
       };
-      for (const s of sides) {
+      sides.forEach((s, i) => {
         const from = s;
         const to = s.peer;
+        const held = holdables[i] as HoldableSide;
         let through = false;
         const directionDone = () => {
           if (through) return;
@@ -261,14 +308,21 @@ export class KernelSplicer {
         };
         from.sock.on('data', (chunk: Buffer) => {
           // Bytes that reached this socket's own queue (a redirect that
-          // could not happen): still delivered, by user space.
-          if (!to.sock.destroyed) to.sock.write(chunk);
+          // could not happen): still delivered, by user space, which stops
+          // reading while the other side's buffer is full.
+          if (!to.sock.destroyed && !to.sock.write(chunk)) {
+            from.sock.pause();
+            to.sock.once('drain', () => {
+              if (!this.holds.isHeld(held)) from.sock.resume();
+            });
+          }
         });
         from.sock.on('end', () => {
           // Already counted as through (`to` closed first): our descriptors
           // may be closed by now and their numbers reused by other sockets,
           // so nothing may be done through them; `to` is gone anyway.
           if (through) return;
+          this.holds.releaseNow(held);
           void this.forwardEnd(from, to).finally(directionDone);
         });
         from.sock.on('error', (err: NodeJS.ErrnoException) => {
@@ -288,7 +342,7 @@ export class KernelSplicer {
         from.sock.resume();
         // A half-close that came before the hand-off.
         if (from.sock.readableEnded) void this.forwardEnd(from, to).finally(directionDone);
-      }
+      });
     });
   }
 

@@ -1,0 +1,102 @@
+/**
+ * Holding back spliced sockets whose destination does not keep up.
+ *
+ * The verdict program cannot make TCP wait: whatever it redirects to a
+ * destination whose peer stopped reading waits in the destination's psock,
+ * bounded by nothing, while the source's TCP window stays open (the kernel
+ * took the bytes off its receive queue). SO_RCVLOWAT does not stop it for
+ * long either: TCP calls the data-ready callback anyway once the receive
+ * buffer is nearly full (tcp_epollin_ready). So when the verdict finds the
+ * destination's send buffer full with bytes waiting behind it, it puts the
+ * source in accel_splice_held, and this poller takes the source out of the
+ * verdict's map. The source is then a plain TCP socket nobody reads: its
+ * receive buffer fills and its window closes, as for any reader that stops.
+ * Once the destination has sent what was redirected to it and three
+ * quarters of its send buffer are free, the source goes back into the map
+ * and the verdict takes its queue, in order.
+ *
+ * The poll runs every POLL_MS while a pair is spliced: one system call when
+ * nothing is held. What the kernel takes between the verdict's report and
+ * the hold is what arrives in that time.
+ */
+import { sendBacklog } from '../bpf/socket.js';
+import { log } from '../log.js';
+import type { SpliceMaps } from '../maps/splice.js';
+
+const POLL_MS = 2;
+
+/** One spliced source socket, as the poller drives it. */
+export interface HoldableSide {
+  cookie: bigint;
+  /** Take the socket out of the verdict's map; false if it cannot be. */
+  hold(): boolean;
+  /** Put it back; the verdict then takes what queued meanwhile. */
+  release(): void;
+  /** Bytes redirected to the destination that are not yet in its send
+   * stream, and the destination's descriptor. */
+  destination(): { inKernel: bigint; fd: number };
+}
+
+export class SpliceHolds {
+  private readonly sides = new Map<bigint, HoldableSide>();
+  private readonly holding = new Set<HoldableSide>();
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly maps: SpliceMaps) {}
+
+  add(side: HoldableSide): void {
+    this.sides.set(side.cookie, side);
+    this.timer ??= setInterval(() => this.poll(), POLL_MS).unref();
+  }
+
+  /** The side is finished with (its descriptor is about to close). */
+  remove(side: HoldableSide): void {
+    this.sides.delete(side.cookie);
+    this.holding.delete(side);
+    // Also an entry the verdict made since the last poll.
+    this.maps.unhold(side.cookie);
+    if (!this.sides.size && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+  }
+
+  isHeld(side: HoldableSide): boolean {
+    return this.holding.has(side);
+  }
+
+  /** Release a held side now (its direction ends). */
+  releaseNow(side: HoldableSide): void {
+    if (!this.holding.delete(side)) return;
+    this.maps.unhold(side.cookie);
+    this.maps.add('releases');
+    side.release();
+  }
+
+  private poll(): void {
+    for (const cookie of this.maps.heldCookies()) {
+      const side = this.sides.get(cookie);
+      if (!side) {
+        this.maps.unhold(cookie);
+        continue;
+      }
+      if (this.holding.has(side)) continue;
+      if (side.hold()) this.holding.add(side);
+      else this.maps.unhold(cookie);
+    }
+    for (const side of this.holding) {
+      if (this.drained(side)) this.releaseNow(side);
+    }
+  }
+
+  private drained(side: HoldableSide): boolean {
+    try {
+      const d = side.destination();
+      const { queued, sndbuf } = sendBacklog(d.fd);
+      return d.inKernel <= 0n && queued * 4 < sndbuf;
+    } catch (err) {
+      log.debug(`held socket's destination: ${(err as Error).message}`);
+      return true; // gone: nothing to wait for
+    }
+  }
+}

@@ -15,6 +15,7 @@ import { registerStatus } from './commands/status.js';
 import { registerVerify } from './commands/verify.js';
 import { runAndExit } from './exit.js';
 import { GLOBAL_DEFAULTS, type GlobalOptions } from './options.js';
+import { packageVersion } from './version.js';
 
 const program = new Command('accel')
   .description('transparent sidecar accelerator: local TCP through eBPF sockmap, transparent interception, in-kernel splicing')
@@ -22,6 +23,7 @@ const program = new Command('accel')
   .addOption(new Option('--log-format <format>', 'log format').choices(['text', 'json']).default('text'))
   .option('--bpffs <dir>', 'bpffs mount point (mounted if needed)', GLOBAL_DEFAULTS.bpffs)
   .option('--bpf-dir <dir>', 'directory of the compiled BPF objects', GLOBAL_DEFAULTS.bpfDir)
+  .version(packageVersion(), '-V, --version', 'print the version of accel')
   .showHelpAfterError()
   .exitOverride();
 

@@ -63,12 +63,17 @@ export class AccelError extends Error {
   readonly code: ErrorCode;
   /** errno name (ENOENT, EPERM...) when a system call is behind it. */
   readonly errno: string | undefined;
+  /** What a command had found when it failed (verify's reports, the
+   * self-test's checks): under --json it goes out with the error, in one
+   * document, instead of being printed before it. */
+  readonly result: Record<string, unknown> | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { cause?: unknown; errno?: string } = {}) {
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; errno?: string; result?: Record<string, unknown> } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AccelError';
     this.code = code;
     this.errno = options.errno;
+    this.result = options.result;
   }
 
   get exitStatus(): number {

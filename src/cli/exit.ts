@@ -1,29 +1,58 @@
 /**
- * The one exit handler: an AccelError becomes one line on stderr and its
- * exit status; anything else is an internal error (status 1), with the
+ * The one exit handler. Every failure is reported here, once, and nowhere
+ * else: as one line on stderr, `accel: <message> [<code>]`, or, when the
+ * command was given --json, as one JSON object on stdout,
+ * {"code", "message", "errno"?}, so a script reads one document whatever
+ * happened. The exit status is the code's (see errors.ts). commander's
+ * usage errors become E_USAGE (commander itself prints none, see main.ts);
+ * anything that is not an AccelError is an internal error (status 1), its
  * stack at debug level.
  */
+import { CommanderError } from 'commander';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
+import { printJson } from './output.js';
 
-export function reportError(err: unknown): number {
-  if (err instanceof AccelError) {
-    process.stderr.write(`accel: ${err.message} [${err.code}]\n`);
-    if (err.cause) log.debug(`cause: ${String((err.cause as Error)?.stack ?? err.cause)}`);
-    return err.exitStatus;
-  }
-  const e = err as Error;
-  process.stderr.write(`accel: internal error: ${e?.message ?? String(err)} [${ErrorCodes.INTERNAL}]\n`);
-  log.debug(String(e?.stack ?? ''));
-  return 1;
+/** commander's usage errors say "error: ..."; our line says "accel: ...". */
+function usageError(err: CommanderError): AccelError {
+  // Only a missing command makes commander fail with its help (to stderr):
+  // one line instead.
+  const message = err.code === 'commander.help' ? 'no known command given (accel --help lists them)' : err.message.replace(/^error: /, '');
+  return new AccelError(ErrorCodes.USAGE, message, { cause: err });
 }
 
-export async function runAndExit(fn: () => Promise<void>): Promise<never> {
+function asAccelError(err: unknown): AccelError {
+  if (err instanceof AccelError) return err;
+  if (err instanceof CommanderError) return usageError(err);
+  return new AccelError(ErrorCodes.INTERNAL, `internal error: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/** Report `err` and return the exit status. */
+export function reportError(err: unknown, json = false): number {
+  // --help and --version end parsing with a CommanderError too, after
+  // printing what was asked: a success.
+  if (err instanceof CommanderError && err.exitCode === 0) return 0;
+  const e = asAccelError(err);
+  if (json) {
+    // A command that fails after finding something (verify, selftest,
+    // bench) hands it over as `result`: one document, its fields and ours.
+    const doc = { ...e.result, code: e.code, message: e.message, ...(e.errno ? { errno: e.errno } : {}) };
+    printJson(doc);
+  } else {
+    process.stderr.write(`accel: ${e.message} [${e.code}]\n`);
+  }
+  if (e.cause !== undefined) log.debug(`cause: ${String((e.cause as Error)?.stack ?? e.cause)}`);
+  return e.exitStatus;
+}
+
+/** Run the command line, report any failure, exit. `json` is asked after
+ * the failure, when the arguments have been read as far as they could. */
+export async function runAndExit(fn: () => Promise<unknown>, json: () => boolean = () => false): Promise<never> {
   let status = 0;
   try {
     await fn();
   } catch (err) {
-    status = reportError(err);
+    status = reportError(err, json());
   }
   // Let winston flush before leaving.
   await new Promise((resolve) => setImmediate(resolve));

@@ -14,7 +14,9 @@ import { registerSelftest } from './commands/selftest.js';
 import { registerStatus } from './commands/status.js';
 import { registerVerify } from './commands/verify.js';
 import { runAndExit } from './exit.js';
+import { asksForJson } from './json-mode.js';
 import { GLOBAL_DEFAULTS, type GlobalOptions } from './options.js';
+import { packageVersion } from './version.js';
 
 const program = new Command('accel')
   .description('transparent sidecar accelerator: local TCP through eBPF sockmap, transparent interception, in-kernel splicing')
@@ -22,12 +24,22 @@ const program = new Command('accel')
   .addOption(new Option('--log-format <format>', 'log format').choices(['text', 'json']).default('text'))
   .option('--bpffs <dir>', 'bpffs mount point (mounted if needed)', GLOBAL_DEFAULTS.bpffs)
   .option('--bpf-dir <dir>', 'directory of the compiled BPF objects', GLOBAL_DEFAULTS.bpfDir)
-  .showHelpAfterError()
+  .version(packageVersion(), '-V, --version', 'print the version of accel')
+  // commander reports nothing itself and never exits: its errors reach the
+  // one exit handler, which prints them as every other error (one line, or
+  // JSON under --json). --help still goes to stdout (writeOut).
+  .configureOutput({ writeErr: () => {}, outputError: () => {} })
   .exitOverride();
 
 const globals = () => program.opts<GlobalOptions>();
 
-program.hook('preAction', () => {
+/** Set once a command's options are parsed: they say whether it was asked
+ * for JSON better than the raw arguments (`--cgroup --json` makes "--json"
+ * a path). */
+let parsedJson: boolean | undefined;
+
+program.hook('preAction', (_program, command) => {
+  parsedJson = command.opts().json === true;
   const g = globals();
   configureLogging({ level: g.logLevel as LogLevel, format: g.logFormat });
   // libbpf's own lines (verifier logs included) explain failures that the
@@ -45,15 +57,7 @@ registerProxy(program, globals);
 registerSpliceServers(program, globals);
 registerBench(program, globals);
 
-await runAndExit(async () => {
-  try {
-    await program.parseAsync(process.argv);
-  } catch (err) {
-    const e = err as { code?: string; exitCode?: number };
-    if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
-      // commander printed its own message (or help/version)
-      process.exit(e.exitCode === 0 ? 0 : 2);
-    }
-    throw err;
-  }
-});
+await runAndExit(
+  () => program.parseAsync(process.argv),
+  () => parsedJson ?? asksForJson(program, process.argv.slice(2)),
+);

@@ -85,16 +85,22 @@ function validatePorts(ports: number[]): void {
   }
 }
 
-/** Everything that must hold before anything is touched. */
+/** The compiled objects attach loads, all checked before anything is
+ * touched so that a half-built tree fails before the first program. */
+export function requireBpfObjects(bpfDir: string): void {
+  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o', LISTENERS_OBJECT]) {
+    if (!fs.existsSync(path.join(bpfDir, file))) {
+      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(bpfDir, file)} is missing (run npm run build)`);
+    }
+  }
+}
+
+/** Everything attach needs, checked before anything is touched. */
 function preflight(options: CommonOptions & { cgroup: string; prober?: Prober }): Cgroup {
   requirePrivileges();
   const cg = resolveCgroup(options.cgroup);
   requireKernelFeatures(options.prober);
-  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o', LISTENERS_OBJECT]) {
-    if (!fs.existsSync(path.join(options.bpfDir, file))) {
-      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(options.bpfDir, file)} is missing (run npm run build)`);
-    }
-  }
+  requireBpfObjects(options.bpfDir);
   ensureBpffs(options.bpffs);
   return cg;
 }
@@ -193,6 +199,8 @@ export interface DetachOptions extends CommonOptions {
   /** How long sockets stay in the map after the cgroup link is gone, so
    * readers can take bytes already redirected to them. */
   drainMs: number;
+  /** Test seam: how the cgroup path is resolved. */
+  resolve?: (cgroup: string) => Cgroup;
 }
 
 export interface DetachResult {
@@ -207,7 +215,12 @@ export interface DetachResult {
  * reference and the kernel returns the sockets to the normal TCP path.
  */
 export async function detach(options: DetachOptions): Promise<DetachResult> {
-  const cg = preflight({ ...options, prober: () => [] });
+  // Not attach's preflight: detach only unpins, so it needs neither the
+  // kernel features nor the compiled objects, and must still work once the
+  // build output is gone (an uninstall, a broken build).
+  requirePrivileges();
+  const cg = (options.resolve ?? resolveCgroup)(options.cgroup);
+  ensureBpffs(options.bpffs);
   const dir = pinDirFor(options.bpffs, cg.id);
   if (!fs.existsSync(dir)) {
     await detachIntercept(cg, dir);

@@ -60,9 +60,12 @@ export function registerBench(program: Command, globals: () => GlobalOptions): v
         });
         const report = summarize(run);
         const files = await writeReport(report, path.resolve(opts.out));
+        if (!opts.json) print(`${formatReport(report)}\n\nwritten: ${files.json}\n         ${files.chart}`);
+        // Under --json the report goes out with the error, as one document.
+        if (report.missing.length) {
+          throw new AccelError(ErrorCodes.BENCH_INCOMPLETE, `no figure for ${report.missing.join(', ')} (see the warnings above)`, { result: { ...report, files } });
+        }
         if (opts.json) printJson({ ...report, files });
-        else print(`${formatReport(report)}\n\nwritten: ${files.json}\n         ${files.chart}`);
-        if (report.missing.length) throw new AccelError(ErrorCodes.BENCH_INCOMPLETE, `no figure for ${report.missing.join(', ')} (see the warnings above)`);
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

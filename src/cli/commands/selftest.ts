@@ -17,8 +17,9 @@ export function registerSelftest(program: Command, globals: () => GlobalOptions)
       requirePrivileges();
       ensureBpffs(globals().bpffs);
       const r = await runSelfTest({ bpfDir: globals().bpfDir, withSkskb: opts.workaround, cgroupRoot: DEFAULT_CGROUP2_ROOT });
+      if (!opts.json) for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
+      // Under --json the checks go out with the error, as one document.
+      if (!r.ok) throw new AccelError(ErrorCodes.SELFTEST, 'the self-test failed', { result: { ...r } });
       if (opts.json) printJson(r);
-      else for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
-      if (!r.ok) throw new AccelError(ErrorCodes.SELFTEST, 'the self-test failed');
     });
 }

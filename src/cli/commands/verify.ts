@@ -13,8 +13,7 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
     .option('--json', 'print as JSON', false)
     .action(async (opts: { cgroup?: string; probe: boolean; json: boolean }) => {
       const reports = await verify({ bpffs: globals().bpffs, probe: opts.probe, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
-      if (opts.json) printJson({ reports });
-      else {
+      if (!opts.json) {
         for (const r of reports) {
           print(`${r.cgroupPath ?? '(removed cgroup)'}: fast path ${r.engaged ? 'ENGAGED' : 'NOT engaged'}`);
           print(
@@ -33,6 +32,10 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
         }
         print(`On hosts with kprobes, this shows each socket as it joins the fast path:\n  ${BPFTRACE_HINT}`);
       }
-      if (reports.some((r) => !r.engaged)) throw new AccelError(ErrorCodes.VERIFY, 'the fast path has not engaged (no connection with both ends in the map, no byte redirected)');
+      // Under --json the reports go out with the error, as one document.
+      if (reports.some((r) => !r.engaged)) {
+        throw new AccelError(ErrorCodes.VERIFY, 'the fast path has not engaged (no connection with both ends in the map, no byte redirected)', { result: { reports } });
+      }
+      if (opts.json) printJson({ reports });
     });
 }

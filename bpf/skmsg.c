@@ -66,8 +66,11 @@ int accel_skmsg(struct sk_msg_md *msg)
 	if (!cfg || !cfg->redirect_enabled)
 		return accel_pass(msg, sk);
 
+	/* Without its state (allocation failed) a socket cannot be held back
+	 * safely: a message sent the TCP way unrecorded could be overtaken by
+	 * the next one. It is redirected, as before backpressure existed. */
 	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st || st->tcp_only)
+	if (st && st->tcp_only)
 		return accel_passed(size);
 
 	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg)))
@@ -77,7 +80,7 @@ int accel_skmsg(struct sk_msg_md *msg)
 		return accel_pass(msg, sk);
 
 	accel_peer_view(&peer_view, member->sk, member->cookie, cfg->queue_limit);
-	if (st->held) {
+	if (st && st->held) {
 		/* Back to the redirect only once the TCP path of this direction
 		 * has drained, with half the peer's buffer free. */
 		if (!peer_view.valid || peer_view.pressure || peer_view.rx_pending || !accel_tcp_tx_done(sk) ||
@@ -85,8 +88,7 @@ int accel_skmsg(struct sk_msg_md *msg)
 			return accel_hold(st, size);
 		st->held = 0;
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
-	} else if (peer_view.valid &&
-		   (peer_view.pressure || peer_view.queued + size > peer_view.limit)) {
+	} else if (st && peer_view.valid && (peer_view.pressure || peer_view.queued + size > peer_view.limit)) {
 		return accel_hold(st, size);
 	}
 

@@ -291,8 +291,17 @@ static const char *send_stream(int fd, uint64_t total, uint64_t seed)
 
 			if (w < 0 && errno == EINTR)
 				continue;
+			/* A non-blocking reader shares the file (--duplex): wait for
+			 * room as a blocking send would, up to the stall limit. */
+			if (w < 0 && errno == EAGAIN) {
+				struct pollfd p = { .fd = fd, .events = POLLOUT };
+
+				if (poll(&p, 1, o.stall_ms) > 0)
+					continue;
+				return "writer stalled (peer not reading)";
+			}
 			if (w < 0)
-				return errno == EAGAIN ? "writer stalled (peer not reading)" : strerror(errno);
+				return strerror(errno);
 			off += w;
 		}
 		sent += n;
@@ -1014,13 +1023,17 @@ static int cmd_slowreader(void)
 		pthread_join(fl[i].wt, NULL);
 		got += fl[i].got;
 		waits += fl[i].waits;
-		if (!err && fl[i].werr) {
-			snprintf(errbuf, sizeof(errbuf), "flow %d: writer: %s", i, strerror(fl[i].werr));
-			err = errbuf;
-		} else if (!err && (fl[i].rerr || fl[i].reset || fl[i].got != o.bytes)) {
+		/* A reader's finding first: its writer then fails with EPIPE. */
+		if (!err && (fl[i].rerr || fl[i].reset || (fl[i].got != o.bytes && !fl[i].werr))) {
 			snprintf(errbuf, sizeof(errbuf), "flow %d: reader: %s (%llu of %llu bytes)", i,
 				 fl[i].rerr ?: (fl[i].reset ? "reset" : "short"), (unsigned long long)fl[i].got,
 				 (unsigned long long)o.bytes);
+			err = errbuf;
+		}
+	}
+	for (i = 0; i < nflows && !err; i++) {
+		if (fl[i].werr) {
+			snprintf(errbuf, sizeof(errbuf), "flow %d: writer: %s", i, strerror(fl[i].werr));
 			err = errbuf;
 		}
 	}

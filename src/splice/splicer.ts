@@ -155,9 +155,21 @@ export class KernelSplicer {
         if (s.sock.destroyed || s.sock.readableEnded) return false;
         const buffered = quiesce(s.sock);
         try {
+          // The verdict must not be running when it leaves the map: the
+          // kernel clears the psock's program then, and an skb a verdict
+          // run already took off the queue is dropped for want of one
+          // (sk_psock_verdict_recv). With SO_RCVLOWAT raised first, arriving
+          // bytes stop calling the verdict while the receive buffer has
+          // room, and the verdict has just emptied it.
+          setRcvLowat(s.fd, RCVLOWAT_HOLD);
           this.maps.deactivate(s.cookie);
         } catch (err) {
           log.debug(`cannot hold a spliced socket back: ${(err as Error).message}`);
+          try {
+            setRcvLowat(s.fd, 1);
+          } catch {
+            /* closed meanwhile */
+          }
           s.sock.resume();
           return false;
         }

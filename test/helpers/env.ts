@@ -9,6 +9,7 @@ import { type Cgroup, DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, remove
 import { withMaps } from '../../src/fastpath/attachment.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
+import type { Counters } from '../../src/maps/layout.js';
 import { CLI_ENTRY, DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
 import { type RunResult, run } from '../../src/proc/run.js';
 import { removeStaleSpliceDirs } from '../../src/splice/objects.js';
@@ -39,6 +40,16 @@ export async function attachOk(t: TestContext, cg: Cgroup, extra: string[] = [])
   const r = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', ...extra]);
   if (r.exitCode !== 0) throw new Error(`attach failed (${r.exitCode}): ${r.stderr}`);
   t.after(() => accel(['detach', '--cgroup', cg.path, '--drain-ms', '0']));
+}
+
+/**
+ * Bytes the fast path carried: redirected, or sent the TCP way while its
+ * reader had fallen queue-limit bytes behind (backpressure). Fails if any
+ * byte took the TCP way for another reason.
+ */
+export function fastPathBytes(c: Counters): bigint {
+  if (c.bytes_passed !== c.bytes_held) throw new Error(`${c.bytes_passed - c.bytes_held} bytes took the TCP path, not held back by backpressure`);
+  return c.bytes_redirected + c.bytes_held;
 }
 
 export function maps<T>(cg: Cgroup, fn: (m: FastPathMaps) => T): T {

@@ -4,7 +4,16 @@
  * original destination (CIDRs), its port(s), and from the first bytes of
  * the stream the TLS SNI or the HTTP Host (exact, or "*.suffix").
  *
- *   { "default": "allow",
+ * A connection may give no name (nothing sent in time, not TLS or HTTP, a
+ * name the sniffer will not trust). A rule that needs the name can then
+ * neither match nor be skipped safely: an allow rule does not match (no
+ * name earns an allow), and a deny rule decides `unknown` (default "deny":
+ * otherwise a client gets past `deny sni x` by hiding x; "allow" makes such
+ * deny rules not apply and lets the rules after them decide). A plain HTTP
+ * connection has no SNI and a TLS one shows no Host: those conditions are
+ * simply false for them.
+ *
+ *   { "default": "allow", "unknown": "deny",
  *     "rules": [ { "action": "deny", "destination": ["10.200.0.2/32"], "ports": "9000-9100" },
  *                { "action": "allow", "sni": "*.example.com", "splice": false } ] }
  *
@@ -47,6 +56,7 @@ const ruleSchema = z
 const policySchema = z
   .object({
     default: z.enum(['allow', 'deny']).default('allow'),
+    unknown: z.enum(['allow', 'deny']).default('deny'),
     rules: z.array(ruleSchema).default([]),
   })
   .strict();
@@ -56,7 +66,9 @@ export type Action = 'allow' | 'deny';
 export interface ConnectionFacts {
   destination: string;
   port: number;
-  /** undefined: not known (no bytes looked at, or not TLS/HTTP). */
+  /** What the first bytes were; undefined: not known. */
+  protocol?: 'tls' | 'http' | undefined;
+  /** undefined: not known (no bytes looked at, or no name to trust). */
   sni?: string | undefined;
   host?: string | undefined;
 }
@@ -66,6 +78,9 @@ export interface Decision {
   /** "rule 2 (name)" or "default". */
   reason: string;
   splice: boolean;
+  /** A rule with a Host condition was weighed: another request on this
+   * HTTP connection, with another Host, might be decided otherwise. */
+  dependsOnHost: boolean;
 }
 
 interface CompiledRule {
@@ -80,8 +95,7 @@ interface CompiledRule {
 
 const list = <T>(v: T | T[] | undefined): T[] | null => (v === undefined ? null : Array.isArray(v) ? v : [v]);
 
-function hostMatches(patterns: string[], name: string | undefined): boolean {
-  if (!name) return false;
+function hostMatches(patterns: string[], name: string): boolean {
   const n = name.toLowerCase().replace(/\.$/, '');
   return patterns.some((p) => {
     const q = p.toLowerCase();
@@ -89,10 +103,20 @@ function hostMatches(patterns: string[], name: string | undefined): boolean {
   });
 }
 
+/** A name condition: true, false, or 'unknown' when the name is missing
+ * and the protocol does not rule it out. */
+function nameCondition(patterns: string[] | null, name: string | undefined, carriedBy: 'tls' | 'http', protocol: ConnectionFacts['protocol']): boolean | 'unknown' {
+  if (!patterns) return true;
+  if (name !== undefined) return hostMatches(patterns, name);
+  return protocol !== undefined && protocol !== carriedBy ? false : 'unknown';
+}
+
 export class Policy {
   private constructor(
     private readonly rules: CompiledRule[],
     readonly defaultAction: Action,
+    /** What a deny rule that needs a missing name decides. */
+    readonly unknownAction: Action,
   ) {}
 
   /** Validate and compile; E_POLICY names the first problem and where. */
@@ -123,7 +147,7 @@ export class Policy {
         splice: rule.splice ?? true,
       };
     });
-    return new Policy(rules, r.data.default);
+    return new Policy(rules, r.data.default, r.data.unknown);
   }
 
   static load(file: string): Policy {
@@ -153,13 +177,22 @@ export class Policy {
 
   decide(f: ConnectionFacts): Decision {
     const family = net.isIPv6(f.destination) ? 'ipv6' : 'ipv4';
+    let dependsOnHost = false;
     for (const r of this.rules) {
       if (r.destinations && !r.destinations.check(f.destination, family)) continue;
       if (r.ports && !r.ports.some(([lo, hi]) => f.port >= lo && f.port <= hi)) continue;
-      if (r.sni && !hostMatches(r.sni, f.sni)) continue;
-      if (r.host && !hostMatches(r.host, f.host)) continue;
-      return { action: r.action, reason: r.label, splice: r.splice };
+      dependsOnHost ||= r.host !== null;
+      const sni = nameCondition(r.sni, f.sni, 'tls', f.protocol);
+      const host = nameCondition(r.host, f.host, 'http', f.protocol);
+      if (sni === false || host === false) continue;
+      if (sni === 'unknown' || host === 'unknown') {
+        if (r.action === 'deny' && this.unknownAction === 'deny') {
+          return { action: 'deny', reason: `unknown ${sni === 'unknown' ? 'sni' : 'host'} (${r.label})`, splice: r.splice, dependsOnHost };
+        }
+        continue;
+      }
+      return { action: r.action, reason: r.label, splice: r.splice, dependsOnHost };
     }
-    return { action: this.defaultAction, reason: 'default', splice: true };
+    return { action: this.defaultAction, reason: 'default', splice: true, dependsOnHost };
   }
 }

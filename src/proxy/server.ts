@@ -4,16 +4,17 @@
  * accepted socket's local address is the destination the client asked for.
  * Per connection: look at the first bytes when the policy needs them, decide,
  * connect upstream with the proxy mark, then relay (or, see splice, hand the
- * pair to the kernel).
+ * pair to the kernel; or, for HTTP decided by Host, check every request).
  */
 import net from 'node:net';
 import { type Family, closeSocket, transparentListener } from '../bpf/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
+import { type NameFacts, chooseDataPath, factsOf, readFirstBytes } from './admission.js';
 import { closeGracefully } from './drain.js';
+import { relayInspected } from './http-inspect.js';
 import { relay } from './relay.js';
-import { SNIFF_LIMIT, type Sniffed, sniff } from './sniff.js';
 import { connectUpstream } from './upstream.js';
 
 export interface ProxyOptions {
@@ -46,8 +47,9 @@ export interface ConnectionEvent {
   reason: string;
   sni?: string | undefined;
   host?: string | undefined;
-  /** relay-fastpath: relayed because the client hop is on the sk_msg fast path. */
-  mode?: 'relay' | 'splice' | 'relay-fastpath';
+  /** relay-fastpath: relayed because the client hop is on the sk_msg fast
+   * path; inspect: HTTP relayed request by request, each Host checked. */
+  mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect';
 }
 
 export interface ProxyStats {
@@ -57,43 +59,18 @@ export interface ProxyStats {
   failed: number;
   spliced: number;
   active: number;
+  /** Inspected connections cut at a later request the policy denies. */
+  requestsDenied: number;
 }
 
 function endpoint(address: string | undefined, port: number | undefined): string {
   return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-/** Read until the first bytes say enough (or limit/timeout); the socket is
- * paused again afterwards and the bytes are returned for the upstream. */
-function readFirstBytes(sock: net.Socket, timeoutMs: number): Promise<{ bytes: Buffer; sniffed: Sniffed }> {
-  return new Promise((resolve) => {
-    let bytes = Buffer.alloc(0);
-    let sniffed: Sniffed = { kind: 'incomplete' };
-    const finish = () => {
-      clearTimeout(timer);
-      sock.off('data', onData);
-      sock.off('end', finish);
-      sock.off('close', finish);
-      sock.pause();
-      resolve({ bytes, sniffed: sniffed.kind === 'incomplete' ? { kind: 'other' } : sniffed });
-    };
-    const onData = (chunk: Buffer) => {
-      bytes = Buffer.concat([bytes, chunk]);
-      sniffed = sniff(bytes);
-      if (bytes.length >= SNIFF_LIMIT || sniffed.kind !== 'incomplete') finish();
-    };
-    const timer = setTimeout(finish, timeoutMs);
-    sock.on('data', onData);
-    sock.once('end', finish);
-    sock.once('close', finish);
-    sock.resume();
-  });
-}
-
 export class TransparentProxy {
   private servers: net.Server[] = [];
   private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = { accepted: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0 };
+  readonly stats: ProxyStats = { accepted: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0 };
   private readonly ownEndpoints = new Set<string>();
 
   constructor(private readonly o: ProxyOptions) {}
@@ -164,16 +141,16 @@ export class TransparentProxy {
         return;
       }
       let first: Buffer = Buffer.alloc(0);
-      let facts: { sni?: string | undefined; host?: string | undefined } = {};
+      let facts: NameFacts = {};
       if (this.o.policy.needsPayload) {
         const r = await readFirstBytes(client, this.o.sniffTimeoutMs);
         first = r.bytes;
-        facts = r.sniffed.kind === 'tls' ? { sni: r.sniffed.sni } : r.sniffed.kind === 'http' ? { host: r.sniffed.host } : {};
+        facts = factsOf(r.sniffed);
       }
       const decision: Decision = this.o.policy.decide({ destination: destHost, port: destPort, ...facts });
       if (decision.action === 'deny') {
         this.stats.denied++;
-        this.report({ event: 'connection', source, destination, action: 'deny', reason: decision.reason, ...facts });
+        this.report({ event: 'connection', source, destination, action: 'deny', reason: decision.reason, sni: facts.sni, host: facts.host });
         client.resetAndDestroy();
         return;
       }
@@ -191,14 +168,25 @@ export class TransparentProxy {
         upstream.destroy();
         return;
       }
-      const fastPath = this.o.splicer && decision.splice ? (this.o.onFastPath?.(client) ?? false) : false;
-      const splicer = decision.splice && !fastPath ? this.o.splicer : null;
+      const splicer = this.o.splicer ?? null;
+      const mode = chooseDataPath(decision, facts, { canSplice: splicer !== null, onFastPath: () => this.o.onFastPath?.(client) ?? false });
       this.stats.allowed++;
-      this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, ...facts, mode: splicer ? 'splice' : fastPath ? 'relay-fastpath' : 'relay' });
-      if (splicer) {
+      this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, sni: facts.sni, host: facts.host, mode });
+      if (mode === 'splice' && splicer) {
         this.stats.spliced++;
         const r = await splicer.splice(client, upstream, first);
         log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
+      } else if (mode === 'inspect') {
+        const r = await relayInspected(client, upstream, first, (head) => {
+          const d = this.o.policy.decide({ destination: destHost, port: destPort, protocol: 'http', host: head.name });
+          return d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason };
+        });
+        if (r.refused) {
+          this.stats.requestsDenied++;
+          const { reason, request, host } = r.refused;
+          this.report({ event: 'connection', source, destination, action: 'deny', reason: `${reason}, request ${request}`, host, mode });
+        }
+        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
       } else {
         if (first.length) upstream.write(first);
         const r = await relay(client, upstream);

@@ -1,38 +1,62 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import tls from 'node:tls';
 import { describe, it } from 'node:test';
-import { sniff } from '../../src/proxy/sniff.js';
+import { SNIFF_LIMIT, sniff } from '../../src/proxy/sniff.js';
+import { clientHelloMessage, handshakeOf, inRecords, realClientHello } from '../helpers/tls-hello.js';
 
-/** The ClientHello node's TLS stack sends for `servername`. */
-function clientHello(servername: string): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer((s) => {
-      s.once('data', (d: Buffer) => {
-        resolve(d);
-        s.destroy();
-        server.close();
-      });
-    });
-    server.listen(0, '127.0.0.1', () => {
-      const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', servername, rejectUnauthorized: false });
-      c.on('error', () => {});
-    });
-    server.on('error', reject);
-  });
-}
+const http = (s: string) => sniff(Buffer.from(s, 'latin1'));
 
 describe('first-bytes sniffing', () => {
   it("reads the SNI from a real ClientHello, and waits for the rest of a partial one", async () => {
-    const hello = await clientHello('svc.example.com');
+    const hello = await realClientHello('svc.example.com');
     assert.deepEqual(sniff(hello), { kind: 'tls', sni: 'svc.example.com' });
     assert.deepEqual(sniff(hello.subarray(0, 40)), { kind: 'incomplete' });
   });
 
+  it('reassembles a ClientHello split into several TLS records', async () => {
+    const message = handshakeOf(await realClientHello('blocked.test'));
+    // The split that let `deny sni blocked.test` through: 50 bytes, then the rest.
+    assert.deepEqual(sniff(inRecords(message, [50])), { kind: 'tls', sni: 'blocked.test' });
+    assert.deepEqual(sniff(inRecords(message, [1, 2, 3, 4, 5, 100, 101])), { kind: 'tls', sni: 'blocked.test' });
+    const oneByteRecords = inRecords(message, Array.from({ length: message.length }, (_, i) => i));
+    assert.deepEqual(sniff(oneByteRecords), message.length * 6 <= SNIFF_LIMIT ? { kind: 'tls', sni: 'blocked.test' } : { kind: 'tls', sni: undefined });
+    assert.deepEqual(sniff(inRecords(message, [50]).subarray(0, 60)), { kind: 'incomplete' });
+  });
+
+  it('gives no name for a ClientHello larger than the reassembly bound', () => {
+    const padding: [number, Buffer][] = [[21, Buffer.alloc(SNIFF_LIMIT)]];
+    const big = clientHelloMessage(Buffer.from('blocked.test'), padding);
+    assert.deepEqual(sniff(inRecords(big, [10_000])), { kind: 'tls', sni: undefined });
+    assert.deepEqual(sniff(inRecords(big, [10_000]).subarray(0, 100)), { kind: 'tls', sni: undefined }, 'known from its declared length');
+  });
+
+  it('never reads a non-ASCII server name or Host as an ASCII one', () => {
+    const tricky = Buffer.from('\xe9nternal.test', 'latin1');
+    assert.deepEqual(sniff(inRecords(clientHelloMessage(tricky))), { kind: 'tls', sni: undefined });
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost: \xe9nternal.test\r\n\r\n'), { kind: 'http', host: undefined });
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost: internal.test\xa0\r\n\r\n'), { kind: 'http', host: undefined });
+    assert.deepEqual(sniff(inRecords(clientHelloMessage(Buffer.from('Internal.Test.')))), { kind: 'tls', sni: 'internal.test' });
+  });
+
   it('reads the Host of an HTTP/1 request, without its port', () => {
-    assert.deepEqual(sniff(Buffer.from('GET / HTTP/1.1\r\nHost: api.test:8080\r\nAccept: */*\r\n\r\n')), { kind: 'http', host: 'api.test' });
-    assert.deepEqual(sniff(Buffer.from('GET / HTTP/1.1\r\nHo')), { kind: 'incomplete' });
-    assert.deepEqual(sniff(Buffer.from('POST /x HTTP/1.0\r\n\r\n')), { kind: 'http', host: undefined });
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost: api.test:8080\r\nAccept: */*\r\n\r\n'), { kind: 'http', host: 'api.test' });
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost: [fd00::2]:80\r\n\r\n'), { kind: 'http', host: 'fd00::2' });
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHo'), { kind: 'incomplete' });
+    assert.deepEqual(http('POST /x HTTP/1.0\r\n\r\n'), { kind: 'http', host: undefined });
+  });
+
+  it("counts an absolute-form URI's authority as the Host; no name when they disagree", () => {
+    assert.deepEqual(http('GET http://blocked.test/ HTTP/1.1\r\nHost: harmless.test\r\n\r\n'), { kind: 'http', host: undefined });
+    assert.deepEqual(http('GET http://blocked.test:80/x?y HTTP/1.1\r\nHost: blocked.test\r\n\r\n'), { kind: 'http', host: 'blocked.test' });
+    assert.deepEqual(http('GET http://blocked.test/ HTTP/1.1\r\n\r\n'), { kind: 'http', host: 'blocked.test' });
+    assert.deepEqual(http('GET http://user@blocked.test/ HTTP/1.1\r\nHost: blocked.test\r\n\r\n'), { kind: 'http', host: undefined });
+    assert.deepEqual(http('CONNECT blocked.test:443 HTTP/1.1\r\nHost: blocked.test:443\r\n\r\n'), { kind: 'http', host: 'blocked.test' });
+  });
+
+  it('gives no name where a server might read another one', () => {
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost: a.test\r\nHost: blocked.test\r\n\r\n'), { kind: 'http', host: undefined }, 'two Host fields');
+    assert.equal(http('GET / HTTP/1.1\r\nX: y\r\n Host: blocked.test\r\n\r\n').kind, 'other', 'folded line');
+    assert.equal(http('GET / HTTP/1.1\r\nHost : blocked.test\r\n\r\n').kind, 'other', 'space before the colon');
+    assert.equal(http('GET / HTTP/1.1\nHost: a.test\r\n\r\n').kind, 'other', 'bare LF');
   });
 
   it('calls anything else "other", never throws on garbage', () => {

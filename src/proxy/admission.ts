@@ -1,0 +1,63 @@
+/**
+ * What the proxy learns about a connection before deciding, and what it
+ * does with an allowed one. Kept apart from the server so that the rules
+ * that must fail closed (no name in time, keep-alive under a Host policy)
+ * can be tested without privileges.
+ */
+import type net from 'node:net';
+import type { ConnectionFacts, Decision } from './policy.js';
+import { SNIFF_LIMIT, type Sniffed, sniff } from './sniff.js';
+
+export type NameFacts = Pick<ConnectionFacts, 'protocol' | 'sni' | 'host'>;
+
+/** Read until the first bytes say enough (or limit/timeout/end); the socket
+ * is paused again afterwards and the bytes are returned for the upstream.
+ * A client that has not said enough in time stays 'incomplete': no name. */
+export function readFirstBytes(sock: net.Socket, timeoutMs: number): Promise<{ bytes: Buffer; sniffed: Sniffed }> {
+  return new Promise((resolve) => {
+    let bytes = Buffer.alloc(0);
+    let sniffed: Sniffed = { kind: 'incomplete' };
+    const finish = () => {
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.off('end', finish);
+      sock.off('close', finish);
+      sock.pause();
+      resolve({ bytes, sniffed });
+    };
+    const onData = (chunk: Buffer) => {
+      bytes = Buffer.concat([bytes, chunk]);
+      sniffed = sniff(bytes);
+      if (bytes.length >= SNIFF_LIMIT || sniffed.kind !== 'incomplete') finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    sock.on('data', onData);
+    sock.once('end', finish);
+    sock.once('close', finish);
+    sock.resume();
+  });
+}
+
+/** The facts the policy weighs; a name is left out unless the sniffer
+ * trusts it, which the policy reads as "unknown". */
+export function factsOf(s: Sniffed): NameFacts {
+  if (s.kind === 'tls') return { protocol: 'tls', sni: s.sni };
+  if (s.kind === 'http') return { protocol: 'http', host: s.host };
+  return {};
+}
+
+export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';
+
+/**
+ * How an allowed connection's bytes flow. An HTTP connection whose decision
+ * weighed a Host rule is inspected: each later request on it may name
+ * another Host, which neither the kernel (splice) nor a blind relay would
+ * see. Otherwise: splice when the rule allows it and a splicer exists,
+ * unless the client hop is on the sk_msg fast path (splicing it would split
+ * its stream).
+ */
+export function chooseDataPath(decision: Decision, facts: NameFacts, o: { canSplice: boolean; onFastPath: () => boolean }): DataPath {
+  if (facts.protocol === 'http' && decision.dependsOnHost) return 'inspect';
+  if (!o.canSplice || !decision.splice) return 'relay';
+  return o.onFastPath() ? 'relay-fastpath' : 'splice';
+}

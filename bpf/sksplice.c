@@ -15,8 +15,8 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 #define ACCEL_SK_USER_DATA_PTRMASK (~7UL)
 /* skbs waiting in a destination's psock that count as congestion by
- * themselves (each holds up to 64 KB). */
-#define ACCEL_SPLICE_BACKLOG_MAX 32
+ * themselves (one holds up to 64 KB, or a few hundred KB coalesced). */
+#define ACCEL_SPLICE_BACKLOG_MAX 16
 
 /* Is the destination of this socket's data congested: its send buffer full
  * (its peer does not read, or reads slowly) with bytes already waiting
@@ -39,11 +39,11 @@ static __always_inline int accel_dest_congested(__u64 cookie)
 	if (ud) {
 		psock = bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock));
 		qlen = psock->ingress_skb.qlen;
-		/* Waiting behind a (nearly) full send buffer, or many skbs
-		 * waiting whatever the reason (TCP memory pressure also stops
-		 * the sends). */
+		/* skbs pile up there only once the send buffer is full (or TCP
+		 * memory is under pressure): a few are a busy destination, more
+		 * are one that does not keep up. */
 		congested = qlen >= ACCEL_SPLICE_BACKLOG_MAX ||
-			    (qlen > 0 && sk->sk_wmem_queued >= sk->sk_sndbuf - (sk->sk_sndbuf >> 3));
+			    (qlen >= ACCEL_SPLICE_BACKLOG_MAX / 4 && sk->sk_wmem_queued >= sk->sk_sndbuf);
 	}
 	bpf_sk_release(dest);
 	return congested;

@@ -81,9 +81,11 @@ describe('accel proxy --splice', () => {
     const ev = b.proxyEvents();
     assert.ok(ev.length >= 2 && ev.every((e) => e.mode === 'splice'), JSON.stringify(ev.map((e) => e.mode)));
     const s = spliceOf(b.proxy?.pid ?? -1);
-    // What arrived before the hand-off (node's buffers, the receive queues
-    // read out) goes through user space: a few hundred KB per socket.
-    assert.ok(s.counters.bytes_redirected >= BigInt(4 * 60 * MB), `bytes redirected in the kernel: ${s.counters.bytes_redirected}`);
+    // What arrived before the hand-off (node's buffers) goes through user
+    // space, and so does what follows a half-close that came while its
+    // socket was held back (backpressure): the map takes back only
+    // established sockets.
+    assert.ok(s.counters.bytes_redirected >= BigInt(128 * MB), `bytes redirected in the kernel: ${s.counters.bytes_redirected}`);
     assert.equal(s.counters.pairs_spliced, 2n);
     assert.equal(s.counters.bytes_repeat_sent, 0n);
     assert.ok(await waitUntil(() => spliceOf(b.proxy?.pid ?? -1).counters.pairs_closed === 2n, 5000), 'both pairs closed');

@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Cgroup, DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
+import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { type AttachmentStatus, attachmentStatus } from '../fastpath/status.js';
 import { log } from '../log.js';
@@ -92,7 +92,7 @@ export class Site {
     const s = this.scenario;
     log.verbose(`bench: setting up ${s.id} in ${this.netns}`);
     await addNetns(this.netns);
-    this.cg = createChildCgroup(DEFAULT_CGROUP2_ROOT, `accel-bench-${s.id}`);
+    this.cg = createChildCgroup(cgroup2Root(), `accel-bench-${s.id}`);
     // The proxy first: attach --intercept checks that it listens.
     if (this.intercepting) {
       this.proxy = await this.start(process.execPath, [

@@ -8,7 +8,64 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AccelError, ErrorCodes } from '../errors.js';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
-export const DEFAULT_CGROUP2_ROOT = '/sys/fs/cgroup/unified';
+
+/** A cgroup2 mount as /proc/self/mountinfo lists it. */
+export interface Cgroup2Mount {
+  /** Where it is mounted. */
+  mountPoint: string;
+  /** The directory of the hierarchy it shows ("/" for the whole of it). */
+  root: string;
+}
+
+/** mountinfo escapes blanks and backslashes in paths as \ooo. */
+function unescapeMountPath(p: string): string {
+  return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+/** The cgroup2 mounts in a mountinfo text, in its order. */
+export function parseCgroup2Mounts(mountinfo: string): Cgroup2Mount[] {
+  const out: Cgroup2Mount[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const fields = line.slice(0, sep).split(' ');
+    const fstype = line.slice(sep + 3).split(' ')[0];
+    if (fstype !== 'cgroup2' || fields.length < 5) continue;
+    out.push({ root: unescapeMountPath(fields[3] ?? '/'), mountPoint: unescapeMountPath(fields[4] ?? '') });
+  }
+  return out;
+}
+
+/**
+ * The cgroup2 mount to work under: the one showing the whole hierarchy
+ * (its root "/"), preferring /sys/fs/cgroup (pure cgroup v2: most
+ * distributions, Kubernetes nodes), then /sys/fs/cgroup/unified (systemd's
+ * hybrid layout), then the first; a mount of a subtree only if there is no
+ * other. The last one mounted on a path hides the earlier ones there.
+ */
+export function chooseCgroup2Mount(mounts: Cgroup2Mount[]): Cgroup2Mount | null {
+  const visible = mounts.filter((m, i) => !mounts.slice(i + 1).some((later) => later.mountPoint === m.mountPoint));
+  const whole = visible.filter((m) => m.root === '/');
+  const pool = whole.length ? whole : visible;
+  return pool.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? pool.find((m) => m.mountPoint === '/sys/fs/cgroup/unified') ?? pool[0] ?? null;
+}
+
+let cachedRoot: string | null = null;
+
+/** Where cgroup2 is mounted on this host (from /proc/self/mountinfo). */
+export function cgroup2Root(): string {
+  if (cachedRoot) return cachedRoot;
+  let text = '';
+  try {
+    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    /* no /proc: found nothing */
+  }
+  const m = chooseCgroup2Mount(parseCgroup2Mounts(text));
+  if (!m) throw new AccelError(ErrorCodes.CGROUP_NOT_V2, 'no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup)');
+  cachedRoot = m.mountPoint;
+  return cachedRoot;
+}
 
 export interface Cgroup {
   /** Absolute, normalised path of the cgroup directory. */
@@ -44,7 +101,13 @@ export function resolveCgroup(input: string, options: { allowRoot?: boolean } = 
   const st = fs.statSync(real, { bigint: true });
   if (!st.isDirectory()) throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not a directory, so not a cgroup`);
   if (fs.statfsSync(real).type !== CGROUP2_SUPER_MAGIC) {
-    throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not in a cgroup v2 hierarchy (expected a directory under a cgroup2 mount such as ${DEFAULT_CGROUP2_ROOT})`);
+    let hint = '';
+    try {
+      hint = ` such as ${cgroup2Root()}`;
+    } catch {
+      /* none mounted: the hint would mislead */
+    }
+    throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not in a cgroup v2 hierarchy (expected a directory under a cgroup2 mount${hint})`);
   }
   if (!options.allowRoot && isMountRoot(real)) {
     throw new AccelError(ErrorCodes.CGROUP_ROOT, `${real} is the root cgroup: attaching there would affect every socket of the machine; use a child cgroup`);
@@ -71,8 +134,14 @@ function walkCgroups(root: string, maxDirs: number, visit: (dir: string, id: big
 }
 
 /** Find the path of a cgroup by id below `root` (bounded walk). */
-export function findCgroupById(id: bigint, root = DEFAULT_CGROUP2_ROOT, maxDirs = 20000): string | null {
-  return walkCgroups(root, maxDirs, (_dir, ino) => ino === id);
+export function findCgroupById(id: bigint, root?: string, maxDirs = 20000): string | null {
+  let from = root;
+  try {
+    from ??= cgroup2Root();
+  } catch {
+    return null;
+  }
+  return walkCgroups(from, maxDirs, (_dir, ino) => ino === id);
 }
 
 /** The ids of a cgroup and of every cgroup below it (bounded walk). */
@@ -83,6 +152,15 @@ export function subtreeIds(cg: Cgroup, maxDirs = 20000): Set<bigint> {
     return false;
   });
   return ids;
+}
+
+/** Depth of a cgroup below the root of its mount (the root is 0): the
+ * level bpf_skb_ancestor_cgroup_id() takes when the mount shows the whole
+ * hierarchy. */
+export function cgroupLevel(cg: Cgroup): number {
+  let level = 0;
+  for (let dir = cg.path; !isMountRoot(dir); dir = path.dirname(dir)) level++;
+  return level;
 }
 
 /** Create a uniquely named child cgroup of `parent`. */

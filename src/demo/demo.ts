@@ -4,7 +4,7 @@
  * connection, measure again, detach, and clean up. Never touches the root
  * cgroup.
  */
-import { type Cgroup, DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
+import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { attach, detach, withMaps } from '../fastpath/attachment.js';
 import { engagedConnections } from '../fastpath/status.js';
@@ -42,7 +42,7 @@ async function measure(cg: Cgroup, label: string): Promise<DemoRun> {
 
 export async function runDemo(options: { bpffs: string; bpfDir: string; say: (line: string) => void }): Promise<DemoReport> {
   const say = options.say;
-  const cg = createChildCgroup(DEFAULT_CGROUP2_ROOT, 'accel-demo');
+  const cg = createChildCgroup(cgroup2Root(), 'accel-demo');
   let attached = false;
   try {
     say(`1. made a child cgroup: ${cg.path}`);

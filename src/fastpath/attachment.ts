@@ -12,7 +12,7 @@ import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
 import { attachCgroupPinned } from '../bpf/attach.js';
 import { closeFd, openPinnedMaps, pin } from '../bpf/fd.js';
 import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
-import { type Cgroup, DEFAULT_CGROUP2_ROOT, resolveCgroup } from '../cgroup/cgroup.js';
+import { type Cgroup, cgroup2Root, resolveCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
@@ -110,7 +110,7 @@ function preflight(options: CommonOptions & { cgroup: string; prober?: Prober })
 async function chooseSetup(options: AttachOptions): Promise<{ withSkskb: boolean; results: SelfTestResult[] }> {
   const results: SelfTestResult[] = [];
   for (const withSkskb of options.streamVerdict === 'always' ? [true] : [false, true]) {
-    const r = await runSelfTest({ bpfDir: options.bpfDir, withSkskb, cgroupRoot: options.selftestParent ?? DEFAULT_CGROUP2_ROOT });
+    const r = await runSelfTest({ bpfDir: options.bpfDir, withSkskb, cgroupRoot: options.selftestParent ?? cgroup2Root() });
     results.push(r);
     for (const c of r.checks.filter((c) => !c.ok)) {
       log.warn(`self-test${withSkskb ? ' (with the SK_SKB workaround)' : ''}: ${c.name}: ${c.error}${c.severity === 'warning' ? ' [known kernel defect]' : ''}`);

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BpfObject } from '../bpf/object.js';
 import { closeFd, pin } from '../bpf/fd.js';
-import { type Cgroup, DEFAULT_CGROUP2_ROOT } from '../cgroup/cgroup.js';
+import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { InterceptRule, TproxyCounters } from '../maps/layout.js';
@@ -80,12 +80,6 @@ function saveState(s: InterceptState): void {
   const file = statePath(BigInt(s.cgroupId));
   fs.writeFileSync(`${file}.tmp`, JSON.stringify(s, null, 2));
   fs.renameSync(`${file}.tmp`, file);
-}
-
-function cgroupLevel(cg: Cgroup): number {
-  const rel = path.relative(DEFAULT_CGROUP2_ROOT, cg.path);
-  if (rel.startsWith('..')) throw new AccelError(ErrorCodes.USAGE, `interception needs a cgroup under ${DEFAULT_CGROUP2_ROOT}`);
-  return rel.split(path.sep).length;
 }
 
 function familiesOf(rules: InterceptRule[]): ip.IpFamily[] {

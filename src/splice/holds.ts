@@ -15,7 +15,8 @@
  * quarters of its send buffer are free, the source goes back into the map
  * and the verdict takes its queue, in order.
  *
- * The poll runs every POLL_MS while a pair is spliced: one system call when
+ * The poll runs while a pair is spliced, every POLL_MS while anything is
+ * held and up to every POLL_IDLE_MS while nothing is: one system call when
  * nothing is held. What the kernel takes between the verdict's report and
  * the hold is what arrives in that time.
  */
@@ -23,7 +24,11 @@ import { sendBacklog } from '../bpf/socket.js';
 import { log } from '../log.js';
 import type { SpliceMaps } from '../maps/splice.js';
 
+/** The poll's period: POLL_MS while sockets are held or were lately, up to
+ * POLL_IDLE_MS (doubling) while none is, since every wake-up of the owner
+ * costs the round trips of the pairs it splices a little on a busy CPU. */
 const POLL_MS = 2;
+const POLL_IDLE_MS = 16;
 
 /** One spliced source socket, as the poller drives it. */
 export interface HoldableSide {
@@ -41,12 +46,22 @@ export class SpliceHolds {
   private readonly sides = new Map<bigint, HoldableSide>();
   private readonly holding = new Set<HoldableSide>();
   private timer: NodeJS.Timeout | null = null;
+  private period = POLL_MS;
 
   constructor(private readonly maps: SpliceMaps) {}
 
   add(side: HoldableSide): void {
     this.sides.set(side.cookie, side);
-    this.timer ??= setInterval(() => this.poll(), POLL_MS).unref();
+    if (!this.timer) this.schedule(POLL_MS);
+  }
+
+  private schedule(ms: number): void {
+    this.period = ms;
+    this.timer = setTimeout(() => {
+      const busy = this.poll();
+      if (this.sides.size) this.schedule(busy ? POLL_MS : Math.min(this.period * 2, POLL_IDLE_MS));
+      else this.timer = null;
+    }, ms).unref();
   }
 
   /** The side is finished with (its descriptor is about to close). */
@@ -56,7 +71,7 @@ export class SpliceHolds {
     // Also an entry the verdict made since the last poll.
     this.maps.unhold(side.cookie);
     if (!this.sides.size && this.timer) {
-      clearInterval(this.timer);
+      clearTimeout(this.timer);
       this.timer = null;
     }
   }
@@ -73,8 +88,10 @@ export class SpliceHolds {
     side.release();
   }
 
-  private poll(): void {
-    for (const cookie of this.maps.heldCookies()) {
+  /** Returns whether any socket is held (or was just reported). */
+  private poll(): boolean {
+    const reported = this.maps.heldCookies();
+    for (const cookie of reported) {
       const side = this.sides.get(cookie);
       if (!side) {
         this.maps.unhold(cookie);
@@ -87,6 +104,7 @@ export class SpliceHolds {
     for (const side of this.holding) {
       if (this.drained(side)) this.releaseNow(side);
     }
+    return reported.length > 0 || this.holding.size > 0;
   }
 
   private drained(side: HoldableSide): boolean {

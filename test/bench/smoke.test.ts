@@ -9,14 +9,14 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { BenchReport } from '../../src/bench/report.js';
 import { SCENARIOS } from '../../src/bench/scenarios.js';
-import { DEFAULT_CGROUP2_ROOT } from '../../src/cgroup/cgroup.js';
+import { cgroup2Root } from '../../src/cgroup/cgroup.js';
 import { STATE_DIR } from '../../src/paths.js';
 import { run } from '../../src/proc/run.js';
 import { BPFFS, CLI } from '../helpers/env.js';
 
 const benchLeftovers = async () => ({
   netns: (await run('ip', ['netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith('accel-bench-')),
-  cgroups: fs.readdirSync(DEFAULT_CGROUP2_ROOT).filter((n) => n.startsWith('accel-bench-')),
+  cgroups: fs.readdirSync(cgroup2Root()).filter((n) => n.startsWith('accel-bench-')),
   records: fs.existsSync(STATE_DIR) ? fs.readdirSync(STATE_DIR) : [],
   pins: fs.existsSync(path.join(BPFFS, 'accel')) ? fs.readdirSync(path.join(BPFFS, 'accel')) : [],
 });

@@ -5,7 +5,7 @@ import type { TestContext } from 'node:test';
 import { queryCgroupPrograms } from '../../src/bpf/attach.js';
 import { ensureBpffs } from '../../src/bpf/bpffs.js';
 import { AttachType } from '../../src/bpf/uapi.js';
-import { type Cgroup, DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
+import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { withMaps } from '../../src/fastpath/attachment.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
@@ -23,7 +23,7 @@ export const MB = 1 << 20;
  * ours attached to it) when the test ends, pass or fail. */
 export function testCgroup(t: TestContext, name = 'accel-test'): Cgroup & { procs: string } {
   ensureBpffs(BPFFS);
-  const cg = createChildCgroup(DEFAULT_CGROUP2_ROOT, name);
+  const cg = createChildCgroup(cgroup2Root(), name);
   t.after(async () => {
     await accel(['detach', '--cgroup', cg.path, '--drain-ms', '0']);
     await removeCgroup(cg);

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { ensureBpffs } from '../../src/bpf/bpffs.js';
-import { DEFAULT_CGROUP2_ROOT, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
+import { cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import { statePath, withTproxyMaps } from '../../src/intercept/attachment.js';
 import type { Counters, TproxyCounters } from '../../src/maps/layout.js';
@@ -62,7 +62,7 @@ export async function interceptBench(
   const remote = `${prefix}remote`;
   const iface = `${prefix.slice(0, 8)}a0`;
   const script = path.join(PACKAGE_ROOT, 'scripts', 'setup-netns.sh');
-  const cgBase = createChildCgroup(DEFAULT_CGROUP2_ROOT, 'accel-ic');
+  const cgBase = createChildCgroup(cgroup2Root(), 'accel-ic');
   const cg = { ...cgBase, procs: procsFile(cgBase) };
   const spawned: Spawned[] = [];
 

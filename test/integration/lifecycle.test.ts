@@ -7,6 +7,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { queryCgroupPrograms } from '../../src/bpf/attach.js';
 import { AttachType } from '../../src/bpf/uapi.js';
+import { cgroup2Root } from '../../src/cgroup/cgroup.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { run } from '../../src/proc/run.js';
@@ -138,7 +139,7 @@ describe('bad input: one clear line, a non-zero exit, nothing attached', () => {
   };
 
   it('a cgroup that does not exist', async () => {
-    expectError(await accel(['attach', '--cgroup', '/sys/fs/cgroup/unified/accel-no-such-cgroup']), 'E_CGROUP_NOT_FOUND', 2);
+    expectError(await accel(['attach', '--cgroup', path.join(cgroup2Root(), 'accel-no-such-cgroup')]), 'E_CGROUP_NOT_FOUND', 2);
   });
 
   it('a path that is not a cgroup v2 directory', async () => {
@@ -147,8 +148,8 @@ describe('bad input: one clear line, a non-zero exit, nothing attached', () => {
   });
 
   it('the root cgroup is refused', async () => {
-    expectError(await accel(['attach', '--cgroup', '/sys/fs/cgroup/unified', '--skip-selftest']), 'E_CGROUP_ROOT', 2);
-    assert.deepEqual(queryCgroupPrograms('/sys/fs/cgroup/unified', AttachType.CGROUP_SOCK_OPS), []);
+    expectError(await accel(['attach', '--cgroup', cgroup2Root(), '--skip-selftest']), 'E_CGROUP_ROOT', 2);
+    assert.deepEqual(queryCgroupPrograms(cgroup2Root(), AttachType.CGROUP_SOCK_OPS), []);
   });
 
   it('not root (no CAP_BPF / CAP_NET_ADMIN)', async (t) => {

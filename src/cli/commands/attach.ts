@@ -30,7 +30,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .description(
       'accelerate TCP between local processes of a cgroup v2 (sockops + sk_msg), after a self-test of this kernel; with --intercept, also steer its outbound connections to a local transparent proxy (tc + bpf_sk_assign)',
     )
-    .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/unified/myservice')
+    .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/myservice')
     .option('--skip-selftest', 'attach without first proving the fast path on this kernel', false)
     .addOption(
       new Option('--stream-verdict <when>', 'attach the SK_SKB stream verdict (readiness workaround): when the plain setup fails its self-test, or always')
@@ -54,7 +54,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .option('--json', 'print the result as JSON', false)
     .addHelpText(
       'after',
-      '\nExamples:\n  accel attach --cgroup /sys/fs/cgroup/unified/myservice --bypass-port 8443\n  accel attach --cgroup /sys/fs/cgroup/unified/myservice --iface eth0 --intercept 10.200.0.0/24:8080 --proxy-port 15001',
+      '\nExamples:\n  accel attach --cgroup /sys/fs/cgroup/myservice --bypass-port 8443\n  accel attach --cgroup /sys/fs/cgroup/myservice --iface eth0 --intercept 10.200.0.0/24:8080 --proxy-port 15001',
     )
     .action(async (opts: AttachCliOptions) => {
       const g = globals();

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { runSelfTest } from '../../fastpath/selftest.js';
 import { requirePrivileges } from '../../privileges.js';
 import { ensureBpffs } from '../../bpf/bpffs.js';
-import { DEFAULT_CGROUP2_ROOT } from '../../cgroup/cgroup.js';
+import { cgroup2Root } from '../../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson } from '../output.js';
@@ -16,7 +16,7 @@ export function registerSelftest(program: Command, globals: () => GlobalOptions)
     .action(async (opts: { workaround: boolean; json: boolean }) => {
       requirePrivileges();
       ensureBpffs(globals().bpffs);
-      const r = await runSelfTest({ bpfDir: globals().bpfDir, withSkskb: opts.workaround, cgroupRoot: DEFAULT_CGROUP2_ROOT });
+      const r = await runSelfTest({ bpfDir: globals().bpfDir, withSkskb: opts.workaround, cgroupRoot: cgroup2Root() });
       if (!opts.json) for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
       // Under --json the checks go out with the error, as one document.
       if (!r.ok) throw new AccelError(ErrorCodes.SELFTEST, 'the self-test failed', { result: { ...r } });

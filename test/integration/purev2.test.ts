@@ -30,12 +30,12 @@ mount -t cgroup2 none /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 cg=/sys/fs/cgroup/${name}
 mkdir $cg
-echo "ATTACH $(${accel} attach --cgroup $cg --json)"
+echo "ATTACH $(${accel} attach --cgroup $cg --json | tr -d '\\n')"
 echo "PROBE $(bash -c "echo \\$\\$ > $cg/cgroup.procs; exec ${SOCKPROBE} pair --bytes ${4 * MB} --back ${MB}" | tail -1)"
-echo "VERIFY $(${accel} verify --cgroup $cg --json)"
-echo "STATUS $(${accel} status --cgroup $cg --json)"
+echo "VERIFY $(${accel} verify --cgroup $cg --json | tr -d '\\n')"
+echo "STATUS $(${accel} status --cgroup $cg --json | tr -d '\\n')"
 ${accel} detach --cgroup $cg --drain-ms 0 >/dev/null
-echo "AFTER $(${accel} status --json)"
+echo "AFTER $(${accel} status --json | tr -d '\\n')"
 rmdir $cg
 `;
     const r = await run('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { allowFailure: true, timeoutMs: 180_000 });

@@ -9,7 +9,7 @@
 import type net from 'node:net';
 import { RequestFramer } from './http-framing.js';
 import type { RequestHead } from './http-head.js';
-import type { RelayResult } from './relay.js';
+import { type RelayResult, closeTogether } from './relay.js';
 
 export type RequestVerdict = { ok: true } | { ok: false; reason: string };
 
@@ -25,8 +25,6 @@ export function relayInspected(client: net.Socket, upstream: net.Socket, first: 
     const framer = new RequestFramer();
     let requests = 0;
     let refused: InspectedRelayResult['refused'];
-    let reset = false;
-    let closed = 0;
 
     const cut = (why: NonNullable<InspectedRelayResult['refused']>) => {
       refused = why;
@@ -47,17 +45,9 @@ export function relayInspected(client: net.Socket, upstream: net.Socket, first: 
       }
     }
 
-    const onError = (other: net.Socket) => (err: NodeJS.ErrnoException) => {
-      reset = reset || err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      if (!other.destroyed) other.resetAndDestroy();
-    };
-    client.on('error', onError(upstream));
-    upstream.on('error', onError(client));
-    const onClose = () => {
-      if (++closed === 2) resolve({ up: upstream.bytesWritten, down: client.bytesWritten, reset: reset && !refused, requests, ...(refused ? { refused } : {}) });
-    };
-    client.once('close', onClose);
-    upstream.once('close', onClose);
+    closeTogether(client, upstream, (reset) =>
+      resolve({ up: upstream.bytesWritten, down: client.bytesWritten, reset: reset && !refused, requests, ...(refused ? { refused } : {}) }),
+    );
     upstream.on('drain', () => client.resume());
     client.on('end', () => upstream.end());
     upstream.pipe(client);

@@ -13,21 +13,27 @@ export interface RelayResult {
   reset: boolean;
 }
 
+/** An error on either side resets the other; `done` runs once both have
+ * closed, told whether either saw a reset or a broken pipe. */
+export function closeTogether(client: net.Socket, upstream: net.Socket, done: (reset: boolean) => void): void {
+  let reset = false;
+  let closed = 0;
+  const onError = (other: net.Socket) => (err: NodeJS.ErrnoException) => {
+    reset = reset || err.code === 'ECONNRESET' || err.code === 'EPIPE';
+    if (!other.destroyed) other.resetAndDestroy();
+  };
+  client.on('error', onError(upstream));
+  upstream.on('error', onError(client));
+  const onClose = () => {
+    if (++closed === 2) done(reset);
+  };
+  client.once('close', onClose);
+  upstream.once('close', onClose);
+}
+
 export function relay(client: net.Socket, upstream: net.Socket): Promise<RelayResult> {
   return new Promise((resolve) => {
-    let reset = false;
-    let closed = 0;
-    const onError = (other: net.Socket) => (err: NodeJS.ErrnoException) => {
-      reset = reset || err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      if (!other.destroyed) other.resetAndDestroy();
-    };
-    client.on('error', onError(upstream));
-    upstream.on('error', onError(client));
-    const onClose = () => {
-      if (++closed === 2) resolve({ up: upstream.bytesWritten, down: client.bytesWritten, reset });
-    };
-    client.once('close', onClose);
-    upstream.once('close', onClose);
+    closeTogether(client, upstream, (reset) => resolve({ up: upstream.bytesWritten, down: client.bytesWritten, reset }));
     client.pipe(upstream);
     upstream.pipe(client);
     // pipe() forwards an end that is still to come, not one already seen.

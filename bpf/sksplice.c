@@ -9,11 +9,7 @@
 #include "accel_common.h"
 #include "accel_splice_maps.h"
 #include "accel_repeat.h"
-#include <bpf/bpf_core_read.h>
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
-#define ACCEL_SK_USER_DATA_PTRMASK (~7UL)
 /* skbs waiting in a destination's psock that count as congestion by
  * themselves (one holds up to 64 KB, or a few hundred KB coalesced). */
 #define ACCEL_SPLICE_BACKLOG_MAX 16

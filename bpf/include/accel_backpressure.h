@@ -7,14 +7,14 @@
  * a writer whose peer does not read is never held back, until tcp_mem's hard
  * limit puts every TCP socket of the host under pressure and the writer gets
  * ENOMEM. So skmsg.c looks at the peer before each redirect. When the peer
- * holds a receive buffer's worth unread, the message goes the TCP way
- * instead, and so do the connection's later messages (TCP then holds the
+ * holds queue_limit bytes unread (accel_config), or the host's TCP memory is
+ * under pressure, the message goes the TCP way instead, and so do the connection's later messages (TCP then holds the
  * writer back with its window and the writer's send buffer, as for any TCP
  * socket). The connection returns to the redirect once no byte of that
  * direction is on the TCP path any more: everything the writer queued to
  * TCP is acknowledged (it reached the peer's receive queue), the peer's
- * receive queue and its psock's skb backlog are empty, and half of the
- * peer's buffer is free. Only then can a redirected byte not overtake a TCP
+ * receive queue and its psock's skb backlog are empty, and half the limit
+ * is free. Only then can a redirected byte not overtake a TCP
  * one: the peer reads its redirect queue first.
  *
  * The peer's struct sock: SK_MSG programs may not release a socket, so a
@@ -29,13 +29,7 @@
 #define ACCEL_BACKPRESSURE_H
 
 #include "accel_common.h"
-#include <bpf/bpf_core_read.h>
 
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
-
-/* sk_user_data carries flags in its low bits (SK_USER_DATA_NOCOPY, _BPF,
- * _PSOCK). */
-#define ACCEL_SK_USER_DATA_PTRMASK (~7UL)
 #define ACCEL_SOCK_RCVBUF_LOCK 2
 
 /* What skmsg.c needs to know of the socket a message would be redirected

@@ -7,8 +7,17 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #define SK_DROP 0
 #define SK_PASS 1
+
+/* Kernel 6.2+: read a kernel struct through a pointer the verifier cannot
+ * trust (each load fault-tolerant), to look at a socket's queues. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* sk_user_data carries flags in its low bits (SK_USER_DATA_NOCOPY, _BPF,
+ * _PSOCK); masked, it is the socket's struct sk_psock. */
+#define ACCEL_SK_USER_DATA_PTRMASK (~7UL)
 
 #endif /* ACCEL_COMMON_H */

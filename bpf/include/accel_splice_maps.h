@@ -50,9 +50,10 @@ struct {
  * Sockets whose destination is congested (cookie -> 1), added by the verdict
  * program: the verdict cannot make TCP wait, and what it redirects to a
  * destination that does not send waits in that destination's psock, bounded
- * by nothing. The owning process polls this map, raises SO_RCVLOWAT on each
- * socket in it (TCP then keeps the bytes in the receive queue and its window
- * closes) and deletes the entry once the destination has drained.
+ * by nothing. The owning process polls this map, takes each socket in it
+ * out of accel_splice_active (TCP then keeps its bytes in the receive queue
+ * and its window closes; src/splice/holds.ts) and deletes the entry once the
+ * destination has drained.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

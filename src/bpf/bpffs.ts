@@ -29,10 +29,21 @@ function mkdirParents(dir: string, mode?: number): void {
 
 /**
  * Ensure `mountPoint` is a bpffs, mounting one if needed (root only).
- * Returns true if this call mounted it.
+ * Returns true if this call mounted it. A directory that is not a bpffs and
+ * holds anything is refused, never mounted over (what is in it would vanish
+ * from view, and the mount would stay).
  */
 export function ensureBpffs(mountPoint: string): boolean {
   if (isBpffs(mountPoint)) return false;
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(mountPoint);
+  } catch {
+    /* missing: made below */
+  }
+  if (entries.length) {
+    throw new AccelError(ErrorCodes.BPFFS, `${mountPoint} is not a bpffs and is not empty: refusing to mount one over it (give --bpffs a bpffs mount or an empty directory)`);
+  }
   try {
     mkdirParents(mountPoint);
   } catch (err) {
@@ -47,18 +58,62 @@ export function ensureBpffs(mountPoint: string): boolean {
   return true;
 }
 
-/** mkdir -p inside a bpffs (parents included), failing with E_BPFFS. */
-export function makePinDir(dir: string): void {
+/**
+ * A directory accel keeps what it owns in: made 0700 if missing. If it is
+ * there already it must be a real directory (not a symlink) that this user
+ * owns and nobody else may write to; otherwise another local user could
+ * have planted it (bpffs is mode 1777: anyone may create accel/ in it
+ * first) and would see or swap what accel puts there.
+ */
+export function ownedDir(dir: string, options: { create: boolean } = { create: true }): void {
   try {
-    mkdirParents(dir, 0o700);
+    if (options.create) fs.mkdirSync(dir, { mode: 0o700 });
   } catch (err) {
-    throw new AccelError(ErrorCodes.BPFFS, `cannot create pin directory ${dir}: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+      throw new AccelError(ErrorCodes.BPFFS, `cannot create ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dir);
+  } catch (err) {
+    if (!options.create && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  const why = st.isSymbolicLink()
+    ? 'is a symbolic link'
+    : !st.isDirectory()
+      ? 'is not a directory'
+      : st.uid !== process.geteuid?.()
+        ? `belongs to uid ${st.uid}`
+        : st.mode & 0o022
+          ? `may be written by others (mode ${(st.mode & 0o777).toString(8)})`
+          : null;
+  if (why) throw new AccelError(ErrorCodes.BPFFS, `${dir} ${why}: refusing to keep accel's objects there (remove it, and accel makes its own)`);
+}
+
+/** The pin directory `dir` below the bpffs `base`, each level made or
+ * checked by ownedDir(). */
+export function makePinDir(base: string, dir: string): void {
+  const rel = path.relative(base, dir);
+  if (!rel || rel.startsWith('..') || path.isAbsolute(rel)) throw new AccelError(ErrorCodes.BPFFS, `${dir} is not below ${base}`);
+  let at = base;
+  for (const part of rel.split(path.sep)) {
+    at = path.join(at, part);
+    ownedDir(at);
   }
 }
 
-/** Remove a pin directory and the pins in it (a pin is unlinked like a file). */
+/** Remove a pin directory and the pins in it (a pin is unlinked like a
+ * file). Never follows a symbolic link: a link in its place is left alone. */
 export function removePinDir(dir: string): void {
-  if (!fs.existsSync(dir)) return;
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(dir);
+  } catch {
+    return;
+  }
+  if (!st.isDirectory()) return;
   for (const entry of fs.readdirSync(dir)) fs.rmSync(path.join(dir, entry), { recursive: true, force: true });
   fs.rmdirSync(dir);
 }

@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
+import { ensureBpffs, makePinDir, ownedDir, removePinDir } from '../bpf/bpffs.js';
 import { attachCgroupPinned } from '../bpf/attach.js';
 import { closeFd, openPinnedMaps, pin } from '../bpf/fd.js';
 import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
@@ -102,6 +102,8 @@ function preflight(options: CommonOptions & { cgroup: string; prober?: Prober })
   requireKernelFeatures(options.prober);
   requireBpfObjects(options.bpfDir);
   ensureBpffs(options.bpffs);
+  // A planted pin root is refused before anything is loaded or removed.
+  ownedDir(pinRoot(options.bpffs), { create: false });
   return cg;
 }
 
@@ -158,7 +160,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts, queueLimit });
   let listenersAdopted = 0;
   try {
-    makePinDir(dir);
+    makePinDir(options.bpffs, dir);
     for (const [name, fd] of Object.entries(loaded.mapFds)) pin(fd, path.join(dir, name));
     pin(loaded.sockops.programFd(Programs.sockops), path.join(dir, PinNames.progSockops));
     pin(loaded.skmsg.programFd(Programs.skmsg), path.join(dir, PinNames.progSkmsg));

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BpfObject } from '../bpf/object.js';
 import { closeFd, pin } from '../bpf/fd.js';
+import { ownedDir } from '../bpf/bpffs.js';
 import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
@@ -76,7 +77,7 @@ export function readState(cgroupId: bigint): InterceptState | null {
 }
 
 function saveState(s: InterceptState): void {
-  fs.mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+  ownedDir(STATE_DIR);
   const file = statePath(BigInt(s.cgroupId));
   fs.writeFileSync(`${file}.tmp`, JSON.stringify(s, null, 2));
   fs.renameSync(`${file}.tmp`, file);

@@ -110,7 +110,7 @@ export class SpliceAttachment {
     try {
       const maps = spliceMaps((name) => obj.mapFd(name));
       attachToMap(obj.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);
-      makePinDir(dir);
+      makePinDir(options.bpffs, dir);
       for (const name of Object.values(SpliceMapNames)) pin(obj.mapFd(name), path.join(dir, name));
       pin(obj.programFd(PROGRAM), path.join(dir, 'prog_splice_verdict'));
       return new SpliceAttachment(obj, maps, dir);

@@ -168,6 +168,41 @@ describe('bad input: one clear line, a non-zero exit, nothing attached', () => {
     assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
   });
 
+  it('--bpffs on a directory that is not a bpffs and holds files: refused, nothing mounted over it', async (t) => {
+    const cg = testCgroup(t);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-not-bpffs-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    fs.writeFileSync(path.join(dir, 'keep'), 'mine');
+    const r = await accel(['--bpffs', dir, 'attach', '--cgroup', cg.path, '--skip-selftest']);
+    expectError(r, 'E_BPFFS', 3);
+    assert.match(r.stderr, /not a bpffs and is not empty/);
+    assert.equal(fs.readFileSync(path.join(dir, 'keep'), 'utf8'), 'mine', 'the directory is still what it was (no mount over it)');
+    assert.equal(fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(` ${dir} `), false);
+  });
+
+  // bpffs is mode 1777: any local user can create accel/ in it before accel
+  // does. Each case in a private mount namespace with a bpffs of its own, so
+  // nothing planted here can meet other tests' pins.
+  for (const [what, plant] of [
+    ['owned by another user', 'mkdir /sys/fs/bpf/accel && chown 65534 /sys/fs/bpf/accel'],
+    ['writable by others', 'mkdir -m 0777 /sys/fs/bpf/accel && chmod 0777 /sys/fs/bpf/accel'],
+    ['a symbolic link', 'mkdir /sys/fs/bpf/elsewhere && ln -s /sys/fs/bpf/elsewhere /sys/fs/bpf/accel'],
+  ] as const) {
+    it(`a pin root planted before accel (${what}) is refused and left untouched`, async (t) => {
+      const cg = testCgroup(t);
+      const script = `set -e; mount -t bpf bpf /sys/fs/bpf; ${plant}
+${process.execPath} ${CLI} attach --cgroup ${cg.path} --skip-selftest 2>&1 || echo "EXIT $?"
+echo "LEFT $(find /sys/fs/bpf -mindepth 1 | sort | tr '\n' ' ')"`;
+      const r = await run('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { allowFailure: true, timeoutMs: 60_000 });
+      assert.match(r.stdout, /\[E_BPFFS\]/, r.stdout + r.stderr);
+      assert.match(r.stdout, /EXIT 3/);
+      const left = /LEFT (.*)/.exec(r.stdout)?.[1]?.trim().split(' ') ?? [];
+      // maps.debug and progs.debug come with every bpffs (the kernel's preload).
+      assert.ok(left.every((p) => /^\/sys\/fs\/bpf\/(accel|elsewhere|maps\.debug|progs\.debug)$/.test(p)), `nothing pinned: ${left.join(' ')}`);
+      assert.deepEqual(nothingAttached(cg).programs, []);
+    });
+  }
+
   it('a missing or corrupt BPF object', async (t) => {
     const cg = testCgroup(t);
     expectError(await accel(['--bpf-dir', '/nonexistent/accel-bpf', 'attach', '--cgroup', cg.path, '--skip-selftest']), 'E_BPF_OBJECT', 3);

@@ -120,6 +120,16 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 	bpf_map_delete_elem(&accel_rx_seqs, &cookie);
 }
 
+/* This socket stays off the fast path; so does `peer`, if it went in. */
+static __always_inline void accel_insert_failed(const struct accel_sock_key *peer)
+{
+	if (peer) {
+		bpf_map_delete_elem(&accel_sock_hash, peer);
+		bpf_map_delete_elem(&accel_members, peer);
+	}
+	accel_count(ACCEL_CNT_SOCK_INSERT_FAILED, 1);
+}
+
 static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int passive)
 {
 	struct accel_sock_key key, peer;
@@ -166,15 +176,18 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	 * queue (accel_backpressure.h). */
 	self.sk = (__u64)skops->sk;
 	self.cookie = bpf_get_socket_cookie(skops);
+	/* A socket with a ULP (kTLS, MPTCP) is refused by the map, and any
+	 * socket by a full map or member set: it keeps the normal path, and so
+	 * does its peer. The accepting side's peer went in already: it comes
+	 * out again rather than sit in the map alone (nothing was redirected
+	 * to or from it yet, as this socket was never in the map). */
 	if (bpf_map_update_elem(&accel_members, &key, &self, BPF_ANY)) {
-		accel_count(ACCEL_CNT_SOCK_INSERT_FAILED, 1);
+		accel_insert_failed(passive ? &peer : NULL);
 		return;
 	}
 	if (bpf_sock_hash_update(skops, &accel_sock_hash, &key, BPF_NOEXIST)) {
-		/* A socket with a ULP (kTLS, MPTCP) is refused by the map: it
-		 * keeps the normal path, and so will its peer. */
 		bpf_map_delete_elem(&accel_members, &key);
-		accel_count(ACCEL_CNT_SOCK_INSERT_FAILED, 1);
+		accel_insert_failed(passive ? &peer : NULL);
 		return;
 	}
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);

@@ -35,6 +35,7 @@ export const bpf = {
   map_fd: libbpf.func('int bpf_map__fd(const bpf_map *map)'),
   map_reuse_fd: libbpf.func('int bpf_map__reuse_fd(bpf_map *map, int fd)'),
   map_is_internal: libbpf.func('bool bpf_map__is_internal(const bpf_map *map)'),
+  map_set_max_entries: libbpf.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   program_fd: libbpf.func('int bpf_program__fd(const bpf_program *prog)'),
   attach_cgroup: libbpf.func('bpf_link *bpf_program__attach_cgroup(const bpf_program *prog, int cgroup_fd)'),
   link_pin: libbpf.func('int bpf_link__pin(bpf_link *link, const char *path)'),

@@ -11,6 +11,9 @@ import { type Handle, bpf, lastErrno } from './native.js';
 export interface LoadOptions {
   /** Map name -> fd of an existing map to use instead of creating one. */
   reuseMaps?: Record<string, number>;
+  /** Map name -> how many entries the map this object creates may hold
+   * (instead of the size in the object). */
+  maxEntries?: Record<string, number>;
 }
 
 export class BpfObject {
@@ -38,6 +41,7 @@ export class BpfObject {
     const obj = new BpfObject(handle, path);
     try {
       if (options.reuseMaps) obj.reuseMaps(options.reuseMaps);
+      if (options.maxEntries) obj.setMaxEntries(options.maxEntries);
       const rc = bpf.object_load(handle) as number;
       if (rc < 0) {
         throw new AccelError(ErrorCodes.BPF_LOAD, `the kernel refused ${path}: ${describeErrno(-rc)} (--log-level verbose shows libbpf's log)`, {
@@ -63,6 +67,15 @@ export class BpfObject {
       if (fd === undefined || bpf.map_is_internal(map)) continue;
       const rc = bpf.map_reuse_fd(map, fd) as number;
       if (rc < 0) throw new AccelError(ErrorCodes.BPF_MAP, `cannot share map ${name} with ${this.path}: ${describeErrno(-rc)}`);
+    }
+  }
+
+  private setMaxEntries(sizes: Record<string, number>): void {
+    for (const [name, n] of Object.entries(sizes)) {
+      const map = bpf.find_map(this.h, name);
+      if (!map) throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${this.path} has no map ${name}`);
+      const rc = bpf.map_set_max_entries(map, n) as number;
+      if (rc < 0) throw new AccelError(ErrorCodes.BPF_MAP, `cannot size map ${name} to ${n}: ${describeErrno(-rc)}`);
     }
   }
 

@@ -20,7 +20,7 @@ import { requirePrivileges } from '../privileges.js';
 import { detachIntercept } from '../intercept/attachment.js';
 import { failpoint } from './failpoint.js';
 import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
-import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
+import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
 import { PinNames, inspectAttachment, pinDirFor, pinRoot, withMapFds } from './pins.js';
 import { type SelfTestResult, runSelfTest } from './selftest.js';
 
@@ -36,6 +36,9 @@ export interface AttachOptions extends CommonOptions {
   /** Bytes a fast-path socket may hold unread before its writer is held
    * back; DEFAULT_QUEUE_LIMIT when not given. */
   queueLimit?: number;
+  /** Size of the SOCKHASH; DEFAULT_MAX_SOCKETS when not given. Fixed when
+   * the maps are made: attaching again does not change it. */
+  maxSockets?: number;
   /** 'auto': the SK_SKB stream verdict (readiness workaround) only if the
    * plain setup fails its self-test; 'always': with it in any case. */
   streamVerdict?: 'auto' | 'always';
@@ -157,7 +160,12 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   const setup = options.skipSelftest ? { withSkskb: options.streamVerdict === 'always', results: [] } : await chooseSetup(options);
   failpoint('attach-after-selftest');
 
-  const loaded = loadFastPath(options.bpfDir, { withSkskb: setup.withSkskb, bypassPorts: options.bypassPorts, queueLimit });
+  const loaded = loadFastPath(options.bpfDir, {
+    withSkskb: setup.withSkskb,
+    bypassPorts: options.bypassPorts,
+    queueLimit,
+    maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
+  });
   let listenersAdopted = 0;
   try {
     makePinDir(options.bpffs, dir);

@@ -24,7 +24,13 @@ export interface FastPathSettings {
   /** Bytes a fast-path socket may hold unread before its writer is held
    * back (bpf/include/accel_backpressure.h). */
   queueLimit: number;
+  /** Sockets the SOCKHASH (and the member set) may hold; a connection
+   * whose sockets do not fit keeps the normal path. */
+  maxSockets?: number;
 }
+
+/** The size of accel_sock_hash in bpf/include/accel.h. */
+export const DEFAULT_MAX_SOCKETS = 65536;
 
 /** About what plain TCP lets a writer queue for a peer that does not read
  * (its send buffer, net.ipv4.tcp_wmem's max of 4 MiB by default). */
@@ -42,13 +48,14 @@ export interface LoadedFastPath {
 
 export function loadFastPath(bpfDir: string, settings: FastPathSettings): LoadedFastPath {
   const opened: BpfObject[] = [];
-  const load = (file: string, reuseMaps?: Record<string, number>) => {
-    const obj = BpfObject.load(path.join(bpfDir, file), reuseMaps ? { reuseMaps } : {});
+  const load = (file: string, reuseMaps?: Record<string, number>, maxSockets?: number) => {
+    const sizes = maxSockets ? { maxEntries: { [MapNames.sockHash]: maxSockets, [MapNames.members]: maxSockets } } : {};
+    const obj = BpfObject.load(path.join(bpfDir, file), reuseMaps ? { reuseMaps, ...sizes } : sizes);
     opened.push(obj);
     return obj;
   };
   try {
-    const sockops = load('sockops.bpf.o');
+    const sockops = load('sockops.bpf.o', undefined, settings.maxSockets);
     const mapFds = sockops.maps();
     const skmsg = load('skmsg.bpf.o', mapFds);
     Object.assign(mapFds, skmsg.maps());

@@ -179,6 +179,27 @@ describe('local fast path', () => {
     assert.equal(c.sockets_inserted, 22000n);
   });
 
+  // A SOCKHASH of 3: the first connection's two sockets fit, the second's
+  // connecting socket goes in and its accepting socket is refused. The
+  // connecting one must come out again rather than sit in the map alone.
+  it('a full map: the connection that does not fit keeps the normal path, and neither of its sockets stays in the map', async (t) => {
+    const cg = testCgroup(t);
+    await attachOk(t, cg, ['--max-sockets', '3']);
+    const first = await startHeldProbe(['pair', '--bytes', String(MB), '--back', String(MB)], { cgroupProcs: cg.procs });
+    t.after(() => first.kill());
+    const second = await startHeldProbe(['pair', '--bytes', String(MB), '--back', String(MB)], { cgroupProcs: cg.procs });
+    t.after(() => second.kill());
+    const keys = maps(cg, (m) => m.sockets());
+    assert.equal(keys.length, 2, `only the first connection's sockets are in the map: ${keys.length}`);
+    assert.equal(engagedConnections(keys).length, 1);
+    first.release();
+    second.release();
+    for (const r of [await first.result, await second.result]) assert.ok(r.ok, r.error ?? '');
+    const c = maps(cg, (m) => m.counters());
+    assert.equal(c.socket_insert_failed, 1n);
+    assert.equal(c.sockets_inserted, 3n, "the first connection's two sockets and the second's connecting one, taken out again");
+  });
+
   it('loses and reorders nothing when a client writes before the server accepts', async (t) => {
     const cg = testCgroup(t);
     await attachOk(t, cg);

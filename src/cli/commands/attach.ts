@@ -4,7 +4,7 @@ import { INTERCEPT_DEFAULTS, type InterceptAttachResult, type InterceptSettings,
 import { parseInterceptRule } from '../../intercept/rules.js';
 import type { InterceptRule } from '../../maps/layout.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
-import { DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
+import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
 import { type GlobalOptions, parseCount, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
 import { print, printJson, table } from '../output.js';
 
@@ -13,6 +13,7 @@ interface AttachCliOptions {
   skipSelftest: boolean;
   bypassPort: number[];
   queueLimit: number;
+  maxSockets: number;
   streamVerdict: 'auto' | 'always';
   json: boolean;
   iface: string[];
@@ -44,6 +45,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       parseCount(0x7fffffff),
       DEFAULT_QUEUE_LIMIT,
     )
+    .option('--max-sockets <n>', 'sockets the fast path may hold at once (both ends of a connection count); more connections keep the normal path', parseCount(1 << 24), DEFAULT_MAX_SOCKETS)
     .option('--iface <name>', 'interception: interface the cgroup connects out through (repeatable)', collect, [])
     .option('--intercept <rule>', 'interception: destination CIDR:PORT, CIDR:PORT-PORT or CIDR:* to steer to the proxy (repeatable; IPv6 as [fd00::/64]:80)', collect, [])
     .option('--proxy-port <port>', 'interception: port the proxy listens on at 127.0.0.1 and [::1]', parseSinglePort)
@@ -77,7 +79,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         };
         await checkIntercept(settings);
       }
-      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, streamVerdict: opts.streamVerdict });
+      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, maxSockets: opts.maxSockets, streamVerdict: opts.streamVerdict });
       let ic: InterceptAttachResult | null = null;
       if (settings) {
         try {

@@ -12,7 +12,7 @@ import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout.js';
-import { BPFFS, CLI, MB, accel, dropPackets, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
+import { BPFFS, BPF_DIR, CLI, MB, accel, dropPackets, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function spliceOf(pid: number): { counters: SpliceCounters; sockets: number; tracked: number } {
@@ -367,7 +367,7 @@ describe('accel echo and accel relay', () => {
     assert.equal(stats.stats?.abandoned, 1);
   });
 
-  it('bad input: a port in use, a BPF object the kernel refuses: one clear line, nothing pinned', async (t) => {
+  it('bad input: a port in use, a file that is no BPF object, an object the verifier refuses: one clear line, nothing pinned', async (t) => {
     const port = 17005;
     const p = startServer(t, 'echo', port);
     assert.ok(await p.waitForLine((l) => l.includes('"event":"listening"')));
@@ -381,6 +381,12 @@ describe('accel echo and accel relay', () => {
     assert.equal(refused.exitCode, 3, refused.stderr);
     assert.match(refused.stderr.trim(), /\[E_BPF_OBJECT\]$/);
     assert.equal(refused.stderr.trim().split('\n').length, 1);
+    // A valid object that the kernel's verifier refuses (test/fixtures/bpf/rejected.c).
+    fs.copyFileSync(path.join(BPF_DIR, 'test', 'rejected.bpf.o'), path.join(bad, 'sksplice.bpf.o'));
+    const rejected = await accel(['--bpf-dir', bad, 'relay', '--port', String(port + 1)]);
+    assert.equal(rejected.exitCode, 3, rejected.stderr);
+    assert.match(rejected.stderr.trim(), /^accel: the kernel refused .*\[E_BPF_LOAD\]$/);
+    assert.equal(rejected.stderr.trim().split('\n').length, 1);
     assert.deepEqual(
       listSpliceDirs(BPFFS).filter((d) => d.pid !== p.pid).map((d) => d.owner),
       [],

@@ -112,7 +112,7 @@ int accel_iter_listeners_adopt(struct bpf_iter__tcp *ctx)
 		return 0;
 	st->listener = 1;
 	accel_listener_ip(skc, ip);
-	accel_fill_listen_key(&lk, skc->skc_net.net->net_cookie, skc->skc_num, ip);
+	accel_fill_listen_key(&lk, skc->skc_net.net->net_cookie, skc->skc_num, ip, skc->skc_family);
 	accel_listener_add(&lk);
 	/* What user space reads back: the listeners adopted. */
 	bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));

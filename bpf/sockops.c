@@ -41,10 +41,14 @@ static __always_inline void accel_listen_key(struct accel_listen_key *lk, const 
 					     int remote)
 {
 	accel_fill_listen_key(lk, key->netns, remote ? key->remote_port : key->local_port,
-			      remote ? key->remote_ip : key->local_ip);
+			      remote ? key->remote_ip : key->local_ip, key->family);
 }
 
-/* Is the destination of an outgoing connection a listener of the cgroup? */
+/* Is the destination of an outgoing connection a listener of the cgroup?
+ * An IPv4 destination is served by an IPv4 listener, or by an IPv6 one on
+ * its v4-mapped address or on :: (dual-stack); an IPv6 destination only by
+ * an IPv6 listener: a cgroup listener on 0.0.0.0:P says nothing about
+ * [::1]:P, which another process may hold. */
 static __always_inline int accel_dest_listens(const struct accel_sock_key *key)
 {
 	struct accel_listen_key lk;
@@ -52,7 +56,18 @@ static __always_inline int accel_dest_listens(const struct accel_sock_key *key)
 	accel_listen_key(&lk, key, 1);
 	if (bpf_map_lookup_elem(&accel_listeners, &lk))
 		return 1;
+	if (key->family == AF_INET) {
+		lk.family = AF_INET6;
+		if (bpf_map_lookup_elem(&accel_listeners, &lk))
+			return 1;
+		lk.family = AF_INET;
+	}
 	__builtin_memset(lk.ip, 0, sizeof(lk.ip));
+	if (bpf_map_lookup_elem(&accel_listeners, &lk))
+		return 1;
+	if (key->family != AF_INET)
+		return 0;
+	lk.family = AF_INET6;
 	return bpf_map_lookup_elem(&accel_listeners, &lk) != NULL;
 }
 

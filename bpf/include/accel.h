@@ -28,11 +28,13 @@ struct accel_sock_key {
 };
 
 /* A listening socket of the cgroup: where local peers connect to. ip is
- * all zeros for a wildcard listener (0.0.0.0 or ::). */
+ * all zeros for a wildcard listener; family is the listening socket's, so
+ * that 0.0.0.0 (IPv4 only) and :: (IPv6, and IPv4 unless IPV6_V6ONLY) are
+ * told apart. */
 struct accel_listen_key {
 	__u64 netns;
 	__u32 port;
-	__u32 pad;
+	__u32 family;
 	__u32 ip[4];
 };
 

@@ -85,14 +85,16 @@ static __always_inline void accel_copy_ip(__u32 *dst, const __u32 *src)
 	dst[3] = src[3];
 }
 
-/* The key a listening socket on ip:port is recorded under. 0.0.0.0 (as
- * ::ffff:0.0.0.0) and :: are both "any address", stored as zero. */
+/* The key a listening socket of `family` on ip:port is recorded under.
+ * 0.0.0.0 (as ::ffff:0.0.0.0) and :: are both "any address", stored as
+ * zero; the family tells them apart. */
 static __always_inline void accel_fill_listen_key(struct accel_listen_key *lk, __u64 netns, __u32 port,
-						  const __u32 *ip)
+						  const __u32 *ip, __u32 family)
 {
 	__builtin_memset(lk, 0, sizeof(*lk));
 	lk->netns = netns;
 	lk->port = port;
+	lk->family = family;
 	if (ip[0] | ip[1] | ip[3] || (ip[2] && ip[2] != bpf_htonl(0x0000ffff)))
 		accel_copy_ip(lk->ip, ip);
 }

@@ -28,7 +28,7 @@ export const ListenKeyLayout = {
   fields: {
     netns: { offset: 0, size: 8 },
     port: { offset: 8, size: 4 },
-    pad: { offset: 12, size: 4 },
+    family: { offset: 12, size: 4 },
     ip: { offset: 16, size: 16 },
   },
 } as const;

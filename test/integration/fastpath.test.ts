@@ -8,6 +8,7 @@ import { withPinned } from '../../src/bpf/fd.js';
 import { keys } from '../../src/bpf/map.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import { runProbe, runSplit, startHeldProbe } from '../../src/probe/sockprobe.js';
+import { SOCKPROBE } from '../../src/paths.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { BPFFS, MB, accel, attachOk, fastPathBytes, maps, stopProcess, testCgroup, testNetns, waitFor } from '../helpers/env.js';
 import { FIXTURES } from '../helpers/intercept.js';
@@ -177,6 +178,30 @@ describe('local fast path', () => {
     assert.ok(await waitFor(() => maps(cg, (m) => m.socketCount() === 0 && m.memberCount() === 0), 5000), 'map and member set are empty again');
     const c = maps(cg, (m) => m.counters());
     assert.equal(c.sockets_inserted, 22000n);
+  });
+
+  // 0.0.0.0:P (IPv4 only) and [::1]:P can be two processes' listeners. A
+  // client of the cgroup connecting to [::1]:P reaches the one outside, so
+  // its socket must stay off the map (it would sit there alone).
+  it("a cgroup listener on 0.0.0.0:P does not pull in a client of another process's [::1]:P", async (t) => {
+    const cg = testCgroup(t);
+    await attachOk(t, cg);
+    const port = 18094;
+    const inside = spawn(SOCKPROBE, ['server', '--port', String(port), '--timeout-s', '30'], { cgroupProcs: cg.procs });
+    const outside = spawn(process.execPath, ['-e', `require('net').createServer((s) => s.pipe(s)).listen(${port}, '::1', () => console.log('"listening"'))`]);
+    t.after(() => Promise.all([stopProcess(inside), stopProcess(outside)]));
+    for (const p of [inside, outside]) assert.ok(await p.waitForLine((l) => l.includes('"listening"') || l.includes('listening')));
+    const client = spawn(
+      process.execPath,
+      ['-e', `const c = require('net').connect(${port}, '::1', () => c.write('x')); c.on('data', () => console.log('echoed')); setTimeout(() => process.exit(0), 5000)`],
+      { cgroupProcs: cg.procs },
+    );
+    t.after(() => stopProcess(client));
+    assert.ok(await client.waitForLine((l) => l.includes('echoed')), 'the client reached the outside listener');
+    const c = maps(cg, (m) => m.counters());
+    assert.equal(maps(cg, (m) => m.socketCount()), 0, 'no socket of that connection in the map');
+    assert.equal(c.sockets_inserted, 0n);
+    assert.equal(c.sockets_skipped_peer, 1n);
   });
 
   // A SOCKHASH of 3: the first connection's two sockets fit, the second's

@@ -25,15 +25,13 @@ static __always_inline int accel_dest_congested(__u64 cookie)
 	struct sock *sk;
 	int congested = 0;
 	__u32 qlen;
-	__u64 ud;
 
 	if (!dest)
 		return 0;
 	tp = bpf_rdonly_cast(dest, bpf_core_type_id_kernel(struct tcp_sock));
 	sk = &tp->inet_conn.icsk_inet.sk;
-	ud = (__u64)sk->sk_user_data & ACCEL_SK_USER_DATA_PTRMASK;
-	if (ud) {
-		psock = bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock));
+	psock = accel_psock_of(sk);
+	if (psock) {
 		qlen = psock->ingress_skb.qlen;
 		/* skbs pile up there only once the send buffer is full (or TCP
 		 * memory is under pressure): a few are a busy destination, more

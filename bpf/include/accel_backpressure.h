@@ -60,7 +60,6 @@ static __always_inline void accel_peer_view(struct accel_peer_view *v, __u64 add
 	struct sk_psock *psock;
 	unsigned long *pressure;
 	unsigned long pv = 0;
-	__u64 ud;
 	int rcvbuf;
 
 	__builtin_memset(v, 0, sizeof(*v));
@@ -73,11 +72,9 @@ static __always_inline void accel_peer_view(struct accel_peer_view *v, __u64 add
 	if ((sk->sk_userlocks & ACCEL_SOCK_RCVBUF_LOCK) && rcvbuf > 0 && (__u32)rcvbuf < v->limit)
 		v->limit = rcvbuf;
 	v->rx_pending = sk->sk_receive_queue.qlen;
-	ud = (__u64)sk->sk_user_data & ACCEL_SK_USER_DATA_PTRMASK;
-	if (ud) {
-		psock = bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock));
+	psock = accel_psock_of(sk);
+	if (psock)
 		v->rx_pending += psock->ingress_skb.qlen;
-	}
 	pressure = sk->__sk_common.skc_prot->memory_pressure;
 	if (pressure && !bpf_probe_read_kernel(&pv, sizeof(pv), pressure))
 		v->pressure = pv != 0;

@@ -20,4 +20,12 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
  * _PSOCK); masked, it is the socket's struct sk_psock. */
 #define ACCEL_SK_USER_DATA_PTRMASK (~7UL)
 
+/* The psock of a socket read through bpf_rdonly_cast, or NULL. */
+static __always_inline struct sk_psock *accel_psock_of(struct sock *sk)
+{
+	__u64 ud = (__u64)sk->sk_user_data & ACCEL_SK_USER_DATA_PTRMASK;
+
+	return ud ? bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock)) : NULL;
+}
+
 #endif /* ACCEL_COMMON_H */

@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { attachToMap } from '../bpf/attach.js';
-import { BpfObject } from '../bpf/object.js';
+import { BpfObject, type LoadOptions } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
 
@@ -48,18 +48,18 @@ export interface LoadedFastPath {
 
 export function loadFastPath(bpfDir: string, settings: FastPathSettings): LoadedFastPath {
   const opened: BpfObject[] = [];
-  const load = (file: string, reuseMaps?: Record<string, number>, maxSockets?: number) => {
-    const sizes = maxSockets ? { maxEntries: { [MapNames.sockHash]: maxSockets, [MapNames.members]: maxSockets } } : {};
-    const obj = BpfObject.load(path.join(bpfDir, file), reuseMaps ? { reuseMaps, ...sizes } : sizes);
+  const load = (file: string, options: LoadOptions) => {
+    const obj = BpfObject.load(path.join(bpfDir, file), options);
     opened.push(obj);
     return obj;
   };
   try {
-    const sockops = load('sockops.bpf.o', undefined, settings.maxSockets);
+    const n = settings.maxSockets;
+    const sockops = load('sockops.bpf.o', n ? { maxEntries: { [MapNames.sockHash]: n, [MapNames.members]: n } } : {});
     const mapFds = sockops.maps();
-    const skmsg = load('skmsg.bpf.o', mapFds);
+    const skmsg = load('skmsg.bpf.o', { reuseMaps: mapFds });
     Object.assign(mapFds, skmsg.maps());
-    const skskb = settings.withSkskb ? load('skskb_pass.bpf.o', mapFds) : null;
+    const skskb = settings.withSkskb ? load('skskb_pass.bpf.o', { reuseMaps: mapFds }) : null;
     const fd = (name: string) => mapFds[name] ?? -1;
     const maps = new FastPathMaps({
       sockHash: fd(MapNames.sockHash),
@@ -79,4 +79,3 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
     throw err;
   }
 }
-

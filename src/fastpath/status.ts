@@ -43,15 +43,18 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
     queueLimit: null,
   };
   try {
-    maps = withMaps(dir, (m) => ({
-      socketsInMap: m.socketCount(),
-      members: m.memberCount(),
-      listeners: m.listenerCount(),
-      bypassPorts: m.bypassPorts(),
-      counters: m.counters(),
-      redirectEnabled: m.config().redirectEnabled,
-      queueLimit: m.config().queueLimit,
-    }));
+    maps = withMaps(dir, (m) => {
+      const config = m.config();
+      return {
+        socketsInMap: m.socketCount(),
+        members: m.memberCount(),
+        listeners: m.listenerCount(),
+        bypassPorts: m.bypassPorts(),
+        counters: m.counters(),
+        redirectEnabled: config.redirectEnabled,
+        queueLimit: config.queueLimit,
+      };
+    });
   } catch {
     /* a partial attachment may lack maps */
   }

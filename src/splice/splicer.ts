@@ -134,6 +134,12 @@ function streamBase(s: Side): bigint {
   return c.sendStream - BigInt(s.sock.bytesWritten);
 }
 
+/** What entered the side's send stream since the hand-off: the bytes node
+ * wrote to it and those the kernel redirected to it. */
+function streamSinceHandOff(s: Side): bigint {
+  return tcpStreamCounts(s.fd).sendStream - s.streamBase;
+}
+
 export class KernelSplicer {
   /** Sockets held back while their destination does not keep up. */
   readonly holds: SpliceHolds;
@@ -189,7 +195,7 @@ export class KernelSplicer {
       },
       destination: () => ({
         fd: s.peer.fd,
-        inKernel: this.maps.redirectedFrom(s.cookie) - (tcpStreamCounts(s.peer.fd).sendStream - s.peer.streamBase - BigInt(s.peer.sock.bytesWritten)),
+        inKernel: this.maps.redirectedFrom(s.cookie) - (streamSinceHandOff(s.peer) - BigInt(s.peer.sock.bytesWritten)),
       }),
     };
   }
@@ -379,7 +385,7 @@ export class KernelSplicer {
     for (;;) {
       let owed: bigint;
       try {
-        owed = target - (tcpStreamCounts(to.fd).sendStream - to.streamBase);
+        owed = target - streamSinceHandOff(to);
       } catch {
         return; // `to` went away meanwhile
       }

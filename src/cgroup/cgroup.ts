@@ -9,12 +9,13 @@ import { AccelError, ErrorCodes } from '../errors.js';
 
 const CGROUP2_SUPER_MAGIC = 0x63677270;
 
-/** A cgroup2 mount as /proc/self/mountinfo lists it. */
-export interface Cgroup2Mount {
+/** A mount as /proc/self/mountinfo lists it. */
+export interface Mount {
   /** Where it is mounted. */
   mountPoint: string;
-  /** The directory of the hierarchy it shows ("/" for the whole of it). */
+  /** The directory of its filesystem it shows ("/" for the whole of it). */
   root: string;
+  fstype: string;
 }
 
 /** mountinfo escapes blanks and backslashes in paths as \ooo. */
@@ -22,29 +23,32 @@ function unescapeMountPath(p: string): string {
   return p.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
-/** The cgroup2 mounts in a mountinfo text, in its order. */
-export function parseCgroup2Mounts(mountinfo: string): Cgroup2Mount[] {
-  const out: Cgroup2Mount[] = [];
+/** The mounts in a mountinfo text, in its order (the order they were made). */
+export function parseMounts(mountinfo: string): Mount[] {
+  const out: Mount[] = [];
   for (const line of mountinfo.split('\n')) {
     const sep = line.indexOf(' - ');
     if (sep < 0) continue;
     const fields = line.slice(0, sep).split(' ');
-    const fstype = line.slice(sep + 3).split(' ')[0];
-    if (fstype !== 'cgroup2' || fields.length < 5) continue;
-    out.push({ root: unescapeMountPath(fields[3] ?? '/'), mountPoint: unescapeMountPath(fields[4] ?? '') });
+    if (fields.length < 5) continue;
+    out.push({ root: unescapeMountPath(fields[3] ?? '/'), mountPoint: unescapeMountPath(fields[4] ?? ''), fstype: line.slice(sep + 3).split(' ')[0] ?? '' });
   }
   return out;
 }
+
+/** Is `inner` at or below `outer`? */
+const atOrBelow = (inner: string, outer: string) => inner === outer || inner.startsWith(outer === '/' ? '/' : `${outer}/`);
 
 /**
  * The cgroup2 mount to work under: the one showing the whole hierarchy
  * (its root "/"), preferring /sys/fs/cgroup (pure cgroup v2: most
  * distributions, Kubernetes nodes), then /sys/fs/cgroup/unified (systemd's
  * hybrid layout), then the first; a mount of a subtree only if there is no
- * other. The last one mounted on a path hides the earlier ones there.
+ * other. A mount made later on the same path or on one above it (of any
+ * filesystem) hides the earlier one.
  */
-export function chooseCgroup2Mount(mounts: Cgroup2Mount[]): Cgroup2Mount | null {
-  const visible = mounts.filter((m, i) => !mounts.slice(i + 1).some((later) => later.mountPoint === m.mountPoint));
+export function chooseCgroup2Mount(mounts: Mount[]): Mount | null {
+  const visible = mounts.filter((m, i) => m.fstype === 'cgroup2' && !mounts.slice(i + 1).some((later) => atOrBelow(m.mountPoint, later.mountPoint)));
   const whole = visible.filter((m) => m.root === '/');
   const pool = whole.length ? whole : visible;
   return pool.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? pool.find((m) => m.mountPoint === '/sys/fs/cgroup/unified') ?? pool[0] ?? null;
@@ -61,7 +65,7 @@ export function cgroup2Root(): string {
   } catch {
     /* no /proc: found nothing */
   }
-  const m = chooseCgroup2Mount(parseCgroup2Mounts(text));
+  const m = chooseCgroup2Mount(parseMounts(text));
   if (!m) throw new AccelError(ErrorCodes.CGROUP_NOT_V2, 'no cgroup2 filesystem is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup)');
   cachedRoot = m.mountPoint;
   return cachedRoot;

@@ -97,7 +97,7 @@ enum accel_counter {
 	ACCEL_CNT_MSG_PASSED,
 	ACCEL_CNT_BYTES_PASSED,
 	ACCEL_CNT_CONN_TCP_ONLY,
-	/* skskb_pass.c: bytes a retransmission repeated at the head of an
+	/* stream_verdict.c: bytes a retransmission repeated at the head of an
 	 * skb, cut off; and such bytes it could not cut. */
 	ACCEL_CNT_BYTES_REPEATED,
 	ACCEL_CNT_BYTES_REPEAT_SENT,
@@ -177,7 +177,7 @@ struct accel_splice_sock {
 	__u32 seq_known;
 };
 
-/* Where the stream verdict of the fast path (skskb_pass.c) stands in a
+/* Where the stream verdict of the fast path (stream_verdict.c) stands in a
  * socket's receive stream, keyed by socket cookie: the TCP sequence number
  * just past what it took, valid once known is set. */
 struct accel_rx_seq {

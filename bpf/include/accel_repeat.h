@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * Cutting the head a TCP retransmission repeats, for stream verdicts
- * (sksplice.c, skskb_pass.c).
+ * (sksplice.c, stream_verdict.c).
  *
  * TCP queues a segment that overlaps what it has received already whole,
  * its old head included (tcp_data_queue: "partial packet"), and later

@@ -39,7 +39,7 @@ export interface AttachOptions extends CommonOptions {
   /** Size of the SOCKHASH; DEFAULT_MAX_SOCKETS when not given. Fixed when
    * the maps are made: attaching again does not change it. */
   maxSockets?: number;
-  /** 'auto': the SK_SKB stream verdict (readiness workaround) only if the
+  /** 'auto': the stream verdict (SK_SKB) only if the
    * plain setup fails its self-test; 'always': with it in any case. */
   streamVerdict?: 'auto' | 'always';
   /** Parent of the self-test's throwaway cgroup. */
@@ -53,7 +53,7 @@ export interface AttachResult {
   pinDir: string;
   alreadyAttached: boolean;
   recovered: string | null;
-  withSkskb: boolean;
+  withStreamVerdict: boolean;
   selftest: SelfTestResult[];
   /** Listeners of the cgroup that existed before sockops was attached,
    * now recorded (see listeners.ts). */
@@ -91,7 +91,7 @@ function validatePorts(ports: number[]): void {
 /** The compiled objects attach loads, all checked before anything is
  * touched so that a half-built tree fails before the first program. */
 export function requireBpfObjects(bpfDir: string): void {
-  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o', LISTENERS_OBJECT]) {
+  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'stream_verdict.bpf.o', LISTENERS_OBJECT]) {
     if (!fs.existsSync(path.join(bpfDir, file))) {
       throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(bpfDir, file)} is missing (run npm run build)`);
     }
@@ -110,17 +110,17 @@ function preflight(options: CommonOptions & { cgroup: string; prober?: Prober })
   return cg;
 }
 
-/** Plain SK_MSG first; the SK_SKB readiness workaround only if that fails
- * (or only the workaround, when it is asked for). */
-async function chooseSetup(options: AttachOptions): Promise<{ withSkskb: boolean; results: SelfTestResult[] }> {
+/** Plain SK_MSG first; the stream verdict only if that fails
+ * (or only with it, when it is asked for). */
+async function chooseSetup(options: AttachOptions): Promise<{ withStreamVerdict: boolean; results: SelfTestResult[] }> {
   const results: SelfTestResult[] = [];
-  for (const withSkskb of options.streamVerdict === 'always' ? [true] : [false, true]) {
-    const r = await runSelfTest({ bpfDir: options.bpfDir, withSkskb, cgroupRoot: options.selftestParent ?? cgroup2Root() });
+  for (const withStreamVerdict of options.streamVerdict === 'always' ? [true] : [false, true]) {
+    const r = await runSelfTest({ bpfDir: options.bpfDir, withStreamVerdict, cgroupRoot: options.selftestParent ?? cgroup2Root() });
     results.push(r);
     for (const c of r.checks.filter((c) => !c.ok)) {
-      log.warn(`self-test${withSkskb ? ' (with the SK_SKB workaround)' : ''}: ${c.name}: ${c.error}${c.severity === 'warning' ? ' [known kernel defect]' : ''}`);
+      log.warn(`self-test${withStreamVerdict ? ' (with the stream verdict)' : ''}: ${c.name}: ${c.error}${c.severity === 'warning' ? ' [known kernel defect]' : ''}`);
     }
-    if (r.ok) return { withSkskb, results };
+    if (r.ok) return { withStreamVerdict, results };
   }
   const failed = results.flatMap((r) => r.checks.filter((c) => !c.ok && c.severity === 'fatal').map((c) => c.name));
   throw new AccelError(
@@ -148,7 +148,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
     } finally {
       Object.values(fds).forEach(closeFd);
     }
-    return { cgroup: cg, pinDir: dir, alreadyAttached: true, recovered: null, withSkskb: state.withSkskb, selftest: [], listenersAdopted };
+    return { cgroup: cg, pinDir: dir, alreadyAttached: true, recovered: null, withStreamVerdict: state.withStreamVerdict, selftest: [], listenersAdopted };
   }
   let recovered: string | null = null;
   if (state.kind === 'partial') {
@@ -157,11 +157,11 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
     removePinDir(dir);
   }
 
-  const setup = options.skipSelftest ? { withSkskb: options.streamVerdict === 'always', results: [] } : await chooseSetup(options);
+  const setup = options.skipSelftest ? { withStreamVerdict: options.streamVerdict === 'always', results: [] } : await chooseSetup(options);
   failpoint('attach-after-selftest');
 
   const loaded = loadFastPath(options.bpfDir, {
-    withSkskb: setup.withSkskb,
+    withStreamVerdict: setup.withStreamVerdict,
     bypassPorts: options.bypassPorts,
     queueLimit,
     maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
@@ -172,7 +172,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
     for (const [name, fd] of Object.entries(loaded.mapFds)) pin(fd, path.join(dir, name));
     pin(loaded.sockops.programFd(Programs.sockops), path.join(dir, PinNames.progSockops));
     pin(loaded.skmsg.programFd(Programs.skmsg), path.join(dir, PinNames.progSkmsg));
-    if (loaded.skskb) pin(loaded.skskb.programFd(Programs.skskbPass), path.join(dir, PinNames.progSkskb));
+    if (loaded.streamVerdict) pin(loaded.streamVerdict.programFd(Programs.streamVerdict), path.join(dir, PinNames.progStreamVerdict));
     failpoint('attach-before-link');
     attachCgroupPinned(loaded.sockops.program(Programs.sockops), cg.path, path.join(dir, PinNames.link));
     failpoint('attach-after-link');
@@ -184,8 +184,8 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   } finally {
     loaded.close();
   }
-  log.info(`attached to ${cg.path} (pins in ${dir}${setup.withSkskb ? ', with the SK_SKB readiness workaround' : ''})`);
-  return { cgroup: cg, pinDir: dir, alreadyAttached: false, recovered, withSkskb: setup.withSkskb, selftest: setup.results, listenersAdopted };
+  log.info(`attached to ${cg.path} (pins in ${dir}${setup.withStreamVerdict ? ', with the stream verdict' : ''})`);
+  return { cgroup: cg, pinDir: dir, alreadyAttached: false, recovered, withStreamVerdict: setup.withStreamVerdict, selftest: setup.results, listenersAdopted };
 }
 
 /** Run `fn` with typed views of the maps pinned in `dir`. */

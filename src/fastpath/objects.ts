@@ -1,7 +1,7 @@
 /**
  * The fast path's BPF objects and how they are loaded: sockops.bpf.o first
  * (it creates every map), then skmsg.bpf.o and, when the readiness
- * workaround is wanted, skskb_pass.bpf.o, both on the same maps. The
+ * stream verdict is wanted, stream_verdict.bpf.o, both on the same maps. The
  * programs are attached to the SOCKHASH here; attaching sockops to a cgroup
  * is the caller's last step (it makes the fast path live).
  */
@@ -14,12 +14,12 @@ import { FastPathMaps, MapNames } from '../maps/fastpath.js';
 export const Programs = {
   sockops: 'accel_sockops',
   skmsg: 'accel_skmsg',
-  skskbPass: 'accel_skskb_pass',
+  streamVerdict: 'accel_stream_verdict',
 } as const;
 
 export interface FastPathSettings {
-  /** Attach the no-op stream verdict (readiness workaround). */
-  withSkskb: boolean;
+  /** Attach the stream verdict (stream_verdict.c). */
+  withStreamVerdict: boolean;
   bypassPorts: number[];
   /** Bytes a fast-path socket may hold unread before its writer is held
    * back (bpf/include/accel_backpressure.h). */
@@ -39,7 +39,7 @@ export const DEFAULT_QUEUE_LIMIT = 4 << 20;
 export interface LoadedFastPath {
   sockops: BpfObject;
   skmsg: BpfObject;
-  skskb: BpfObject | null;
+  streamVerdict: BpfObject | null;
   maps: FastPathMaps;
   /** Every named map of the attachment by name. */
   mapFds: Record<string, number>;
@@ -59,7 +59,7 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
     const mapFds = sockops.maps();
     const skmsg = load('skmsg.bpf.o', { reuseMaps: mapFds });
     Object.assign(mapFds, skmsg.maps());
-    const skskb = settings.withSkskb ? load('skskb_pass.bpf.o', { reuseMaps: mapFds }) : null;
+    const streamVerdict = settings.withStreamVerdict ? load('stream_verdict.bpf.o', { reuseMaps: mapFds }) : null;
     const fd = (name: string) => mapFds[name] ?? -1;
     const maps = new FastPathMaps({
       sockHash: fd(MapNames.sockHash),
@@ -72,8 +72,8 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
     maps.setBypassPorts(settings.bypassPorts);
     maps.setConfig({ redirectEnabled: true, queueLimit: settings.queueLimit });
     attachToMap(skmsg.programFd(Programs.skmsg), maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
-    if (skskb) attachToMap(skskb.programFd(Programs.skskbPass), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
-    return { sockops, skmsg, skskb, maps, mapFds, close: () => opened.forEach((o) => o.close()) };
+    if (streamVerdict) attachToMap(streamVerdict.programFd(Programs.streamVerdict), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
+    return { sockops, skmsg, streamVerdict, maps, mapFds, close: () => opened.forEach((o) => o.close()) };
   } catch (err) {
     opened.forEach((o) => o.close());
     throw err;

@@ -13,7 +13,7 @@ export const PinNames = {
   link: 'link_sockops',
   progSockops: 'prog_sockops',
   progSkmsg: 'prog_skmsg',
-  progSkskb: 'prog_skskb_pass',
+  progStreamVerdict: 'prog_stream_verdict',
 } as const;
 
 export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners];
@@ -40,7 +40,7 @@ export function listAttachmentIds(bpffs: string): bigint[] {
 export type AttachmentState =
   | { kind: 'absent' }
   | { kind: 'partial'; reason: string }
-  | { kind: 'complete'; linkId: number; progIds: Record<string, number>; withSkskb: boolean };
+  | { kind: 'complete'; linkId: number; progIds: Record<string, number>; withStreamVerdict: boolean };
 
 export function inspectAttachment(dir: string, cgroupId: bigint): AttachmentState {
   if (!fs.existsSync(dir)) return { kind: 'absent' };
@@ -50,11 +50,11 @@ export function inspectAttachment(dir: string, cgroupId: bigint): AttachmentStat
   const missing = REQUIRED_MAP_PINS.filter((name) => !fs.existsSync(path.join(dir, name)));
   if (missing.length) return { kind: 'partial', reason: `missing map pins: ${missing.join(', ')}` };
   const progIds: Record<string, number> = {};
-  for (const name of [PinNames.progSockops, PinNames.progSkmsg, PinNames.progSkskb]) {
+  for (const name of [PinNames.progSockops, PinNames.progSkmsg, PinNames.progStreamVerdict]) {
     const id = withPinned(path.join(dir, name), (fd) => progInfo(fd).id);
     if (id !== null) progIds[name] = id;
   }
-  return { kind: 'complete', linkId: link.id, progIds, withSkskb: PinNames.progSkskb in progIds };
+  return { kind: 'complete', linkId: link.id, progIds, withStreamVerdict: PinNames.progStreamVerdict in progIds };
 }
 
 const MAP_PIN_NAMES = Object.values(MapNames);

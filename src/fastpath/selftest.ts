@@ -33,7 +33,7 @@ export function isKnownKernelDefect(error: string | null): boolean {
 
 export interface SelfTestResult {
   ok: boolean;
-  withSkskb: boolean;
+  withStreamVerdict: boolean;
   checks: SelfTestCheck[];
   bytesRedirected: bigint;
 }
@@ -56,7 +56,7 @@ const PLACEMENTS: Where[] = ['inside', 'server inside, client outside', 'client 
 
 export interface SelfTestOptions {
   bpfDir: string;
-  withSkskb: boolean;
+  withStreamVerdict: boolean;
   /** Parent of the throwaway cgroup. */
   cgroupRoot: string;
   stallMs?: number;
@@ -68,7 +68,7 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
   // with another limit than the check expects, as a kernel on which the
   // limit did not hold would behave.
   const queueLimit = Number(process.env.ACCEL_SELFTEST_QUEUE_LIMIT) || DEFAULT_QUEUE_LIMIT;
-  const loaded = loadFastPath(options.bpfDir, { withSkskb: options.withSkskb, bypassPorts: [], queueLimit });
+  const loaded = loadFastPath(options.bpfDir, { withStreamVerdict: options.withStreamVerdict, bypassPorts: [], queueLimit });
   let detach: (() => void) | null = null;
   try {
     cg = createChildCgroup(options.cgroupRoot, 'accel-selftest');
@@ -89,7 +89,7 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
               });
         const name = `${reader.name} (${where})`;
         checks.push({ name, ok: r.ok, error: r.error, severity: !r.ok && isKnownKernelDefect(r.error) ? 'warning' : 'fatal' });
-        log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`, { withSkskb: options.withSkskb });
+        log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`, { withStreamVerdict: options.withStreamVerdict });
       }
     }
     checks.push(await backpressureCheck(inside));
@@ -97,7 +97,7 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
     if (bytesRedirected === 0n) {
       checks.push({ name: 'fast path engaged', ok: false, error: 'no byte took the fast path during the self-test', severity: 'fatal' });
     }
-    return { ok: checks.every((c) => c.ok || c.severity === 'warning'), withSkskb: options.withSkskb, checks, bytesRedirected };
+    return { ok: checks.every((c) => c.ok || c.severity === 'warning'), withStreamVerdict: options.withStreamVerdict, checks, bytesRedirected };
   } finally {
     detach?.();
     loaded.close();

@@ -16,7 +16,7 @@ export interface AttachmentStatus {
   linkPin: string;
   linkId: number | null;
   programIds: Record<string, number>;
-  withSkskb: boolean;
+  withStreamVerdict: boolean;
   redirectEnabled: boolean;
   /** Bytes a socket may hold unread before its writer is held back. */
   queueLimit: number | null;
@@ -67,7 +67,7 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
     linkPin: path.join(dir, PinNames.link),
     linkId: state.kind === 'complete' ? state.linkId : null,
     programIds: state.kind === 'complete' ? state.progIds : {},
-    withSkskb: state.kind === 'complete' && state.withSkskb,
+    withStreamVerdict: state.kind === 'complete' && state.withStreamVerdict,
     ...maps,
     intercept: await interceptStatus(cgroupId, dir),
   };

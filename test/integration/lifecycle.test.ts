@@ -18,7 +18,7 @@ describe('attach and detach', () => {
     const cg = testCgroup(t);
     const first = await accel(['attach', '--cgroup', cg.path, '--json']);
     assert.equal(first.exitCode, 0, first.stderr);
-    const r = JSON.parse(first.stdout) as { selftest: { ok: boolean }[]; alreadyAttached: boolean; pinDir: string; withSkskb: boolean };
+    const r = JSON.parse(first.stdout) as { selftest: { ok: boolean }[]; alreadyAttached: boolean; pinDir: string; withStreamVerdict: boolean };
     assert.ok(r.selftest.length >= 1 && r.selftest.at(-1)?.ok, 'the self-test ran and passed');
     assert.equal(r.alreadyAttached, false);
     const second = await accel(['attach', '--cgroup', cg.path, '--json']);
@@ -28,7 +28,7 @@ describe('attach and detach', () => {
 
     const pins = fs.readdirSync(r.pinDir).sort();
     const expected = ['accel_bypass', 'accel_config', 'accel_counters', 'accel_listeners', 'accel_members', 'accel_rx_seqs', 'accel_sk_state', 'accel_sock_hash', 'accel_tproxy_config', 'accel_tproxy_counters', 'accel_tproxy_flows', 'accel_tproxy_rules', 'link_sockops', 'prog_skmsg', 'prog_sockops'];
-    assert.deepEqual(pins, (r.withSkskb ? [...expected, 'prog_skskb_pass'] : expected).sort());
+    assert.deepEqual(pins, (r.withStreamVerdict ? [...expected, 'prog_stream_verdict'] : expected).sort());
 
     const d = await accel(['detach', '--cgroup', cg.path]);
     assert.equal(d.exitCode, 0, d.stderr);
@@ -208,7 +208,7 @@ echo "LEFT $(find /sys/fs/bpf -mindepth 1 | sort | tr '\n' ' ')"`;
     expectError(await accel(['--bpf-dir', '/nonexistent/accel-bpf', 'attach', '--cgroup', cg.path, '--skip-selftest']), 'E_BPF_OBJECT', 3);
     const corrupt = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-corrupt-'));
     t.after(() => fs.rmSync(corrupt, { recursive: true, force: true }));
-    for (const f of ['sockops.bpf.o', 'skmsg.bpf.o', 'skskb_pass.bpf.o']) fs.writeFileSync(path.join(corrupt, f), 'this is not an ELF object');
+    for (const f of ['sockops.bpf.o', 'skmsg.bpf.o', 'stream_verdict.bpf.o']) fs.writeFileSync(path.join(corrupt, f), 'this is not an ELF object');
     expectError(await accel(['--bpf-dir', corrupt, 'attach', '--cgroup', cg.path, '--skip-selftest']), 'E_BPF_OBJECT', 3);
     assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
   });

@@ -34,7 +34,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/myservice')
     .option('--skip-selftest', 'attach without first proving the fast path on this kernel', false)
     .addOption(
-      new Option('--stream-verdict <when>', 'attach the SK_SKB stream verdict (readiness workaround): when the plain setup fails its self-test, or always')
+      new Option('--stream-verdict <when>', 'attach the stream verdict (SK_SKB: readiness on kernels whose sk_msg-only sockets miss wake-ups, and the cut of repeated bytes): when the plain setup fails its self-test, or always')
         .choices(['auto', 'always'])
         .default('auto'),
     )
@@ -95,9 +95,9 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       print(
         table([
           ['pins', r.pinDir],
-          ['setup', r.withSkskb ? 'sk_msg + SK_SKB readiness workaround' : 'sk_msg'],
+          ['setup', r.withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
           ['listeners adopted', String(r.listenersAdopted)],
-          ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withSkskb ? 'with workaround' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : r.alreadyAttached ? 'not needed' : 'skipped'],
+          ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withStreamVerdict ? 'with stream verdict' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : r.alreadyAttached ? 'not needed' : 'skipped'],
           ...(r.recovered ? ([['recovered', r.recovered]] as [string, string][]) : []),
           ...(ic
             ? ([

@@ -11,12 +11,12 @@ export function registerSelftest(program: Command, globals: () => GlobalOptions)
   program
     .command('selftest')
     .description('run the kernel self-test that attach runs, in a throwaway child cgroup, and report each check')
-    .option('--workaround', 'test with the SK_SKB readiness workaround', false)
+    .option('--stream-verdict', 'test with the stream verdict (what attach --stream-verdict always sets up)', false)
     .option('--json', 'print as JSON', false)
-    .action(async (opts: { workaround: boolean; json: boolean }) => {
+    .action(async (opts: { streamVerdict: boolean; json: boolean }) => {
       requirePrivileges();
       ensureBpffs(globals().bpffs);
-      const r = await runSelfTest({ bpfDir: globals().bpfDir, withSkskb: opts.workaround, cgroupRoot: cgroup2Root() });
+      const r = await runSelfTest({ bpfDir: globals().bpfDir, withStreamVerdict: opts.streamVerdict, cgroupRoot: cgroup2Root() });
       if (!opts.json) for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
       // Under --json the checks go out with the error, as one document.
       if (!r.ok) throw new AccelError(ErrorCodes.SELFTEST, 'the self-test failed', { result: { ...r } });

@@ -11,7 +11,7 @@ export function formatStatus(s: AttachmentStatus): string {
     ['pins', s.pinDir],
     ['cgroup link', s.linkId === null ? '-' : `id ${s.linkId} (${s.linkPin})`],
     ...Object.entries(s.programIds).map(([name, id]) => [name.replace(/^prog_/, 'program '), `id ${id}`] as [string, string]),
-    ['setup', s.withSkskb ? 'sk_msg + SK_SKB readiness workaround' : 'sk_msg'],
+    ['setup', s.withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
     ['redirect', s.redirectEnabled ? 'on' : 'off'],
     ['queue limit', s.queueLimit === null ? '-' : `${s.queueLimit} bytes unread per socket, then the writer is held back`],
     ['sockets in map', s.socketsInMap],

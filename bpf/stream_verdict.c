@@ -18,7 +18,7 @@
 #include "accel_repeat.h"
 
 SEC("sk_skb/stream_verdict")
-int accel_skskb_pass(struct __sk_buff *skb)
+int accel_stream_verdict(struct __sk_buff *skb)
 {
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct accel_rx_seq *st, fresh = {};

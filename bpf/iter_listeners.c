@@ -32,10 +32,6 @@ struct {
 	__type(value, __u32);
 } accel_adopt SEC(".maps");
 
-/* Only here so that struct accel_listener_rec is in the object's BTF, where
- * the layout test reads it (the programs only have it on the stack). */
-const volatile struct accel_listener_rec accel_listener_rec_btf_anchor = {};
-
 /* A listener this attachment has not recorded: its tcp_sock, or NULL. */
 static __always_inline struct tcp_sock *accel_untracked_listener(struct sock_common *skc)
 {

@@ -2,8 +2,10 @@
 /*
  * Structs shared by every accel BPF program and mirrored by user space.
  *
- * Must stay in sync with src/maps/layout.ts. test/maps/layout.test.ts reads
- * the BTF of the compiled objects and fails if sizes or offsets drift.
+ * Must stay in sync with src/maps/layout/ (one module per component).
+ * test/maps/layout.test.ts reads the BTF of layout.btf.o (bpf/layout.c,
+ * built from this header but never loaded) and fails if sizes, offsets or
+ * enumerators drift. A struct or enum added here goes into bpf/layout.c.
  * Only fixed-width types and explicit padding: no bool, no implicit holes.
  */
 #ifndef ACCEL_H

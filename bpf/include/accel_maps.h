@@ -109,11 +109,6 @@ struct {
 	__type(value, __u64);
 } accel_tproxy_counters SEC(".maps");
 
-/* Only here so that enum accel_counter is in the objects' BTF, where
- * test/maps/layout.test.ts checks user space's mirror of it. */
-const volatile enum accel_counter accel_counter_btf_anchor = ACCEL_CNT_MAX;
-const volatile enum accel_tproxy_counter accel_tproxy_counter_btf_anchor = ACCEL_TP_MAX;
-
 static __always_inline void accel_count(enum accel_counter idx, __u64 n)
 {
 	__u32 key = idx;

@@ -71,8 +71,6 @@ struct {
 	__type(value, __u64);
 } accel_splice_counters SEC(".maps");
 
-const volatile enum accel_splice_counter accel_splice_counter_btf_anchor = ACCEL_SPLICE_CNT_MAX;
-
 static __always_inline void accel_splice_count(enum accel_splice_counter idx, __u64 n)
 {
 	__u32 key = idx;

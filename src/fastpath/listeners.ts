@@ -11,7 +11,7 @@ import { readIterator } from '../bpf/attach.js';
 import { u32, u64, update } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
 import { type Cgroup, subtreeIds } from '../cgroup/cgroup.js';
-import { type ListenerRec, decodeListenerRecs } from '../maps/layout.js';
+import { type ListenerRec, decodeListenerRecs } from '../maps/layout/fastpath.js';
 
 export const LISTENERS_OBJECT = 'iter_listeners.bpf.o';
 

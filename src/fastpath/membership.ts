@@ -9,7 +9,7 @@ import path from 'node:path';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup } from '../bpf/map.js';
 import { netnsCookie } from '../bpf/socket.js';
-import { encodeSockKey } from '../maps/layout.js';
+import { encodeSockKey } from '../maps/layout/shared.js';
 import { MapNames } from '../maps/fastpath.js';
 import { listAttachmentIds, pinDirFor } from './pins.js';
 

@@ -1,7 +1,8 @@
 /** What is attached where, read back from bpffs and the maps. */
 import path from 'node:path';
 import { findCgroupById, resolveCgroup } from '../cgroup/cgroup.js';
-import type { Counters, SockKey } from '../maps/layout.js';
+import type { Counters } from '../maps/layout/fastpath.js';
+import type { SockKey } from '../maps/layout/shared.js';
 import { type InterceptStatus, interceptStatus } from '../intercept/attachment.js';
 import { withMaps } from './attachment.js';
 import { PinNames, inspectAttachment, listAttachmentIds, pinDirFor } from './pins.js';

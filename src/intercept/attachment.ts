@@ -16,7 +16,7 @@ import { ownedDir } from '../bpf/bpffs.js';
 import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
-import type { InterceptRule, TproxyCounters } from '../maps/layout.js';
+import type { InterceptRule, TproxyCounters } from '../maps/layout/tproxy.js';
 import { MapNames } from '../maps/fastpath.js';
 import { TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
 import * as ip from '../net/iproute.js';

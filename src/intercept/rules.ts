@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import { AccelError, ErrorCodes } from '../errors.js';
-import type { InterceptRule } from '../maps/layout.js';
+import type { InterceptRule } from '../maps/layout/tproxy.js';
 
 function bad(spec: string, why: string): never {
   throw new AccelError(ErrorCodes.USAGE, `invalid intercept rule "${spec}": ${why} (expected CIDR:PORT, CIDR:PORT-PORT or CIDR:*)`);

@@ -3,7 +3,8 @@
  * freshly loaded object).
  */
 import { keys, lookup, lookupPercpuSum, update, remove, u32 } from '../bpf/map.js';
-import { COUNTERS, type Counters, ConfigLayout, type FastPathConfig, ListenKeyLayout, SockKeyLayout, type SockKey, decodeConfig, decodeSockKey, encodeConfig } from './layout.js';
+import { COUNTERS, type Counters, ConfigLayout, type FastPathConfig, ListenKeyLayout, decodeConfig, encodeConfig } from './layout/fastpath.js';
+import { SockKeyLayout, type SockKey, decodeSockKey } from './layout/shared.js';
 
 export const MapNames = {
   sockHash: 'accel_sock_hash',

@@ -6,7 +6,7 @@
  */
 import { keys, lookup, remove, update, u32, u64 } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
-import { SPLICE_COUNTERS, type SpliceCounterName, type SpliceCounters, SpliceSockLayout } from './layout.js';
+import { SPLICE_COUNTERS, type SpliceCounterName, type SpliceCounters, SpliceSockLayout } from './layout/splice.js';
 
 export const SpliceMapNames = {
   hash: 'accel_splice_hash',

@@ -5,17 +5,15 @@
 import { keys, lookup, lookupPercpuSum, update, u32 } from '../bpf/map.js';
 import {
   type InterceptRule,
-  SockKeyLayout,
-  type SockKey,
   TPROXY_COUNTERS,
   type TproxyConfig,
   TproxyConfigLayout,
   type TproxyCounters,
-  decodeSockKey,
   decodeTproxyConfig,
   encodeInterceptRule,
   encodeTproxyConfig,
-} from './layout.js';
+} from './layout/tproxy.js';
+import { SockKeyLayout, type SockKey, decodeSockKey } from './layout/shared.js';
 
 export const RULES_MAX = 32;
 

@@ -14,7 +14,7 @@ import { ErrorCodes, isAccelError } from '../errors.js';
 import { BpfObject } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { log } from '../log.js';
-import type { SpliceCounters } from '../maps/layout.js';
+import type { SpliceCounters } from '../maps/layout/splice.js';
 import { SpliceMapNames, SpliceMaps } from '../maps/splice.js';
 import { PIN_SUBDIR } from '../paths.js';
 

@@ -9,7 +9,7 @@ import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } 
 import { withMaps } from '../../src/fastpath/attachment.js';
 import { pinDirFor } from '../../src/fastpath/pins.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
-import type { Counters } from '../../src/maps/layout.js';
+import type { Counters } from '../../src/maps/layout/fastpath.js';
 import { CLI_ENTRY, DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
 import { type RunResult, run } from '../../src/proc/run.js';
 import { removeStaleSpliceDirs } from '../../src/splice/objects.js';

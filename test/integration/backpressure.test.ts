@@ -11,7 +11,7 @@ import { type TestContext, describe, it } from 'node:test';
 import { DEFAULT_QUEUE_LIMIT } from '../../src/fastpath/objects.js';
 import { type ProbeSide, runProbe } from '../../src/probe/sockprobe.js';
 import { type Placement, type Spawned, run, spawn } from '../../src/proc/run.js';
-import type { SpliceCounters } from '../../src/maps/layout.js';
+import type { SpliceCounters } from '../../src/maps/layout/splice.js';
 import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { BPFFS, CLI, MB, accel, attachOk, maps, nothingAttached, removeStaleSplicePins, stopProcess, testCgroup } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, type InterceptBench, SERVER4, interceptBench } from '../helpers/intercept.js';

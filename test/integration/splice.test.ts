@@ -11,7 +11,7 @@ import { processCpuSeconds } from '../../src/bench/measure.js';
 import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
-import type { SpliceCounters } from '../../src/maps/layout.js';
+import type { SpliceCounters } from '../../src/maps/layout/splice.js';
 import { BPFFS, BPF_DIR, CLI, MB, accel, dropPackets, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 

@@ -1,11 +1,18 @@
-// The user-space mirror of bpf/include/accel.h must match the structs the
-// compiler laid out: read them back from the BTF of the compiled objects.
+// The user-space mirrors of bpf/include/accel.h (src/maps/layout/, one
+// module per component) must match the structs the compiler laid out: read
+// them back from the BTF of layout.btf.o (bpf/layout.c), which holds one
+// variable of each mirrored struct and enum and is never loaded.
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { describe, it } from 'node:test';
-import { COUNTERS, COUNTER_ENUM, ConfigLayout, MemberLayout, SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, SpliceSockLayout, InterceptRuleLayout, TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, TproxyConfigLayout, TproxyFlowLayout, encodeInterceptRule, ListenKeyLayout, ListenerRecLayout, SockKeyLayout, SockStateLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout.js';
+import { before, describe, it } from 'node:test';
+import { FASTPATH_BTF } from '../../src/maps/layout/fastpath.js';
+import { type BtfMirrors, type EnumMirror, SHARED_BTF, SockKeyLayout, type StructLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout/shared.js';
+import { SPLICE_BTF } from '../../src/maps/layout/splice.js';
+import { InterceptRuleLayout, TPROXY_BTF, encodeInterceptRule } from '../../src/maps/layout/tproxy.js';
 import { run } from '../../src/proc/run.js';
 import { BPF_DIR } from '../helpers/env.js';
+
+const LAYOUT_OBJECT = 'layout.btf.o';
 
 interface BtfType {
   id: number;
@@ -25,69 +32,46 @@ async function btfTypes(object: string): Promise<BtfType[]> {
 
 function layoutOf(types: BtfType[], name: string) {
   const t = types.find((x) => x.kind === 'STRUCT' && x.name === name);
-  assert.ok(t, `struct ${name} is in the BTF`);
+  assert.ok(t, `struct ${name} is in the BTF of ${LAYOUT_OBJECT} (an anchor in bpf/layout.c)`);
   return { size: t.size, fields: Object.fromEntries((t.members ?? []).map((m) => [m.name, m.bits_offset / 8])) };
 }
 
-function expectLayout(types: BtfType[], cName: string, mirror: { size: number; fields: Record<string, { offset: number }> }) {
+function expectLayout(types: BtfType[], cName: string, mirror: StructLayout) {
   const actual = layoutOf(types, cName);
   assert.equal(actual.size, mirror.size, `sizeof(struct ${cName})`);
   assert.deepEqual(actual.fields, Object.fromEntries(Object.entries(mirror.fields).map(([k, v]) => [k, v.offset])), `offsets of struct ${cName}`);
 }
 
-/** The mirror's counter names, in index order, are the C enumerators in
- * order, and none is missing before the MAX enumerator. */
-function expectEnum<K extends string>(types: BtfType[], cEnum: string, names: readonly K[], enumNames: Record<K, string>, maxName: string) {
+/** The mirror's enumerators, in index order, are the C ones in order, and
+ * none is missing before the MAX enumerator. */
+function expectEnum(types: BtfType[], cEnum: string, mirror: EnumMirror) {
   const e = types.find((x) => x.kind === 'ENUM' && x.name === cEnum);
-  assert.ok(e?.values, `enum ${cEnum} is in the BTF`);
+  assert.ok(e?.values, `enum ${cEnum} is in the BTF of ${LAYOUT_OBJECT} (an anchor in bpf/layout.c)`);
   const byName = Object.fromEntries(e.values.map((v) => [v.name, v.val]));
-  names.forEach((c, i) => assert.equal(byName[enumNames[c]], i, `${enumNames[c]} = ${i}`));
-  assert.equal(byName[maxName], names.length, 'no counter is missing from the mirror');
+  mirror.enumerators.forEach((c, i) => assert.equal(byName[c], i, `${c} = ${i}`));
+  assert.equal(byName[mirror.max], mirror.enumerators.length, `no enumerator of ${cEnum} is missing from the mirror`);
 }
 
-describe('struct layouts agree between bpf/include/accel.h and src/maps/layout.ts', () => {
-  it('sockops.bpf.o: accel_sock_key, accel_listen_key, accel_config, accel_member', async () => {
-    const types = await btfTypes('sockops.bpf.o');
-    expectLayout(types, 'accel_member', MemberLayout);
-    expectLayout(types, 'accel_sock_key', SockKeyLayout);
-    expectLayout(types, 'accel_listen_key', ListenKeyLayout);
-    expectLayout(types, 'accel_config', ConfigLayout);
+const COMPONENTS: Record<string, BtfMirrors> = { shared: SHARED_BTF, fastpath: FASTPATH_BTF, tproxy: TPROXY_BTF, splice: SPLICE_BTF };
+
+describe(`struct layouts agree between bpf/include/accel.h and src/maps/layout/ (BTF of ${LAYOUT_OBJECT})`, () => {
+  let types: BtfType[] = [];
+  before(async () => {
+    types = await btfTypes(LAYOUT_OBJECT);
   });
 
-  it('iter_listeners.bpf.o: accel_listener_rec and the listener key', async () => {
-    const types = await btfTypes('iter_listeners.bpf.o');
-    expectLayout(types, 'accel_listener_rec', ListenerRecLayout);
-    expectLayout(types, 'accel_listen_key', ListenKeyLayout);
-  });
+  for (const [component, mirrors] of Object.entries(COMPONENTS)) {
+    it(`${component}: ${[...Object.keys(mirrors.structs).map((s) => `struct ${s}`), ...Object.keys(mirrors.enums).map((e) => `enum ${e}`)].join(', ')}`, () => {
+      for (const [cName, layout] of Object.entries(mirrors.structs)) expectLayout(types, cName, layout);
+      for (const [cEnum, mirror] of Object.entries(mirrors.enums)) expectEnum(types, cEnum, mirror);
+    });
+  }
 
-  it('skmsg.bpf.o: accel_sock_state and the same key', async () => {
-    const types = await btfTypes('skmsg.bpf.o');
-    expectLayout(types, 'accel_sock_state', SockStateLayout);
-    expectLayout(types, 'accel_sock_key', SockKeyLayout);
-  });
-
-  it('tc_tproxy.bpf.o: accel_intercept_rule, accel_tproxy_config and the flow key', async () => {
-    const types = await btfTypes('tc_tproxy.bpf.o');
-    expectLayout(types, 'accel_intercept_rule', InterceptRuleLayout);
-    expectLayout(types, 'accel_tproxy_config', TproxyConfigLayout);
-    expectLayout(types, 'accel_tproxy_flow', TproxyFlowLayout);
-    expectLayout(types, 'accel_sock_key', SockKeyLayout);
-  });
-
-  it('sksplice.bpf.o: accel_splice_sock', async () => {
-    expectLayout(await btfTypes('sksplice.bpf.o'), 'accel_splice_sock', SpliceSockLayout);
-  });
-
-  it('interception counter indexes follow enum accel_tproxy_counter', async () => {
-    expectEnum(await btfTypes('tc_tproxy.bpf.o'), 'accel_tproxy_counter', TPROXY_COUNTERS, TPROXY_COUNTER_ENUM, 'ACCEL_TP_MAX');
-  });
-
-  it('counter indexes follow enum accel_counter', async () => {
-    expectEnum(await btfTypes('sockops.bpf.o'), 'accel_counter', COUNTERS, COUNTER_ENUM, 'ACCEL_CNT_MAX');
-  });
-
-  it('splice counter indexes follow enum accel_splice_counter', async () => {
-    expectEnum(await btfTypes('sksplice.bpf.o'), 'accel_splice_counter', SPLICE_COUNTERS, SPLICE_COUNTER_ENUM, 'ACCEL_SPLICE_CNT_MAX');
+  it('every struct and enum of the layout object has one mirror', () => {
+    const mirrored = Object.values(COMPONENTS).flatMap((m) => [...Object.keys(m.structs), ...Object.keys(m.enums)]);
+    assert.equal(new Set(mirrored).size, mirrored.length, 'no struct or enum is mirrored twice');
+    const inBtf = types.filter((t) => (t.kind === 'STRUCT' || t.kind === 'ENUM') && t.name.startsWith('accel_')).map((t) => t.name);
+    assert.deepEqual([...inBtf].sort(), [...mirrored].sort());
   });
 });
 

@@ -2,7 +2,7 @@ import { type Command, Option } from 'commander';
 import { attach, detach } from '../../fastpath/attachment.js';
 import { INTERCEPT_DEFAULTS, type InterceptAttachResult, type InterceptSettings, attachIntercept, checkIntercept } from '../../intercept/attachment.js';
 import { parseInterceptRule } from '../../intercept/rules.js';
-import type { InterceptRule } from '../../maps/layout.js';
+import type { InterceptRule } from '../../maps/layout/tproxy.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
 import { type GlobalOptions, parseCount, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';

@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { type AttachmentStatus, collectStatus } from '../../fastpath/status.js';
-import { COUNTERS, SPLICE_COUNTERS, TPROXY_COUNTERS } from '../../maps/layout.js';
+import { COUNTERS } from '../../maps/layout/fastpath.js';
+import { SPLICE_COUNTERS } from '../../maps/layout/splice.js';
+import { TPROXY_COUNTERS } from '../../maps/layout/tproxy.js';
 import { type SpliceStatus, spliceStatus } from '../../splice/objects.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';

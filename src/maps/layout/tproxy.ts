@@ -1,0 +1,129 @@
+/**
+ * User-space mirror of the interception's structs and counters in
+ * bpf/include/accel.h (tc_tproxy.c). test/maps/layout.test.ts compares
+ * TPROXY_BTF with the BTF of layout.btf.o.
+ */
+import { type BtfMirrors, ipToBytes } from './shared.js';
+
+/** struct accel_intercept_rule */
+export const InterceptRuleLayout = {
+  size: 40,
+  fields: {
+    ip: { offset: 0, size: 16 },
+    mask: { offset: 16, size: 16 },
+    port_min: { offset: 32, size: 4 },
+    port_max: { offset: 36, size: 4 },
+  },
+} as const;
+
+/** struct accel_tproxy_config */
+export const TproxyConfigLayout = {
+  size: 32,
+  fields: {
+    cgroup_id: { offset: 0, size: 8 },
+    cgroup_level: { offset: 8, size: 4 },
+    proxy_port: { offset: 12, size: 4 },
+    lo_ifindex: { offset: 16, size: 4 },
+    intercept_mark: { offset: 20, size: 4 },
+    proxy_mark: { offset: 24, size: 4 },
+    rule_count: { offset: 28, size: 4 },
+  },
+} as const;
+
+/** struct accel_tproxy_flow */
+export const TproxyFlowLayout = {
+  size: 8,
+  fields: {
+    proxy_port: { offset: 0, size: 4 },
+    proxy_in_cgroup: { offset: 4, size: 4 },
+  },
+} as const;
+
+/** enum accel_tproxy_counter, in order, with the C enumerator names. */
+export const TPROXY_COUNTER_ENUM = {
+  packets_seen: 'ACCEL_TP_PACKETS_SEEN',
+  packets_intercepted: 'ACCEL_TP_PACKETS_INTERCEPTED',
+  connections_intercepted: 'ACCEL_TP_SYN_INTERCEPTED',
+  proxy_packets_skipped: 'ACCEL_TP_PROXY_SKIPPED',
+  assigned_established: 'ACCEL_TP_ASSIGNED_ESTABLISHED',
+  assigned_listener: 'ACCEL_TP_ASSIGNED_LISTENER',
+  assign_failed: 'ACCEL_TP_ASSIGN_FAILED',
+  no_listener: 'ACCEL_TP_NO_LISTENER',
+} as const;
+export type TproxyCounterName = keyof typeof TPROXY_COUNTER_ENUM;
+export const TPROXY_COUNTERS = Object.keys(TPROXY_COUNTER_ENUM) as TproxyCounterName[];
+export type TproxyCounters = Record<TproxyCounterName, bigint>;
+
+export const TPROXY_BTF: BtfMirrors = {
+  structs: {
+    accel_intercept_rule: InterceptRuleLayout,
+    accel_tproxy_config: TproxyConfigLayout,
+    accel_tproxy_flow: TproxyFlowLayout,
+  },
+  enums: {
+    accel_tproxy_counter: { enumerators: Object.values(TPROXY_COUNTER_ENUM), max: 'ACCEL_TP_MAX' },
+  },
+};
+
+/** A rule in the form the BPF side matches: destination prefix and ports. */
+export interface InterceptRule {
+  /** Canonical text, e.g. 10.200.0.0/24:8080 or [fd00::/64]:8000-8100. */
+  text: string;
+  address: string;
+  prefixLength: number;
+  family: 'ipv4' | 'ipv6';
+  portMin: number;
+  portMax: number;
+}
+
+export function encodeInterceptRule(r: InterceptRule): Buffer {
+  const f = InterceptRuleLayout.fields;
+  const b = Buffer.alloc(InterceptRuleLayout.size);
+  // IPv4 prefixes cover the 96 bits of the ::ffff: prefix as well.
+  const bits = r.family === 'ipv4' ? 96 + r.prefixLength : r.prefixLength;
+  const ip = ipToBytes(r.address);
+  for (let i = 0; i < 16; i++) {
+    const m = bits >= 8 * (i + 1) ? 0xff : bits <= 8 * i ? 0 : (0xff << (8 - (bits - 8 * i))) & 0xff;
+    b[f.mask.offset + i] = m;
+    b[f.ip.offset + i] = (ip[i] ?? 0) & m;
+  }
+  b.writeUInt32LE(r.portMin, f.port_min.offset);
+  b.writeUInt32LE(r.portMax, f.port_max.offset);
+  return b;
+}
+
+export interface TproxyConfig {
+  cgroupId: bigint;
+  cgroupLevel: number;
+  proxyPort: number;
+  loIfindex: number;
+  interceptMark: number;
+  proxyMark: number;
+  ruleCount: number;
+}
+
+export function encodeTproxyConfig(c: TproxyConfig): Buffer {
+  const f = TproxyConfigLayout.fields;
+  const b = Buffer.alloc(TproxyConfigLayout.size);
+  b.writeBigUInt64LE(c.cgroupId, f.cgroup_id.offset);
+  b.writeUInt32LE(c.cgroupLevel, f.cgroup_level.offset);
+  b.writeUInt32LE(c.proxyPort, f.proxy_port.offset);
+  b.writeUInt32LE(c.loIfindex, f.lo_ifindex.offset);
+  b.writeUInt32LE(c.interceptMark >>> 0, f.intercept_mark.offset);
+  b.writeUInt32LE(c.proxyMark >>> 0, f.proxy_mark.offset);
+  b.writeUInt32LE(c.ruleCount, f.rule_count.offset);
+  return b;
+}
+
+export function decodeTproxyConfig(b: Buffer): TproxyConfig {
+  const f = TproxyConfigLayout.fields;
+  return {
+    cgroupId: b.readBigUInt64LE(f.cgroup_id.offset),
+    cgroupLevel: b.readUInt32LE(f.cgroup_level.offset),
+    proxyPort: b.readUInt32LE(f.proxy_port.offset),
+    loIfindex: b.readUInt32LE(f.lo_ifindex.offset),
+    interceptMark: b.readUInt32LE(f.intercept_mark.offset),
+    proxyMark: b.readUInt32LE(f.proxy_mark.offset),
+    ruleCount: b.readUInt32LE(f.rule_count.offset),
+  };
+}

@@ -24,7 +24,8 @@
 #define TCP_LISTEN_STATE 10
 #define SOL_TCP 6
 
-/* Cookies of the listeners to adopt, filled by user space for one run. */
+/* Cookies of the listeners to adopt, filled by user space for one run:
+ * not pinned, it goes with the object. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ACCEL_LISTENERS_MAX);

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * Every map of the local fast path. sockops.c and skmsg.c both include this
- * file; user space pins each map under one directory per attachment
- * (/sys/fs/bpf/accel/cgroup-<id>/<map name>) so that the second object
- * loaded reuses the maps the first one created.
+ * Every map of the local fast path and of the interception. Each object
+ * that includes this file declares them all, pinned by name
+ * (LIBBPF_PIN_BY_NAME): user space opens the objects with the attachment's
+ * directory as pin root (/sys/fs/bpf/accel/cgroup-<id>/), so the first
+ * object loaded creates and pins each map there and every later one uses
+ * the pinned map (libbpf checks that type, key, value, size and flags
+ * agree). A map only one object needs is declared in that object, unpinned.
  */
 #ifndef ACCEL_MAPS_H
 #define ACCEL_MAPS_H
@@ -12,6 +15,7 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, struct accel_sock_key);
 	__type(value, __u64);
@@ -22,6 +26,7 @@ struct {
  * skmsg.c needs to find the peer's struct sock. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, struct accel_sock_key);
 	__type(value, struct accel_member);
@@ -30,6 +35,7 @@ struct {
 /* Listening sockets of the cgroup, with a count (SO_REUSEPORT groups). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_LISTENERS_MAX);
 	__type(key, struct accel_listen_key);
 	__type(value, __u32);
@@ -37,6 +43,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_CNT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -44,6 +51,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct accel_config);
@@ -53,6 +61,7 @@ struct {
  * for example a service that reads with splice(2). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_BYPASS_MAX);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -64,6 +73,7 @@ struct {
  * create after that cannot crowd out live ones. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, __u64);
 	__type(value, struct accel_rx_seq);
@@ -71,6 +81,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
 	__type(value, struct accel_sock_state);
@@ -79,6 +90,7 @@ struct {
 /* Interception rules, the first rule_count elements are in use. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_RULES_MAX);
 	__type(key, __u32);
 	__type(value, struct accel_intercept_rule);
@@ -86,6 +98,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct accel_tproxy_config);
@@ -97,6 +110,7 @@ struct {
  * application <-> proxy hop on the fast path. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_FLOWS_MAX);
 	__type(key, struct accel_sock_key);
 	__type(value, struct accel_tproxy_flow);
@@ -104,6 +118,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_TP_MAX);
 	__type(key, __u32);
 	__type(value, __u64);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * Maps of the in-kernel splice (sksplice.c). One set per owning process
- * (accel proxy --splice, accel echo, accel relay), pinned under
+ * (accel proxy --splice, accel echo, accel relay), pinned by name under the
+ * pin root user space opens the object with,
  * /sys/fs/bpf/accel/splice-<owner>-<pid>/.
  */
 #ifndef ACCEL_SPLICE_MAPS_H
@@ -17,6 +18,7 @@
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, __u64);
 	__type(value, __u64);
@@ -32,6 +34,7 @@ struct {
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, __u64);
 	__type(value, __u64);
@@ -41,6 +44,7 @@ struct {
  * socket storage). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, __u64);
 	__type(value, struct accel_splice_sock);
@@ -57,6 +61,7 @@ struct {
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SOCKHASH_MAX);
 	__type(key, __u64);
 	__type(value, __u32);
@@ -66,6 +71,7 @@ struct {
  * counts it owns; the program adds with atomics. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_SPLICE_CNT_MAX);
 	__type(key, __u32);
 	__type(value, __u64);

@@ -102,6 +102,7 @@ export interface MapInfo {
   keySize: number;
   valueSize: number;
   maxEntries: number;
+  flags: number;
   name: string;
 }
 
@@ -114,6 +115,7 @@ export function mapInfo(fd: number): MapInfo {
     keySize: buf.readUInt32LE(8),
     valueSize: buf.readUInt32LE(12),
     maxEntries: buf.readUInt32LE(16),
+    flags: buf.readUInt32LE(20),
     name: cString(buf, 24, 16),
   };
 }

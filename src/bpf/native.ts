@@ -19,13 +19,51 @@ export const BpfLinkT = koffi.opaque('bpf_link');
 
 export type Handle = unknown;
 
+/**
+ * struct bpf_object_open_opts of libbpf 1.1.2 (libbpf.h), x86_64/arm64
+ * layout: sz first, the object's size, so libbpf knows which fields this
+ * caller has. accel sets only pin_root_path.
+ */
+export const BpfObjectOpenOptsT = koffi.struct('bpf_object_open_opts', {
+  sz: 'size_t',
+  object_name: 'const char *',
+  relaxed_maps: 'bool',
+  pin_root_path: 'const char *',
+  attach_prog_fd_removed: 'uint32_t',
+  kconfig: 'const char *',
+  btf_custom_path: 'const char *',
+  kernel_log_buf: 'char *',
+  kernel_log_size: 'size_t',
+  kernel_log_level: 'uint32_t',
+});
+
+/** Options to open an object with its pinned maps under `pinRoot`. */
+export function openOptions(pinRoot: string): Record<string, unknown> {
+  // The layout of libbpf 1.1.2 on 64-bit targets (checked with offsetof).
+  if (koffi.sizeof(BpfObjectOpenOptsT) !== 80 || koffi.offsetof(BpfObjectOpenOptsT, 'pin_root_path') !== 24) {
+    throw new Error('struct bpf_object_open_opts: unexpected layout on this platform');
+  }
+  return {
+    sz: koffi.sizeof(BpfObjectOpenOptsT),
+    object_name: null,
+    relaxed_maps: false,
+    pin_root_path: pinRoot,
+    attach_prog_fd_removed: 0,
+    kconfig: null,
+    btf_custom_path: null,
+    kernel_log_buf: null,
+    kernel_log_size: 0,
+    kernel_log_level: 0,
+  };
+}
+
 const libbpf = koffi.load('libbpf.so.1');
 const libc = koffi.load('libc.so.6');
 
 const PrintFn = koffi.proto('int accel_libbpf_print_fn(int level, const char *fmt, void *args)');
 
 export const bpf = {
-  open_file: libbpf.func('bpf_object *bpf_object__open_file(const char *path, const void *opts)'),
+  open_file: libbpf.func('bpf_object *bpf_object__open_file(const char *path, const bpf_object_open_opts *opts)'),
   object_load: libbpf.func('int bpf_object__load(bpf_object *obj)'),
   object_close: libbpf.func('void bpf_object__close(bpf_object *obj)'),
   find_program: libbpf.func('bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)'),
@@ -34,6 +72,13 @@ export const bpf = {
   map_name: libbpf.func('const char *bpf_map__name(const bpf_map *map)'),
   map_fd: libbpf.func('int bpf_map__fd(const bpf_map *map)'),
   map_reuse_fd: libbpf.func('int bpf_map__reuse_fd(bpf_map *map, int fd)'),
+  map_pin_path: libbpf.func('const char *bpf_map__pin_path(const bpf_map *map)'),
+  map_set_pin_path: libbpf.func('int bpf_map__set_pin_path(bpf_map *map, const char *path)'),
+  map_type: libbpf.func('int bpf_map__type(const bpf_map *map)'),
+  map_key_size: libbpf.func('uint32_t bpf_map__key_size(const bpf_map *map)'),
+  map_value_size: libbpf.func('uint32_t bpf_map__value_size(const bpf_map *map)'),
+  map_max_entries: libbpf.func('uint32_t bpf_map__max_entries(const bpf_map *map)'),
+  map_flags: libbpf.func('uint32_t bpf_map__map_flags(const bpf_map *map)'),
   map_is_internal: libbpf.func('bool bpf_map__is_internal(const bpf_map *map)'),
   map_set_max_entries: libbpf.func('int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)'),
   program_fd: libbpf.func('int bpf_program__fd(const bpf_program *prog)'),

@@ -1,15 +1,31 @@
 /**
  * A BPF object file opened and loaded through libbpf, with its programs and
- * maps. Objects share maps by name: a map given in `reuseMaps` is not created
- * again, the object uses the existing one.
+ * maps. Objects share maps by pinning them: a map the object marks
+ * LIBBPF_PIN_BY_NAME is pinned by name under the pin root the object is
+ * loaded with; the first object creates and pins it there, every later one
+ * uses the pinned map. An object loaded without a pin root pins nothing.
  */
 import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from './errno.js';
-import { type Handle, bpf, lastErrno } from './native.js';
+import { closeFd, mapInfo, openPinned } from './fd.js';
+import { type Handle, bpf, lastErrno, openOptions } from './native.js';
 
 export interface LoadOptions {
-  /** Map name -> fd of an existing map to use instead of creating one. */
+  /**
+   * bpffs directory (it must exist) the maps the object marks
+   * LIBBPF_PIN_BY_NAME are pinned in, each under its name. One pinned there
+   * already is used instead of creating one, provided it agrees with the
+   * object's (type, key and value size, flags; its size is the pin's unless
+   * `maxEntries` names it, which must then agree too); any other is created
+   * and pinned by the load. Without a pin root no map is pinned.
+   */
+  pinRoot?: string;
+  /** With pinRoot: every map the object pins must be pinned there already;
+   * the load creates none (the object joins maps another object made). */
+  pinnedOnly?: boolean;
+  /** Without pinRoot: map name -> fd of an existing map to use instead of
+   * creating one. */
   reuseMaps?: Record<string, number>;
   /** Map name -> how many entries the map this object creates may hold
    * (instead of the size in the object). */
@@ -31,7 +47,10 @@ export class BpfObject {
     if (!fs.existsSync(path)) {
       throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path} is missing (run npm run build)`);
     }
-    const handle = bpf.open_file(path, null);
+    if (options.pinRoot !== undefined && options.reuseMaps) {
+      throw new AccelError(ErrorCodes.INTERNAL, `BPF object ${path}: maps are shared either by pin root or by fd, not both`);
+    }
+    const handle = bpf.open_file(path, options.pinRoot === undefined ? null : openOptions(options.pinRoot));
     if (!handle) {
       const errno = lastErrno();
       throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path} is not a valid BPF ELF object: ${describeErrno(errno)} (--log-level verbose shows libbpf's log)`, {
@@ -40,6 +59,8 @@ export class BpfObject {
     }
     const obj = new BpfObject(handle, path);
     try {
+      if (options.pinRoot === undefined) obj.clearPinPaths();
+      else obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ?? false);
       if (options.reuseMaps) obj.reuseMaps(options.reuseMaps);
       if (options.maxEntries) obj.setMaxEntries(options.maxEntries);
       const rc = bpf.object_load(handle) as number;
@@ -58,6 +79,51 @@ export class BpfObject {
   private get h(): Handle {
     if (!this.handle) throw new AccelError(ErrorCodes.INTERNAL, `BPF object ${this.path} used after close`);
     return this.handle;
+  }
+
+  /** libbpf gives every map marked for pinning a path under the default
+   * root (/sys/fs/bpf) when no root is given: take them back. */
+  private clearPinPaths(): void {
+    for (let map = bpf.next_map(this.h, null); map; map = bpf.next_map(this.h, map)) {
+      if (bpf.map_pin_path(map) === null) continue;
+      const rc = bpf.map_set_pin_path(map, null) as number;
+      if (rc < 0) throw new AccelError(ErrorCodes.BPF_MAP, `cannot clear the pin path of map ${bpf.map_name(map) as string} of ${this.path}: ${describeErrno(-rc)}`);
+    }
+  }
+
+  /**
+   * The maps already pinned under the pin root, against the object's: a
+   * pinned map's size becomes the object's (unless `sizes` names the map),
+   * and a pinned map that disagrees otherwise is refused here, by name,
+   * rather than by libbpf's EINVAL at load.
+   */
+  private checkPins(root: string, sizes: Record<string, number>, pinnedOnly: boolean): void {
+    for (let map = bpf.next_map(this.h, null); map; map = bpf.next_map(this.h, map)) {
+      const pinPath = bpf.map_pin_path(map) as string | null;
+      if (pinPath === null) continue;
+      const name = bpf.map_name(map) as string;
+      const fd = openPinned(pinPath);
+      if (fd === null) {
+        if (pinnedOnly) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${root} (${this.path} uses the maps pinned there)`);
+        continue;
+      }
+      let info;
+      try {
+        info = mapInfo(fd);
+      } finally {
+        closeFd(fd);
+      }
+      const size = sizes[name] ?? info.maxEntries;
+      const ours = { type: bpf.map_type(map) as number, keySize: bpf.map_key_size(map) as number, valueSize: bpf.map_value_size(map) as number, flags: bpf.map_flags(map) as number, maxEntries: size };
+      const differ = (['type', 'keySize', 'valueSize', 'flags', 'maxEntries'] as const).filter((k) => ours[k] !== info[k]);
+      if (differ.length) {
+        throw new AccelError(
+          ErrorCodes.BPF_MAP,
+          `map ${name} pinned at ${pinPath} does not fit ${this.path}: ${differ.map((k) => `${k} ${info[k]}, not ${ours[k]}`).join('; ')} (pinned by another version of accel, or with other settings)`,
+        );
+      }
+      if (!(name in sizes) && (bpf.map_max_entries(map) as number) !== size) this.setMaxEntries({ [name]: size });
+    }
   }
 
   private reuseMaps(fds: Record<string, number>): void {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureBpffs, makePinDir, ownedDir, removePinDir } from '../bpf/bpffs.js';
 import { attachCgroupPinned } from '../bpf/attach.js';
-import { closeFd, openPinnedMaps, pin } from '../bpf/fd.js';
+import { pin } from '../bpf/fd.js';
 import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
 import { type Cgroup, cgroup2Root, resolveCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
@@ -20,7 +20,7 @@ import { requirePrivileges } from '../privileges.js';
 import { detachIntercept } from '../intercept/attachment.js';
 import { failpoint } from './failpoint.js';
 import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
-import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
+import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT, type LoadedFastPath, Programs, loadFastPath } from './objects.js';
 import { PinNames, inspectAttachment, pinDirFor, pinRoot, withMapFds } from './pins.js';
 import { type SelfTestResult, runSelfTest } from './selftest.js';
 
@@ -62,9 +62,9 @@ export interface AttachResult {
 
 /** Adopting listeners improves an attachment but is not needed for it: a
  * failure (an older kernel) is a warning. */
-function tryAdoptListeners(bpfDir: string, cg: Cgroup, mapFds: Record<string, number>): number {
+function tryAdoptListeners(bpfDir: string, cg: Cgroup, pinDir: string): number {
   try {
-    const { adopted } = adoptListeners(bpfDir, cg, mapFds);
+    const { adopted } = adoptListeners(bpfDir, cg, pinDir);
     for (const l of adopted) log.info(`recorded a listener that predates the attachment: ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`);
     return adopted.length;
   } catch (err) {
@@ -141,13 +141,7 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
       maps.setConfig({ ...maps.config(), queueLimit });
     });
     log.info(`already attached to ${cg.path}; bypass ports set to [${options.bypassPorts.join(', ')}], queue limit ${queueLimit} bytes`);
-    const fds = openPinnedMaps(dir, fs.readdirSync(dir).filter((n) => n.startsWith('accel_')));
-    let listenersAdopted = 0;
-    try {
-      listenersAdopted = tryAdoptListeners(options.bpfDir, cg, fds);
-    } finally {
-      Object.values(fds).forEach(closeFd);
-    }
+    const listenersAdopted = tryAdoptListeners(options.bpfDir, cg, dir);
     return { cgroup: cg, pinDir: dir, alreadyAttached: true, recovered: null, withStreamVerdict: state.withStreamVerdict, selftest: [], listenersAdopted };
   }
   let recovered: string | null = null;
@@ -160,29 +154,31 @@ export async function attach(options: AttachOptions): Promise<AttachResult> {
   const setup = options.skipSelftest ? { withStreamVerdict: options.streamVerdict === 'always', results: [] } : await chooseSetup(options);
   failpoint('attach-after-selftest');
 
-  const loaded = loadFastPath(options.bpfDir, {
-    withStreamVerdict: setup.withStreamVerdict,
-    bypassPorts: options.bypassPorts,
-    queueLimit,
-    maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
-  });
+  let loaded: LoadedFastPath | null = null;
   let listenersAdopted = 0;
   try {
     makePinDir(options.bpffs, dir);
-    for (const [name, fd] of Object.entries(loaded.mapFds)) pin(fd, path.join(dir, name));
+    // libbpf pins every map in dir as it loads (LIBBPF_PIN_BY_NAME).
+    loaded = loadFastPath(options.bpfDir, {
+      pinDir: dir,
+      withStreamVerdict: setup.withStreamVerdict,
+      bypassPorts: options.bypassPorts,
+      queueLimit,
+      maxSockets: options.maxSockets ?? DEFAULT_MAX_SOCKETS,
+    });
     pin(loaded.sockops.programFd(Programs.sockops), path.join(dir, PinNames.progSockops));
     pin(loaded.skmsg.programFd(Programs.skmsg), path.join(dir, PinNames.progSkmsg));
     if (loaded.streamVerdict) pin(loaded.streamVerdict.programFd(Programs.streamVerdict), path.join(dir, PinNames.progStreamVerdict));
     failpoint('attach-before-link');
     attachCgroupPinned(loaded.sockops.program(Programs.sockops), cg.path, path.join(dir, PinNames.link));
     failpoint('attach-after-link');
-    listenersAdopted = tryAdoptListeners(options.bpfDir, cg, loaded.mapFds);
+    listenersAdopted = tryAdoptListeners(options.bpfDir, cg, dir);
   } catch (err) {
     removePinDir(dir);
     removeEmptyPinRoot(options.bpffs);
     throw err;
   } finally {
-    loaded.close();
+    loaded?.close();
   }
   log.info(`attached to ${cg.path} (pins in ${dir}${setup.withStreamVerdict ? ', with the stream verdict' : ''})`);
   return { cgroup: cg, pinDir: dir, alreadyAttached: false, recovered, withStreamVerdict: setup.withStreamVerdict, selftest: setup.results, listenersAdopted };

@@ -26,12 +26,11 @@ export interface AdoptedListeners {
 }
 
 /**
- * Record the cgroup's untracked listeners in the attachment's maps
- * (`mapFds`: accel_listeners among them) and have sockops told of their
- * close.
+ * Record the cgroup's untracked listeners in the maps pinned in the
+ * attachment's directory `pinDir` and have sockops told of their close.
  */
-export function adoptListeners(bpfDir: string, cg: Cgroup, mapFds: Record<string, number>): AdoptedListeners {
-  const obj = BpfObject.load(path.join(bpfDir, LISTENERS_OBJECT), { reuseMaps: mapFds });
+export function adoptListeners(bpfDir: string, cg: Cgroup, pinDir: string): AdoptedListeners {
+  const obj = BpfObject.load(path.join(bpfDir, LISTENERS_OBJECT), { pinRoot: pinDir, pinnedOnly: true });
   try {
     const ids = subtreeIds(cg);
     const mine = decodeListenerRecs(readIterator(obj.program(Programs.list))).filter((l) => ids.has(l.cgroupId));

@@ -1,9 +1,13 @@
 /**
  * The fast path's BPF objects and how they are loaded: sockops.bpf.o first
- * (it creates every map), then skmsg.bpf.o and, when the readiness
- * stream verdict is wanted, stream_verdict.bpf.o, both on the same maps. The
- * programs are attached to the SOCKHASH here; attaching sockops to a cgroup
- * is the caller's last step (it makes the fast path live).
+ * (it makes every map), then skmsg.bpf.o and, when the readiness stream
+ * verdict is wanted, stream_verdict.bpf.o, both on the same maps. With a
+ * pin directory the maps are pinned there by name as the objects load
+ * (LIBBPF_PIN_BY_NAME in bpf/include/accel_maps.h) and the later objects
+ * use the pinned ones; without one (the self-test) nothing is pinned and
+ * the later objects are given the first one's map fds. The programs are
+ * attached to the SOCKHASH here; pinning them, and attaching sockops to a
+ * cgroup, is the caller's (the cgroup link makes the fast path live).
  */
 import path from 'node:path';
 import { attachToMap } from '../bpf/attach.js';
@@ -36,31 +40,40 @@ export const DEFAULT_MAX_SOCKETS = 65536;
  * (its send buffer, net.ipv4.tcp_wmem's max of 4 MiB by default). */
 export const DEFAULT_QUEUE_LIMIT = 4 << 20;
 
+export interface FastPathLoadOptions extends FastPathSettings {
+  /** bpffs directory, made beforehand (makePinDir), that every map is
+   * pinned in by name, or used from if pinned there already: a caller that
+   * wants new maps removes what an earlier attempt left there first.
+   * Without it no map is pinned. */
+  pinDir?: string;
+}
+
 export interface LoadedFastPath {
   sockops: BpfObject;
   skmsg: BpfObject;
   streamVerdict: BpfObject | null;
   maps: FastPathMaps;
-  /** Every named map of the attachment by name. */
-  mapFds: Record<string, number>;
   close(): void;
 }
 
-export function loadFastPath(bpfDir: string, settings: FastPathSettings): LoadedFastPath {
+export function loadFastPath(bpfDir: string, options: FastPathLoadOptions): LoadedFastPath {
   const opened: BpfObject[] = [];
-  const load = (file: string, options: LoadOptions) => {
-    const obj = BpfObject.load(path.join(bpfDir, file), options);
+  const load = (file: string, loadOptions: LoadOptions) => {
+    const obj = BpfObject.load(path.join(bpfDir, file), loadOptions);
     opened.push(obj);
     return obj;
   };
   try {
-    const n = settings.maxSockets;
-    const sockops = load('sockops.bpf.o', n ? { maxEntries: { [MapNames.sockHash]: n, [MapNames.members]: n } } : {});
-    const mapFds = sockops.maps();
-    const skmsg = load('skmsg.bpf.o', { reuseMaps: mapFds });
-    Object.assign(mapFds, skmsg.maps());
-    const streamVerdict = settings.withStreamVerdict ? load('stream_verdict.bpf.o', { reuseMaps: mapFds }) : null;
-    const fd = (name: string) => mapFds[name] ?? -1;
+    const n = options.maxSockets;
+    const sized: LoadOptions = n ? { maxEntries: { [MapNames.sockHash]: n, [MapNames.members]: n } } : {};
+    const { pinDir } = options;
+    const sockops = load('sockops.bpf.o', pinDir ? { ...sized, pinRoot: pinDir } : sized);
+    // Pinned: each object sized alike, so that it fits the pins. Unpinned:
+    // the maps given by fd bring their size.
+    const next: LoadOptions = pinDir ? { ...sized, pinRoot: pinDir, pinnedOnly: true } : { reuseMaps: sockops.maps() };
+    const skmsg = load('skmsg.bpf.o', next);
+    const streamVerdict = options.withStreamVerdict ? load('stream_verdict.bpf.o', next) : null;
+    const fd = (name: string) => sockops.mapFd(name);
     const maps = new FastPathMaps({
       sockHash: fd(MapNames.sockHash),
       counters: fd(MapNames.counters),
@@ -69,11 +82,11 @@ export function loadFastPath(bpfDir: string, settings: FastPathSettings): Loaded
       members: fd(MapNames.members),
       listeners: fd(MapNames.listeners),
     });
-    maps.setBypassPorts(settings.bypassPorts);
-    maps.setConfig({ redirectEnabled: true, queueLimit: settings.queueLimit });
+    maps.setBypassPorts(options.bypassPorts);
+    maps.setConfig({ redirectEnabled: true, queueLimit: options.queueLimit });
     attachToMap(skmsg.programFd(Programs.skmsg), maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
     if (streamVerdict) attachToMap(streamVerdict.programFd(Programs.streamVerdict), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
-    return { sockops, skmsg, streamVerdict, maps, mapFds, close: () => opened.forEach((o) => o.close()) };
+    return { sockops, skmsg, streamVerdict, maps, close: () => opened.forEach((o) => o.close()) };
   } catch (err) {
     opened.forEach((o) => o.close());
     throw err;

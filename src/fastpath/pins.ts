@@ -1,11 +1,12 @@
 /**
  * The pin directory of one attachment: <bpffs>/accel/cgroup-<cgroup id>/,
- * holding every map by name, the programs, and the cgroup link. The link is
- * pinned last: its presence marks a complete attachment.
+ * holding every map by name (libbpf pins them there as the objects load),
+ * the programs, and the cgroup link. The link is pinned last: its presence
+ * marks a complete attachment.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { linkInfo, openPinnedMaps, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
+import { linkInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
 import { MapNames } from '../maps/fastpath.js';
 import { PIN_SUBDIR } from '../paths.js';
 
@@ -58,11 +59,6 @@ export function inspectAttachment(dir: string, cgroupId: bigint): AttachmentStat
 }
 
 const MAP_PIN_NAMES = Object.values(MapNames);
-
-/** Open every map pin of an attachment directory: name -> fd (caller closes). */
-export function openMapPins(dir: string): Record<string, number> {
-  return openPinnedMaps(dir, MAP_PIN_NAMES);
-}
 
 /** Run `fn` with the maps pinned in an attachment directory; `need(name)`
  * is a map's fd or an E_NOT_ATTACHED error. Every fd is closed afterwards. */

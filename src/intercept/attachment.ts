@@ -11,17 +11,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BpfObject } from '../bpf/object.js';
-import { closeFd, pin } from '../bpf/fd.js';
+import { pin, withPinnedMaps } from '../bpf/fd.js';
 import { ownedDir } from '../bpf/bpffs.js';
 import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { InterceptRule, TproxyCounters } from '../maps/layout/tproxy.js';
-import { MapNames } from '../maps/fastpath.js';
-import { TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
+import { TproxyMapNames, TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
 import * as ip from '../net/iproute.js';
 import { STATE_DIR } from '../paths.js';
-import { openMapPins, withMapFds } from '../fastpath/pins.js';
 import { failpoint } from '../fastpath/failpoint.js';
 
 export const INTERCEPT_DEFAULTS = {
@@ -91,13 +89,13 @@ function familiesOf(rules: InterceptRule[]): ip.IpFamily[] {
 }
 
 export function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
-  return withMapFds(dir, (need) =>
+  return withPinnedMaps(dir, Object.values(TproxyMapNames), (need) =>
     fn(
       new TproxyMaps({
-        config: need(MapNames.tproxyConfig),
-        rules: need(MapNames.tproxyRules),
-        flows: need(MapNames.tproxyFlows),
-        counters: need(MapNames.tproxyCounters),
+        config: need(TproxyMapNames.config),
+        rules: need(TproxyMapNames.rules),
+        flows: need(TproxyMapNames.flows),
+        counters: need(TproxyMapNames.counters),
       }),
     ),
   );
@@ -177,10 +175,9 @@ export async function attachIntercept(cg: Cgroup, pinDir: string, bpfDir: string
   saveState(state);
   try {
     // Programs, pinned beside the fast path's, sharing its maps.
-    const fds = openMapPins(pinDir);
     let obj: BpfObject | null = null;
     try {
-      obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { reuseMaps: fds });
+      obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { pinRoot: pinDir, pinnedOnly: true });
       for (const [key, pinName] of Object.entries(TcPins)) {
         const file = path.join(pinDir, pinName);
         pin(obj.programFd(TcPrograms[key as keyof typeof TcPins]), file);
@@ -189,7 +186,6 @@ export async function attachIntercept(cg: Cgroup, pinDir: string, bpfDir: string
       }
     } finally {
       obj?.close();
-      Object.values(fds).forEach(closeFd);
     }
     withTproxyMaps(pinDir, (maps) =>
       maps.configure(
@@ -242,7 +238,7 @@ export async function attachIntercept(cg: Cgroup, pinDir: string, bpfDir: string
  * netnsState (the namespace is gone, and its routes and filters with it),
  * only the pins and the record. */
 async function undo(state: InterceptState, pinDir: string, netnsState = true): Promise<void> {
-  if (fs.existsSync(path.join(pinDir, MapNames.tproxyConfig))) withTproxyMaps(pinDir, (maps) => maps.disable());
+  if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
   if (netnsState) {
     for (const f of [...state.added.filters].reverse()) await ip.deleteBpfFilter(f);
     for (const dev of state.added.clsact) await ip.deleteClsact(dev);
@@ -296,7 +292,7 @@ export async function interceptStatus(cgroupId: bigint, pinDir: string): Promise
       if (!(await ip.filters(f.dev, f.direction)).some((x) => x.priority === f.priority)) filtersPresent = false;
     }
   }
-  const pinned = fs.existsSync(path.join(pinDir, MapNames.tproxyCounters));
+  const pinned = fs.existsSync(path.join(pinDir, TproxyMapNames.counters));
   const maps = pinned ? withTproxyMaps(pinDir, (m) => ({ counters: m.counters(), flows: m.flows().length })) : { counters: null, flows: null };
   return {
     settings: state.settings,

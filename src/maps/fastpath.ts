@@ -14,10 +14,6 @@ export const MapNames = {
   sockState: 'accel_sk_state',
   members: 'accel_members',
   listeners: 'accel_listeners',
-  tproxyConfig: 'accel_tproxy_config',
-  tproxyRules: 'accel_tproxy_rules',
-  tproxyFlows: 'accel_tproxy_flows',
-  tproxyCounters: 'accel_tproxy_counters',
 } as const;
 
 export interface FastPathFds {

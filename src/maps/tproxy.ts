@@ -15,6 +15,15 @@ import {
 } from './layout/tproxy.js';
 import { SockKeyLayout, type SockKey, decodeSockKey } from './layout/shared.js';
 
+/** The interception's maps, pinned by name in the attachment's directory
+ * beside the fast path's (bpf/include/accel_maps.h). */
+export const TproxyMapNames = {
+  config: 'accel_tproxy_config',
+  rules: 'accel_tproxy_rules',
+  flows: 'accel_tproxy_flows',
+  counters: 'accel_tproxy_counters',
+} as const;
+
 export const RULES_MAX = 32;
 
 export interface TproxyFds {
@@ -23,7 +32,6 @@ export interface TproxyFds {
   flows: number;
   counters: number;
 }
-
 
 export class TproxyMaps {
   constructor(readonly fds: TproxyFds) {}

@@ -1,7 +1,8 @@
 /**
- * The splice object (sksplice.bpf.o) of one owning process: loaded, its
- * verdict program attached to its SOCKHASH of active sockets, everything pinned under
- * <bpffs>/accel/splice-<owner>-<pid>/ so `accel status` can show it, and
+ * The splice object (sksplice.bpf.o) of one owning process: loaded with
+ * <bpffs>/accel/splice-<owner>-<pid>/ as pin root (libbpf pins its maps
+ * there by name), its verdict program attached to its SOCKHASH of active
+ * sockets and pinned beside them, so `accel status` can show it, and
  * unpinned when the owner closes it. Directories of owners that died
  * without closing are removed by the next owner that starts.
  */
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { attachToMap } from '../bpf/attach.js';
 import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
 import { pin, withPinnedMaps } from '../bpf/fd.js';
-import { ErrorCodes, isAccelError } from '../errors.js';
+import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { BpfObject } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { log } from '../log.js';
@@ -94,6 +95,16 @@ export function spliceStatus(bpffs: string): SpliceStatus[] {
   });
 }
 
+/** Remove an owner's pin directory, and the pin root with its last one. */
+function removeOwnDir(dir: string): void {
+  removePinDir(dir);
+  try {
+    fs.rmdirSync(path.dirname(dir));
+  } catch {
+    /* other attachments remain */
+  }
+}
+
 export class SpliceAttachment {
   private constructor(
     private obj: BpfObject | null,
@@ -105,30 +116,28 @@ export class SpliceAttachment {
   static open(options: { bpffs: string; bpfDir: string; owner: string }): SpliceAttachment {
     ensureBpffs(options.bpffs);
     removeStaleSpliceDirs(options.bpffs);
-    const obj = BpfObject.load(path.join(options.bpfDir, SPLICE_OBJECT));
     const dir = path.join(options.bpffs, PIN_SUBDIR, `splice-${options.owner}-${process.pid}`);
+    // Never the maps of another owner with this pid (another pid namespace).
+    if (fs.existsSync(dir)) throw new AccelError(ErrorCodes.BPFFS, `${dir} exists already: another process with pid ${process.pid} uses it`);
+    let obj: BpfObject | null = null;
     try {
-      const maps = spliceMaps((name) => obj.mapFd(name));
-      attachToMap(obj.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);
       makePinDir(options.bpffs, dir);
-      for (const name of Object.values(SpliceMapNames)) pin(obj.mapFd(name), path.join(dir, name));
-      pin(obj.programFd(PROGRAM), path.join(dir, 'prog_splice_verdict'));
-      return new SpliceAttachment(obj, maps, dir);
+      const loaded = BpfObject.load(path.join(options.bpfDir, SPLICE_OBJECT), { pinRoot: dir });
+      obj = loaded;
+      const maps = spliceMaps((name) => loaded.mapFd(name));
+      attachToMap(loaded.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);
+      pin(loaded.programFd(PROGRAM), path.join(dir, 'prog_splice_verdict'));
+      return new SpliceAttachment(loaded, maps, dir);
     } catch (err) {
-      removePinDir(dir);
-      obj.close();
+      removeOwnDir(dir);
+      obj?.close();
       throw err;
     }
   }
 
   /** Unpin and unload; sockets still in the map fall back to the normal path. */
   close(): void {
-    removePinDir(this.dir);
-    try {
-      fs.rmdirSync(path.dirname(this.dir));
-    } catch {
-      /* other attachments remain */
-    }
+    removeOwnDir(this.dir);
     this.obj?.close();
     this.obj = null;
   }

@@ -26,6 +26,7 @@ export const ErrorCodes = {
   ADDRESS_IN_USE: 'E_ADDRESS_IN_USE',
   BENCH_INCOMPLETE: 'E_BENCH_INCOMPLETE',
   INTERRUPTED: 'E_INTERRUPTED',
+  BUSY: 'E_BUSY',
   INTERNAL: 'E_INTERNAL',
 } as const;
 
@@ -55,6 +56,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   E_NOT_ATTACHED: 4,
   E_VERIFY: 4,
   E_BENCH_INCOMPLETE: 4,
+  E_BUSY: 4,
   E_INTERRUPTED: 130,
   E_INTERNAL: 1,
 };

@@ -1,4 +1,5 @@
 /** Where accel finds its build products and where it pins. */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,6 +15,38 @@ export const CLI_ENTRY = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js'
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
 /** Every attachment pins below <bpffs>/accel. */
 export const PIN_SUBDIR = 'accel';
-/** Records of what interception added to routing and tc (not bpffs: it
- * holds no regular files), one per attached cgroup. */
+/** Interception records and attachment journals (not bpffs: it holds no
+ * regular files). */
 export const STATE_DIR = process.env.ACCEL_STATE_DIR ?? '/run/accel';
+
+/** <bpffs>/accel: the pin root, owned by accel. */
+export function pinRoot(bpffs: string): string {
+  return path.join(bpffs, PIN_SUBDIR);
+}
+
+/** The pin directory of one cgroup's attachment: every map by name, the
+ * programs, and the links. */
+export function attachmentPinDir(bpffs: string, cgroupId: bigint): string {
+  return path.join(pinRoot(bpffs), `cgroup-${cgroupId}`);
+}
+
+/** Cgroup ids of every attachment directory under the pin root. */
+export function listAttachmentIds(bpffs: string): bigint[] {
+  const root = pinRoot(bpffs);
+  if (!fs.existsSync(root)) return [];
+  return fs
+    .readdirSync(root)
+    .map((name) => /^cgroup-(\d+)$/.exec(name)?.[1])
+    .filter((id): id is string => id !== undefined)
+    .map((id) => BigInt(id));
+}
+
+/** The record of what interception added for one cgroup. */
+export function interceptRecordPath(cgroupId: bigint): string {
+  return path.join(STATE_DIR, `intercept-cgroup-${cgroupId}.json`);
+}
+
+/** The journal of the operation under way on one cgroup's attachment. */
+export function journalPath(cgroupId: bigint): string {
+  return path.join(STATE_DIR, `cgroup-${cgroupId}.journal.json`);
+}

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
-import { type AttachmentStatus, attachmentStatus } from '../fastpath/status.js';
+import { type AttachmentStatus, attachmentStatus } from '../attachment/status.js';
 import { log } from '../log.js';
 import { addNetns, deleteNetns } from '../net/iproute.js';
 import { CLI_ENTRY as CLI, CONNRATE } from '../paths.js';

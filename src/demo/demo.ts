@@ -6,7 +6,9 @@
  */
 import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
-import { attach, detach, withMaps } from '../fastpath/attachment.js';
+import { reconcileTo, reconcileToNothing } from '../attachment/reconcile.js';
+import { parseSpec } from '../attachment/spec.js';
+import { withMaps } from '../fastpath/pins.js';
 import { engagedConnections } from '../fastpath/status.js';
 import { log } from '../log.js';
 import { type ProbeResult, runProbe, startHeldProbe } from '../probe/sockprobe.js';
@@ -49,7 +51,7 @@ export async function runDemo(options: { bpffs: string; bpfDir: string; say: (li
     say('2. measuring two local processes over loopback TCP, nothing attached (1 GiB transfer, 20000 ping-pongs of 64 B)...');
     const before = await measure(cg, 'plain TCP');
     say(`3. accel attach --cgroup ${cg.path} (self-test first)...`);
-    const a = await attach({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg.path, skipSelftest: false, bypassPorts: [] });
+    const a = await reconcileTo(parseSpec({ cgroup: cg.path }), { bpffs: options.bpffs, bpfDir: options.bpfDir });
     attached = true;
     say(`   attached, pins in ${a.pinDir}`);
     say('4. a live connection inside the cgroup, as `accel verify` sees it:');
@@ -63,11 +65,11 @@ export async function runDemo(options: { bpffs: string; bpfDir: string; say: (li
     const after = await measure(cg, 'accel fast path');
     const bytesRedirected = withMaps(a.pinDir, (m) => m.counters().bytes_redirected);
     say(`6. accel detach --cgroup ${cg.path}`);
-    await detach({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg.path, drainMs: 100 });
+    await reconcileToNothing(cg.path, { bpffs: options.bpffs, bpfDir: options.bpfDir, drainMs: 100 });
     attached = false;
     return { cgroup: cg.path, runs: [before, after], engagedConnections: engaged, bytesRedirected };
   } finally {
-    if (attached) await detach({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg.path, drainMs: 0 }).catch((e: unknown) => log.error(String(e)));
+    if (attached) await reconcileToNothing(cg.path, { bpffs: options.bpffs, bpfDir: options.bpfDir, drainMs: 0 }).catch((e: unknown) => log.error(String(e)));
     await removeCgroup(cg);
   }
 }

@@ -11,7 +11,7 @@ import { lookup } from '../bpf/map.js';
 import { netnsCookie } from '../bpf/socket.js';
 import { encodeSockKey } from '../maps/layout/shared.js';
 import { MapNames } from '../maps/fastpath.js';
-import { listAttachmentIds, pinDirFor } from './pins.js';
+import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 
 export interface SocketView {
   fd: number;
@@ -36,7 +36,7 @@ export function onFastPath(bpffs: string, s: SocketView): boolean {
     remotePort: s.remotePort,
   });
   for (const id of listAttachmentIds(bpffs)) {
-    const fd = openPinned(path.join(pinDirFor(bpffs, id), MapNames.sockHash));
+    const fd = openPinned(path.join(attachmentPinDir(bpffs, id), MapNames.sockHash));
     if (fd === null) continue;
     try {
       if (lookup(fd, key, 8)) return true;

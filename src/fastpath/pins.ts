@@ -1,14 +1,13 @@
 /**
- * The pin directory of one attachment: <bpffs>/accel/cgroup-<cgroup id>/,
- * holding every map by name (libbpf pins them there as the objects load),
- * the programs, and the cgroup link. The link is pinned last: its presence
- * marks a complete attachment.
+ * What the fast path pins in an attachment's directory, and what those pins
+ * say about it: every map by name (libbpf pins them there as the objects
+ * load), the programs, and the cgroup link. The
+ * link is pinned last: its presence marks a complete fast path.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { linkInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
-import { MapNames } from '../maps/fastpath.js';
-import { PIN_SUBDIR } from '../paths.js';
+import { linkInfo, mapInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
+import { FastPathMaps, MapNames } from '../maps/fastpath.js';
 
 export const PinNames = {
   link: 'link_sockops',
@@ -19,31 +18,20 @@ export const PinNames = {
 
 export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners];
 
-export function pinRoot(bpffs: string): string {
-  return path.join(bpffs, PIN_SUBDIR);
+/** The settings a complete fast path runs with, read back from the kernel. */
+export interface FastPathObservedSettings {
+  withStreamVerdict: boolean;
+  bypassPorts: number[];
+  queueLimit: number;
+  maxSockets: number;
 }
 
-export function pinDirFor(bpffs: string, cgroupId: bigint): string {
-  return path.join(pinRoot(bpffs), `cgroup-${cgroupId}`);
-}
-
-/** Cgroup ids of every attachment directory under the pin root. */
-export function listAttachmentIds(bpffs: string): bigint[] {
-  const root = pinRoot(bpffs);
-  if (!fs.existsSync(root)) return [];
-  return fs
-    .readdirSync(root)
-    .map((name) => /^cgroup-(\d+)$/.exec(name)?.[1])
-    .filter((id): id is string => id !== undefined)
-    .map((id) => BigInt(id));
-}
-
-export type AttachmentState =
+export type FastPathObserved =
   | { kind: 'absent' }
   | { kind: 'partial'; reason: string }
-  | { kind: 'complete'; linkId: number; progIds: Record<string, number>; withStreamVerdict: boolean };
+  | ({ kind: 'complete'; linkId: number; progIds: Record<string, number> } & FastPathObservedSettings);
 
-export function inspectAttachment(dir: string, cgroupId: bigint): AttachmentState {
+export function observeFastPath(dir: string, cgroupId: bigint): FastPathObserved {
   if (!fs.existsSync(dir)) return { kind: 'absent' };
   const link = withPinned(path.join(dir, PinNames.link), (fd) => linkInfo(fd));
   if (!link) return { kind: 'partial', reason: 'no cgroup link pinned (interrupted attach or detach)' };
@@ -55,13 +43,25 @@ export function inspectAttachment(dir: string, cgroupId: bigint): AttachmentStat
     const id = withPinned(path.join(dir, name), (fd) => progInfo(fd).id);
     if (id !== null) progIds[name] = id;
   }
-  return { kind: 'complete', linkId: link.id, progIds, withStreamVerdict: PinNames.progStreamVerdict in progIds };
+  const settings = withMaps(dir, (m) => ({ bypassPorts: m.bypassPorts(), queueLimit: m.config().queueLimit, maxSockets: mapInfo(m.fds.sockHash).maxEntries }));
+  return { kind: 'complete', linkId: link.id, progIds, withStreamVerdict: PinNames.progStreamVerdict in progIds, ...settings };
 }
 
 const MAP_PIN_NAMES = Object.values(MapNames);
 
-/** Run `fn` with the maps pinned in an attachment directory; `need(name)`
- * is a map's fd or an E_NOT_ATTACHED error. Every fd is closed afterwards. */
-export function withMapFds<T>(dir: string, fn: (need: (name: string) => number) => T): T {
-  return withPinnedMaps(dir, MAP_PIN_NAMES, fn);
+/** Run `fn` with typed views of the fast path's maps pinned in `dir`; a
+ * missing map is an E_NOT_ATTACHED error. Every fd is closed afterwards. */
+export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
+  return withPinnedMaps(dir, MAP_PIN_NAMES, (need) =>
+    fn(
+      new FastPathMaps({
+        sockHash: need(MapNames.sockHash),
+        counters: need(MapNames.counters),
+        config: need(MapNames.config),
+        bypass: need(MapNames.bypass),
+        members: need(MapNames.members),
+        listeners: need(MapNames.listeners),
+      }),
+    ),
+  );
 }

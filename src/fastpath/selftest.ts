@@ -9,8 +9,10 @@
  * prove nothing, and that a writer whose reader pauses is held back about
  * as plain TCP holds it back (bounded memory), with every byte delivered.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { attachCgroupTemporary } from '../bpf/attach.js';
-import { type Cgroup, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
+import { type Cgroup, createChildCgroup, procsFile, removeCgroup, resolveCgroup } from '../cgroup/cgroup.js';
 import { log } from '../log.js';
 import { runProbe, runSplit } from '../probe/sockprobe.js';
 import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
@@ -29,6 +31,34 @@ export interface SelfTestCheck {
  * redirected data queued. Neither program setup avoids it. */
 export function isKnownKernelDefect(error: string | null): boolean {
   return error?.startsWith('spurious EAGAIN') ?? false;
+}
+
+/** Self-test cgroups are named <prefix>-<pid of the accel process>-<random>. */
+const SELFTEST_PREFIX = 'accel-selftest';
+
+/**
+ * Remove the self-test cgroups of accel processes that died before removing
+ * them (a crash or kill -9 during attach), with any process of theirs still
+ * inside. Those of a live accel process are its own business.
+ */
+export async function removeOrphanSelftestCgroups(parent: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const name of fs.readdirSync(parent)) {
+    const pid = Number(new RegExp(`^${SELFTEST_PREFIX}-(\\d+)-[a-z0-9]+$`).exec(name)?.[1]);
+    if (!pid || pid === process.pid || processAlive(pid)) continue;
+    await removeCgroup(resolveCgroup(path.join(parent, name)));
+    removed.push(name);
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export interface SelfTestResult {
@@ -60,6 +90,8 @@ export interface SelfTestOptions {
   /** Parent of the throwaway cgroup. */
   cgroupRoot: string;
   stallMs?: number;
+  /** Called once the throwaway cgroup is made (a crash point for tests). */
+  onRunning?: () => void;
 }
 
 export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestResult> {
@@ -71,7 +103,8 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
   const loaded = loadFastPath(options.bpfDir, { withStreamVerdict: options.withStreamVerdict, bypassPorts: [], queueLimit });
   let detach: (() => void) | null = null;
   try {
-    cg = createChildCgroup(options.cgroupRoot, 'accel-selftest');
+    cg = createChildCgroup(options.cgroupRoot, SELFTEST_PREFIX);
+    options.onRunning?.();
     detach = attachCgroupTemporary(loaded.sockops.program(Programs.sockops), cg.path);
     const checks: SelfTestCheck[] = [];
     const inside = { cgroupProcs: procsFile(cg) };

@@ -1,19 +1,10 @@
-/** What is attached where, read back from bpffs and the maps. */
+/** The fast path's part of `accel status`, read back from its pins and maps. */
 import path from 'node:path';
-import { findCgroupById, resolveCgroup } from '../cgroup/cgroup.js';
 import type { Counters } from '../maps/layout/fastpath.js';
 import type { SockKey } from '../maps/layout/shared.js';
-import { type InterceptStatus, interceptStatus } from '../intercept/attachment.js';
-import { withMaps } from './attachment.js';
-import { PinNames, inspectAttachment, listAttachmentIds, pinDirFor } from './pins.js';
+import { type FastPathObserved, PinNames, withMaps } from './pins.js';
 
-export interface AttachmentStatus {
-  cgroupId: bigint;
-  /** null when the cgroup no longer exists. */
-  cgroupPath: string | null;
-  pinDir: string;
-  state: 'complete' | 'partial';
-  reason: string | null;
+export interface FastPathStatus {
   linkPin: string;
   linkId: number | null;
   programIds: Record<string, number>;
@@ -21,20 +12,18 @@ export interface AttachmentStatus {
   redirectEnabled: boolean;
   /** Bytes a socket may hold unread before its writer is held back. */
   queueLimit: number | null;
+  /** Size of the SOCKHASH. */
+  maxSockets: number | null;
   socketsInMap: number;
   members: number;
   listeners: number;
   bypassPorts: number[];
   counters: Counters | null;
-  /** Transparent interception of this cgroup, if any. */
-  intercept: InterceptStatus | null;
 }
 
-export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise<AttachmentStatus | null> {
-  const dir = pinDirFor(bpffs, cgroupId);
-  const state = inspectAttachment(dir, cgroupId);
-  if (state.kind === 'absent') return null;
-  let maps: Pick<AttachmentStatus, 'socketsInMap' | 'members' | 'listeners' | 'bypassPorts' | 'counters' | 'redirectEnabled' | 'queueLimit'> = {
+export function fastPathStatus(dir: string, observed: FastPathObserved): FastPathStatus {
+  const complete = observed.kind === 'complete' ? observed : null;
+  let maps: Pick<FastPathStatus, 'socketsInMap' | 'members' | 'listeners' | 'bypassPorts' | 'counters' | 'redirectEnabled' | 'queueLimit'> = {
     socketsInMap: 0,
     members: 0,
     listeners: 0,
@@ -57,32 +46,16 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
       };
     });
   } catch {
-    /* a partial attachment may lack maps */
+    /* a partial fast path may lack maps */
   }
   return {
-    cgroupId,
-    cgroupPath: findCgroupById(cgroupId),
-    pinDir: dir,
-    state: state.kind,
-    reason: state.kind === 'partial' ? state.reason : null,
     linkPin: path.join(dir, PinNames.link),
-    linkId: state.kind === 'complete' ? state.linkId : null,
-    programIds: state.kind === 'complete' ? state.progIds : {},
-    withStreamVerdict: state.kind === 'complete' && state.withStreamVerdict,
+    linkId: complete?.linkId ?? null,
+    programIds: complete?.progIds ?? {},
+    withStreamVerdict: complete?.withStreamVerdict ?? false,
+    maxSockets: complete?.maxSockets ?? null,
     ...maps,
-    intercept: await interceptStatus(cgroupId, dir),
   };
-}
-
-/** Status of one cgroup's attachment, or of every attachment. */
-export async function collectStatus(bpffs: string, cgroup?: string): Promise<AttachmentStatus[]> {
-  const ids = cgroup ? [resolveCgroup(cgroup).id] : listAttachmentIds(bpffs);
-  const out: AttachmentStatus[] = [];
-  for (const id of ids) {
-    const s = await attachmentStatus(bpffs, id);
-    if (s) out.push(s);
-  }
-  return out;
 }
 
 const keyText = (k: SockKey) =>

@@ -7,9 +7,8 @@
 import { resolveCgroup, procsFile } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { runProbe } from '../probe/sockprobe.js';
-import { withMaps } from './attachment.js';
-import { pinDirFor } from './pins.js';
-import { type AttachmentStatus, collectStatus, engagedConnections } from './status.js';
+import { withMaps } from './pins.js';
+import { engagedConnections } from './status.js';
 
 export interface VerifyReport {
   cgroupPath: string | null;
@@ -26,13 +25,19 @@ export interface VerifyReport {
 
 export const PROBE_BYTES = 4 << 20;
 
-export async function verify(options: { bpffs: string; cgroup?: string; probe: boolean }): Promise<VerifyReport[]> {
-  const statuses: AttachmentStatus[] = (await collectStatus(options.bpffs, options.cgroup)).filter((s) => s.state === 'complete');
-  if (!statuses.length) {
+/** A complete fast path to verify: its cgroup (null when gone) and pins. */
+export interface VerifyTarget {
+  cgroupPath: string | null;
+  pinDir: string;
+}
+
+export async function verify(targets: VerifyTarget[], options: { probe: boolean; cgroup?: string }): Promise<VerifyReport[]> {
+  if (!targets.length) {
     throw new AccelError(ErrorCodes.NOT_ATTACHED, options.cgroup ? `nothing is attached to ${options.cgroup}` : 'nothing is attached anywhere');
   }
   const reports: VerifyReport[] = [];
-  for (const s of statuses) {
+  for (const s of targets) {
+    const before = withMaps(s.pinDir, (m) => m.counters().bytes_redirected);
     let run: Awaited<ReturnType<typeof runProbe>> | null = null;
     if (options.probe && s.cgroupPath) {
       run = await runProbe(['pair', '--bytes', String(PROBE_BYTES), '--back', String(PROBE_BYTES), '--timeout-s', '30'], {
@@ -40,10 +45,10 @@ export async function verify(options: { bpffs: string; cgroup?: string; probe: b
       });
     }
     // One read of the maps, after the probe if there was one.
-    const { keys, counters } = withMaps(pinDirFor(options.bpffs, s.cgroupId), (m) => ({ keys: m.sockets(), counters: m.counters() }));
+    const { keys, counters } = withMaps(s.pinDir, (m) => ({ keys: m.sockets(), counters: m.counters() }));
     const bytesRedirected = counters.bytes_redirected;
     const probe: VerifyReport['probe'] = run
-      ? { ok: run.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: bytesRedirected - (s.counters?.bytes_redirected ?? 0n), error: run.error }
+      ? { ok: run.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: bytesRedirected - before, error: run.error }
       : null;
     const engaged = engagedConnections(keys);
     reports.push({

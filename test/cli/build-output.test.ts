@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { detach } from '../../src/fastpath/attachment.js';
+import { reconcileToNothing } from '../../src/attachment/reconcile.js';
 import { DEFAULT_BPFFS } from '../../src/paths.js';
 import { cli } from './cli.js';
 
@@ -44,8 +44,8 @@ describe('without the build output', () => {
   })();
   it('detach of a cgroup that is not attached: nothing to do', { skip: !(root && bpffsMounted) && `needs root and a bpffs at ${DEFAULT_BPFFS}` }, async () => {
     const cgroup = { path: '/sys/fs/cgroup/unified/accel-test-never-attached', id: 1n << 62n };
-    const r = await detach({ bpffs: DEFAULT_BPFFS, bpfDir: empty, cgroup: cgroup.path, drainMs: 0, resolve: () => cgroup });
-    assert.equal(r.wasAttached, false);
+    const r = await reconcileToNothing(cgroup.path, { bpffs: DEFAULT_BPFFS, bpfDir: empty, drainMs: 0, resolve: () => cgroup });
+    assert.deepEqual(r.plan.steps, [], 'nothing to do');
     assert.equal(r.cgroup, cgroup);
   });
 });

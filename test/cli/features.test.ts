@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { probeFastPathFeatures } from '../../src/bpf/features.js';
 import { isAccelError } from '../../src/errors.js';
-import { requireKernelFeatures } from '../../src/fastpath/attachment.js';
+import { requireKernelFeatures } from '../../src/fastpath/install.js';
 import { requirePrivileges } from '../../src/privileges.js';
 
 describe('kernel features', () => {

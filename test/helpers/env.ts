@@ -6,8 +6,8 @@ import { queryCgroupPrograms } from '../../src/bpf/attach.js';
 import { ensureBpffs } from '../../src/bpf/bpffs.js';
 import { AttachType } from '../../src/bpf/uapi.js';
 import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
-import { withMaps } from '../../src/fastpath/attachment.js';
-import { pinDirFor } from '../../src/fastpath/pins.js';
+import { withMaps } from '../../src/fastpath/pins.js';
+import { attachmentPinDir } from '../../src/paths.js';
 import type { FastPathMaps } from '../../src/maps/fastpath.js';
 import type { Counters } from '../../src/maps/layout/fastpath.js';
 import { CLI_ENTRY, DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
@@ -53,14 +53,14 @@ export function fastPathBytes(c: Counters): bigint {
 }
 
 export function maps<T>(cg: Cgroup, fn: (m: FastPathMaps) => T): T {
-  return withMaps(pinDirFor(BPFFS, cg.id), fn);
+  return withMaps(attachmentPinDir(BPFFS, cg.id), fn);
 }
 
 /** Nothing of ours is attached to, or pinned for, this cgroup. */
 export function nothingAttached(cg: Cgroup): { programs: number[]; pinDir: boolean } {
   return {
     programs: fs.existsSync(cg.path) ? queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS) : [],
-    pinDir: fs.existsSync(pinDirFor(BPFFS, cg.id)),
+    pinDir: fs.existsSync(attachmentPinDir(BPFFS, cg.id)),
   };
 }
 

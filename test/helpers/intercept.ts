@@ -10,11 +10,12 @@ import path from 'node:path';
 import type { TestContext } from 'node:test';
 import { ensureBpffs } from '../../src/bpf/bpffs.js';
 import { cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
-import { pinDirFor } from '../../src/fastpath/pins.js';
-import { statePath, withTproxyMaps } from '../../src/intercept/attachment.js';
+import { attachmentPinDir } from '../../src/paths.js';
+import { withTproxyMaps } from '../../src/intercept/install.js';
+import { interceptRecordPath as statePath } from '../../src/paths.js';
 import type { Counters } from '../../src/maps/layout/fastpath.js';
 import type { TproxyCounters } from '../../src/maps/layout/tproxy.js';
-import { withMaps } from '../../src/fastpath/attachment.js';
+import { withMaps } from '../../src/fastpath/pins.js';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { type Placement, type RunResult, type Spawned, run, spawn } from '../../src/proc/run.js';
 import type { ConnectionEvent } from '../../src/proxy/server.js';
@@ -102,8 +103,8 @@ export async function interceptBench(
         '--intercept', `10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`, '--intercept', `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`,
         '--proxy-port', String(PROXY_PORT), ...extra,
       ]),
-    tproxyCounters: () => withTproxyMaps(pinDirFor(BPFFS, cg.id), (m) => m.counters()),
-    fastCounters: () => withMaps(pinDirFor(BPFFS, cg.id), (m) => m.counters()),
+    tproxyCounters: () => withTproxyMaps(attachmentPinDir(BPFFS, cg.id), (m) => m.counters()),
+    fastCounters: () => withMaps(attachmentPinDir(BPFFS, cg.id), (m) => m.counters()),
     proxyEvents: () =>
       (bench.proxy?.lines() ?? spawned.filter((s) => s !== bench.server).flatMap((s) => s.lines()))
         .filter((l) => l.includes('"event":"connection"'))

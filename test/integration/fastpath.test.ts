@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { engagedConnections } from '../../src/fastpath/status.js';
 import { withPinned } from '../../src/bpf/fd.js';
 import { keys } from '../../src/bpf/map.js';
-import { pinDirFor } from '../../src/fastpath/pins.js';
+import { attachmentPinDir } from '../../src/paths.js';
 import { runProbe, runSplit, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { SOCKPROBE } from '../../src/paths.js';
 import { run, spawn } from '../../src/proc/run.js';
@@ -68,7 +68,7 @@ describe('local fast path', () => {
     assert.ok(c.bytes_repeated > 0n && c.bytes_repeated <= BigInt(replayed), `bytes_repeated ${c.bytes_repeated} of ${replayed} replayed`);
     assert.equal(c.bytes_repeat_sent, 0n);
     await stopProcess(server);
-    const rxSeqs = () => withPinned(path.join(pinDirFor(BPFFS, cg.id), 'accel_rx_seqs'), (fd) => keys(fd, 8).length) ?? 0;
+    const rxSeqs = () => withPinned(path.join(attachmentPinDir(BPFFS, cg.id), 'accel_rx_seqs'), (fd) => keys(fd, 8).length) ?? 0;
     assert.ok(await waitFor(() => rxSeqs() === 0, 5000), `${rxSeqs()} stream positions left after the sockets closed`);
   });
 

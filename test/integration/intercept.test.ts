@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { pinDirFor } from '../../src/fastpath/pins.js';
-import { statePath } from '../../src/intercept/attachment.js';
+import { attachmentPinDir } from '../../src/paths.js';
+import { interceptRecordPath as statePath } from '../../src/paths.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { BPFFS, CLI, MB, fastPathBytes, stopProcess } from '../helpers/env.js';
@@ -190,7 +190,7 @@ describe('transparent interception', () => {
     const d = await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0']);
     assert.equal(d.exitCode, 0, d.stderr);
     assert.deepEqual(await snapshot(), before, 'routing, tc and sysctl are as before');
-    assert.equal(fs.existsSync(pinDirFor(BPFFS, b.cg.id)), false, 'pins gone');
+    assert.equal(fs.existsSync(attachmentPinDir(BPFFS, b.cg.id)), false, 'pins gone');
     assert.equal(fs.existsSync(statePath(b.cg.id)), false, 'record gone');
 
     assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok, 'direct connection after detach');
@@ -250,7 +250,7 @@ describe('interception: bad input leaves nothing behind', () => {
     const r = await b.accel(['attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, '--intercept', '10.200.0.0/24:80', '--proxy-port', '15002']);
     assert.equal(r.exitCode, 3, r.stderr);
     assert.match(r.stderr.trim().split('\n').pop() ?? '', /nothing listens on 127\.0\.0\.1:15002.*\[E_PROXY_NOT_LISTENING\]/);
-    assert.equal(fs.existsSync(pinDirFor(BPFFS, b.cg.id)), false, 'the fast path attached by that command was removed again');
+    assert.equal(fs.existsSync(attachmentPinDir(BPFFS, b.cg.id)), false, 'the fast path attached by that command was removed again');
     assert.equal(fs.existsSync(statePath(b.cg.id)), false);
     const rules = await run('ip', ['rule', 'show'], { netns: b.app });
     assert.doesNotMatch(rules.stdout, /2764/);
@@ -272,7 +272,7 @@ describe('interception: bad input leaves nothing behind', () => {
     assert.doesNotMatch((await run('ip', ['rule', 'show'], { netns: b.app })).stdout, /2764/);
     assert.equal((await run('ip', ['route', 'show', 'table', '2764'], { netns: b.app, allowFailure: true })).stdout.trim(), '');
     assert.equal(fs.existsSync(statePath(b.cg.id)), false);
-    assert.equal(fs.existsSync(pinDirFor(BPFFS, b.cg.id)), false);
+    assert.equal(fs.existsSync(attachmentPinDir(BPFFS, b.cg.id)), false);
   });
 
   it('a malformed policy file or a port in use stops the proxy with one clear line', async (t) => {

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { queryCgroupPrograms } from '../../src/bpf/attach.js';
 import { AttachType } from '../../src/bpf/uapi.js';
 import { cgroup2Root } from '../../src/cgroup/cgroup.js';
-import { pinDirFor } from '../../src/fastpath/pins.js';
+import { attachmentPinDir } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { run } from '../../src/proc/run.js';
 import { BPFFS, CLI, MB, accel, maps, nothingAttached, testCgroup } from '../helpers/env.js';
@@ -119,10 +119,34 @@ describe('attach and detach', () => {
     });
   }
 
+  it('a crash during the self-test leaves a throwaway cgroup, which the next attach removes', async (t) => {
+    const cg = testCgroup(t);
+    const parent = cgroup2Root();
+    const selftestDirs = () => fs.readdirSync(parent).filter((n) => n.startsWith('accel-selftest-'));
+    const before = selftestDirs();
+    const crashed = await accel(['attach', '--cgroup', cg.path], { ACCEL_FAILPOINT: 'selftest-running' });
+    assert.notEqual(crashed.exitCode, 0, 'killed');
+    const left = selftestDirs().filter((n) => !before.includes(n));
+    assert.equal(left.length, 1, 'the self-test cgroup of the killed process is left');
+    t.after(() =>
+      left.forEach((n) => {
+        try {
+          fs.rmdirSync(path.join(parent, n));
+        } catch {
+          /* removed by the attach under test */
+        }
+      }),
+    );
+    const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest']);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.match(again.stderr, /recovering from an interrupted attach/);
+    assert.deepEqual(selftestDirs().filter((n) => !before.includes(n)), [], 'removed by the next attach');
+  });
+
   it('a crash before the link leaves pins only, which detach alone also cleans', async (t) => {
     const cg = testCgroup(t);
     await accel(['attach', '--cgroup', cg.path, '--skip-selftest'], { ACCEL_FAILPOINT: 'attach-before-link' });
-    assert.equal(fs.existsSync(pinDirFor(BPFFS, cg.id)), true);
+    assert.equal(fs.existsSync(attachmentPinDir(BPFFS, cg.id)), true);
     const st = await accel(['status', '--cgroup', cg.path]);
     assert.match(st.stdout, /incomplete/);
     assert.equal((await accel(['detach', '--cgroup', cg.path])).exitCode, 0);

@@ -1,8 +1,9 @@
 import { type Command, Option } from 'commander';
-import { attach, detach } from '../../fastpath/attachment.js';
-import { INTERCEPT_DEFAULTS, type InterceptAttachResult, type InterceptSettings, attachIntercept, checkIntercept } from '../../intercept/attachment.js';
+import { reconcileTo } from '../../attachment/reconcile.js';
+import { parseSpec } from '../../attachment/spec.js';
+import { attachmentStatus } from '../../attachment/status.js';
 import { parseInterceptRule } from '../../intercept/rules.js';
-import type { InterceptRule } from '../../maps/layout/tproxy.js';
+import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
 import { type GlobalOptions, parseCount, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
@@ -61,54 +62,48 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .action(async (opts: AttachCliOptions) => {
       const g = globals();
       const intercepting = opts.intercept.length > 0 || opts.iface.length > 0 || opts.proxyPort !== undefined;
-      let settings: InterceptSettings | null = null;
-      if (intercepting) {
-        // All input, and the proxy, are checked before anything is attached.
-        const rules: InterceptRule[] = opts.intercept.map(parseInterceptRule);
-        if (!rules.length || !opts.iface.length || opts.proxyPort === undefined) {
-          throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface, --intercept and --proxy-port together');
-        }
-        settings = {
-          ifaces: opts.iface,
-          rules,
-          proxyPort: opts.proxyPort,
-          interceptMark: opts.interceptMark,
-          proxyMark: opts.proxyMark,
-          table: opts.table,
-          priority: opts.rulePriority,
-        };
-        await checkIntercept(settings);
+      if (intercepting && (!opts.intercept.length || !opts.iface.length || opts.proxyPort === undefined)) {
+        // Rules are parsed first: a bad rule is named before a missing option.
+        opts.intercept.forEach(parseInterceptRule);
+        throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface, --intercept and --proxy-port together');
       }
-      const r = await attach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, skipSelftest: opts.skipSelftest, bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, maxSockets: opts.maxSockets, streamVerdict: opts.streamVerdict });
-      let ic: InterceptAttachResult | null = null;
-      if (settings) {
-        try {
-          ic = await attachIntercept(r.cgroup, r.pinDir, g.bpfDir, settings);
-        } catch (err) {
-          // Nothing half-installed: the fast path this command attached goes too.
-          if (!r.alreadyAttached) await detach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, drainMs: 0 });
-          throw err;
-        }
+      const spec = parseSpec({
+        cgroup: opts.cgroup,
+        fastPath: { bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, maxSockets: opts.maxSockets, streamVerdict: opts.streamVerdict, selftest: !opts.skipSelftest },
+        intercept: intercepting
+          ? { ifaces: opts.iface, rules: opts.intercept, proxyPort: opts.proxyPort, interceptMark: opts.interceptMark, proxyMark: opts.proxyMark, table: opts.table, priority: opts.rulePriority }
+          : null,
+      });
+      const r = await reconcileTo(spec, { bpffs: g.bpffs, bpfDir: g.bpfDir });
+      const kinds = r.plan.steps.map((s) => s.kind);
+      const alreadyAttached = !kinds.includes('install-fastpath');
+      const status = await attachmentStatus(g.bpffs, r.cgroup.id);
+      const withStreamVerdict = r.withStreamVerdict ?? status?.withStreamVerdict ?? false;
+      const intercept = status?.intercept ? { settings: status.intercept.settings, hookMode: status.intercept.hookMode, alreadyAttached: !kinds.includes('install-intercept') } : null;
+      if (opts.json) {
+        return printJson({ cgroup: r.cgroup, pinDir: r.pinDir, alreadyAttached, recovered: r.recovered, withStreamVerdict, selftest: r.selftest, listenersAdopted: r.listenersAdopted, steps: kinds, notes: r.plan.notes, intercept });
       }
-      if (opts.json) return printJson({ ...r, intercept: ic });
-      print(r.alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
+      print(alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
       print(
         table([
           ['pins', r.pinDir],
-          ['setup', r.withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
+          ['setup', withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
+          ['steps', kinds.join(', ') || 'none: already as asked'],
           ['listeners adopted', String(r.listenersAdopted)],
-          ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withStreamVerdict ? 'with stream verdict' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : r.alreadyAttached ? 'not needed' : 'skipped'],
+          ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withStreamVerdict ? 'with stream verdict' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : alreadyAttached ? 'not needed' : 'skipped'],
           ...(r.recovered ? ([['recovered', r.recovered]] as [string, string][]) : []),
-          ...(ic
+          ...(intercept
             ? ([
-                ['intercept', ic.state.settings.rules.map((x) => x.text).join(', ')],
-                ['interfaces', ic.state.settings.ifaces.join(', ')],
-                ['proxy port', String(ic.state.settings.proxyPort)],
+                ['intercept', intercept.settings.rules.map((x) => x.text).join(', ')],
+                ['interfaces', intercept.settings.ifaces.join(', ')],
+                ['proxy port', String(intercept.settings.proxyPort)],
+                ['hooks', intercept.hookMode],
               ] as [string, string][])
             : []),
         ]),
       );
+      for (const n of r.plan.notes) print(`note: ${n}`);
       const warnings = r.selftest.flatMap((s) => s.checks.filter((c) => !c.ok && c.severity === 'warning'));
-      if (warnings.length) print(`note: known kernel defect seen in the self-test: ${warnings[0]?.error} (see README, "Known kernel issues")`);
+      if (warnings.length) print(`note: known kernel defect seen in the self-test: ${warnings[0]?.error} (see docs/kernel-notes.md)`);
     });
 }

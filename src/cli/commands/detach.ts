@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { detach } from '../../fastpath/attachment.js';
+import { reconcileToNothing } from '../../attachment/reconcile.js';
 import { type GlobalOptions, parseNonNegative } from '../options.js';
 import { print, printJson } from '../output.js';
 
@@ -12,8 +12,9 @@ export function registerDetach(program: Command, globals: () => GlobalOptions): 
     .option('--json', 'print the result as JSON', false)
     .action(async (opts: { cgroup: string; drainMs: number; json: boolean }) => {
       const g = globals();
-      const r = await detach({ bpffs: g.bpffs, bpfDir: g.bpfDir, cgroup: opts.cgroup, drainMs: opts.drainMs });
-      if (opts.json) return printJson(r);
-      print(r.wasAttached ? `detached: ${r.cgroup.path}` : `not attached: ${r.cgroup.path}`);
+      const r = await reconcileToNothing(opts.cgroup, { bpffs: g.bpffs, bpfDir: g.bpfDir, drainMs: opts.drainMs });
+      const wasAttached = r.plan.steps.length > 0;
+      if (opts.json) return printJson({ cgroup: r.cgroup, pinDir: r.pinDir, wasAttached, steps: r.plan.steps.map((s) => s.kind), recovered: r.recovered });
+      print(wasAttached ? `detached: ${r.cgroup.path}` : `not attached: ${r.cgroup.path}`);
     });
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { INTERCEPT_DEFAULTS } from '../../intercept/attachment.js';
+import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
 import { TransparentProxy } from '../../proxy/server.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { type AttachmentStatus, collectStatus } from '../../fastpath/status.js';
+import { type AttachmentStatus, collectStatus } from '../../attachment/status.js';
 import { COUNTERS } from '../../maps/layout/fastpath.js';
 import { SPLICE_COUNTERS } from '../../maps/layout/splice.js';
 import { TPROXY_COUNTERS } from '../../maps/layout/tproxy.js';
@@ -10,12 +10,14 @@ import { print, printJson, table } from '../output.js';
 export function formatStatus(s: AttachmentStatus): string {
   const rows: [string, string | number | bigint][] = [
     ['state', s.state === 'complete' ? 'attached' : `incomplete (${s.reason}); run attach or detach to recover`],
+    ...(s.interrupted ? ([['interrupted', `${s.interrupted.operation} by pid ${s.interrupted.pid} during ${s.interrupted.steps[s.interrupted.current] ?? 'its start'}`]] as [string, string][]) : []),
     ['pins', s.pinDir],
     ['cgroup link', s.linkId === null ? '-' : `id ${s.linkId} (${s.linkPin})`],
     ...Object.entries(s.programIds).map(([name, id]) => [name.replace(/^prog_/, 'program '), `id ${id}`] as [string, string]),
     ['setup', s.withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
     ['redirect', s.redirectEnabled ? 'on' : 'off'],
     ['queue limit', s.queueLimit === null ? '-' : `${s.queueLimit} bytes unread per socket, then the writer is held back`],
+    ['max sockets', s.maxSockets ?? '-'],
     ['sockets in map', s.socketsInMap],
     ['members', s.members],
     ['listeners', s.listeners],
@@ -33,7 +35,7 @@ export function formatStatus(s: AttachmentStatus): string {
       ['marks', `steered 0x${ic.settings.interceptMark.toString(16)}, proxy 0x${ic.settings.proxyMark.toString(16)}`],
       ['table / priority', `${ic.settings.table} / ${ic.settings.priority}`],
       ['network namespace', `inode ${ic.netns}${ic.inThisNetns ? ' (this one)' : ' (not this one)'}`],
-      ['tc filters', ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'],
+      ['hooks', `${ic.hookMode}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
       ['steered flows', ic.flows ?? '-'],
     ];
     const icCounters = ic.counters ? table(TPROXY_COUNTERS.map((c) => [c, ic.counters?.[c] ?? 0n]), '      ') : '      -';

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { AccelError, ErrorCodes } from '../../errors.js';
+import { collectStatus } from '../../attachment/status.js';
 import { BPFTRACE_HINT, verify } from '../../fastpath/verify.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';
@@ -12,7 +13,8 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
     .option('--probe', 'also run a short transfer inside the cgroup and check that its bytes took the fast path', false)
     .option('--json', 'print as JSON', false)
     .action(async (opts: { cgroup?: string; probe: boolean; json: boolean }) => {
-      const reports = await verify({ bpffs: globals().bpffs, probe: opts.probe, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
+      const targets = (await collectStatus(globals().bpffs, opts.cgroup)).filter((s) => s.state === 'complete');
+      const reports = await verify(targets, { probe: opts.probe, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
       if (!opts.json) {
         for (const r of reports) {
           print(`${r.cgroupPath ?? '(removed cgroup)'}: fast path ${r.engaged ? 'ENGAGED' : 'NOT engaged'}`);

@@ -1,0 +1,89 @@
+/**
+ * Carry out a plan, one step at a time, each written to the journal before
+ * it starts. A step that throws stops the plan; what this run installed is
+ * then removed again, so a failed attach leaves nothing half-installed. A
+ * crash (no chance to roll back) leaves a state the next plan converges
+ * from.
+ */
+import { makePinDir, removePinDir } from '../bpf/bpffs.js';
+import type { Cgroup } from '../cgroup/cgroup.js';
+import { failpoint, type Failpoint } from '../failpoint.js';
+import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPath } from '../fastpath/install.js';
+import type { SelfTestResult } from '../fastpath/selftest.js';
+import { installIntercept, observeIntercept, removeIntercept } from '../intercept/install.js';
+import { log } from '../log.js';
+import type { JournalHandle } from './journal.js';
+import type { Plan, Step } from './plan.js';
+
+export interface ApplyContext {
+  bpffs: string;
+  bpfDir: string;
+  cgroup: Cgroup;
+  pinDir: string;
+  selftestParent: string;
+  journal: JournalHandle;
+}
+
+export interface ApplyResult {
+  withStreamVerdict: boolean | null;
+  selftest: SelfTestResult[];
+  listenersAdopted: number;
+}
+
+async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise<void> {
+  switch (step.kind) {
+    case 'remove-intercept':
+      return removeIntercept(observeIntercept(ctx.cgroup.id), ctx.pinDir);
+    case 'remove-fastpath':
+      return removeFastPath(ctx.pinDir, step.drainMs);
+    case 'clear-fastpath':
+      log.warn(`removing an incomplete attachment of ${ctx.cgroup.path}: ${step.reason}`);
+      return removePinDir(ctx.pinDir);
+    case 'install-fastpath': {
+      makePinDir(ctx.bpffs, ctx.pinDir);
+      const r = await installFastPath({ bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir, selftestParent: ctx.selftestParent }, step.spec);
+      out.withStreamVerdict = r.withStreamVerdict;
+      out.selftest = r.selftest;
+      return;
+    }
+    case 'configure-fastpath':
+      return configureFastPath(ctx.pinDir, step);
+    case 'adopt-listeners':
+      out.listenersAdopted = adoptCgroupListeners(ctx.bpfDir, ctx.cgroup, ctx.pinDir);
+      return;
+    case 'install-intercept':
+      await installIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);
+      return;
+  }
+}
+
+/** What undoes a step that installed something, for the rollback. */
+function undoOf(step: Step): Step | null {
+  if (step.kind === 'install-fastpath') return { kind: 'remove-fastpath', drainMs: 0 };
+  if (step.kind === 'install-intercept') return { kind: 'remove-intercept' };
+  return null;
+}
+
+export async function apply(plan: Plan, ctx: ApplyContext): Promise<ApplyResult> {
+  const out: ApplyResult = { withStreamVerdict: null, selftest: [], listenersAdopted: 0 };
+  const kinds = plan.steps.map((s) => s.kind);
+  const done: Step[] = [];
+  for (const [i, step] of plan.steps.entries()) {
+    ctx.journal.begin(kinds, i);
+    failpoint(`before:${step.kind}` as Failpoint);
+    try {
+      await runStep(step, ctx, out);
+    } catch (err) {
+      // install-fastpath cleans nothing itself: a failure before its link
+      // leaves pins, which the rollback removes with the rest.
+      const undo = [...(step.kind === 'install-fastpath' ? [step] : []), ...done.reverse()].map(undoOf).filter((s): s is Step => s !== null);
+      for (const u of undo) {
+        await runStep(u, ctx, out).catch((e: unknown) => log.error(`while undoing ${step.kind}: ${(e as Error).message}`));
+      }
+      throw err;
+    }
+    failpoint(`after:${step.kind}` as Failpoint);
+    done.push(step);
+  }
+  return out;
+}

@@ -1,0 +1,66 @@
+/**
+ * From the spec and the observed state to the ordered steps between them.
+ * Pure: no system call, so every case is a unit test.
+ *
+ * Order: an interception that must change goes first (no connection is
+ * steered to a proxy whose fast path is about to change), then the fast
+ * path is cleared, installed or configured, then the interception is
+ * installed on the complete fast path.
+ */
+import type { FastPathSpec } from '../fastpath/install.js';
+import { type InterceptSettings, sameSettings } from '../intercept/settings.js';
+import type { Observed } from './observe.js';
+import type { AttachmentSpec } from './spec.js';
+
+export type Step =
+  | { kind: 'remove-intercept' }
+  | { kind: 'remove-fastpath'; drainMs: number }
+  /** A partial fast path (pins without a link): nothing live to drain. */
+  | { kind: 'clear-fastpath'; reason: string }
+  | { kind: 'install-fastpath'; spec: FastPathSpec }
+  | { kind: 'configure-fastpath'; bypassPorts: number[]; queueLimit: number }
+  | { kind: 'adopt-listeners' }
+  | { kind: 'install-intercept'; settings: InterceptSettings };
+
+export type StepKind = Step['kind'];
+
+export interface Plan {
+  steps: Step[];
+  /** What the spec asks that this plan does not do, each one line. */
+  notes: string[];
+}
+
+const samePorts = (a: number[], b: number[]) => JSON.stringify([...a].sort((x, y) => x - y)) === JSON.stringify([...b].sort((x, y) => x - y));
+
+/** `desired` null: reconcile to nothing (detach). */
+export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number }): Plan {
+  const steps: Step[] = [];
+  const notes: string[] = [];
+  const fp = observed.fastPath;
+  const ic = observed.intercept;
+
+  const fastPathStays = desired !== null && fp.kind === 'complete';
+  const interceptStays = fastPathStays && ic.kind === 'complete' && desired.intercept !== null && sameSettings(ic.record.settings, desired.intercept);
+  if (ic.kind !== 'absent' && !interceptStays) steps.push({ kind: 'remove-intercept' });
+
+  if (desired === null) {
+    if (fp.kind === 'complete') steps.push({ kind: 'remove-fastpath', drainMs: options.drainMs });
+    if (fp.kind === 'partial') steps.push({ kind: 'clear-fastpath', reason: fp.reason });
+    return { steps, notes };
+  }
+
+  if (fp.kind === 'complete') {
+    const want = desired.fastPath;
+    if (!samePorts(fp.bypassPorts, want.bypassPorts) || fp.queueLimit !== want.queueLimit) {
+      steps.push({ kind: 'configure-fastpath', bypassPorts: want.bypassPorts, queueLimit: want.queueLimit });
+    }
+    if (fp.maxSockets !== want.maxSockets) notes.push(`max sockets stays ${fp.maxSockets}: it is fixed when the maps are made (detach and attach to change it)`);
+    if (want.streamVerdict === 'always' && !fp.withStreamVerdict) notes.push('the stream verdict is added only when the fast path is attached anew (detach and attach to add it)');
+  } else {
+    if (fp.kind === 'partial') steps.push({ kind: 'clear-fastpath', reason: fp.reason });
+    steps.push({ kind: 'install-fastpath', spec: desired.fastPath });
+  }
+  steps.push({ kind: 'adopt-listeners' });
+  if (desired.intercept && !interceptStays) steps.push({ kind: 'install-intercept', settings: desired.intercept });
+  return { steps, notes };
+}

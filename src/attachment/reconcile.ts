@@ -1,0 +1,110 @@
+/**
+ * The one way to change an attachment: reconcile a cgroup to a spec
+ * (`accel attach`, and attach again with new settings) or to nothing
+ * (`accel detach`). Resolve and check, take the journal, observe, plan,
+ * apply.
+ */
+import fs from 'node:fs';
+import { ensureBpffs, ownedDir } from '../bpf/bpffs.js';
+import type { Prober } from '../bpf/features.js';
+import { type Cgroup, cgroup2Root, resolveCgroup } from '../cgroup/cgroup.js';
+import { requireBpfObjects, requireKernelFeatures } from '../fastpath/install.js';
+import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
+import { checkIntercept } from '../intercept/install.js';
+import { readRecord } from '../intercept/record.js';
+import { log } from '../log.js';
+import { attachmentPinDir, pinRoot } from '../paths.js';
+import { requirePrivileges } from '../privileges.js';
+import { type ApplyResult, apply } from './apply.js';
+import { type Journal, JournalHandle } from './journal.js';
+import { observe } from './observe.js';
+import { type Plan, plan } from './plan.js';
+import type { AttachmentSpec } from './spec.js';
+
+export interface ReconcileOptions {
+  bpffs: string;
+  bpfDir: string;
+  /** How long sockets stay in the map after the cgroup link is gone, so
+   * readers can take bytes already redirected to them (detach). */
+  drainMs?: number;
+  /** Parent of the self-test's throwaway cgroup (the cgroup2 root). */
+  selftestParent?: string;
+  /** Test seams. */
+  prober?: Prober;
+  resolve?: (cgroup: string) => Cgroup;
+}
+
+export interface ReconcileResult extends ApplyResult {
+  cgroup: Cgroup;
+  pinDir: string;
+  plan: Plan;
+  /** What an interrupted operation or an incomplete attachment left, now recovered. */
+  recovered: string | null;
+}
+
+function describeInterrupted(j: Journal): string {
+  const step = j.steps[j.current];
+  return `an interrupted ${j.operation} (pid ${j.pid}${step ? `, during ${step}` : ''})`;
+}
+
+async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: ReconcileOptions): Promise<ReconcileResult> {
+  const pinDir = attachmentPinDir(options.bpffs, cg.id);
+  const journal = JournalHandle.open(cg.id, desired ? 'attach' : 'detach');
+  try {
+    const interrupted = journal.interrupted;
+    const selftestParent = () => options.selftestParent ?? cgroup2Root();
+    if (interrupted) {
+      log.warn(`recovering from ${describeInterrupted(interrupted)} on ${cg.path}`);
+      for (const name of await removeOrphanSelftestCgroups(selftestParent())) log.info(`removed the self-test cgroup ${name} of a process that died`);
+    }
+    const observed = observe(pinDir, cg.id, interrupted);
+    const p = plan(desired, observed, { drainMs: options.drainMs ?? 100 });
+    for (const n of p.notes) log.warn(n);
+    log.verbose(`plan for ${cg.path}: ${p.steps.map((s) => s.kind).join(', ') || 'nothing to do'}`);
+    let result: ApplyResult;
+    try {
+      const installing = p.steps.some((s) => s.kind === 'install-fastpath' && s.spec.selftest);
+      result = await apply(p, { bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg, pinDir, selftestParent: installing ? selftestParent() : '', journal });
+    } finally {
+      removeEmptyPinRoot(options.bpffs);
+    }
+    const partial = p.steps.find((s) => s.kind === 'clear-fastpath');
+    const recovered = interrupted ? describeInterrupted(interrupted) : partial?.kind === 'clear-fastpath' ? partial.reason : null;
+    return { ...result, cgroup: cg, pinDir, plan: p, recovered };
+  } finally {
+    journal.close();
+  }
+}
+
+/** Attach, or change an attachment to match `spec`. Everything is checked
+ * before anything is touched. */
+export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOptions): Promise<ReconcileResult> {
+  requirePrivileges();
+  const cg = (options.resolve ?? resolveCgroup)(spec.cgroup);
+  requireKernelFeatures(options.prober);
+  requireBpfObjects(options.bpfDir);
+  ensureBpffs(options.bpffs);
+  // A planted pin root is refused before anything is loaded or removed.
+  ownedDir(pinRoot(options.bpffs), { create: false });
+  if (spec.intercept) await checkIntercept(spec.intercept, readRecord(cg.id));
+  return reconcile(cg, spec, options);
+}
+
+/** Detach: reconcile to nothing. It only unpins and undoes records, so it
+ * needs neither the kernel features nor the compiled objects, and works
+ * once the build output is gone (an uninstall, a broken build). */
+export async function reconcileToNothing(cgroup: string, options: ReconcileOptions): Promise<ReconcileResult> {
+  requirePrivileges();
+  const cg = (options.resolve ?? resolveCgroup)(cgroup);
+  ensureBpffs(options.bpffs);
+  return reconcile(cg, null, options);
+}
+
+/** The accel/ directory under bpffs goes with its last attachment. */
+function removeEmptyPinRoot(bpffs: string): void {
+  try {
+    fs.rmdirSync(pinRoot(bpffs));
+  } catch {
+    /* other attachments remain, or already gone */
+  }
+}

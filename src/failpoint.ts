@@ -1,0 +1,40 @@
+/**
+ * Crash injection for tests: with ACCEL_FAILPOINT=<name>, the process kills
+ * itself with SIGKILL when it reaches that point, as a crash or kill -9
+ * would, so tests can prove that the next command converges. Every point
+ * is listed here, so a test can walk them all.
+ */
+export const FAILPOINTS = [
+  // attachment/apply.ts: around every step of a plan (<when>:<step kind>).
+  'before:remove-intercept',
+  'after:remove-intercept',
+  'before:remove-fastpath',
+  'after:remove-fastpath',
+  'before:clear-fastpath',
+  'after:clear-fastpath',
+  'before:install-fastpath',
+  'after:install-fastpath',
+  'before:configure-fastpath',
+  'after:configure-fastpath',
+  'before:adopt-listeners',
+  'after:adopt-listeners',
+  'before:install-intercept',
+  'after:install-intercept',
+  // fastpath/install.ts
+  'selftest-running',
+  'attach-after-selftest',
+  'attach-before-link',
+  'attach-after-link',
+  'detach-after-link',
+  // intercept/install.ts
+  'intercept-after-programs',
+  'intercept-before-filters',
+  'intercept-after-lo-hook',
+  'intercept-undo-after-hooks',
+] as const;
+
+export type Failpoint = (typeof FAILPOINTS)[number];
+
+export function failpoint(name: Failpoint): void {
+  if (process.env.ACCEL_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
+}

@@ -1,0 +1,156 @@
+/**
+ * The fast path as a component of an attachment: install it on a cgroup,
+ * configure it in place, adopt the cgroup's listeners, remove it. Each is
+ * one step of a plan (src/attachment/); the pin directory is handed in.
+ *
+ * Install's order makes a crash harmless: everything is loaded and pinned
+ * first, and the cgroup link, which makes the fast path live, is created
+ * and pinned last. A crash before that leaves only pins (a partial fast
+ * path, which the next plan clears).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { removePinDir } from '../bpf/bpffs.js';
+import { attachCgroupPinned } from '../bpf/attach.js';
+import { pin } from '../bpf/fd.js';
+import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
+import type { Cgroup } from '../cgroup/cgroup.js';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { failpoint } from '../failpoint.js';
+import { log } from '../log.js';
+import { MapNames } from '../maps/fastpath.js';
+import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
+import { Programs, loadFastPath } from './objects.js';
+import { PinNames, withMaps } from './pins.js';
+import { type SelfTestResult, runSelfTest } from './selftest.js';
+
+/** What the fast path of one attachment is asked to be. */
+export interface FastPathSpec {
+  bypassPorts: number[];
+  /** Bytes a fast-path socket may hold unread before its writer is held back. */
+  queueLimit: number;
+  /** Size of the SOCKHASH; fixed when the maps are made. */
+  maxSockets: number;
+  /** 'auto': the stream verdict only if the plain setup fails its
+   * self-test; 'always': with it in any case. */
+  streamVerdict: 'auto' | 'always';
+  /** Prove the fast path on this kernel before installing it. */
+  selftest: boolean;
+}
+
+export function requireKernelFeatures(prober: Prober = probeFastPathFeatures): void {
+  const missing = prober()
+    .filter((f) => !f.present)
+    .map((f) => f.name);
+  if (missing.length) {
+    throw new AccelError(ErrorCodes.KERNEL_FEATURE, `this kernel lacks what the fast path needs: ${missing.join(', ')}`);
+  }
+}
+
+/** The compiled objects install loads, all checked before anything is
+ * touched so that a half-built tree fails before the first program. */
+export function requireBpfObjects(bpfDir: string): void {
+  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'stream_verdict.bpf.o', LISTENERS_OBJECT]) {
+    if (!fs.existsSync(path.join(bpfDir, file))) {
+      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(bpfDir, file)} is missing (run npm run build)`);
+    }
+  }
+}
+
+/** Plain SK_MSG first; the stream verdict only if that fails (or only with
+ * it, when it is asked for). */
+async function chooseSetup(bpfDir: string, spec: FastPathSpec, selftestParent: string): Promise<{ withStreamVerdict: boolean; results: SelfTestResult[] }> {
+  const results: SelfTestResult[] = [];
+  for (const withStreamVerdict of spec.streamVerdict === 'always' ? [true] : [false, true]) {
+    const r = await runSelfTest({ bpfDir, withStreamVerdict, cgroupRoot: selftestParent, onRunning: () => failpoint('selftest-running') });
+    results.push(r);
+    for (const c of r.checks.filter((c) => !c.ok)) {
+      log.warn(`self-test${withStreamVerdict ? ' (with the stream verdict)' : ''}: ${c.name}: ${c.error}${c.severity === 'warning' ? ' [known kernel defect]' : ''}`);
+    }
+    if (r.ok) return { withStreamVerdict, results };
+  }
+  const failed = results.flatMap((r) => r.checks.filter((c) => !c.ok && c.severity === 'fatal').map((c) => c.name));
+  throw new AccelError(
+    ErrorCodes.SELFTEST,
+    `the fast path is not safe on this kernel (self-test failed: ${[...new Set(failed)].join('; ')}); nothing was attached (--skip-selftest overrides)`,
+  );
+}
+
+export interface FastPathInstallResult {
+  withStreamVerdict: boolean;
+  selftest: SelfTestResult[];
+}
+
+/**
+ * Self-test (if asked), load with `dir` (made by the caller, empty) as pin root,
+ * and link sockops to the cgroup last. On failure before the link, the
+ * caller's plan clears what was pinned.
+ */
+export async function installFastPath(ctx: { bpfDir: string; cgroup: Cgroup; dir: string; selftestParent: string }, spec: FastPathSpec): Promise<FastPathInstallResult> {
+  const setup = spec.selftest ? await chooseSetup(ctx.bpfDir, spec, ctx.selftestParent) : { withStreamVerdict: spec.streamVerdict === 'always', results: [] };
+  failpoint('attach-after-selftest');
+  // libbpf pins every map in dir as it loads (LIBBPF_PIN_BY_NAME).
+  const loaded = loadFastPath(ctx.bpfDir, {
+    pinDir: ctx.dir,
+    withStreamVerdict: setup.withStreamVerdict,
+    bypassPorts: spec.bypassPorts,
+    queueLimit: spec.queueLimit,
+    maxSockets: spec.maxSockets,
+  });
+  try {
+    pin(loaded.sockops.programFd(Programs.sockops), path.join(ctx.dir, PinNames.progSockops));
+    pin(loaded.skmsg.programFd(Programs.skmsg), path.join(ctx.dir, PinNames.progSkmsg));
+    if (loaded.streamVerdict) pin(loaded.streamVerdict.programFd(Programs.streamVerdict), path.join(ctx.dir, PinNames.progStreamVerdict));
+    failpoint('attach-before-link');
+    attachCgroupPinned(loaded.sockops.program(Programs.sockops), ctx.cgroup.path, path.join(ctx.dir, PinNames.link));
+    failpoint('attach-after-link');
+  } finally {
+    loaded.close();
+  }
+  log.info(`fast path attached to ${ctx.cgroup.path} (pins in ${ctx.dir}${setup.withStreamVerdict ? ', with the stream verdict' : ''})`);
+  return { withStreamVerdict: setup.withStreamVerdict, selftest: setup.results };
+}
+
+/** The settings that change in place, without reloading. */
+export function configureFastPath(dir: string, settings: Pick<FastPathSpec, 'bypassPorts' | 'queueLimit'>): void {
+  withMaps(dir, (maps) => {
+    maps.setBypassPorts(settings.bypassPorts);
+    maps.setConfig({ ...maps.config(), queueLimit: settings.queueLimit });
+  });
+  log.info(`fast path settings: bypass ports [${settings.bypassPorts.join(', ')}], queue limit ${settings.queueLimit} bytes`);
+}
+
+/** Record the cgroup's listeners that predate the sockops link. This
+ * improves an attachment but is not needed for it: a failure (an older
+ * kernel) is a warning. */
+export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string): number {
+  try {
+    const { adopted } = adoptListeners(bpfDir, cg, dir);
+    for (const l of adopted) log.info(`recorded a listener that predates the attachment: ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`);
+    return adopted.length;
+  } catch (err) {
+    log.warn(`listeners that existed before attach are not known to the fast path until they listen again: ${(err as Error).message}`);
+    return 0;
+  }
+}
+
+/**
+ * Remove a fast path: first the cgroup link (no new socket enters the map),
+ * then, after the drain time, every pin; the maps and programs go with
+ * their last reference and the kernel returns the sockets to the normal
+ * TCP path. Also clears a partial fast path (no link: no drain).
+ */
+export async function removeFastPath(dir: string, drainMs: number): Promise<void> {
+  const linkPin = path.join(dir, PinNames.link);
+  if (fs.existsSync(linkPin)) {
+    fs.rmSync(linkPin);
+    failpoint('detach-after-link');
+    const sockets = fs.existsSync(path.join(dir, MapNames.sockHash)) ? withMaps(dir, (m) => m.socketCount()) : 0;
+    if (sockets > 0 && drainMs > 0) {
+      log.info(`sockops detached; ${sockets} sockets leave the fast path in ${drainMs} ms`);
+      await sleep(drainMs);
+    }
+  }
+  removePinDir(dir);
+}

@@ -1,0 +1,239 @@
+/**
+ * Transparent interception as a component of an attachment: tc_tproxy.bpf.o
+ * hooked on the egress of the chosen interfaces and the ingress of lo (tcx
+ * links where the kernel has them, tc filters otherwise), the mark rule and
+ * local route table that let bpf_sk_assign deliver, and accept_local on lo.
+ * Everything is done in the caller's network namespace; every addition is
+ * recorded before it is made (record.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { BpfObject } from '../bpf/object.js';
+import { pin, withPinnedMaps } from '../bpf/fd.js';
+import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { failpoint } from '../failpoint.js';
+import { log } from '../log.js';
+import { TproxyMapNames, TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
+import * as ip from '../net/iproute.js';
+import { type HookRecord, attachHook, detachHook, tcMode } from './hooks.js';
+import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
+import { type InterceptSettings, familiesOf } from './settings.js';
+
+export const TcPins = { egress: 'prog_tc_egress', loIngress: 'prog_tc_lo_ingress' } as const;
+const LinkPins = { egress: (dev: string) => `link_tc_egress_${dev}`, loIngress: 'link_tc_lo_ingress' } as const;
+const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
+const ACCEPT_LOCAL = 'net.ipv4.conf.lo.accept_local';
+const TPROXY_MAP_PINS = Object.values(TproxyMapNames);
+
+export function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
+  return withPinnedMaps(dir, TPROXY_MAP_PINS, (need) =>
+    fn(
+      new TproxyMaps({
+        config: need(TproxyMapNames.config),
+        rules: need(TproxyMapNames.rules),
+        flows: need(TproxyMapNames.flows),
+        counters: need(TproxyMapNames.counters),
+      }),
+    ),
+  );
+}
+
+/** Checks that need no change to the system: bad input, a proxy that does
+ * not listen, rules/tables/filters of someone else in the way. What `own`
+ * (this cgroup's current interception) added is not someone else's. */
+export async function checkIntercept(s: InterceptSettings, own: InterceptRecord | null = null): Promise<Map<string, number>> {
+  if (!s.rules.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs at least one --intercept rule');
+  if (s.rules.length > RULES_MAX) throw new AccelError(ErrorCodes.USAGE, `at most ${RULES_MAX} intercept rules`);
+  if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
+  if (s.interceptMark === s.proxyMark || !s.interceptMark) throw new AccelError(ErrorCodes.USAGE, 'the intercept mark must be non-zero and differ from the proxy mark');
+  const indexes = new Map<string, number>();
+  for (const name of new Set([...s.ifaces, 'lo'])) indexes.set(name, await ip.interfaceIndex(name));
+
+  const families = familiesOf(s.rules);
+  const listening = ip.loopbackListening(s.proxyPort);
+  for (const family of families) {
+    if (!(family === 4 ? listening.ipv4 : listening.ipv6)) {
+      throw new AccelError(
+        ErrorCodes.PROXY_NOT_LISTENING,
+        `nothing listens on ${family === 4 ? '127.0.0.1' : '[::1]'}:${s.proxyPort} in this network namespace; start the proxy first (accel proxy --port ${s.proxyPort})`,
+      );
+    }
+  }
+  for (const family of families) {
+    const rule = { family, priority: s.priority, mark: s.interceptMark, table: s.table };
+    const ours = own?.added.rules.some((r) => r.family === family && r.priority === s.priority) ?? false;
+    if (!ours && !(await ip.hasMarkRule(rule)) && (await ip.priorityTaken(rule))) {
+      throw new AccelError(ErrorCodes.INTERCEPT_CONFLICT, `ip -${family} rule priority ${s.priority} is already used by another rule (choose --rule-priority)`);
+    }
+    const ourTable = own?.added.routes.some((r) => r.family === family && r.table === s.table) ?? false;
+    if (!ourTable && (await ip.foreignRoutes({ family, table: s.table })) > 0) {
+      throw new AccelError(ErrorCodes.INTERCEPT_CONFLICT, `routing table ${s.table} (IPv${family}) already holds routes of someone else (choose --table)`);
+    }
+  }
+  // tcx links never clash with other programs; tc filters share priorities.
+  if (tcMode() === 'tc') {
+    for (const [dev, direction] of [...s.ifaces.map((i) => [i, 'egress'] as const), ['lo', 'ingress'] as const]) {
+      const ours = own?.added.hooks.some((h) => h.mode === 'tc' && h.dev === dev && h.direction === direction && h.priority === s.priority) ?? false;
+      if (!ours && (await ip.filters(dev, direction)).some((f) => f.priority === s.priority)) {
+        throw new AccelError(ErrorCodes.INTERCEPT_CONFLICT, `a tc filter already sits at priority ${s.priority} on ${dev} ${direction} (choose --rule-priority)`);
+      }
+    }
+  }
+  return indexes;
+}
+
+/**
+ * Add interception to the complete fast path whose pins are in `pinDir`
+ * (its programs share the attachment's pin directory). On failure, what
+ * this call added is removed again before the error goes on.
+ */
+export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: string, s: InterceptSettings): Promise<InterceptRecord> {
+  const indexes = await checkIntercept(s);
+  const record: InterceptRecord = {
+    version: 2,
+    cgroupId: String(cg.id),
+    cgroupPath: cg.path,
+    netns: ip.currentNetns(),
+    settings: s,
+    complete: false,
+    added: { acceptLocal: null, routes: [], rules: [], hooks: [], pins: [] },
+  };
+  saveRecord(record);
+  try {
+    // Programs, pinned beside the fast path's, on its maps (by name).
+    let obj: BpfObject | null = null;
+    try {
+      obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { pinRoot: pinDir, pinnedOnly: true });
+      for (const [key, pinName] of Object.entries(TcPins)) {
+        const file = path.join(pinDir, pinName);
+        record.added.pins.push(file);
+        saveRecord(record);
+        pin(obj.programFd(TcPrograms[key as keyof typeof TcPins]), file);
+      }
+    } finally {
+      obj?.close();
+    }
+    failpoint('intercept-after-programs');
+    withTproxyMaps(pinDir, (maps) =>
+      maps.configure(
+        {
+          cgroupId: cg.id,
+          cgroupLevel: cgroupLevel(cg),
+          proxyPort: s.proxyPort,
+          loIfindex: indexes.get('lo') ?? 1,
+          interceptMark: s.interceptMark,
+          proxyMark: s.proxyMark,
+        },
+        s.rules,
+      ),
+    );
+
+    const acceptLocal = ip.readSysctl(ACCEPT_LOCAL);
+    if (acceptLocal !== '1') {
+      record.added.acceptLocal = acceptLocal;
+      saveRecord(record);
+      ip.writeSysctl(ACCEPT_LOCAL, '1');
+    }
+    for (const family of familiesOf(s.rules)) {
+      const route = { family, table: s.table };
+      if (!(await ip.hasLocalRoute(route))) {
+        record.added.routes.push(route);
+        saveRecord(record);
+        await ip.addLocalRoute(route);
+      }
+      const rule = { family, priority: s.priority, mark: s.interceptMark, table: s.table };
+      if (!(await ip.hasMarkRule(rule))) {
+        record.added.rules.push(rule);
+        saveRecord(record);
+        await ip.addMarkRule(rule);
+      }
+    }
+    failpoint('intercept-before-filters');
+    // lo first: steered packets must find their receiver from the start.
+    const hooks = [
+      { dev: 'lo', direction: 'ingress' as const, progPin: path.join(pinDir, TcPins.loIngress), linkPin: path.join(pinDir, LinkPins.loIngress) },
+      ...s.ifaces.map((dev) => ({ dev, direction: 'egress' as const, progPin: path.join(pinDir, TcPins.egress), linkPin: path.join(pinDir, LinkPins.egress(dev)) })),
+    ];
+    const mode = tcMode();
+    for (const h of hooks) {
+      // Recorded before it is made: undoing a hook that is not there is a no-op.
+      const at = record.added.hooks.length;
+      const pending: HookRecord =
+        mode === 'tcx'
+          ? { mode, dev: h.dev, ifindex: indexes.get(h.dev) ?? 0, direction: h.direction, linkPin: h.linkPin }
+          : { mode, dev: h.dev, direction: h.direction, priority: s.priority, clsactAdded: false };
+      record.added.hooks.push(pending);
+      saveRecord(record);
+      const onPartial = (r: HookRecord) => {
+        record.added.hooks[at] = r;
+        saveRecord(record);
+      };
+      onPartial(await attachHook({ ...h, priority: s.priority }, { onPartial }));
+      if (h.dev === 'lo') failpoint('intercept-after-lo-hook');
+    }
+    record.complete = true;
+    saveRecord(record);
+  } catch (err) {
+    await undo(record, pinDir).catch((e: unknown) => log.error(`while undoing a failed interception: ${(e as Error).message}`));
+    throw err;
+  }
+  log.info(`intercepting ${s.rules.map((r) => r.text).join(', ')} from ${cg.path} on ${s.ifaces.join(', ')} -> proxy port ${s.proxyPort} (${tcMode()})`);
+  return record;
+}
+
+/** Remove, in reverse order, what the record says was added. Without
+ * netnsState (the namespace is gone, and its routes and hooks with it),
+ * only the pins and the record. */
+async function undo(record: InterceptRecord, pinDir: string, netnsState = true): Promise<void> {
+  if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
+  if (netnsState) {
+    for (const h of [...record.added.hooks].reverse()) await detachHook(h);
+    failpoint('intercept-undo-after-hooks');
+    for (const r of record.added.rules) await ip.deleteMarkRule(r);
+    for (const r of record.added.routes) await ip.deleteLocalRoute(r);
+    if (record.added.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, record.added.acceptLocal);
+  } else {
+    // The hooks went with the namespace; tcx link pins did not.
+    for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
+  }
+  for (const file of record.added.pins) fs.rmSync(file, { force: true });
+  removeRecord(BigInt(record.cgroupId));
+}
+
+export type InterceptObserved =
+  | { kind: 'absent' }
+  /** Recorded in a namespace that is gone: only pins and the record remain. */
+  | { kind: 'orphaned'; record: InterceptRecord }
+  /** Recorded in another live namespace: only from there can it change. */
+  | { kind: 'elsewhere'; record: InterceptRecord }
+  | { kind: 'partial'; record: InterceptRecord }
+  | { kind: 'complete'; record: InterceptRecord };
+
+export function observeIntercept(cgroupId: bigint): InterceptObserved {
+  const record = readRecord(cgroupId);
+  if (!record) return { kind: 'absent' };
+  if (record.netns !== ip.currentNetns()) return { kind: ip.netnsAlive(record.netns) ? 'elsewhere' : 'orphaned', record };
+  return { kind: record.complete ? 'complete' : 'partial', record };
+}
+
+/** Undo an interception. Must run in the namespace it was made in (its
+ * routes and hooks live there), unless that namespace is gone. */
+export async function removeIntercept(observed: InterceptObserved, pinDir: string): Promise<void> {
+  switch (observed.kind) {
+    case 'absent':
+      return;
+    case 'elsewhere':
+      throw new AccelError(
+        ErrorCodes.WRONG_NETNS,
+        `the interception of ${observed.record.cgroupPath} was attached in another network namespace (inode ${observed.record.netns}); run this command there, e.g. with nsenter --net=<that namespace>`,
+      );
+    case 'orphaned':
+      log.warn(`the network namespace of the interception of ${observed.record.cgroupPath} is gone, and its routes and hooks with it`);
+      await undo(observed.record, pinDir, false);
+      return;
+    default:
+      await undo(observed.record, pinDir);
+      log.info(`interception of ${observed.record.cgroupPath} removed`);
+  }
+}

@@ -1,0 +1,43 @@
+/** Interception's part of `accel status`. */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TproxyCounters } from '../maps/layout/tproxy.js';
+import { TproxyMapNames } from '../maps/tproxy.js';
+import { hookPresent } from './hooks.js';
+import { type InterceptObserved, withTproxyMaps } from './install.js';
+import type { InterceptSettings } from './settings.js';
+
+export interface InterceptStatus {
+  settings: InterceptSettings;
+  complete: boolean;
+  netns: number;
+  inThisNetns: boolean;
+  /** 'tcx' links or 'tc' filters. */
+  hookMode: string;
+  /** Whether every hook is in place (null: not visible from this namespace). */
+  filtersPresent: boolean | null;
+  counters: TproxyCounters | null;
+  flows: number | null;
+}
+
+export async function interceptStatus(observed: InterceptObserved, pinDir: string): Promise<InterceptStatus | null> {
+  if (observed.kind === 'absent') return null;
+  const { record } = observed;
+  const here = observed.kind === 'complete' || observed.kind === 'partial';
+  let filtersPresent: boolean | null = null;
+  if (here) {
+    filtersPresent = true;
+    for (const h of record.added.hooks) if (!(await hookPresent(h))) filtersPresent = false;
+  }
+  const pinned = fs.existsSync(path.join(pinDir, TproxyMapNames.counters));
+  const maps = pinned ? withTproxyMaps(pinDir, (m) => ({ counters: m.counters(), flows: m.flows().length })) : { counters: null, flows: null };
+  return {
+    settings: record.settings,
+    complete: record.complete,
+    netns: record.netns,
+    inThisNetns: here,
+    hookMode: [...new Set(record.added.hooks.map((h) => h.mode))].join('+') || '-',
+    filtersPresent,
+    ...maps,
+  };
+}

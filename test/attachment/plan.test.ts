@@ -1,0 +1,159 @@
+// The planner: a spec and an observed state give the steps between them.
+// Pure, so every case runs without root.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import type { Observed } from '../../src/attachment/observe.js';
+import { type Step, plan } from '../../src/attachment/plan.js';
+import { type AttachmentSpec, parseSpec } from '../../src/attachment/spec.js';
+import type { FastPathObserved } from '../../src/fastpath/pins.js';
+import type { InterceptObserved } from '../../src/intercept/install.js';
+import type { InterceptRecord } from '../../src/intercept/record.js';
+
+const spec = (over: Record<string, unknown> = {}, intercept: Record<string, unknown> | null = null): AttachmentSpec =>
+  parseSpec({ cgroup: '/sys/fs/cgroup/app', fastPath: over, intercept });
+const ic = { ifaces: ['eth0'], rules: ['10.0.0.0/8:80'], proxyPort: 15001 };
+
+const complete = (over: Partial<Extract<FastPathObserved, { kind: 'complete' }>> = {}): FastPathObserved => ({
+  kind: 'complete',
+  linkId: 7,
+  progIds: {},
+  withStreamVerdict: false,
+  bypassPorts: [],
+  queueLimit: 4 << 20,
+  maxSockets: 65536,
+  ...over,
+});
+const record = (s: AttachmentSpec, complete = true): InterceptRecord => ({
+  version: 2,
+  cgroupId: '1',
+  cgroupPath: s.cgroup,
+  netns: 1,
+  settings: s.intercept!,
+  complete,
+  added: { acceptLocal: null, routes: [], rules: [], hooks: [], pins: [] },
+});
+const observed = (fastPath: FastPathObserved, intercept: InterceptObserved = { kind: 'absent' }): Observed => ({ fastPath, intercept, interrupted: null });
+const kinds = (steps: Step[]) => steps.map((s) => s.kind);
+const opts = { drainMs: 100 };
+
+describe('plan: attach', () => {
+  it('nothing there: install the fast path, adopt listeners', () => {
+    assert.deepEqual(kinds(plan(spec(), observed({ kind: 'absent' }), opts).steps), ['install-fastpath', 'adopt-listeners']);
+  });
+  it('a partial fast path is cleared before the install', () => {
+    const p = plan(spec(), observed({ kind: 'partial', reason: 'no link' }), opts);
+    assert.deepEqual(kinds(p.steps), ['clear-fastpath', 'install-fastpath', 'adopt-listeners']);
+  });
+  it('already as asked: only the listeners are adopted again', () => {
+    assert.deepEqual(kinds(plan(spec(), observed(complete()), opts).steps), ['adopt-listeners']);
+  });
+  it('new bypass ports or queue limit: configured in place, not reinstalled', () => {
+    const p = plan(spec({ bypassPorts: [9, 7], queueLimit: 1 << 20 }), observed(complete({ bypassPorts: [7] })), opts);
+    assert.deepEqual(kinds(p.steps), ['configure-fastpath', 'adopt-listeners']);
+    assert.deepEqual(p.steps[0], { kind: 'configure-fastpath', bypassPorts: [7, 9], queueLimit: 1 << 20 });
+  });
+  it('the same ports in another order are no change', () => {
+    assert.deepEqual(kinds(plan(spec({ bypassPorts: [9, 7] }), observed(complete({ bypassPorts: [9, 7] })), opts).steps), ['adopt-listeners']);
+  });
+  it('what cannot change in place is a note, not a reinstall that would cut live connections', () => {
+    const p = plan(spec({ maxSockets: 10, streamVerdict: 'always' }), observed(complete()), opts);
+    assert.deepEqual(kinds(p.steps), ['adopt-listeners']);
+    assert.equal(p.notes.length, 2);
+  });
+  it('interception is installed after the fast path', () => {
+    assert.deepEqual(kinds(plan(spec({}, ic), observed({ kind: 'absent' }), opts).steps), ['install-fastpath', 'adopt-listeners', 'install-intercept']);
+  });
+  it('the same interception stays; new settings replace it, removal first', () => {
+    const s = spec({}, ic);
+    assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners']);
+    const other = spec({}, { ...ic, rules: ['10.0.0.0/8:81'] });
+    assert.deepEqual(kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners', 'install-intercept']);
+    assert.deepEqual(kinds(plan(spec(), observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners']);
+  });
+  it('a partial or orphaned interception is removed and made again', () => {
+    const s = spec({}, ic);
+    for (const kind of ['partial', 'orphaned'] as const) {
+      assert.deepEqual(kinds(plan(s, observed(complete(), { kind, record: record(s, false) }), opts).steps), ['remove-intercept', 'adopt-listeners', 'install-intercept']);
+    }
+  });
+  it('an interception over a fast path that must be made again goes first', () => {
+    const s = spec({}, ic);
+    const p = plan(s, observed({ kind: 'partial', reason: 'x' }, { kind: 'complete', record: record(s) }), opts);
+    assert.deepEqual(kinds(p.steps), ['remove-intercept', 'clear-fastpath', 'install-fastpath', 'adopt-listeners', 'install-intercept']);
+  });
+});
+
+describe('plan: detach', () => {
+  it('removes interception first, then the fast path with its drain time', () => {
+    const s = spec({}, ic);
+    const p = plan(null, observed(complete(), { kind: 'complete', record: record(s) }), { drainMs: 250 });
+    assert.deepEqual(p.steps, [{ kind: 'remove-intercept' }, { kind: 'remove-fastpath', drainMs: 250 }]);
+  });
+  it('a partial fast path is cleared; nothing there is nothing to do', () => {
+    assert.deepEqual(kinds(plan(null, observed({ kind: 'partial', reason: 'x' }), opts).steps), ['clear-fastpath']);
+    assert.deepEqual(plan(null, observed({ kind: 'absent' }), opts).steps, []);
+  });
+});
+
+describe('plan: properties', () => {
+  const fastPathObserved = fc.oneof(
+    fc.constant<FastPathObserved>({ kind: 'absent' }),
+    fc.constant<FastPathObserved>({ kind: 'partial', reason: 'x' }),
+    fc.record({ bypassPorts: fc.uniqueArray(fc.integer({ min: 1, max: 65535 }), { maxLength: 3 }), queueLimit: fc.nat() }).map((o) => complete(o)),
+  );
+  const specs = fc.record({
+    bypassPorts: fc.uniqueArray(fc.integer({ min: 1, max: 65535 }), { maxLength: 3 }),
+    queueLimit: fc.integer({ min: 0, max: 0x7fffffff }),
+    intercept: fc.boolean(),
+  });
+  const icKinds = fc.constantFrom('absent', 'partial', 'complete', 'orphaned', 'other-settings');
+  const interceptObserved = (kind: string): InterceptObserved => {
+    if (kind === 'absent') return { kind: 'absent' };
+    if (kind === 'other-settings') return { kind: 'complete', record: record(spec({}, { ...ic, proxyPort: 15009 })) };
+    return { kind: kind as 'partial' | 'complete' | 'orphaned', record: record(spec({}, ic), kind === 'complete') };
+  };
+
+  it('a plan reaches the spec: planning again on the state it leaves finds nothing to change', () => {
+    fc.assert(
+      fc.property(specs, fastPathObserved, icKinds, (raw, fp, icKind) => {
+        const s = spec({ bypassPorts: raw.bypassPorts, queueLimit: raw.queueLimit }, raw.intercept ? ic : null);
+        const k = kinds(plan(s, observed(fp, interceptObserved(icKind)), opts).steps);
+        // The state the steps leave, as observe would read it.
+        const fastPathAfter = k.includes('install-fastpath') || k.includes('configure-fastpath') ? complete({ bypassPorts: s.fastPath.bypassPorts, queueLimit: s.fastPath.queueLimit }) : fp;
+        const interceptAfter: InterceptObserved = k.includes('install-intercept') ? { kind: 'complete', record: record(s) } : k.includes('remove-intercept') ? { kind: 'absent' } : interceptObserved(icKind);
+        const after = observed(fastPathAfter, interceptAfter);
+        assert.deepEqual(kinds(plan(s, after, opts).steps), ['adopt-listeners']);
+        // Detach from there removes what is there, interception first.
+        assert.deepEqual(kinds(plan(null, after, opts).steps), s.intercept ? ['remove-intercept', 'remove-fastpath'] : ['remove-fastpath']);
+      }),
+      { numRuns: 300 },
+    );
+  });
+  it('every removal comes before every install', () => {
+    fc.assert(
+      fc.property(specs, fastPathObserved, fc.boolean(), (raw, fp, hadIntercept) => {
+        const s = spec({ bypassPorts: raw.bypassPorts }, raw.intercept ? ic : null);
+        const icObs: InterceptObserved = hadIntercept ? { kind: 'complete', record: record(spec({}, { ...ic, proxyPort: 15009 })) } : { kind: 'absent' };
+        const k = kinds(plan(s, observed(fp, icObs), opts).steps);
+        const lastRemoval = Math.max(k.lastIndexOf('remove-intercept'), k.lastIndexOf('clear-fastpath'), k.lastIndexOf('remove-fastpath'));
+        const firstInstall = Math.min(...['install-fastpath', 'install-intercept', 'configure-fastpath'].map((x) => (k.includes(x as Step['kind']) ? k.indexOf(x as Step['kind']) : Infinity)));
+        return lastRemoval < firstInstall;
+      }),
+    );
+  });
+});
+
+describe('spec', () => {
+  it('normalises: ports sorted and unique, rules parsed, defaults filled', () => {
+    const s = spec({ bypassPorts: [9, 7, 9] }, ic);
+    assert.deepEqual(s.fastPath.bypassPorts, [7, 9]);
+    assert.equal(s.fastPath.selftest, true);
+    assert.equal(s.intercept?.rules[0]?.text, '10.0.0.0/8:80');
+  });
+  it('bad input is one E_USAGE naming the field', () => {
+    assert.throws(() => spec({ bypassPorts: [70000] }), (e: Error & { code?: string }) => e.code === 'E_USAGE' && /fastPath\.bypassPorts\.0/.test(e.message));
+    assert.throws(() => spec({ queueLimits: 1 }), (e: Error & { code?: string }) => e.code === 'E_USAGE');
+    assert.throws(() => spec({}, { ...ic, rules: ['10.0.0.300/8:80'] }), (e: Error & { code?: string }) => e.code === 'E_USAGE' && /invalid intercept rule/.test(e.message));
+  });
+});

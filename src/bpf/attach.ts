@@ -1,14 +1,15 @@
 /**
- * Attaching programs: to a cgroup through a bpf_link (pinnable, and detached
- * by the kernel if its last holder goes away before it is pinned), and to a
- * sockmap/sockhash with BPF_PROG_ATTACH (the map holds the program).
+ * Attaching programs: to a cgroup and to a network device's tc hook (tcx)
+ * through a bpf_link (pinnable, and detached by the kernel if its last
+ * holder goes away before it is pinned), and to a sockmap/sockhash with
+ * BPF_PROG_ATTACH (the map holds the program).
  */
 import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from './errno.js';
-import { closeFd } from './fd.js';
+import { closeFd, tcxLinkInfo, withPinned } from './fd.js';
 import { type Handle, bpf, lastErrno } from './native.js';
-import { AttachType } from './uapi.js';
+import { AttachType, LinkType } from './uapi.js';
 
 function openCgroup(cgroupPath: string): number {
   try {
@@ -57,6 +58,98 @@ export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath:
 export function attachCgroupTemporary(program: Handle, cgroupPath: string): () => void {
   const link = linkCgroup(program, cgroupPath);
   return () => bpf.link_destroy(link);
+}
+
+export type TcxDirection = 'ingress' | 'egress';
+
+const TcxAttachType = { ingress: AttachType.TCX_INGRESS, egress: AttachType.TCX_EGRESS } as const;
+
+/**
+ * Attach the SCHED_CLS program `progFd` to the tcx `direction` hook of the
+ * device `ifindex` (of this process's network namespace), after the
+ * programs already there, and pin the link at `pinPath`. Our fd is closed
+ * either way: once pinned, the link lives as long as the pin; if pinning
+ * fails, closing it detaches the program again.
+ */
+export function attachTcxPinned(progFd: number, ifindex: number, direction: TcxDirection, pinPath: string): void {
+  const fd = bpf.link_create(progFd, ifindex, TcxAttachType[direction], null) as number;
+  if (fd < 0) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach a tcx ${direction} link to ifindex ${ifindex} (of this network namespace): ${describeErrno(-fd)}`, {
+      errno: errnoName(-fd),
+    });
+  }
+  try {
+    const rc = bpf.obj_pin(fd, pinPath) as number;
+    if (rc < 0) {
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the tcx link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+export interface TcxLink {
+  linkId: number;
+  progId: number;
+  /** 0 once the device is gone (or the link was detached): the link is
+   * defunct and its program runs nowhere. */
+  ifindex: number;
+  direction: TcxDirection;
+}
+
+function isLinkFd(fd: number): boolean {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:bpf-link';
+  } catch {
+    return false;
+  }
+}
+
+function tcxLinkOf(fd: number, pinPath: string): TcxLink {
+  const info = isLinkFd(fd) ? tcxLinkInfo(fd) : null;
+  if (!info || info.type !== LinkType.TCX) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `${pinPath} is not a pinned tcx link`);
+  }
+  const direction = info.attachType === AttachType.TCX_INGRESS ? 'ingress' : 'egress';
+  return { linkId: info.id, progId: info.progId, ifindex: info.ifindex, direction };
+}
+
+/** The tcx link pinned at `pinPath` (null if nothing is pinned there);
+ * E_BPF_ATTACH if what is pinned there is not a tcx link. Needs no
+ * particular network namespace. */
+export function readTcxLink(pinPath: string): TcxLink | null {
+  return withPinned(pinPath, (fd) => tcxLinkOf(fd, pinPath));
+}
+
+/** Take the tcx link pinned at `pinPath` off its device right away (even if
+ * another process holds it open), then remove the pin. False if nothing
+ * was pinned there. Works from any network namespace. */
+export function detachTcxPinned(pinPath: string): boolean {
+  const found = withPinned(pinPath, (fd) => {
+    tcxLinkOf(fd, pinPath);
+    const rc = bpf.link_detach(fd) as number;
+    if (rc < 0) {
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot detach the tcx link pinned at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    }
+    return true;
+  });
+  if (found) fs.rmSync(pinPath, { force: true });
+  return found ?? false;
+}
+
+/** Ids of the programs on the tcx `direction` hook of device `ifindex` of
+ * this process's network namespace, in the order they run. */
+export function tcxProgramIds(ifindex: number, direction: TcxDirection): number[] {
+  const ids = Buffer.alloc(4 * 64);
+  const flags = [0];
+  const count = [64];
+  const rc = bpf.prog_query(ifindex, TcxAttachType[direction], 0, flags, ids, count) as number;
+  if (rc < 0) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot query the tcx ${direction} programs of ifindex ${ifindex}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+  }
+  const out: number[] = [];
+  for (let i = 0; i < (count[0] ?? 0); i++) out.push(ids.readUInt32LE(4 * i));
+  return out;
 }
 
 export type MapAttachType = typeof AttachType.SK_MSG_VERDICT | typeof AttachType.SK_SKB_STREAM_VERDICT;

@@ -25,6 +25,7 @@ export function describeErrno(errno: number): string {
     ENOSPC: 'no space left',
     ENOMEM: 'out of memory',
     EBADF: 'bad file descriptor',
+    ENODEV: 'no such device',
   };
   return `${text[name] ?? 'error'} (${name})`;
 }

@@ -140,3 +140,26 @@ export function linkInfo(fd: number): LinkInfo {
     attachType: buf.readUInt32LE(24),
   };
 }
+
+export interface TcxLinkInfo {
+  id: number;
+  type: number;
+  progId: number;
+  /** The device it is attached to; 0 once that device is gone. */
+  ifindex: number;
+  /** AttachType.TCX_INGRESS or TCX_EGRESS. */
+  attachType: number;
+}
+
+/** struct bpf_link_info of a tcx link: type@0 id@4 prog_id@8, union@16
+ * (tcx: ifindex@16 attach_type@20). */
+export function tcxLinkInfo(fd: number): TcxLinkInfo {
+  const buf = info(fd, 128);
+  return {
+    type: buf.readUInt32LE(0),
+    id: buf.readUInt32LE(4),
+    progId: buf.readUInt32LE(8),
+    ifindex: buf.readUInt32LE(16),
+    attachType: buf.readUInt32LE(20),
+  };
+}

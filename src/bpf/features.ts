@@ -1,6 +1,10 @@
-/** Probing the running kernel for what the fast path needs. */
+/** Probing the running kernel for what the fast path and interception need. */
+import os from 'node:os';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { describeErrno, errnoName } from './errno.js';
+import { closeFd } from './fd.js';
 import { bpf } from './native.js';
-import { Helper, MapType, ProgType } from './uapi.js';
+import { AttachType, Helper, MapType, ProgType } from './uapi.js';
 
 export interface Feature {
   name: string;
@@ -29,3 +33,38 @@ export const probeFastPathFeatures: Prober = () => [
     present: bpf.probe_helper(ProgType.SOCK_OPS, Helper.get_netns_cookie, null) === 1,
   },
 ];
+
+/** `r0 = 0; exit`: a SCHED_CLS program that is never attached anywhere. */
+const TRIVIAL_PROGRAM = Buffer.from([0xb7, 0, 0, 0, 0, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0]);
+
+/**
+ * Can programs be attached to tc hooks through tcx links (kernel 6.6+ with
+ * CONFIG_NET_XGRESS)? Asks the kernel for real without touching any
+ * interface: a tcx link to ifindex 0, which no device has, fails with
+ * ENODEV where tcx links exist and EINVAL where they do not.
+ */
+function probeTcx(): boolean {
+  const prog = bpf.prog_load(ProgType.SCHED_CLS, 'accel_tcx_probe', 'Dual BSD/GPL', TRIVIAL_PROGRAM, 2, null) as number;
+  if (prog < 0) {
+    const code = -prog === os.constants.errno.EPERM ? ErrorCodes.PERMISSION : ErrorCodes.KERNEL_FEATURE;
+    throw new AccelError(code, `cannot load a tc program to probe for tcx links: ${describeErrno(-prog)}`, { errno: errnoName(-prog) });
+  }
+  try {
+    const link = bpf.link_create(prog, 0, AttachType.TCX_INGRESS, null) as number;
+    if (link >= 0) {
+      closeFd(link);
+      return true;
+    }
+    return -link === os.constants.errno.ENODEV;
+  } finally {
+    closeFd(prog);
+  }
+}
+
+let tcx: boolean | undefined;
+
+/** Whether this kernel has tcx links; probed once per process. */
+export function tcxSupported(): boolean {
+  tcx ??= probeTcx();
+  return tcx;
+}

@@ -88,6 +88,13 @@ export const bpf = {
   link_destroy: libbpf.func('int bpf_link__destroy(bpf_link *link)'),
   attach_iter: libbpf.func('bpf_link *bpf_program__attach_iter(const bpf_program *prog, const void *opts)'),
   link_fd: libbpf.func('int bpf_link__fd(const bpf_link *link)'),
+  // Low-level link calls on fds (libbpf 1.1 has no tcx wrappers): for tcx,
+  // target_fd is an ifindex; opts may be NULL (no relative anchor: append).
+  link_create: libbpf.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
+  link_detach: libbpf.func('int bpf_link_detach(int link_fd)'),
+  prog_load: libbpf.func(
+    'int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)',
+  ),
   iter_create: libbpf.func('int bpf_iter_create(int link_fd)'),
   prog_attach: libbpf.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
   prog_query: libbpf.func(

@@ -6,6 +6,8 @@ export const AttachType = {
   SK_SKB_STREAM_PARSER: 4,
   SK_SKB_STREAM_VERDICT: 5,
   SK_MSG_VERDICT: 7,
+  TCX_INGRESS: 46,
+  TCX_EGRESS: 47,
 } as const;
 export const Helper = {
   sock_hash_update: 70,
@@ -15,7 +17,7 @@ export const Helper = {
   get_netns_cookie: 122,
   sk_assign: 124,
 } as const;
-export const LinkType = { CGROUP: 3 } as const;
+export const LinkType = { CGROUP: 3, TCX: 11 } as const;
 export const BPF_ANY = 0n;
 export const BPF_NOEXIST = 1n;
 export const BPF_EXIST = 2n;

@@ -53,6 +53,9 @@ describe('plan: attach', () => {
     assert.deepEqual(kinds(p.steps), ['configure-fastpath', 'adopt-listeners']);
     assert.deepEqual(p.steps[0], { kind: 'configure-fastpath', bypassPorts: [7, 9], queueLimit: 1 << 20 });
   });
+  it('a new queue limit alone is configured too', () => {
+    assert.deepEqual(kinds(plan(spec({ queueLimit: 1 << 20 }), observed(complete()), opts).steps), ['configure-fastpath', 'adopt-listeners']);
+  });
   it('the same ports in another order are no change', () => {
     assert.deepEqual(kinds(plan(spec({ bypassPorts: [9, 7] }), observed(complete({ bypassPorts: [9, 7] })), opts).steps), ['adopt-listeners']);
   });
@@ -123,6 +126,15 @@ describe('plan: properties', () => {
         const fastPathAfter = k.includes('install-fastpath') || k.includes('configure-fastpath') ? complete({ bypassPorts: s.fastPath.bypassPorts, queueLimit: s.fastPath.queueLimit }) : fp;
         const interceptAfter: InterceptObserved = k.includes('install-intercept') ? { kind: 'complete', record: record(s) } : k.includes('remove-intercept') ? { kind: 'absent' } : interceptObserved(icKind);
         const after = observed(fastPathAfter, interceptAfter);
+        // The state reached is the spec, judged apart from the planner.
+        assert.equal(fastPathAfter.kind, 'complete');
+        if (fastPathAfter.kind === 'complete') {
+          assert.deepEqual([[...fastPathAfter.bypassPorts].sort((x, y) => x - y), fastPathAfter.queueLimit], [s.fastPath.bypassPorts, s.fastPath.queueLimit]);
+        }
+        if (s.intercept) assert.deepEqual(interceptAfter.kind === 'complete' ? interceptAfter.record.settings : null, s.intercept);
+        else assert.equal(interceptAfter.kind, 'absent');
+        // An interception is never installed over one that is there.
+        if (k.includes('install-intercept') && icKind !== 'absent') assert.ok(k.indexOf('remove-intercept') >= 0 && k.indexOf('remove-intercept') < k.indexOf('install-intercept'));
         assert.deepEqual(kinds(plan(s, after, opts).steps), ['adopt-listeners']);
         // Detach from there removes what is there, interception first.
         assert.deepEqual(kinds(plan(null, after, opts).steps), s.intercept ? ['remove-intercept', 'remove-fastpath'] : ['remove-fastpath']);

@@ -158,7 +158,14 @@ describe('transparent interception', () => {
     assert.ok(fastPathBytes(f) >= BigInt(2 * 4 * 8 * MB), `${f.bytes_redirected} bytes redirected, ${f.bytes_held} held back`);
   });
 
-  it('detach removes rules, routes, filters, pins and the record, leaves the host state it found, and traffic flows directly again', async (t) => {
+  for (const mode of ['tcx', 'tc'] as const) {
+  it(`detach removes rules, routes, hooks (${mode}), pins and the record, leaves the host state it found, and traffic flows directly again`, async (t) => {
+    const saved = process.env.ACCEL_TC_MODE;
+    process.env.ACCEL_TC_MODE = mode;
+    t.after(() => {
+      if (saved === undefined) delete process.env.ACCEL_TC_MODE;
+      else process.env.ACCEL_TC_MODE = saved;
+    });
     const b = await interceptBench(t, { attach: false });
     // Host state that must survive: a rule, a clsact qdisc with a filter.
     const inApp = (cmd: string, args: string[]) => run(cmd, args, { netns: b.app, allowFailure: true });
@@ -181,10 +188,14 @@ describe('transparent interception', () => {
     assert.equal(a.exitCode, 0, a.stderr);
     assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
     assert.equal(b.proxyEvents().length, 1);
-    // The host's filter at priority 10 ran before ours and let it through.
+    // tc: the host's filter at priority 10 ran before ours and let it
+    // through. tcx: ours runs first, and the host's filter stays.
     const during = await snapshot();
     assert.match(during.filters, /bytecode/);
-    assert.match(during.filters, /accel_tc_egress/);
+    if (mode === 'tc') assert.match(during.filters, /accel_tc_egress/);
+    else assert.doesNotMatch(during.filters, /accel_tc_egress/, 'a tcx link, not a tc filter');
+    const st = JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { hookMode: string; filtersPresent: boolean } }[] };
+    assert.deepEqual([st.attachments[0]?.intercept.hookMode, st.attachments[0]?.intercept.filtersPresent], [mode, true]);
     assert.match(during.rules4, /fwmark 0xacc0001 lookup 2764/);
 
     const d = await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0']);
@@ -197,6 +208,7 @@ describe('transparent interception', () => {
     assert.equal(b.proxyEvents().length, 1, 'the proxy saw nothing new');
     assert.ok(b.serverAccepts().at(-1)?.remote.endsWith('10.200.0.1'));
   });
+  }
 
   it('a proxy killed with SIGKILL makes new connections fail at once; a restarted proxy serves them again', async (t) => {
     const b = await interceptBench(t);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup } from '../bpf/map.js';
-import { netnsCookie } from '../bpf/socket.js';
+import { netnsCookie } from '../sys/socket.js';
 import { encodeSockKey } from '../maps/layout.js';
 import { MapNames } from '../maps/fastpath.js';
 import { listAttachmentIds, pinDirFor } from './pins.js';

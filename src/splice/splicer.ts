@@ -29,7 +29,7 @@
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { closeSocket, dupSocket, nodeSocketFd, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
+import { closeSocket, dupSocket, nodeSocketFd, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../proxy/relay.js';
 import { log } from '../log.js';

@@ -207,12 +207,6 @@ export function shutdownWrite(fd: number): void {
   libcFns.shutdown(fd, 1);
 }
 
-/** The descriptor behind a node net.Socket (libuv's handle), or null. */
-export function nodeSocketFd(sock: object): number | null {
-  const fd = (sock as { _handle?: { fd?: unknown } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : null;
-}
-
 export function closeSocket(fd: number): void {
   libcFns.close(fd);
 }

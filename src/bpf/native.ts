@@ -1,7 +1,9 @@
 /**
  * Raw bindings to the system libbpf (libbpf.so.1) and the few libc calls the
- * controller needs, declared from their C prototypes with koffi. This module
- * and its siblings in src/bpf/ are the only ones that import koffi.
+ * controller needs, declared from their C prototypes with koffi. This is the
+ * only module that imports koffi: its siblings in src/bpf/ use it through
+ * the `koffi` re-export, and src/sys/socket.ts (libc socket helpers) uses
+ * `libcFns`.
  *
  * libbpf >= 1.0 conventions: int-returning calls return -errno on failure;
  * pointer-returning calls return NULL and set errno (read it right away with
@@ -122,7 +124,9 @@ export const libcFns = {
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   listen: libc.func('int listen(int fd, int backlog)'),
   close: libc.func('int close(int fd)'),
-  dup: libc.func('int fcntl(int fd, int cmd, int arg)'),
+  // Variadic in glibc; declared with the int third argument of the
+  // commands used (F_DUPFD_CLOEXEC).
+  fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
   shutdown: libc.func('int shutdown(int fd, int how)'),
   // Variadic in glibc, a plain system call stub: its third argument is
   // passed like a fixed one.

@@ -8,8 +8,9 @@ import { registerAttach } from './commands/attach.js';
 import { registerBench } from './commands/bench.js';
 import { registerDemo } from './commands/demo.js';
 import { registerDetach } from './commands/detach.js';
+import { registerEcho } from './commands/echo.js';
 import { registerProxy } from './commands/proxy.js';
-import { registerSpliceServers } from './commands/splice-servers.js';
+import { registerRelay } from './commands/relay.js';
 import { registerSelftest } from './commands/selftest.js';
 import { registerStatus } from './commands/status.js';
 import { registerVerify } from './commands/verify.js';
@@ -54,7 +55,8 @@ registerVerify(program, globals);
 registerSelftest(program, globals);
 registerDemo(program, globals);
 registerProxy(program, globals);
-registerSpliceServers(program, globals);
+registerEcho(program, globals);
+registerRelay(program, globals);
 registerBench(program, globals);
 
 await runAndExit(

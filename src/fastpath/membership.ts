@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup } from '../bpf/map.js';
-import { netnsCookie } from '../bpf/socket.js';
 import { encodeSockKey } from '../maps/layout/shared.js';
+import { netnsCookie } from '../sys/socket.js';
 import { MapNames } from '../maps/fastpath.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 

@@ -7,7 +7,7 @@
  * pair to the kernel; or, for HTTP decided by Host, check every request).
  */
 import net from 'node:net';
-import { type Family, closeSocket, transparentListener } from '../bpf/socket.js';
+import { type Family, closeSocket, transparentListener } from '../sys/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';

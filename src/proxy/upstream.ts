@@ -4,7 +4,7 @@
  * it back to the proxy.
  */
 import net from 'node:net';
-import { markedSocket } from '../bpf/socket.js';
+import { markedSocket } from '../sys/socket.js';
 
 export interface UpstreamOptions {
   host: string;

@@ -20,7 +20,7 @@
  * nothing is held. What the kernel takes between the verdict's report and
  * the hold is what arrives in that time.
  */
-import { sendBacklog } from '../bpf/socket.js';
+import { sendBacklog } from '../sys/socket.js';
 import { log } from '../log.js';
 import type { SpliceMaps } from '../maps/splice.js';
 

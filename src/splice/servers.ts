@@ -4,7 +4,8 @@
  * client with the next one to connect and splices the two to each other.
  */
 import net from 'node:net';
-import { nodeSocketFd, tcpClosed } from '../bpf/socket.js';
+import { nodeSocketFd } from '../sys/node-internals.js';
+import { tcpClosed } from '../sys/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { closeGracefully } from '../proxy/drain.js';

@@ -29,7 +29,8 @@
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { closeSocket, dupSocket, nodeSocketFd, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
+import { nodeSocketFd, stopReading } from '../sys/node-internals.js';
+import { closeSocket, dupSocket, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../proxy/relay.js';
 import { log } from '../log.js';
@@ -39,11 +40,6 @@ import { type HoldableSide, SpliceHolds } from './holds.js';
 /** High enough that no ordinary burst reaches it (the kernel caps it at
  * half the largest receive buffer). */
 const RCVLOWAT_HOLD = 0x7fffffff;
-
-interface UvHandle {
-  reading: boolean;
-  readStop(): number;
-}
 
 function fdOf(sock: net.Socket): number {
   const fd = nodeSocketFd(sock);
@@ -61,15 +57,9 @@ function quiesce(sock: net.Socket): Buffer {
     chunks.push(c);
   }
   // Stop libuv before the event loop runs again (read() may have started
-  // it), and tell the stream no read is outstanding, so that resume()
-  // starts reading again once the kernel owns the data path.
-  const h = (sock as unknown as { _handle?: UvHandle })._handle;
-  if (h?.reading) {
-    h.reading = false;
-    h.readStop();
-  }
-  const state = (sock as unknown as { _readableState?: { reading: boolean } })._readableState;
-  if (state) state.reading = false;
+  // it), so that resume() starts reading again once the kernel owns the
+  // data path.
+  stopReading(sock);
   return Buffer.concat(chunks);
 }
 

@@ -4,7 +4,7 @@ import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
 import { TransparentProxy } from '../../proxy/server.js';
 import { requirePrivileges } from '../../privileges.js';
-import { nodeSocketFd } from '../../bpf/socket.js';
+import { nodeSocketFd } from '../../sys/node-internals.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';

@@ -1,13 +1,19 @@
 /**
- * Sockets with options node's net module cannot set: a transparent
- * listener (IP_TRANSPARENT, so that connections bpf_sk_assign hands it
- * keep their original destination as local address) and a client socket
- * carrying SO_MARK (the proxy's upstream side, which interception skips).
- * Each returns a plain fd for node's net.Server / net.Socket to own.
+ * libc socket calls node's net module does not offer, on plain fds (the
+ * bindings are declared in src/bpf/native.ts, the one koffi importer).
+ *
+ * Sockets with options node cannot set: a transparent listener
+ * (IP_TRANSPARENT, so that connections bpf_sk_assign hands it keep their
+ * original destination as local address) and a client socket carrying
+ * SO_MARK (the proxy's upstream side, which interception skips). Each
+ * returns a plain fd for node's net.Server / net.Socket to own.
+ *
+ * Reading a socket's kernel state: its cookie and its network namespace's,
+ * tcp_info, the send queue; SO_RCVLOWAT, a second descriptor, shutdown.
  */
 import { AccelError, ErrorCodes } from '../errors.js';
-import { describeErrno, errnoName } from './errno.js';
-import { lastErrno, libcFns } from './native.js';
+import { describeErrno, errnoName } from '../bpf/errno.js';
+import { lastErrno, libcFns } from '../bpf/native.js';
 
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
@@ -190,7 +196,7 @@ const F_DUPFD_CLOEXEC = 1030;
 /** A second descriptor of the same socket: the socket lives on until both
  * are closed. */
 export function dupSocket(fd: number): number {
-  const copy = libcFns.dup(fd, F_DUPFD_CLOEXEC, 0) as number;
+  const copy = libcFns.fcntl(fd, F_DUPFD_CLOEXEC, 0) as number;
   check(copy, 'fcntl(F_DUPFD_CLOEXEC)');
   return copy;
 }
@@ -199,12 +205,6 @@ export function dupSocket(fd: number): number {
  * reset) are of no interest to callers. */
 export function shutdownWrite(fd: number): void {
   libcFns.shutdown(fd, 1);
-}
-
-/** The descriptor behind a node net.Socket (libuv's handle), or null. */
-export function nodeSocketFd(sock: object): number | null {
-  const fd = (sock as { _handle?: { fd?: unknown } })._handle?.fd;
-  return typeof fd === 'number' && fd >= 0 ? fd : null;
 }
 
 export function closeSocket(fd: number): void {

@@ -1,0 +1,82 @@
+/**
+ * The one place that touches node's private socket internals. node's public
+ * API has no way to get a net.Socket's descriptor, nor to make it stop
+ * reading the kernel's receive queue right now (pause() only stops 'data'
+ * events: node keeps reading into its buffer up to the high-water mark).
+ * The splicer needs both to hand a connection to the kernel without losing
+ * or reordering a byte, the proxy and the splice servers need the
+ * descriptor to ask the kernel about a socket.
+ *
+ * What is used, on a connected net.Socket (node's lib/net.js, lib/internal/
+ * streams/readable.js, lib/internal/stream_base_commons.js):
+ *  - `_handle`: the libuv stream wrap (TCPWrap); null once the socket is
+ *    closed.
+ *  - `_handle.fd`: its file descriptor (a getter, on Unix).
+ *  - `_handle.readStop()`: uv_read_stop, libuv stops reading at once.
+ *  - `_handle.reading`: net's flag that readStart() was called; net's
+ *    _read() calls `_handle.readStart()` (tryReadStart) only while it is
+ *    false, so it must be cleared along with readStop().
+ *  - `_readableState.reading`: the stream's flag that a _read() is under
+ *    way; read() calls _read() only while it is false, so it must be
+ *    cleared too for resume() to start reading again.
+ * test/sys/node-internals.test.ts checks that each exists and behaves as
+ * described, and names the one that changed when a node upgrade breaks it.
+ */
+import type net from 'node:net';
+import { AccelError, ErrorCodes } from '../errors.js';
+
+/** What node keeps on a net.Socket, as far as this module uses it. */
+interface SocketInternals {
+  _handle?: { fd?: unknown; reading?: unknown; readStop?: unknown } | null;
+  _readableState?: { reading?: unknown };
+}
+
+function internals(sock: net.Socket): SocketInternals {
+  return sock as unknown as SocketInternals;
+}
+
+function changed(what: string): AccelError {
+  return new AccelError(ErrorCodes.INTERNAL, `node ${process.version}: the net.Socket internal ${what} is not what accel expects (see src/sys/node-internals.ts)`);
+}
+
+/** The descriptor behind a node net.Socket (libuv's handle), or null when
+ * it has none (closed, or never opened). */
+export function nodeSocketFd(sock: net.Socket): number | null {
+  const fd = internals(sock)._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}
+
+/**
+ * Make node stop reading the socket before the event loop runs again: bytes
+ * that arrive from now on stay in the kernel's receive queue. The stream is
+ * told that no read is outstanding, so that a later resume() (or read())
+ * starts libuv reading again. Pause the socket first, so that nothing asks
+ * for a read in between. A resume() made in the same tick still starts a
+ * read (the stream does that work on nextTick). A socket without a handle
+ * (closed) is left alone.
+ */
+export function stopReading(sock: net.Socket): void {
+  const s = internals(sock);
+  const h = s._handle;
+  if (h) {
+    if (typeof h.readStop !== 'function') throw changed('_handle.readStop');
+    h.reading = false;
+    (h.readStop as () => number).call(h);
+  }
+  const state = s._readableState;
+  if (state === undefined || typeof state.reading !== 'boolean') throw changed('_readableState.reading');
+  state.reading = false;
+}
+
+/** Whether a read is outstanding: libuv reading the descriptor (net's
+ * `_handle.reading`; null without a handle) and the stream waiting on a
+ * _read() (`_readableState.reading`). For the test that guards these
+ * internals, and for diagnostics. */
+export function readingState(sock: net.Socket): { handle: boolean | null; stream: boolean } {
+  const s = internals(sock);
+  const h = s._handle;
+  if (h && typeof h.reading !== 'boolean') throw changed('_handle.reading');
+  const state = s._readableState;
+  if (state === undefined || typeof state.reading !== 'boolean') throw changed('_readableState.reading');
+  return { handle: h ? (h.reading as boolean) : null, stream: state.reading };
+}

@@ -39,7 +39,7 @@ describe('local fast path', () => {
     assert.equal(c.sockets_inserted, 2n);
   });
 
-  // With the readiness workaround (forced here; this kernel's self-test does
+  // With the stream verdict (forced here; this kernel's self-test does
   // not need it), bytes that reach a fast-path socket through TCP pass a
   // stream verdict that the kernel hands whole skbs, also one a
   // retransmission starts before what was received. Here the client
@@ -157,7 +157,7 @@ describe('local fast path', () => {
     assert.ok(half.ok, half.error ?? '');
     assert.equal(half.sides.find((s) => s.side === 'client')?.received, 4 * MB, 'the half-closed side read the whole reply');
     // A poll-driven reader: a blocking one gets EAGAIN instead (kernel
-    // defect in tcp_bpf_recvmsg, see README "Known kernel issues").
+    // defect in tcp_bpf_recvmsg, see docs/kernel-notes.md).
     const rst = await runProbe(['pair', '--rst', '--reader', 'poll', '--bytes', String(MB)], { cgroupProcs: cg.procs });
     assert.ok(rst.ok, rst.error ?? '');
     const server = rst.sides.find((s) => s.side === 'server');

@@ -20,6 +20,8 @@ export const FAILPOINTS = [
   'after:adopt-listeners',
   'before:install-intercept',
   'after:install-intercept',
+  'before:configure-intercept',
+  'after:configure-intercept',
   // fastpath/install.ts
   'selftest-running',
   'attach-after-selftest',

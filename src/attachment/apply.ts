@@ -10,7 +10,7 @@ import type { Cgroup } from '../cgroup/cgroup.js';
 import { failpoint, type Failpoint } from '../failpoint.js';
 import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPath } from '../fastpath/install.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
-import { installIntercept, observeIntercept, removeIntercept } from '../intercept/install.js';
+import { configureIntercept, installIntercept, observeIntercept, removeIntercept } from '../intercept/install.js';
 import { log } from '../log.js';
 import type { JournalHandle } from './journal.js';
 import type { Plan, Step } from './plan.js';
@@ -54,6 +54,8 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
     case 'install-intercept':
       await installIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);
       return;
+    case 'configure-intercept':
+      return configureIntercept(ctx.cgroup, ctx.pinDir, step.settings);
   }
 }
 

@@ -5,10 +5,12 @@
  * Order: an interception that must change goes first (no connection is
  * steered to a proxy whose fast path is about to change), then the fast
  * path is cleared, installed or configured, then the interception is
- * installed on the complete fast path.
+ * installed on the complete fast path. An interception whose hooks, ip
+ * rules and routes stay as they are is configured in place instead, so its
+ * live connections keep their flows.
  */
 import type { FastPathSpec } from '../fastpath/install.js';
-import { type InterceptSettings, sameSettings } from '../intercept/settings.js';
+import { type InterceptSettings, changesInPlace, sameSettings } from '../intercept/settings.js';
 import type { Observed } from './observe.js';
 import type { AttachmentSpec } from './spec.js';
 
@@ -20,7 +22,9 @@ export type Step =
   | { kind: 'install-fastpath'; spec: FastPathSpec }
   | { kind: 'configure-fastpath'; bypassPorts: number[]; queueLimit: number }
   | { kind: 'adopt-listeners' }
-  | { kind: 'install-intercept'; settings: InterceptSettings };
+  | { kind: 'install-intercept'; settings: InterceptSettings }
+  /** New rules, proxy port or proxy mark, written to the maps in place. */
+  | { kind: 'configure-intercept'; settings: InterceptSettings };
 
 export type StepKind = Step['kind'];
 
@@ -40,8 +44,8 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
   const ic = observed.intercept;
 
   const fastPathStays = desired !== null && fp.kind === 'complete';
-  const interceptStays = fastPathStays && ic.kind === 'complete' && desired.intercept !== null && sameSettings(ic.record.settings, desired.intercept);
-  if (ic.kind !== 'absent' && !interceptStays) steps.push({ kind: 'remove-intercept' });
+  const interceptKept = fastPathStays && ic.kind === 'complete' && desired.intercept !== null && changesInPlace(ic.record.settings, desired.intercept);
+  if (ic.kind !== 'absent' && !interceptKept) steps.push({ kind: 'remove-intercept' });
 
   if (desired === null) {
     if (fp.kind === 'complete') steps.push({ kind: 'remove-fastpath', drainMs: options.drainMs });
@@ -61,6 +65,9 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
     steps.push({ kind: 'install-fastpath', spec: desired.fastPath });
   }
   steps.push({ kind: 'adopt-listeners' });
-  if (desired.intercept && !interceptStays) steps.push({ kind: 'install-intercept', settings: desired.intercept });
+  if (desired.intercept && !interceptKept) steps.push({ kind: 'install-intercept', settings: desired.intercept });
+  if (desired.intercept && interceptKept && ic.kind === 'complete' && !sameSettings(ic.record.settings, desired.intercept)) {
+    steps.push({ kind: 'configure-intercept', settings: desired.intercept });
+  }
   return { steps, notes };
 }

@@ -182,6 +182,23 @@ export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: strin
   return record;
 }
 
+/**
+ * Change rules, proxy port or proxy mark of a complete interception in
+ * place (the plan checks that nothing else changes). The maps first, then
+ * the record: a crash between them leaves a record the next plan finds
+ * different from the spec, and it configures again.
+ */
+export async function configureIntercept(cg: Cgroup, pinDir: string, s: InterceptSettings): Promise<void> {
+  const record = readRecord(cg.id);
+  if (!record?.complete) throw new AccelError(ErrorCodes.INTERNAL, `no complete interception of ${cg.path} to configure`);
+  const lo = await ip.interfaceIndex('lo');
+  withTproxyMaps(pinDir, (maps) =>
+    maps.configure({ cgroupId: cg.id, cgroupLevel: cgroupLevel(cg), proxyPort: s.proxyPort, loIfindex: lo, interceptMark: s.interceptMark, proxyMark: s.proxyMark }, s.rules),
+  );
+  saveRecord({ ...record, settings: s });
+  log.info(`interception of ${cg.path} now steers ${s.rules.map((r) => r.text).join(', ')} -> proxy port ${s.proxyPort} (in place)`);
+}
+
 /** Remove, in reverse order, what the record says was added. Without
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */

@@ -24,6 +24,21 @@ export function sameSettings(a: InterceptSettings, b: InterceptSettings): boolea
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** Whether `to` differs from `from` only in what the tc programs read from
+ * their maps (rules, proxy port, proxy mark): then it changes in place,
+ * without touching hooks, ip rules or routes, and live intercepted
+ * connections keep their flows. */
+export function changesInPlace(from: InterceptSettings, to: InterceptSettings): boolean {
+  const sorted = (xs: string[]) => JSON.stringify([...xs].sort());
+  return (
+    sorted(from.ifaces) === sorted(to.ifaces) &&
+    from.table === to.table &&
+    from.priority === to.priority &&
+    from.interceptMark === to.interceptMark &&
+    JSON.stringify(familiesOf(from.rules)) === JSON.stringify(familiesOf(to.rules))
+  );
+}
+
 export function familiesOf(rules: InterceptRule[]): IpFamily[] {
   const out: IpFamily[] = [];
   if (rules.some((r) => r.family === 'ipv4')) out.push(4);

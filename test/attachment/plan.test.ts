@@ -67,11 +67,20 @@ describe('plan: attach', () => {
   it('interception is installed after the fast path', () => {
     assert.deepEqual(kinds(plan(spec({}, ic), observed({ kind: 'absent' }), opts).steps), ['install-fastpath', 'adopt-listeners', 'install-intercept']);
   });
-  it('the same interception stays; new settings replace it, removal first', () => {
+  it('the same interception stays; new rules, proxy port or proxy mark are configured in place', () => {
     const s = spec({}, ic);
     assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners']);
-    const other = spec({}, { ...ic, rules: ['10.0.0.0/8:81'] });
-    assert.deepEqual(kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners', 'install-intercept']);
+    for (const change of [{ rules: ['10.0.0.0/8:81'] }, { proxyPort: 15009 }, { proxyMark: 7 }]) {
+      const other = spec({}, { ...ic, ...change });
+      assert.deepEqual(kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners', 'configure-intercept'], JSON.stringify(change));
+    }
+  });
+  it('new interfaces, marks, table, priority or address families replace the interception, removal first', () => {
+    const s = spec({}, ic);
+    for (const change of [{ ifaces: ['eth1'] }, { interceptMark: 5 }, { table: 9 }, { priority: 9 }, { rules: ['[fd00::/64]:80'] }]) {
+      const other = spec({}, { ...ic, ...change });
+      assert.deepEqual(kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners', 'install-intercept'], JSON.stringify(change));
+    }
     assert.deepEqual(kinds(plan(spec(), observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners']);
   });
   it('a partial or orphaned interception is removed and made again', () => {
@@ -124,7 +133,8 @@ describe('plan: properties', () => {
         const k = kinds(plan(s, observed(fp, interceptObserved(icKind)), opts).steps);
         // The state the steps leave, as observe would read it.
         const fastPathAfter = k.includes('install-fastpath') || k.includes('configure-fastpath') ? complete({ bypassPorts: s.fastPath.bypassPorts, queueLimit: s.fastPath.queueLimit }) : fp;
-        const interceptAfter: InterceptObserved = k.includes('install-intercept') ? { kind: 'complete', record: record(s) } : k.includes('remove-intercept') ? { kind: 'absent' } : interceptObserved(icKind);
+        const interceptAfter: InterceptObserved =
+          k.includes('install-intercept') || k.includes('configure-intercept') ? { kind: 'complete', record: record(s) } : k.includes('remove-intercept') ? { kind: 'absent' } : interceptObserved(icKind);
         const after = observed(fastPathAfter, interceptAfter);
         // The state reached is the spec, judged apart from the planner.
         assert.equal(fastPathAfter.kind, 'complete');
@@ -149,7 +159,7 @@ describe('plan: properties', () => {
         const icObs: InterceptObserved = hadIntercept ? { kind: 'complete', record: record(spec({}, { ...ic, proxyPort: 15009 })) } : { kind: 'absent' };
         const k = kinds(plan(s, observed(fp, icObs), opts).steps);
         const lastRemoval = Math.max(k.lastIndexOf('remove-intercept'), k.lastIndexOf('clear-fastpath'), k.lastIndexOf('remove-fastpath'));
-        const firstInstall = Math.min(...['install-fastpath', 'install-intercept', 'configure-fastpath'].map((x) => (k.includes(x as Step['kind']) ? k.indexOf(x as Step['kind']) : Infinity)));
+        const firstInstall = Math.min(...['install-fastpath', 'install-intercept', 'configure-fastpath', 'configure-intercept'].map((x) => (k.includes(x as Step['kind']) ? k.indexOf(x as Step['kind']) : Infinity)));
         return lastRemoval < firstInstall;
       }),
     );

@@ -14,7 +14,8 @@ import { run } from '../../src/proc/run.js';
 import { BPFFS, BPF_DIR, CLI, waitFor } from '../helpers/env.js';
 import { HTTP_PORT, type InterceptBench, PROXY_PORT, interceptBench } from '../helpers/intercept.js';
 
-type Target = 'A' | 'B' | 'detach';
+/** A; B: new settings that replace the interception; C: new rules only, configured in place. */
+type Target = 'A' | 'B' | 'C' | 'detach';
 interface Case {
   from: 'nothing' | 'A';
   to: Target;
@@ -50,6 +51,7 @@ const CASES: Case[] = [
       'after:install-intercept',
     ] as const
   ).map((point): Case => ({ from: 'A', to: 'B', point })),
+  ...(['before:configure-intercept', 'after:configure-intercept'] as const).map((point): Case => ({ from: 'A', to: 'C', point })),
   ...(['before:remove-intercept', 'intercept-undo-after-hooks', 'after:remove-intercept', 'before:remove-fastpath', 'detach-after-link', 'after:remove-fastpath'] as const).map(
     (point): Case => ({ from: 'A', to: 'detach', point }),
   ),
@@ -60,11 +62,17 @@ const TC_POINTS: Failpoint[] = ['intercept-after-lo-hook', 'intercept-undo-after
 const FOREIGN_PREF = 9;
 const FOREIGN_RULE_PRIO = 3333;
 
-function specArgs(b: InterceptBench, target: 'A' | 'B'): string[] {
-  const common = ['attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, '--proxy-port', String(PROXY_PORT)];
-  return target === 'A'
-    ? [...common, '--intercept', `10.200.0.0/24:${HTTP_PORT}`, '--bypass-port', '7']
-    : [...common, '--intercept', `10.200.0.0/24:${HTTP_PORT + 1}`, '--intercept', `[fd00:200::/64]:${HTTP_PORT + 1}`, '--bypass-port', '9', '--queue-limit', '1048576'];
+type Spec = Exclude<Target, 'detach'>;
+
+const RULES: Record<Spec, string[]> = {
+  A: [`10.200.0.0/24:${HTTP_PORT}`],
+  B: [`10.200.0.0/24:${HTTP_PORT + 1}`, `[fd00:200::/64]:${HTTP_PORT + 1}`],
+  C: [`10.200.0.0/24:${HTTP_PORT + 2}`],
+};
+
+function specArgs(b: InterceptBench, target: Spec): string[] {
+  const common = ['attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, '--proxy-port', String(PROXY_PORT), ...RULES[target].flatMap((r) => ['--intercept', r])];
+  return target === 'B' ? [...common, '--bypass-port', '9', '--queue-limit', '1048576'] : [...common, '--bypass-port', '7'];
 }
 
 function cli(b: InterceptBench, args: string[], env: Record<string, string> = {}) {
@@ -84,7 +92,7 @@ async function accelTcPrograms(): Promise<number> {
   return progs.filter((p) => p.name === 'accel_tc_egress' || p.name === 'accel_tc_lo_ing').length;
 }
 
-async function expectSpec(b: InterceptBench, target: 'A' | 'B', what: string): Promise<void> {
+async function expectSpec(b: InterceptBench, target: Spec, what: string): Promise<void> {
   const st = await cli(b, ['status', '--cgroup', b.cg.path, '--json']);
   assert.equal(st.exitCode, 0, `${what}: status: ${st.stderr}`);
   const a = (JSON.parse(st.stdout) as { attachments: Record<string, unknown>[] }).attachments[0] as {
@@ -96,11 +104,11 @@ async function expectSpec(b: InterceptBench, target: 'A' | 'B', what: string): P
   };
   assert.equal(a?.state, 'complete', `${what}: state`);
   assert.equal(a.interrupted, null, `${what}: no interrupted operation left`);
-  assert.deepEqual(a.bypassPorts, target === 'A' ? [7] : [9], `${what}: bypass ports`);
-  assert.equal(a.queueLimit, target === 'A' ? 4 << 20 : 1 << 20, `${what}: queue limit`);
+  assert.deepEqual(a.bypassPorts, target === 'B' ? [9] : [7], `${what}: bypass ports`);
+  assert.equal(a.queueLimit, target === 'B' ? 1 << 20 : 4 << 20, `${what}: queue limit`);
   assert.deepEqual(
     a.intercept?.settings.rules.map((r) => r.text),
-    target === 'A' ? [`10.200.0.0/24:${HTTP_PORT}`] : [`10.200.0.0/24:${HTTP_PORT + 1}`, `[fd00:200::/64]:${HTTP_PORT + 1}`],
+    RULES[target],
     `${what}: rules`,
   );
   assert.equal(a.intercept?.complete, true, `${what}: interception complete`);

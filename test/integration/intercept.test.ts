@@ -11,7 +11,7 @@ import { attachmentPinDir } from '../../src/paths.js';
 import { interceptRecordPath as statePath } from '../../src/paths.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { run, spawn } from '../../src/proc/run.js';
-import { BPFFS, CLI, MB, fastPathBytes, stopProcess } from '../helpers/env.js';
+import { BPFFS, CLI, MB, fastPathBytes, stopProcess, waitFor } from '../helpers/env.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, OTHER_PORT, PROBE_PORT, PROXY_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function pattern(n: number): Buffer {
@@ -209,6 +209,33 @@ describe('transparent interception', () => {
     assert.ok(b.serverAccepts().at(-1)?.remote.endsWith('10.200.0.1'));
   });
   }
+
+  it('attach again with new rules changes them in place: a live intercepted connection keeps going through the proxy, new ones follow the new rules', async (t) => {
+    const b = await interceptBench(t);
+    const held = spawn(process.execPath, [path.join(FIXTURES, 'held-client.mjs'), SERVER4, String(ECHO_PORT)], b.appWhere);
+    t.after(() => stopProcess(held));
+    assert.ok(await held.waitForLine((l) => l.includes('"stage":"first"')), 'the first line was echoed');
+    assert.ok(await waitFor(() => b.proxyEvents().length === 1, 5000), 'the held connection was intercepted');
+    const flowsBefore = (JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { flows: number } }[] }).attachments[0]?.intercept.flows;
+    // ECHO_PORT is no longer covered by the new rules.
+    const r = await b.accel([
+      'attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, '--proxy-port', String(PROXY_PORT),
+      '--intercept', `10.200.0.0/24:${HTTP_PORT}`, '--intercept', `[fd00:200::/64]:${HTTP_PORT}`, '--json',
+    ]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.deepEqual((JSON.parse(r.stdout) as { steps: string[] }).steps, ['adopt-listeners', 'configure-intercept']);
+    const st = JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { flows: number; settings: { rules: { text: string }[] } } }[] };
+    assert.deepEqual(st.attachments[0]?.intercept.settings.rules.map((x) => x.text), [`10.200.0.0/24:${HTTP_PORT}`, `[fd00:200::/64]:${HTTP_PORT}`]);
+    assert.equal(st.attachments[0]?.intercept.flows, flowsBefore, 'the live flow was kept');
+    held.write('go\n');
+    const done = await held.done;
+    // Its flow lost, its packets would have gone to the server directly,
+    // which knows no such connection: a reset, not this echo.
+    assert.match(done.stdout, /"ok":true/, done.stdout + done.stderr);
+    assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
+    assert.equal(b.proxyEvents().length, 1, 'a new connection to the port the rules no longer cover went direct');
+    assert.ok(b.serverAccepts().at(-1)?.remote.endsWith('10.200.0.1'));
+  });
 
   it('a proxy killed with SIGKILL makes new connections fail at once; a restarted proxy serves them again', async (t) => {
     const b = await interceptBench(t);

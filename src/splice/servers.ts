@@ -7,7 +7,7 @@ import net from 'node:net';
 import { nodeSocketFd, tcpClosed } from '../bpf/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
-import { closeGracefully } from '../proxy/drain.js';
+import { closeGracefully } from '../stream/drain.js';
 import type { KernelSplicer } from './splicer.js';
 
 export interface SpliceServerOptions {

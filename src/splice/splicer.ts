@@ -31,7 +31,7 @@ import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { closeSocket, dupSocket, nodeSocketFd, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../bpf/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
-import { relay } from '../proxy/relay.js';
+import { relay } from '../stream/relay.js';
 import { log } from '../log.js';
 import type { SpliceMaps } from '../maps/splice.js';
 import { type HoldableSide, SpliceHolds } from './holds.js';

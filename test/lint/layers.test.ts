@@ -50,7 +50,9 @@ interface Graph {
 function sourceFiles(dir: string, base = dir): string[] {
   return fs
     .readdirSync(dir, { withFileTypes: true })
-    .flatMap((e) => (e.isDirectory() ? sourceFiles(path.join(dir, e.name), base) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [path.relative(base, path.join(dir, e.name))] : []))
+    .flatMap((e) =>
+      e.isDirectory() ? sourceFiles(path.join(dir, e.name), base) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [path.relative(base, path.join(dir, e.name))] : [],
+    )
     .sort();
 }
 
@@ -95,7 +97,8 @@ function violations(g: Graph): string[] {
       const lt = layerOf(to);
       if (lf === undefined || lt === undefined) continue;
       if (lt > lf) out.push(`${edge(from, to)}: layer ${lf} (${unitOf(from)}) imports layer ${lt} (${unitOf(to)})`);
-      else if (lt === lf && COMPONENTS.includes(unitOf(from)) && unitOf(from) !== unitOf(to)) out.push(`${edge(from, to)}: component ${unitOf(from)} imports component ${unitOf(to)}`);
+      else if (lt === lf && COMPONENTS.includes(unitOf(from)) && unitOf(from) !== unitOf(to))
+        out.push(`${edge(from, to)}: component ${unitOf(from)} imports component ${unitOf(to)}`);
       if (APART.some(([a, b]) => (from === a && to === b) || (from === b && to === a))) out.push(`${edge(from, to)}: these two never import each other`);
     }
   }

@@ -14,7 +14,7 @@ if [ "${1:-}" = "--write" ]; then
 fi
 
 failed=()
-npx eslint . || failed+=(eslint)
+npx eslint --max-warnings 0 . || failed+=(eslint)
 npx prettier --check --log-level warn . || failed+=(prettier)
 clang-format --dry-run -Werror "${C_FILES[@]}" || failed+=(clang-format)
 if [ ${#failed[@]} -gt 0 ]; then

@@ -2,8 +2,24 @@
 // (the integration tests load BPF programs and make cgroups and namespaces),
 // then asks the kernel: a WARNING, BUG or Oops report about sockmap code
 // (tcp_bpf, sk_psock, sock_map, skmsg) logged during the run fails it.
+//
+// --unit (npm run test:unit): only the tests that need no root, no BPF
+// program loaded, no cgroup and no namespace, in parallel, without the
+// kernel check; any user runs them in seconds.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+
+/** Under dist/test/: the rootless tests. A folder here holds no other kind. */
+const UNIT = ['attachment', 'cgroup', 'intercept', 'lint', 'maps', 'net', 'proxy', 'stream', 'sys', 'helpers/dmesg.test.js', 'bench/report.test.js'];
+
+const unit = process.argv[2] === '--unit';
+if (unit) {
+  const paths = UNIT.map((p) => `dist/test/${p}`).filter((p) => existsSync(p));
+  // bpftool, which the layout test runs, is in /usr/sbin on Debian: not on a user's PATH.
+  const env = { ...process.env, PATH: `${process.env.PATH ?? '/usr/bin:/bin'}:/usr/sbin:/sbin` };
+  const r = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...paths, ...process.argv.slice(3)], { stdio: 'inherit', env });
+  process.exit(r.status ?? 1);
+}
 
 const since = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
 const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...(process.argv.slice(2).length ? process.argv.slice(2) : ['dist/test/'])];

@@ -9,14 +9,14 @@ import fs from 'node:fs';
 import { ownedDir } from '../bpf/bpffs.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { STATE_DIR, journalPath } from '../paths.js';
-import type { Step } from './plan.js';
 
 export interface Journal {
   version: 1;
   pid: number;
   operation: 'attach' | 'detach';
   startedAt: string;
-  steps: Step['kind'][];
+  /** The kinds of the plan's steps (plan.ts). */
+  steps: string[];
   /** Index in steps of the step under way; -1 before the first. */
   current: number;
 }
@@ -78,7 +78,7 @@ export class JournalHandle {
   }
 
   /** Written before each step is started. */
-  begin(steps: Step['kind'][], current: number): void {
+  begin(steps: string[], current: number): void {
     this.entry = { ...this.entry, steps, current };
     const tmp = `${this.file}.${process.pid}`;
     fs.writeFileSync(tmp, JSON.stringify(this.entry));

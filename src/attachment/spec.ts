@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { AccelError, ErrorCodes } from '../errors.js';
 import type { FastPathSpec } from '../fastpath/install.js';
 import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../fastpath/objects.js';
-import { parseInterceptRule } from '../intercept/rules.js';
+import { parseInterceptRule } from '../net/rules.js';
 import { INTERCEPT_DEFAULTS, type InterceptSettings } from '../intercept/settings.js';
 
 const port = z.number().int().min(1).max(65535);

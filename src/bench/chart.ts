@@ -4,15 +4,19 @@
  */
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import type { BenchReport } from './report.js';
-import { METRICS, type MetricId, SCENARIOS } from './scenarios.js';
+import type { BenchRun } from './bench.js';
+import { METRICS, type MetricId, SCENARIOS, type Summary } from './scenarios.js';
+
+/** What the chart shows of a report (report.ts's BenchReport): the chart
+ * does not import the report, which does not import the chart. */
+export type Charted = Pick<BenchRun, 'startedAt' | 'machine' | 'settings'> & { summary: Summary };
 
 const CHARTED: MetricId[] = ['p50_64', 'p99_64', 'p50_4k', 'gbps', 'cpuPerGB', 'connPerSec'];
 
 /** A panel's title, which is also the facet value that groups its bars. */
 const figure = (m: MetricId) => `${METRICS[m].label} (${METRICS[m].unit}, ${METRICS[m].better} is better)`;
 
-export async function renderChart(r: BenchReport): Promise<string> {
+export async function renderChart(r: Charted): Promise<string> {
   const order = SCENARIOS.filter((s) => r.settings.scenarios.includes(s.id)).map((s) => s.label);
   const values = SCENARIOS.filter((s) => r.summary[s.id]).flatMap((s) =>
     CHARTED.filter((m) => r.summary[s.id]?.[m] !== undefined).map((m) => ({

@@ -1,15 +1,10 @@
 /**
  * From samples to what a person reads: the median of each figure over the
- * rounds, the targets checked against them, a plain-text table, and the
- * files (bench-results/<timestamp>.json and .svg).
+ * rounds, the targets checked against them and a plain-text table
+ * (results.ts writes the files, chart.ts draws the chart).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import type { BenchRun } from './bench.js';
-import { renderChart } from './chart.js';
-import { METRICS, type MetricId, SCENARIOS, type ScenarioId, TARGETS } from './scenarios.js';
-
-export type Summary = Partial<Record<ScenarioId, Partial<Record<MetricId, number>>>>;
+import { METRICS, type MetricId, SCENARIOS, type ScenarioId, type Summary, TARGETS } from './scenarios.js';
 
 export interface TargetResult {
   text: string;
@@ -95,15 +90,4 @@ export function formatReport(r: BenchReport): string {
   ];
   if (r.missing.length) lines.push('', `no figure for: ${r.missing.join(', ')}`);
   return lines.join('\n');
-}
-
-/** Write <dir>/<timestamp>.json and .svg; returns their paths. */
-export async function writeReport(r: BenchReport, dir: string): Promise<{ json: string; chart: string }> {
-  fs.mkdirSync(dir, { recursive: true });
-  const stamp = r.startedAt.replace(/[:.]/g, '-');
-  const json = path.join(dir, `${stamp}.json`);
-  const chart = path.join(dir, `${stamp}.svg`);
-  fs.writeFileSync(json, `${JSON.stringify(r, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
-  fs.writeFileSync(chart, await renderChart(r));
-  return { json, chart };
 }

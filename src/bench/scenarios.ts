@@ -49,6 +49,9 @@ export const METRICS: Record<MetricId, { label: string; unit: string; better: 'l
   connPerSec: { label: 'new connections per second', unit: '/s', better: 'higher' },
 };
 
+/** The median of each figure per scenario, as a report summarizes a run. */
+export type Summary = Partial<Record<ScenarioId, Partial<Record<MetricId, number>>>>;
+
 export interface Target {
   text: string;
   metric: MetricId;

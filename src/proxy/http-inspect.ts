@@ -9,7 +9,7 @@
 import type net from 'node:net';
 import { RequestFramer } from './http-framing.js';
 import type { RequestHead } from './http-head.js';
-import { type RelayResult, closeTogether } from './relay.js';
+import { type RelayResult, closeTogether } from '../stream/relay.js';
 
 export type RequestVerdict = { ok: true } | { ok: false; reason: string };
 

@@ -24,7 +24,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { z } from 'zod';
 import { AccelError, ErrorCodes } from '../errors.js';
-import { parseCidr, parsePortRange } from '../intercept/rules.js';
+import { parseCidr, parsePortRange } from '../net/rules.js';
 
 const cidr = z.string().refine(
   (s) => {

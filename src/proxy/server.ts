@@ -12,9 +12,9 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
 import { type NameFacts, chooseDataPath, factsOf, readFirstBytes } from './admission.js';
-import { closeGracefully } from './drain.js';
+import { closeGracefully } from '../stream/drain.js';
 import { relayInspected } from './http-inspect.js';
-import { relay } from './relay.js';
+import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
 
 export interface ProxyOptions {

@@ -8,7 +8,7 @@ import { nodeSocketFd } from '../sys/node-internals.js';
 import { tcpClosed } from '../sys/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
-import { closeGracefully } from '../proxy/drain.js';
+import { closeGracefully } from '../stream/drain.js';
 import type { KernelSplicer } from './splicer.js';
 
 export interface SpliceServerOptions {

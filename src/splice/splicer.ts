@@ -32,7 +32,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { nodeSocketFd, stopReading } from '../sys/node-internals.js';
 import { closeSocket, dupSocket, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
-import { relay } from '../proxy/relay.js';
+import { relay } from '../stream/relay.js';
 import { log } from '../log.js';
 import type { SpliceMaps } from '../maps/splice.js';
 import { type HoldableSide, SpliceHolds } from './holds.js';

@@ -2,7 +2,7 @@ import { type Command, Option } from 'commander';
 import { reconcileTo } from '../../attachment/reconcile.js';
 import { parseSpec } from '../../attachment/spec.js';
 import { attachmentStatus } from '../../attachment/status.js';
-import { parseInterceptRule } from '../../intercept/rules.js';
+import { parseInterceptRule } from '../../net/rules.js';
 import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';

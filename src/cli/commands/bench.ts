@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { type BenchDurations, runBench } from '../../bench/bench.js';
-import { formatReport, summarize, writeReport } from '../../bench/report.js';
+import { formatReport, summarize } from '../../bench/report.js';
+import { writeReport } from '../../bench/results.js';
 import { SCENARIOS, selectScenarios } from '../../bench/scenarios.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { requirePrivileges } from '../../privileges.js';

@@ -65,16 +65,10 @@ export const TPROXY_BTF: BtfMirrors = {
   },
 };
 
-/** A rule in the form the BPF side matches: destination prefix and ports. */
-export interface InterceptRule {
-  /** Canonical text, e.g. 10.200.0.0/24:8080 or [fd00::/64]:8000-8100. */
-  text: string;
-  address: string;
-  prefixLength: number;
-  family: 'ipv4' | 'ipv6';
-  portMin: number;
-  portMax: number;
-}
+/** A rule as parsed (net/rules.ts), which the BPF side matches as a
+ * destination prefix and ports. */
+export type { InterceptRule } from '../../net/rules.js';
+import type { InterceptRule } from '../../net/rules.js';
 
 export function encodeInterceptRule(r: InterceptRule): Buffer {
   const f = InterceptRuleLayout.fields;

@@ -1,11 +1,23 @@
 /**
  * Intercept rules as users write them: a destination prefix and a port or
  * port range, e.g. 10.200.0.0/24:8080, 10.0.0.0/8:8000-8100,
- * [fd00:200::/64]:8080, fd00:200::/64:8080, 0.0.0.0/0:* (any port).
+ * [fd00:200::/64]:8080, fd00:200::/64:8080, 0.0.0.0/0:* (any port); and
+ * the CIDRs and port ranges in them, which the proxy's policy reads too.
  */
 import net from 'node:net';
 import { AccelError, ErrorCodes } from '../errors.js';
-import type { InterceptRule } from '../maps/layout/tproxy.js';
+
+/** A rule in the form the BPF side matches: destination prefix and ports
+ * (maps/ encodes it into the tproxy map). */
+export interface InterceptRule {
+  /** Canonical text, e.g. 10.200.0.0/24:8080 or [fd00::/64]:8000-8100. */
+  text: string;
+  address: string;
+  prefixLength: number;
+  family: 'ipv4' | 'ipv6';
+  portMin: number;
+  portMax: number;
+}
 
 function bad(spec: string, why: string): never {
   throw new AccelError(ErrorCodes.USAGE, `invalid intercept rule "${spec}": ${why} (expected CIDR:PORT, CIDR:PORT-PORT or CIDR:*)`);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isAccelError } from '../../src/errors.js';
-import { parseInterceptRule } from '../../src/intercept/rules.js';
+import { parseInterceptRule } from '../../src/net/rules.js';
 
 describe('intercept rule syntax', () => {
   it('accepts IPv4 and IPv6 prefixes with a port, a range or any port', () => {

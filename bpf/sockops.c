@@ -37,8 +37,7 @@ static __always_inline int accel_port_bypassed(__u32 port)
 	return bpf_map_lookup_elem(&accel_bypass, &port) != NULL;
 }
 
-static __always_inline void accel_listen_key(struct accel_listen_key *lk, const struct accel_sock_key *key,
-					     int remote)
+static __always_inline void accel_listen_key(struct accel_listen_key *lk, const struct accel_sock_key *key, int remote)
 {
 	accel_fill_listen_key(lk, key->netns, remote ? key->remote_port : key->local_port,
 			      remote ? key->remote_ip : key->local_ip, key->family);

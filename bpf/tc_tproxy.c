@@ -158,7 +158,8 @@ int accel_tc_egress(struct __sk_buff *skb)
 			bpf_map_delete_elem(&accel_tproxy_flows, &key);
 			return TC_ACT_UNSPEC;
 		}
-		if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) != cfg->cgroup_id || !accel_rule_matches(cfg, &p)) {
+		if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) != cfg->cgroup_id ||
+		    !accel_rule_matches(cfg, &p)) {
 			bpf_map_delete_elem(&accel_tproxy_flows, &key);
 			return TC_ACT_UNSPEC;
 		}
@@ -231,7 +232,8 @@ static __always_inline int accel_refuse(struct __sk_buff *skb, const struct acce
 	__u16 old_flags, new_flags;
 	__u32 ip_src, l4 = p->l4_off;
 
-	if (bpf_skb_load_bytes(skb, l4 + TCP_SEQ_OFF, &old_seq, 4) || bpf_skb_load_bytes(skb, l4 + TCP_SEQ_OFF + 4, &old_ack, 4) ||
+	if (bpf_skb_load_bytes(skb, l4 + TCP_SEQ_OFF, &old_seq, 4) ||
+	    bpf_skb_load_bytes(skb, l4 + TCP_SEQ_OFF + 4, &old_ack, 4) ||
 	    bpf_skb_load_bytes(skb, l4 + TCP_FLAGS_OFF, &old_flags, 2))
 		return TC_ACT_SHOT;
 	new_ack = bpf_htonl(bpf_ntohl(old_seq) + 1);
@@ -239,11 +241,13 @@ static __always_inline int accel_refuse(struct __sk_buff *skb, const struct acce
 
 	if (p->family == AF_INET) {
 		ip_src = p->l3_off + offsetof(struct iphdr, saddr);
-		if (bpf_skb_store_bytes(skb, ip_src, &p->daddr[3], 4, 0) || bpf_skb_store_bytes(skb, ip_src + 4, &p->saddr[3], 4, 0))
+		if (bpf_skb_store_bytes(skb, ip_src, &p->daddr[3], 4, 0) ||
+		    bpf_skb_store_bytes(skb, ip_src + 4, &p->saddr[3], 4, 0))
 			return TC_ACT_SHOT;
 	} else {
 		ip_src = p->l3_off + offsetof(struct ipv6hdr, saddr);
-		if (bpf_skb_store_bytes(skb, ip_src, p->daddr, 16, 0) || bpf_skb_store_bytes(skb, ip_src + 16, p->saddr, 16, 0))
+		if (bpf_skb_store_bytes(skb, ip_src, p->daddr, 16, 0) ||
+		    bpf_skb_store_bytes(skb, ip_src + 16, p->saddr, 16, 0))
 			return TC_ACT_SHOT;
 	}
 	if (bpf_skb_store_bytes(skb, l4, &p->dport, 2, 0) || bpf_skb_store_bytes(skb, l4 + 2, &p->sport, 2, 0))
@@ -252,7 +256,8 @@ static __always_inline int accel_refuse(struct __sk_buff *skb, const struct acce
 	    bpf_l4_csum_replace(skb, l4 + TCP_CSUM_OFF, old_ack, new_ack, 4) ||
 	    bpf_l4_csum_replace(skb, l4 + TCP_CSUM_OFF, old_flags, new_flags, 2))
 		return TC_ACT_SHOT;
-	if (bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF, &new_seq, 4, 0) || bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF + 4, &new_ack, 4, 0) ||
+	if (bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF, &new_seq, 4, 0) ||
+	    bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF + 4, &new_ack, 4, 0) ||
 	    bpf_skb_store_bytes(skb, l4 + TCP_FLAGS_OFF, &new_flags, 2, 0))
 		return TC_ACT_SHOT;
 	/* Unmarked, it passes this program untouched the second time. */

@@ -55,7 +55,8 @@ static void set_timeouts(int fd)
 
 static int resolve(const char *host, const char *port, int passive, struct addrinfo **out)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | (passive ? AI_PASSIVE : 0) };
 	int rc = getaddrinfo(host, port, &hints, out);
 

@@ -47,25 +47,32 @@ struct opts {
 	int family; /* 4, 6, or 46: AF_INET client to an AF_INET6 (dual-stack) listener */
 	enum reader reader;
 	enum reader back_reader; /* the client's reader of the reply */
-	int hold_read;  /* server: wait for a stdin line before reading */
-	uint64_t bytes; /* client -> server */
-	uint64_t back;  /* server -> client, after the client's half-close */
-	int duplex;     /* both directions at once */
+	int hold_read;		 /* server: wait for a stdin line before reading */
+	uint64_t bytes;		 /* client -> server */
+	uint64_t back;		 /* server -> client, after the client's half-close */
+	int duplex;		 /* both directions at once */
 	const char *sizes;
 	int stall_ms;
-	int hold;       /* wait for a stdin line once connected */
-	int pace_us;    /* sleep between writes */
-	int rst;        /* client aborts with RST after sending */
+	int hold;    /* wait for a stdin line once connected */
+	int pace_us; /* sleep between writes */
+	int rst;     /* client aborts with RST after sending */
 	uint64_t seed;
 	int concurrent;
 	int sequential;
-	int early;      /* many: client sends before the server accepts */
+	int early; /* many: client sends before the server accepts */
 	int timeout_s;
 };
 
 static struct opts o = {
-	.host = "127.0.0.1", .family = 4, .reader = R_BLOCKING, .back_reader = R_POLL, .bytes = 1 << 20, .sizes = "65536",
-	.stall_ms = 5000, .seed = 1, .timeout_s = 300,
+	.host = "127.0.0.1",
+	.family = 4,
+	.reader = R_BLOCKING,
+	.back_reader = R_POLL,
+	.bytes = 1 << 20,
+	.sizes = "65536",
+	.stall_ms = 5000,
+	.seed = 1,
+	.timeout_s = 300,
 };
 
 static char side_name[16] = "main";
@@ -400,12 +407,13 @@ static const char *recv_stream(int fd, uint64_t expect, uint64_t seed, uint64_t 
 				 * SO_RCVTIMEO ran out; earlier is a spurious wake-up
 				 * turned into an error (a tcp_bpf defect). */
 				if (now_ms() - started < o.stall_ms * 0.9)
-					snprintf(r.errbuf, ERRBUF_SIZE,
-						 "spurious EAGAIN: blocking recv failed after %.0f ms, before its %d ms timeout",
-						 now_ms() - started, o.stall_ms);
+					snprintf(
+						r.errbuf, ERRBUF_SIZE,
+						"spurious EAGAIN: blocking recv failed after %.0f ms, before its %d ms timeout",
+						now_ms() - started, o.stall_ms);
 				else
-					snprintf(r.errbuf, ERRBUF_SIZE, "reader stalled: no data and no EOF within %d ms",
-						 o.stall_ms);
+					snprintf(r.errbuf, ERRBUF_SIZE,
+						 "reader stalled: no data and no EOF within %d ms", o.stall_ms);
 				r.err = r.errbuf;
 				goto out;
 			}
@@ -838,8 +846,8 @@ static int cmd_pingpong(void)
 	shutdown(cfd, SHUT_WR);
 	waitpid(pid, &status, 0);
 	qsort(lat, count, sizeof(double), cmp_double);
-	emit("{\"side\":\"pingpong\",\"ok\":true,\"count\":%d,\"size\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f,\"ms\":%.1f}", count,
-	     size, lat[count / 2], lat[(int)(count * 0.99)], total);
+	emit("{\"side\":\"pingpong\",\"ok\":true,\"count\":%d,\"size\":%zu,\"p50_us\":%.2f,\"p99_us\":%.2f,\"ms\":%.1f}",
+	     count, size, lat[count / 2], lat[(int)(count * 0.99)], total);
 	return 0;
 }
 
@@ -873,7 +881,7 @@ struct flow {
 	int wfd, rfd;
 	uint64_t seed;
 	uint64_t accepted; /* atomic: read by the main thread */
-	uint64_t waits;    /* times the writer found the socket full */
+	uint64_t waits;	   /* times the writer found the socket full */
 	int werr;
 	uint64_t got;
 	int reset;
@@ -1106,8 +1114,7 @@ int main(int argc, char **argv)
 					o_writer = k, found = 1;
 			if (!found)
 				usage();
-		}
-		else if (!strcmp(a, "--reader") || !strcmp(a, "--back-reader")) {
+		} else if (!strcmp(a, "--reader") || !strcmp(a, "--back-reader")) {
 			int k, found = 0;
 
 			for (k = 0; k < (int)(sizeof(reader_names) / sizeof(*reader_names)); k++)

@@ -36,10 +36,10 @@
  * to; valid is 0 when the address no longer holds that socket. */
 struct accel_peer_view {
 	__u32 valid;
-	__u32 queued;	   /* sk_rmem_alloc: bytes charged to its receive side */
-	__u32 limit;	   /* what it may hold before the writer is held back */
-	__u32 rx_pending;  /* skbs in its receive queue or psock backlog */
-	__u32 pressure;	   /* the host's TCP memory is under pressure */
+	__u32 queued;	  /* sk_rmem_alloc: bytes charged to its receive side */
+	__u32 limit;	  /* what it may hold before the writer is held back */
+	__u32 rx_pending; /* skbs in its receive queue or psock backlog */
+	__u32 pressure;	  /* the host's TCP memory is under pressure */
 };
 
 static __always_inline struct tcp_sock *accel_tcp_sock(__u64 addr)

@@ -40,41 +40,40 @@ static __always_inline int accel_ip6_is_mapped(const __u32 *ip6)
  * of the same connection was stored under (local and remote swapped).
  * Returns 0, or -1 for a family the fast path does not handle.
  */
-#define ACCEL_KEY_FROM_CTX(ctx, key, reversed, cookie)                          \
-	({                                                                      \
-		int __ret = 0;                                                  \
-		__u32 __lip[4], __rip[4];                                       \
-		__u32 __family = (ctx)->family;                                 \
-		__u32 __lport = (ctx)->local_port;                              \
-		__u32 __rport = bpf_ntohl((ctx)->remote_port);                  \
-		if (__family == AF_INET) {                                      \
-			accel_ip4_to_mapped(__lip, (ctx)->local_ip4);           \
-			accel_ip4_to_mapped(__rip, (ctx)->remote_ip4);          \
-		} else if (__family == AF_INET6) {                              \
-			__lip[0] = (ctx)->local_ip6[0];                         \
-			__lip[1] = (ctx)->local_ip6[1];                         \
-			__lip[2] = (ctx)->local_ip6[2];                         \
-			__lip[3] = (ctx)->local_ip6[3];                         \
-			__rip[0] = (ctx)->remote_ip6[0];                        \
-			__rip[1] = (ctx)->remote_ip6[1];                        \
-			__rip[2] = (ctx)->remote_ip6[2];                        \
-			__rip[3] = (ctx)->remote_ip6[3];                        \
-			if (accel_ip6_is_mapped(__lip) &&                       \
-			    accel_ip6_is_mapped(__rip))                         \
-				__family = AF_INET;                             \
-		} else {                                                        \
-			__ret = -1;                                             \
-		}                                                               \
-		if (!__ret) {                                                   \
-			__builtin_memset((key), 0, sizeof(*(key)));             \
-			(key)->netns = (cookie);                                \
-			(key)->family = __family;                               \
-			(key)->local_port = (reversed) ? __rport : __lport;     \
-			(key)->remote_port = (reversed) ? __lport : __rport;    \
-			accel_copy_ip((key)->local_ip, (reversed) ? __rip : __lip); \
-			accel_copy_ip((key)->remote_ip, (reversed) ? __lip : __rip); \
-		}                                                               \
-		__ret;                                                          \
+#define ACCEL_KEY_FROM_CTX(ctx, key, reversed, cookie)                                \
+	({                                                                            \
+		int __ret = 0;                                                        \
+		__u32 __lip[4], __rip[4];                                             \
+		__u32 __family = (ctx)->family;                                       \
+		__u32 __lport = (ctx)->local_port;                                    \
+		__u32 __rport = bpf_ntohl((ctx)->remote_port);                        \
+		if (__family == AF_INET) {                                            \
+			accel_ip4_to_mapped(__lip, (ctx)->local_ip4);                 \
+			accel_ip4_to_mapped(__rip, (ctx)->remote_ip4);                \
+		} else if (__family == AF_INET6) {                                    \
+			__lip[0] = (ctx)->local_ip6[0];                               \
+			__lip[1] = (ctx)->local_ip6[1];                               \
+			__lip[2] = (ctx)->local_ip6[2];                               \
+			__lip[3] = (ctx)->local_ip6[3];                               \
+			__rip[0] = (ctx)->remote_ip6[0];                              \
+			__rip[1] = (ctx)->remote_ip6[1];                              \
+			__rip[2] = (ctx)->remote_ip6[2];                              \
+			__rip[3] = (ctx)->remote_ip6[3];                              \
+			if (accel_ip6_is_mapped(__lip) && accel_ip6_is_mapped(__rip)) \
+				__family = AF_INET;                                   \
+		} else {                                                              \
+			__ret = -1;                                                   \
+		}                                                                     \
+		if (!__ret) {                                                         \
+			__builtin_memset((key), 0, sizeof(*(key)));                   \
+			(key)->netns = (cookie);                                      \
+			(key)->family = __family;                                     \
+			(key)->local_port = (reversed) ? __rport : __lport;           \
+			(key)->remote_port = (reversed) ? __lport : __rport;          \
+			accel_copy_ip((key)->local_ip, (reversed) ? __rip : __lip);   \
+			accel_copy_ip((key)->remote_ip, (reversed) ? __lip : __rip);  \
+		}                                                                     \
+		__ret;                                                                \
 	})
 
 static __always_inline void accel_copy_ip(__u32 *dst, const __u32 *src)
@@ -88,8 +87,8 @@ static __always_inline void accel_copy_ip(__u32 *dst, const __u32 *src)
 /* The key a listening socket of `family` on ip:port is recorded under.
  * 0.0.0.0 (as ::ffff:0.0.0.0) and :: are both "any address", stored as
  * zero; the family tells them apart. */
-static __always_inline void accel_fill_listen_key(struct accel_listen_key *lk, __u64 netns, __u32 port,
-						  const __u32 *ip, __u32 family)
+static __always_inline void accel_fill_listen_key(struct accel_listen_key *lk, __u64 netns, __u32 port, const __u32 *ip,
+						  __u32 family)
 {
 	__builtin_memset(lk, 0, sizeof(*lk));
 	lk->netns = netns;

@@ -18,7 +18,12 @@ const FastPathInput = z
   .object({
     bypassPorts: z.array(port).default([]),
     queueLimit: z.number().int().min(0).max(0x7fffffff).default(DEFAULT_QUEUE_LIMIT),
-    maxSockets: z.number().int().min(1).max(1 << 24).default(DEFAULT_MAX_SOCKETS),
+    maxSockets: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 24)
+      .default(DEFAULT_MAX_SOCKETS),
     streamVerdict: z.enum(['auto', 'always']).default('auto'),
     selftest: z.boolean().default(true),
   })

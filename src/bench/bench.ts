@@ -72,7 +72,10 @@ export async function ensureTools(progress: (l: string) => void): Promise<Record
   if (missing.length) {
     progress(`installing ${missing.join(', ')} (apt-get)`);
     await run('apt-get', ['update', '-qq'], { timeoutMs: 300_000 });
-    await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { timeoutMs: 600_000, env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } as Record<string, string> });
+    await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
+      timeoutMs: 600_000,
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } as Record<string, string>,
+    });
   }
   if (!fs.existsSync(CONNRATE)) throw new AccelError(ErrorCodes.EXEC, `${CONNRATE} is missing: run npm run build`);
   const versions: Record<string, string> = {};

@@ -22,7 +22,13 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: 'haproxy', label: 'HAProxy (tcp mode)', proxy: 'haproxy', fastPath: false, description: 'client to HAProxy in TCP mode to server, nothing attached' },
   { id: 'proxy-fastpath', label: 'accel proxy + fast path', proxy: 'relay', fastPath: true, description: 'as "proxy", both local hops on sockops + sk_msg' },
   { id: 'splice', label: 'accel proxy + splice', proxy: 'splice', fastPath: false, description: 'intercepted to accel proxy --splice: SK_SKB forwards the bytes' },
-  { id: 'splice-fastpath', label: 'accel proxy + splice + fast path', proxy: 'splice', fastPath: true, description: 'as "splice" with the fast path attached; the proxy chooses per connection' },
+  {
+    id: 'splice-fastpath',
+    label: 'accel proxy + splice + fast path',
+    proxy: 'splice',
+    fastPath: true,
+    description: 'as "splice" with the fast path attached; the proxy chooses per connection',
+  },
   { id: 'fastpath', label: 'app to app + fast path', proxy: 'none', fastPath: true, description: 'as "direct", with accel attach (sockops + sk_msg)' },
 ];
 

@@ -95,10 +95,11 @@ export class Site {
     this.cg = createChildCgroup(cgroup2Root(), `accel-bench-${s.id}`);
     // The proxy first: attach --intercept checks that it listens.
     if (this.intercepting) {
-      this.proxy = await this.start(process.execPath, [
-        CLI, '--log-level', 'warn', 'proxy', '--port', String(BENCH_PORTS.proxy), '--no-ipv6', '--grace-ms', '200',
-        s.proxy === 'splice' ? '--splice' : '--no-splice',
-      ], (l) => l.includes('"event":"listening"'));
+      this.proxy = await this.start(
+        process.execPath,
+        [CLI, '--log-level', 'warn', 'proxy', '--port', String(BENCH_PORTS.proxy), '--no-ipv6', '--grace-ms', '200', s.proxy === 'splice' ? '--splice' : '--no-splice'],
+        (l) => l.includes('"event":"listening"'),
+      );
     }
     if (s.fastPath || this.intercepting) await this.attach();
     // Servers after attach: sockops learns of listeners when they listen.
@@ -153,17 +154,8 @@ export class Site {
 
   private writeHaproxyConfig(): string {
     const file = path.join(this.settings.workDir, `haproxy-${this.scenario.id}.cfg`);
-    const sections = SERVER_PORTS.map(
-      (p) => `listen bench${p}\n  bind ${LOOPBACK}:${p + BENCH_PORTS.haproxyOffset}\n  server s${p} ${LOOPBACK}:${p}\n`,
-    );
-    fs.writeFileSync(
-      file,
-      [
-        'global\n  maxconn 4096\n',
-        'defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n',
-        ...sections,
-      ].join('\n'),
-    );
+    const sections = SERVER_PORTS.map((p) => `listen bench${p}\n  bind ${LOOPBACK}:${p + BENCH_PORTS.haproxyOffset}\n  server s${p} ${LOOPBACK}:${p}\n`);
+    fs.writeFileSync(file, ['global\n  maxconn 4096\n', 'defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n', ...sections].join('\n'));
     return file;
   }
 

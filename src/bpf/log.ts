@@ -18,7 +18,10 @@ export function routeLibbpfLogs(target: LibbpfSink): void {
   if (registered) return;
   registered = koffi.register((level: number, fmt: string, ap: unknown) => {
     const n = libcFns.vsnprintf(buf, buf.length, fmt, ap) as number;
-    const text = buf.subarray(0, Math.max(0, Math.min(n, buf.length - 1))).toString('utf8').trimEnd();
+    const text = buf
+      .subarray(0, Math.max(0, Math.min(n, buf.length - 1)))
+      .toString('utf8')
+      .trimEnd();
     if (text) sink(LEVELS[level] ?? 'debug', text);
     return 0;
   }, koffi.pointer(PrintFn));

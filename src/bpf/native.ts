@@ -94,14 +94,10 @@ export const bpf = {
   // target_fd is an ifindex; opts may be NULL (no relative anchor: append).
   link_create: libbpf.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   link_detach: libbpf.func('int bpf_link_detach(int link_fd)'),
-  prog_load: libbpf.func(
-    'int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)',
-  ),
+  prog_load: libbpf.func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)'),
   iter_create: libbpf.func('int bpf_iter_create(int link_fd)'),
   prog_attach: libbpf.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
-  prog_query: libbpf.func(
-    'int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, void *prog_ids, _Inout_ uint32_t *prog_cnt)',
-  ),
+  prog_query: libbpf.func('int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, void *prog_ids, _Inout_ uint32_t *prog_cnt)'),
   obj_get: libbpf.func('int bpf_obj_get(const char *pathname)'),
   obj_pin: libbpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
   obj_get_info_by_fd: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)'),

@@ -114,7 +114,13 @@ export class BpfObject {
         closeFd(fd);
       }
       const size = sizes[name] ?? info.maxEntries;
-      const ours = { type: bpf.map_type(map) as number, keySize: bpf.map_key_size(map) as number, valueSize: bpf.map_value_size(map) as number, flags: bpf.map_flags(map) as number, maxEntries: size };
+      const ours = {
+        type: bpf.map_type(map) as number,
+        keySize: bpf.map_key_size(map) as number,
+        valueSize: bpf.map_value_size(map) as number,
+        flags: bpf.map_flags(map) as number,
+        maxEntries: size,
+      };
       const differ = (['type', 'keySize', 'valueSize', 'flags', 'maxEntries'] as const).filter((k) => ours[k] !== info[k]);
       if (differ.length) {
         throw new AccelError(

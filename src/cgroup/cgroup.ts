@@ -180,11 +180,7 @@ export function procsFile(cg: Cgroup): string {
 
 export function cgroupPids(cg: Cgroup): number[] {
   try {
-    return fs
-      .readFileSync(procsFile(cg), 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map(Number);
+    return fs.readFileSync(procsFile(cg), 'utf8').split('\n').filter(Boolean).map(Number);
   } catch {
     return [];
   }

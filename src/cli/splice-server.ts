@@ -31,12 +31,7 @@ export function spliceServerOptions(cmd: Command): Command {
 
 /** Open a splice object owned by `<kind>-<port>`, serve on it until
  * SIGTERM/SIGINT, then print the server's stats and the object's counters. */
-export async function runSpliceServer(
-  kind: string,
-  opts: SpliceServerCliOptions,
-  globals: () => GlobalOptions,
-  makeServer: (o: SpliceServerOptions) => Server,
-): Promise<void> {
+export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions, globals: () => GlobalOptions, makeServer: (o: SpliceServerOptions) => Server): Promise<void> {
   requirePrivileges();
   const g = globals();
   const attachment = SpliceAttachment.open({ bpffs: g.bpffs, bpfDir: g.bpfDir, owner: `${kind}-${opts.port}` });
@@ -44,10 +39,15 @@ export async function runSpliceServer(
     const server = makeServer({ port: opts.port, host: opts.host, splicer: new KernelSplicer(attachment.maps) });
     const endpoint = await server.start();
     log.info(`${kind} listening on ${endpoint} (pins in ${attachment.dir})`);
-    await serveUntilSignal({ endpoint, pins: attachment.dir }, () => server.stop(opts.graceMs), opts.graceMs, () => ({
-      ...server.stats,
-      ...Object.fromEntries(Object.entries(attachment.maps.counters()).map(([k, v]) => [k, Number(v)])),
-    }));
+    await serveUntilSignal(
+      { endpoint, pins: attachment.dir },
+      () => server.stop(opts.graceMs),
+      opts.graceMs,
+      () => ({
+        ...server.stats,
+        ...Object.fromEntries(Object.entries(attachment.maps.counters()).map(([k, v]) => [k, Number(v)])),
+      }),
+    );
   } finally {
     attachment.close();
   }

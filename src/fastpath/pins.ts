@@ -27,9 +27,7 @@ export interface FastPathObservedSettings {
 }
 
 export type FastPathObserved =
-  | { kind: 'absent' }
-  | { kind: 'partial'; reason: string }
-  | ({ kind: 'complete'; linkId: number; progIds: Record<string, number> } & FastPathObservedSettings);
+  { kind: 'absent' } | { kind: 'partial'; reason: string } | ({ kind: 'complete'; linkId: number; progIds: Record<string, number> } & FastPathObservedSettings);
 
 export function observeFastPath(dir: string, cgroupId: bigint): FastPathObserved {
   if (!fs.existsSync(dir)) return { kind: 'absent' };

@@ -64,9 +64,7 @@ const keyText = (k: SockKey) =>
 /** Connections whose two sockets are both in the map, each once. */
 export function engagedConnections(keys: SockKey[]): string[] {
   const id = (k: SockKey, reversed: boolean) =>
-    reversed
-      ? `${k.netns}|${k.remoteAddress}|${k.remotePort}|${k.localAddress}|${k.localPort}`
-      : `${k.netns}|${k.localAddress}|${k.localPort}|${k.remoteAddress}|${k.remotePort}`;
+    reversed ? `${k.netns}|${k.remoteAddress}|${k.remotePort}|${k.localAddress}|${k.localPort}` : `${k.netns}|${k.localAddress}|${k.localPort}|${k.remoteAddress}|${k.remotePort}`;
   const present = new Set(keys.map((k) => id(k, false)));
   return keys.filter((k) => present.has(id(k, true)) && id(k, false) < id(k, true)).map((k) => keyText(k).replace(' -> ', ' <-> '));
 }

@@ -47,9 +47,7 @@ export async function verify(targets: VerifyTarget[], options: { probe: boolean;
     // One read of the maps, after the probe if there was one.
     const { keys, counters } = withMaps(s.pinDir, (m) => ({ keys: m.sockets(), counters: m.counters() }));
     const bytesRedirected = counters.bytes_redirected;
-    const probe: VerifyReport['probe'] = run
-      ? { ok: run.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: bytesRedirected - before, error: run.error }
-      : null;
+    const probe: VerifyReport['probe'] = run ? { ok: run.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: bytesRedirected - before, error: run.error } : null;
     const engaged = engagedConnections(keys);
     reports.push({
       cgroupPath: s.cgroupPath,

@@ -79,4 +79,3 @@ export class FastPathMaps {
     for (const port of wanted) update(this.fds.bypass, u32(port), u32(1));
   }
 }
-

@@ -58,9 +58,7 @@ async function rules(family: IpFamily): Promise<RuleJson[]> {
 }
 
 export async function hasMarkRule(r: MarkRule): Promise<boolean> {
-  return (await rules(r.family)).some(
-    (x) => x.priority === r.priority && x.fwmark !== undefined && Number(x.fwmark) === r.mark >>> 0 && x.table === String(r.table) && !x.fwmask,
-  );
+  return (await rules(r.family)).some((x) => x.priority === r.priority && x.fwmark !== undefined && Number(x.fwmark) === r.mark >>> 0 && x.table === String(r.table) && !x.fwmask);
 }
 
 /** Another rule at our priority, which we would not want to shadow. */
@@ -158,10 +156,7 @@ export async function filters(dev: string, direction: TcDirection): Promise<Filt
 }
 
 export async function addBpfFilter(f: BpfFilter, pinnedProgram: string): Promise<void> {
-  await run('tc', [
-    'filter', 'add', 'dev', f.dev, f.direction, 'pref', String(f.priority), 'handle', '1',
-    'bpf', 'direct-action', 'object-pinned', pinnedProgram,
-  ]);
+  await run('tc', ['filter', 'add', 'dev', f.dev, f.direction, 'pref', String(f.priority), 'handle', '1', 'bpf', 'direct-action', 'object-pinned', pinnedProgram]);
 }
 
 export async function deleteBpfFilter(f: BpfFilter): Promise<void> {

@@ -96,13 +96,7 @@ export async function startHeldProbe(args: string[], where: Placement = {}): Pro
 
 /** A sockprobe server and client as two processes, each placed on its own
  * (for example only one of them inside a cgroup). */
-export async function runSplit(options: {
-  server: string[];
-  client: string[];
-  serverWhere?: Placement;
-  clientWhere?: Placement;
-  host?: string;
-}): Promise<ProbeResult> {
+export async function runSplit(options: { server: string[]; client: string[]; serverWhere?: Placement; clientWhere?: Placement; host?: string }): Promise<ProbeResult> {
   const server = spawn(SOCKPROBE, ['server', '--port', '0', ...options.server], options.serverWhere ?? {});
   const line = await server.waitForLine((l) => l.includes('"event":"listening"'));
   if (!line) return finish(server);

@@ -18,13 +18,7 @@ export type Framed =
   | { kind: 'error'; reason: string; inHead: boolean };
 
 type State =
-  | { at: 'head' }
-  | { at: 'body'; left: number }
-  | { at: 'chunk-size' }
-  | { at: 'chunk-data'; left: number }
-  | { at: 'chunk-end' }
-  | { at: 'trailers' }
-  | { at: 'failed' };
+  { at: 'head' } | { at: 'body'; left: number } | { at: 'chunk-size' } | { at: 'chunk-data'; left: number } | { at: 'chunk-end' } | { at: 'trailers' } | { at: 'failed' };
 
 const CRLF = Buffer.from('\r\n');
 /** Longest chunk-size line (with extensions) or trailer line we wait for. */

@@ -88,7 +88,10 @@ function bodyFraming(fields: Map<string, string[]>): { ok: true; framing: BodyFr
   // Both at once is the classic request-smuggling shape: refuse it.
   if (te && cl) return { ok: false, reason: 'Transfer-Encoding and Content-Length together' };
   if (te) {
-    const codings = te.join(',').split(',').map((c) => c.trim().toLowerCase());
+    const codings = te
+      .join(',')
+      .split(',')
+      .map((c) => c.trim().toLowerCase());
     if (codings.at(-1) !== 'chunked' || codings.indexOf('chunked') !== codings.length - 1) return { ok: false, reason: 'Transfer-Encoding not ending in one chunked' };
     return { ok: true, framing: { kind: 'chunked' } };
   }

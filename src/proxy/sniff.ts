@@ -10,11 +10,7 @@ import { SNIFF_LIMIT, sniffClientHello } from './tls-hello.js';
 
 export { SNIFF_LIMIT };
 
-export type Sniffed =
-  | { kind: 'incomplete' }
-  | { kind: 'tls'; sni: string | undefined }
-  | { kind: 'http'; host: string | undefined }
-  | { kind: 'other' };
+export type Sniffed = { kind: 'incomplete' } | { kind: 'tls'; sni: string | undefined } | { kind: 'http'; host: string | undefined } | { kind: 'other' };
 
 const HTTP_METHOD = /^[A-Z]{3,10} /;
 

@@ -34,7 +34,10 @@ describe('journal', () => {
   it('refuses a second operation while the first one lives (E_BUSY)', () => {
     // The parent of this test process is alive for as long as the test.
     fs.writeFileSync(journalPath(2n), JSON.stringify({ version: 1, pid: process.ppid, operation: 'detach', startedAt: '', steps: [], current: -1 }));
-    assert.throws(() => JournalHandle.open(2n, 'attach'), (e: Error & { code?: string }) => e.code === 'E_BUSY' && e.message.includes(`pid ${process.ppid}`));
+    assert.throws(
+      () => JournalHandle.open(2n, 'attach'),
+      (e: Error & { code?: string }) => e.code === 'E_BUSY' && e.message.includes(`pid ${process.ppid}`),
+    );
     assert.equal(interruptedJournal(2n), null, 'a live operation is not an interrupted one');
     fs.rmSync(journalPath(2n));
   });

@@ -72,14 +72,22 @@ describe('plan: attach', () => {
     assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners']);
     for (const change of [{ rules: ['10.0.0.0/8:81'] }, { proxyPort: 15009 }, { proxyMark: 7 }]) {
       const other = spec({}, { ...ic, ...change });
-      assert.deepEqual(kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners', 'configure-intercept'], JSON.stringify(change));
+      assert.deepEqual(
+        kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps),
+        ['adopt-listeners', 'configure-intercept'],
+        JSON.stringify(change),
+      );
     }
   });
   it('new interfaces, marks, table, priority or address families replace the interception, removal first', () => {
     const s = spec({}, ic);
     for (const change of [{ ifaces: ['eth1'] }, { interceptMark: 5 }, { table: 9 }, { priority: 9 }, { rules: ['[fd00::/64]:80'] }]) {
       const other = spec({}, { ...ic, ...change });
-      assert.deepEqual(kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners', 'install-intercept'], JSON.stringify(change));
+      assert.deepEqual(
+        kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps),
+        ['remove-intercept', 'adopt-listeners', 'install-intercept'],
+        JSON.stringify(change),
+      );
     }
     assert.deepEqual(kinds(plan(spec(), observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners']);
   });
@@ -132,9 +140,14 @@ describe('plan: properties', () => {
         const s = spec({ bypassPorts: raw.bypassPorts, queueLimit: raw.queueLimit }, raw.intercept ? ic : null);
         const k = kinds(plan(s, observed(fp, interceptObserved(icKind)), opts).steps);
         // The state the steps leave, as observe would read it.
-        const fastPathAfter = k.includes('install-fastpath') || k.includes('configure-fastpath') ? complete({ bypassPorts: s.fastPath.bypassPorts, queueLimit: s.fastPath.queueLimit }) : fp;
+        const fastPathAfter =
+          k.includes('install-fastpath') || k.includes('configure-fastpath') ? complete({ bypassPorts: s.fastPath.bypassPorts, queueLimit: s.fastPath.queueLimit }) : fp;
         const interceptAfter: InterceptObserved =
-          k.includes('install-intercept') || k.includes('configure-intercept') ? { kind: 'complete', record: record(s) } : k.includes('remove-intercept') ? { kind: 'absent' } : interceptObserved(icKind);
+          k.includes('install-intercept') || k.includes('configure-intercept')
+            ? { kind: 'complete', record: record(s) }
+            : k.includes('remove-intercept')
+              ? { kind: 'absent' }
+              : interceptObserved(icKind);
         const after = observed(fastPathAfter, interceptAfter);
         // The state reached is the spec, judged apart from the planner.
         assert.equal(fastPathAfter.kind, 'complete');
@@ -159,7 +172,11 @@ describe('plan: properties', () => {
         const icObs: InterceptObserved = hadIntercept ? { kind: 'complete', record: record(spec({}, { ...ic, proxyPort: 15009 })) } : { kind: 'absent' };
         const k = kinds(plan(s, observed(fp, icObs), opts).steps);
         const lastRemoval = Math.max(k.lastIndexOf('remove-intercept'), k.lastIndexOf('clear-fastpath'), k.lastIndexOf('remove-fastpath'));
-        const firstInstall = Math.min(...['install-fastpath', 'install-intercept', 'configure-fastpath', 'configure-intercept'].map((x) => (k.includes(x as Step['kind']) ? k.indexOf(x as Step['kind']) : Infinity)));
+        const firstInstall = Math.min(
+          ...['install-fastpath', 'install-intercept', 'configure-fastpath', 'configure-intercept'].map((x) =>
+            k.includes(x as Step['kind']) ? k.indexOf(x as Step['kind']) : Infinity,
+          ),
+        );
         return lastRemoval < firstInstall;
       }),
     );
@@ -174,8 +191,17 @@ describe('spec', () => {
     assert.equal(s.intercept?.rules[0]?.text, '10.0.0.0/8:80');
   });
   it('bad input is one E_USAGE naming the field', () => {
-    assert.throws(() => spec({ bypassPorts: [70000] }), (e: Error & { code?: string }) => e.code === 'E_USAGE' && /fastPath\.bypassPorts\.0/.test(e.message));
-    assert.throws(() => spec({ queueLimits: 1 }), (e: Error & { code?: string }) => e.code === 'E_USAGE');
-    assert.throws(() => spec({}, { ...ic, rules: ['10.0.0.300/8:80'] }), (e: Error & { code?: string }) => e.code === 'E_USAGE' && /invalid intercept rule/.test(e.message));
+    assert.throws(
+      () => spec({ bypassPorts: [70000] }),
+      (e: Error & { code?: string }) => e.code === 'E_USAGE' && /fastPath\.bypassPorts\.0/.test(e.message),
+    );
+    assert.throws(
+      () => spec({ queueLimits: 1 }),
+      (e: Error & { code?: string }) => e.code === 'E_USAGE',
+    );
+    assert.throws(
+      () => spec({}, { ...ic, rules: ['10.0.0.300/8:80'] }),
+      (e: Error & { code?: string }) => e.code === 'E_USAGE' && /invalid intercept rule/.test(e.message),
+    );
   });
 });

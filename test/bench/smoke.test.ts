@@ -31,7 +31,10 @@ describe('accel bench', () => {
     const report = JSON.parse(r.stdout) as BenchReport & { files: { json: string; chart: string } };
 
     assert.deepEqual(report.missing, []);
-    assert.deepEqual(report.settings.scenarios, SCENARIOS.map((s) => s.id));
+    assert.deepEqual(
+      report.settings.scenarios,
+      SCENARIOS.map((s) => s.id),
+    );
     assert.equal(report.samples.filter((s) => s.error).length, 0, JSON.stringify(report.samples.filter((s) => s.error)));
     for (const s of SCENARIOS) {
       const row = report.summary[s.id] ?? {};

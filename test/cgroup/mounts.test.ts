@@ -14,7 +14,11 @@ describe('cgroup2 mount discovery', () => {
   });
 
   it("systemd's hybrid layout: cgroup2 at /sys/fs/cgroup/unified beside v1 controllers", () => {
-    const text = [line(26, '/', '/sys/fs/cgroup', 'tmpfs', 'tmpfs'), line(27, '/', '/sys/fs/cgroup/unified', 'cgroup2'), line(28, '/', '/sys/fs/cgroup/cpu,cpuacct', 'cgroup')].join('\n');
+    const text = [
+      line(26, '/', '/sys/fs/cgroup', 'tmpfs', 'tmpfs'),
+      line(27, '/', '/sys/fs/cgroup/unified', 'cgroup2'),
+      line(28, '/', '/sys/fs/cgroup/cpu,cpuacct', 'cgroup'),
+    ].join('\n');
     assert.deepEqual(chooseCgroup2Mount(parseMounts(text)), { root: '/', mountPoint: '/sys/fs/cgroup/unified', fstype: 'cgroup2' });
   });
 

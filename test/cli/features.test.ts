@@ -33,7 +33,13 @@ describe('privileges', () => {
     const BPF = 1n << 39n;
     assert.doesNotThrow(() => requirePrivileges(NET_ADMIN | BPF));
     assert.doesNotThrow(() => requirePrivileges(NET_ADMIN | SYS_ADMIN));
-    assert.throws(() => requirePrivileges(BPF), (e: unknown) => isAccelError(e, 'E_PERMISSION') && /CAP_NET_ADMIN/.test(e.message));
-    assert.throws(() => requirePrivileges(0n), (e: unknown) => isAccelError(e, 'E_PERMISSION') && /CAP_BPF and CAP_NET_ADMIN/.test(e.message));
+    assert.throws(
+      () => requirePrivileges(BPF),
+      (e: unknown) => isAccelError(e, 'E_PERMISSION') && /CAP_NET_ADMIN/.test(e.message),
+    );
+    assert.throws(
+      () => requirePrivileges(0n),
+      (e: unknown) => isAccelError(e, 'E_PERMISSION') && /CAP_BPF and CAP_NET_ADMIN/.test(e.message),
+    );
   });
 });

@@ -99,9 +99,19 @@ export async function interceptBench(
     },
     attach: (extra = []) =>
       bench.accel([
-        'attach', '--cgroup', cg.path, '--skip-selftest', '--iface', iface,
-        '--intercept', `10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`, '--intercept', `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`,
-        '--proxy-port', String(PROXY_PORT), ...extra,
+        'attach',
+        '--cgroup',
+        cg.path,
+        '--skip-selftest',
+        '--iface',
+        iface,
+        '--intercept',
+        `10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`,
+        '--intercept',
+        `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`,
+        '--proxy-port',
+        String(PROXY_PORT),
+        ...extra,
       ]),
     tproxyCounters: () => withTproxyMaps(attachmentPinDir(BPFFS, cg.id), (m) => m.counters()),
     fastCounters: () => withMaps(attachmentPinDir(BPFFS, cg.id), (m) => m.counters()),
@@ -143,7 +153,12 @@ export async function interceptBench(
 }
 
 /** Run the Node.js echo client in the application's place. */
-export async function nodeClient(b: InterceptBench, host: string, port: number, size: number): Promise<{ ok: boolean; sent?: number; received?: number; error?: string; ms: number }> {
+export async function nodeClient(
+  b: InterceptBench,
+  host: string,
+  port: number,
+  size: number,
+): Promise<{ ok: boolean; sent?: number; received?: number; error?: string; ms: number }> {
   const r = await run(process.execPath, [path.join(FIXTURES, 'node-client.mjs'), host, String(port), String(size)], { ...b.appWhere, allowFailure: true, timeoutMs: 90_000 });
   const line = r.stdout.trim().split('\n').pop() ?? '';
   return line.startsWith('{') ? JSON.parse(line) : { ok: false, error: r.stderr || `exit ${r.exitCode}`, ms: 0 };

@@ -97,11 +97,17 @@ describe('backpressure on the fast path', () => {
   it('follows --queue-limit, and a re-attach changes it in place', async (t) => {
     const cg = testCgroup(t);
     await attachOk(t, cg, ['--queue-limit', String(16 * MB)]);
-    assert.equal(maps(cg, (m) => m.config().queueLimit), 16 * MB);
+    assert.equal(
+      maps(cg, (m) => m.config().queueLimit),
+      16 * MB,
+    );
     const args = ['--writer', 'epoll', '--bytes', String(64 * MB)];
     const wide = await slowReader(args, cg.procs);
     await attachOk(t, cg, ['--queue-limit', String(MB)]);
-    assert.equal(maps(cg, (m) => m.config().queueLimit), MB);
+    assert.equal(
+      maps(cg, (m) => m.config().queueLimit),
+      MB,
+    );
     const narrow = await slowReader(args, cg.procs);
     t.diagnostic(`accepted with a 16 MiB limit ${wide.acceptedMax}, with 1 MiB ${narrow.acceptedMax}`);
     assert.ok(wide.acceptedMax! >= 16 * MB, `${wide.acceptedMax} bytes under a 16 MiB limit`);
@@ -179,8 +185,13 @@ describe('backpressure on the splice path', () => {
       const args = ['--writer', writer, '--bytes', String(128 * MB)];
       const plain = await through(base, args);
       const spliced = await through(base + 1, args);
-      t.diagnostic(`${writer}: a user-space echo took ${plain.acceptedMax} bytes from a client that did not read, accel echo ${spliced.acceptedMax} (TCP memory +${spliced.tcpMemPagesDelta} pages)`);
-      assert.ok(spliced.acceptedMax! <= allowance(plain), `accel echo took ${spliced.acceptedMax} bytes; counters ${JSON.stringify(holds(echo.pid), (_k, v) => (typeof v === 'bigint' ? String(v) : v))}`);
+      t.diagnostic(
+        `${writer}: a user-space echo took ${plain.acceptedMax} bytes from a client that did not read, accel echo ${spliced.acceptedMax} (TCP memory +${spliced.tcpMemPagesDelta} pages)`,
+      );
+      assert.ok(
+        spliced.acceptedMax! <= allowance(plain),
+        `accel echo took ${spliced.acceptedMax} bytes; counters ${JSON.stringify(holds(echo.pid), (_k, v) => (typeof v === 'bigint' ? String(v) : v))}`,
+      );
       assert.equal(spliced.received, 128 * MB);
     }
     const c = holds(echo.pid);
@@ -226,7 +237,10 @@ describe('backpressure on the splice path', () => {
     t.diagnostic(`through the ${splice ? 'splicing' : 'relaying'} proxy to a user-space echo: ${side.acceptedMax} bytes taken from a client that did not read`);
     assert.ok(side.acceptedMax! <= 3 * (tcpBufferMax('rmem') + tcpBufferMax('wmem')), `${side.acceptedMax} bytes`);
     assert.equal(side.received, 128 * MB);
-    assert.ok(b.proxyEvents().every((e) => (e.mode === 'splice') === splice), JSON.stringify(b.proxyEvents().map((e) => e.mode)));
+    assert.ok(
+      b.proxyEvents().every((e) => (e.mode === 'splice') === splice),
+      JSON.stringify(b.proxyEvents().map((e) => e.mode)),
+    );
     return b;
   }
 

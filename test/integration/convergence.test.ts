@@ -11,7 +11,7 @@ import { describe, it } from 'node:test';
 import { type Failpoint, FAILPOINTS } from '../../src/failpoint.js';
 import { attachmentPinDir, interceptRecordPath, journalPath } from '../../src/paths.js';
 import { run } from '../../src/proc/run.js';
-import { BPFFS, BPF_DIR, CLI, waitFor } from '../helpers/env.js';
+import { BPFFS, BPF_DIR, CLI } from '../helpers/env.js';
 import { HTTP_PORT, type InterceptBench, PROXY_PORT, interceptBench } from '../helpers/intercept.js';
 
 /** A; B: new settings that replace the interception; C: new rules only, configured in place. */
@@ -81,7 +81,8 @@ function cli(b: InterceptBench, args: string[], env: Record<string, string> = {}
 
 async function foreignPresent(b: InterceptBench): Promise<{ filter: boolean; loFilter: boolean; rule: boolean }> {
   const f = (dev: string, dir: string) => run('tc', ['-j', 'filter', 'show', 'dev', dev, dir], { netns: b.app });
-  const has = (out: string) => (JSON.parse(out || '[]') as { pref?: number; options?: { prog?: { name?: string } } }[]).some((x) => x.pref === FOREIGN_PREF && x.options?.prog?.name === 'foreign_tool');
+  const has = (out: string) =>
+    (JSON.parse(out || '[]') as { pref?: number; options?: { prog?: { name?: string } } }[]).some((x) => x.pref === FOREIGN_PREF && x.options?.prog?.name === 'foreign_tool');
   const rules = await run('ip', ['rule', 'show'], { netns: b.app });
   return { filter: has((await f(b.iface, 'egress')).stdout), loFilter: has((await f('lo', 'ingress')).stdout), rule: rules.stdout.includes(`${FOREIGN_RULE_PRIO}:`) };
 }
@@ -160,7 +161,10 @@ describe('convergence after a crash at any step', () => {
   it('every failpoint of attach, re-attach and detach is walked; each converges and leaves nothing behind', async (t) => {
     const b = await interceptBench(t, { attach: false });
     const foreign = path.join(BPF_DIR, 'test', 'foreign.bpf.o');
-    for (const [dev, dir] of [[b.iface, 'egress'], ['lo', 'ingress']] as const) {
+    for (const [dev, dir] of [
+      [b.iface, 'egress'],
+      ['lo', 'ingress'],
+    ] as const) {
       await run('tc', ['qdisc', 'add', 'dev', dev, 'clsact'], { netns: b.app, allowFailure: true });
       await run('tc', ['filter', 'add', 'dev', dev, dir, 'pref', String(FOREIGN_PREF), 'bpf', 'da', 'obj', foreign, 'sec', 'tc'], { netns: b.app });
     }

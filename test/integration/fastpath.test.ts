@@ -28,7 +28,10 @@ describe('local fast path', () => {
     held.release();
     const r = await held.result;
     assert.ok(r.ok, r.error ?? '');
-    assert.deepEqual(r.sides.map((s) => [s.side, s.received]).sort(), [['client', 64 * MB], ['server', 64 * MB]]);
+    assert.deepEqual(r.sides.map((s) => [s.side, s.received]).sort(), [
+      ['client', 64 * MB],
+      ['server', 64 * MB],
+    ]);
     const c = maps(cg, (m) => m.counters());
     // Every byte redirected, or held back while a reader fell behind; a
     // little of the held bytes goes uncounted (a send TCP took only in part
@@ -85,12 +88,19 @@ describe('local fast path', () => {
     const r = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--json']);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as { listenersAdopted: number }).listenersAdopted, 1);
-    assert.equal(maps(cg, (m) => m.listenerCount()), 1);
+    assert.equal(
+      maps(cg, (m) => m.listenerCount()),
+      1,
+    );
     // Attaching again finds nothing new to record.
     const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest', '--json']);
     assert.equal((JSON.parse(again.stdout) as { listenersAdopted: number }).listenersAdopted, 0);
     for (const host of ['127.0.0.1', '::1']) {
-      const c = await run(process.execPath, [path.join(FIXTURES, 'node-client.mjs'), host, '18092', String(4 * MB)], { cgroupProcs: cg.procs, allowFailure: true, timeoutMs: 30_000 });
+      const c = await run(process.execPath, [path.join(FIXTURES, 'node-client.mjs'), host, '18092', String(4 * MB)], {
+        cgroupProcs: cg.procs,
+        allowFailure: true,
+        timeoutMs: 30_000,
+      });
       assert.match(c.stdout, /"ok":true/, `${host}: ${c.stdout}`);
     }
     const c = maps(cg, (m) => m.counters());
@@ -170,7 +180,11 @@ describe('local fast path', () => {
     const cg = testCgroup(t);
     await attachOk(t, cg);
     const held = await startHeldProbe(['many', '--concurrent', '1000'], { cgroupProcs: cg.procs });
-    assert.equal(maps(cg, (m) => m.socketCount()), 2000, 'all 2,000 sockets are in the map at once');
+    assert.equal(
+      maps(cg, (m) => m.socketCount()),
+      2000,
+      'all 2,000 sockets are in the map at once',
+    );
     held.release();
     assert.ok((await held.result).ok);
     const seq = await runProbe(['many', '--sequential', '10000'], { cgroupProcs: cg.procs }, 300_000);
@@ -199,7 +213,11 @@ describe('local fast path', () => {
     t.after(() => stopProcess(client));
     assert.ok(await client.waitForLine((l) => l.includes('echoed')), 'the client reached the outside listener');
     const c = maps(cg, (m) => m.counters());
-    assert.equal(maps(cg, (m) => m.socketCount()), 0, 'no socket of that connection in the map');
+    assert.equal(
+      maps(cg, (m) => m.socketCount()),
+      0,
+      'no socket of that connection in the map',
+    );
     assert.equal(c.sockets_inserted, 0n);
     assert.equal(c.sockets_skipped_peer, 1n);
   });

@@ -97,9 +97,7 @@ async function bench(t: TestContext): Promise<Bench> {
         options?: { prog?: { id: number; name: string } };
       }[];
       // tc lists each priority's head (no options) and then its filters.
-      return list
-        .filter((f) => f.options)
-        .map((f) => ({ pref: f.pref, kind: f.kind, ...(f.options?.prog ? { prog: { id: f.options.prog.id, name: f.options.prog.name } } : {}) }));
+      return list.filter((f) => f.options).map((f) => ({ pref: f.pref, kind: f.kind, ...(f.options?.prog ? { prog: { id: f.options.prog.id, name: f.options.prog.name } } : {}) }));
     },
     async hasClsact(dev) {
       return (JSON.parse(await b.inNs('tc', ['-j', 'qdisc', 'show', 'dev', dev])) as { kind: string }[]).some((q) => q.kind === 'clsact');
@@ -188,7 +186,11 @@ describe('tc hooks: tcx links, tc filters as the fallback', () => {
     // Detached from this process, outside the namespace: a tcx link needs none.
     await detachHook(lo);
     assert.deepEqual(await b.ok('programs', { dev: 'lo', direction: 'ingress' }), []);
-    assert.deepEqual(fs.readdirSync(b.dir).filter((n) => n.startsWith('link_')), [], 'no link pin left');
+    assert.deepEqual(
+      fs.readdirSync(b.dir).filter((n) => n.startsWith('link_')),
+      [],
+      'no link pin left',
+    );
   });
 
   it('tc (ACCEL_TC_MODE=tc): adds a filter at its priority (and clsact if missing), detaches it, removes only its own clsact, and leaves a foreign tc filter alone', async (t) => {

@@ -27,7 +27,10 @@ describe('transparent interception', () => {
     const b = await interceptBench(t);
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-curl-'));
     t.after(() => fs.rmSync(tmp, { recursive: true, force: true }));
-    for (const [host, url] of [[SERVER4, `http://${SERVER4}:${HTTP_PORT}`], [SERVER6, `http://[${SERVER6}]:${HTTP_PORT}`]] as const) {
+    for (const [host, url] of [
+      [SERVER4, `http://${SERVER4}:${HTTP_PORT}`],
+      [SERVER6, `http://[${SERVER6}]:${HTTP_PORT}`],
+    ] as const) {
       // GET: 1 byte and 64 KB down; POST: 64 KB up.
       for (const n of [1, 64 * 1024]) {
         const out = path.join(tmp, `get-${n}`);
@@ -77,7 +80,10 @@ describe('transparent interception', () => {
       host: SERVER4,
     }).catch((e: unknown) => ({ ok: false, error: String(e), sides: [] }));
     assert.ok(r.ok, r.error ?? '');
-    assert.ok(b.proxyEvents().some((e) => e.destination === `${SERVER4}:${PROBE_PORT}`), 'through the proxy');
+    assert.ok(
+      b.proxyEvents().some((e) => e.destination === `${SERVER4}:${PROBE_PORT}`),
+      'through the proxy',
+    );
   });
 
   it('leaves destinations no rule matches alone (the proxy sees nothing) and refuses denied ones', async (t) => {
@@ -133,8 +139,18 @@ describe('transparent interception', () => {
     const b = await interceptBench(t, { attach: false });
     const LOCAL_PORT = 7411;
     const a = await b.accel([
-      'attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', 'lo',
-      '--intercept', `127.0.0.1/32:${LOCAL_PORT}`, '--intercept', `[::1/128]:${LOCAL_PORT}`, '--proxy-port', String(PROXY_PORT),
+      'attach',
+      '--cgroup',
+      b.cg.path,
+      '--skip-selftest',
+      '--iface',
+      'lo',
+      '--intercept',
+      `127.0.0.1/32:${LOCAL_PORT}`,
+      '--intercept',
+      `[::1/128]:${LOCAL_PORT}`,
+      '--proxy-port',
+      String(PROXY_PORT),
     ]);
     assert.equal(a.exitCode, 0, a.stderr);
     // A local server in the cgroup, started after attach so its listener is known.
@@ -159,55 +175,55 @@ describe('transparent interception', () => {
   });
 
   for (const mode of ['tcx', 'tc'] as const) {
-  it(`detach removes rules, routes, hooks (${mode}), pins and the record, leaves the host state it found, and traffic flows directly again`, async (t) => {
-    const saved = process.env.ACCEL_TC_MODE;
-    process.env.ACCEL_TC_MODE = mode;
-    t.after(() => {
-      if (saved === undefined) delete process.env.ACCEL_TC_MODE;
-      else process.env.ACCEL_TC_MODE = saved;
+    it(`detach removes rules, routes, hooks (${mode}), pins and the record, leaves the host state it found, and traffic flows directly again`, async (t) => {
+      const saved = process.env.ACCEL_TC_MODE;
+      process.env.ACCEL_TC_MODE = mode;
+      t.after(() => {
+        if (saved === undefined) delete process.env.ACCEL_TC_MODE;
+        else process.env.ACCEL_TC_MODE = saved;
+      });
+      const b = await interceptBench(t, { attach: false });
+      // Host state that must survive: a rule, a clsact qdisc with a filter.
+      const inApp = (cmd: string, args: string[]) => run(cmd, args, { netns: b.app, allowFailure: true });
+      await inApp('ip', ['rule', 'add', 'pref', '100', 'fwmark', '0x77', 'lookup', '77']);
+      await inApp('tc', ['qdisc', 'add', 'dev', b.iface, 'clsact']);
+      // A classic-BPF filter that matches nothing (only cls_bpf is in this kernel).
+      await inApp('tc', ['filter', 'add', 'dev', b.iface, 'egress', 'pref', '10', 'bpf', 'bytecode', '1,6 0 0 0,']);
+      const snapshot = async () => ({
+        rules4: (await inApp('ip', ['-4', 'rule', 'show'])).stdout,
+        rules6: (await inApp('ip', ['-6', 'rule', 'show'])).stdout,
+        qdiscIface: (await inApp('tc', ['qdisc', 'show', 'dev', b.iface])).stdout,
+        qdiscLo: (await inApp('tc', ['qdisc', 'show', 'dev', 'lo'])).stdout,
+        filters: (await inApp('tc', ['filter', 'show', 'dev', b.iface, 'egress'])).stdout,
+        table: (await inApp('ip', ['route', 'show', 'table', '2764'])).stdout,
+        acceptLocal: (await inApp('cat', ['/proc/sys/net/ipv4/conf/lo/accept_local'])).stdout,
+      });
+      const before = await snapshot();
+
+      const a = await b.attach();
+      assert.equal(a.exitCode, 0, a.stderr);
+      assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
+      assert.equal(b.proxyEvents().length, 1);
+      // tc: the host's filter at priority 10 ran before ours and let it
+      // through. tcx: ours runs first, and the host's filter stays.
+      const during = await snapshot();
+      assert.match(during.filters, /bytecode/);
+      if (mode === 'tc') assert.match(during.filters, /accel_tc_egress/);
+      else assert.doesNotMatch(during.filters, /accel_tc_egress/, 'a tcx link, not a tc filter');
+      const st = JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { hookMode: string; filtersPresent: boolean } }[] };
+      assert.deepEqual([st.attachments[0]?.intercept.hookMode, st.attachments[0]?.intercept.filtersPresent], [mode, true]);
+      assert.match(during.rules4, /fwmark 0xacc0001 lookup 2764/);
+
+      const d = await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0']);
+      assert.equal(d.exitCode, 0, d.stderr);
+      assert.deepEqual(await snapshot(), before, 'routing, tc and sysctl are as before');
+      assert.equal(fs.existsSync(attachmentPinDir(BPFFS, b.cg.id)), false, 'pins gone');
+      assert.equal(fs.existsSync(statePath(b.cg.id)), false, 'record gone');
+
+      assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok, 'direct connection after detach');
+      assert.equal(b.proxyEvents().length, 1, 'the proxy saw nothing new');
+      assert.ok(b.serverAccepts().at(-1)?.remote.endsWith('10.200.0.1'));
     });
-    const b = await interceptBench(t, { attach: false });
-    // Host state that must survive: a rule, a clsact qdisc with a filter.
-    const inApp = (cmd: string, args: string[]) => run(cmd, args, { netns: b.app, allowFailure: true });
-    await inApp('ip', ['rule', 'add', 'pref', '100', 'fwmark', '0x77', 'lookup', '77']);
-    await inApp('tc', ['qdisc', 'add', 'dev', b.iface, 'clsact']);
-    // A classic-BPF filter that matches nothing (only cls_bpf is in this kernel).
-    await inApp('tc', ['filter', 'add', 'dev', b.iface, 'egress', 'pref', '10', 'bpf', 'bytecode', '1,6 0 0 0,']);
-    const snapshot = async () => ({
-      rules4: (await inApp('ip', ['-4', 'rule', 'show'])).stdout,
-      rules6: (await inApp('ip', ['-6', 'rule', 'show'])).stdout,
-      qdiscIface: (await inApp('tc', ['qdisc', 'show', 'dev', b.iface])).stdout,
-      qdiscLo: (await inApp('tc', ['qdisc', 'show', 'dev', 'lo'])).stdout,
-      filters: (await inApp('tc', ['filter', 'show', 'dev', b.iface, 'egress'])).stdout,
-      table: (await inApp('ip', ['route', 'show', 'table', '2764'])).stdout,
-      acceptLocal: (await inApp('cat', ['/proc/sys/net/ipv4/conf/lo/accept_local'])).stdout,
-    });
-    const before = await snapshot();
-
-    const a = await b.attach();
-    assert.equal(a.exitCode, 0, a.stderr);
-    assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
-    assert.equal(b.proxyEvents().length, 1);
-    // tc: the host's filter at priority 10 ran before ours and let it
-    // through. tcx: ours runs first, and the host's filter stays.
-    const during = await snapshot();
-    assert.match(during.filters, /bytecode/);
-    if (mode === 'tc') assert.match(during.filters, /accel_tc_egress/);
-    else assert.doesNotMatch(during.filters, /accel_tc_egress/, 'a tcx link, not a tc filter');
-    const st = JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { hookMode: string; filtersPresent: boolean } }[] };
-    assert.deepEqual([st.attachments[0]?.intercept.hookMode, st.attachments[0]?.intercept.filtersPresent], [mode, true]);
-    assert.match(during.rules4, /fwmark 0xacc0001 lookup 2764/);
-
-    const d = await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0']);
-    assert.equal(d.exitCode, 0, d.stderr);
-    assert.deepEqual(await snapshot(), before, 'routing, tc and sysctl are as before');
-    assert.equal(fs.existsSync(attachmentPinDir(BPFFS, b.cg.id)), false, 'pins gone');
-    assert.equal(fs.existsSync(statePath(b.cg.id)), false, 'record gone');
-
-    assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok, 'direct connection after detach');
-    assert.equal(b.proxyEvents().length, 1, 'the proxy saw nothing new');
-    assert.ok(b.serverAccepts().at(-1)?.remote.endsWith('10.200.0.1'));
-  });
   }
 
   it('attach again with new rules changes them in place: a live intercepted connection keeps going through the proxy, new ones follow the new rules', async (t) => {
@@ -216,16 +232,33 @@ describe('transparent interception', () => {
     t.after(() => stopProcess(held));
     assert.ok(await held.waitForLine((l) => l.includes('"stage":"first"')), 'the first line was echoed');
     assert.ok(await waitFor(() => b.proxyEvents().length === 1, 5000), 'the held connection was intercepted');
-    const flowsBefore = (JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { flows: number } }[] }).attachments[0]?.intercept.flows;
+    const flowsBefore = (JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { flows: number } }[] }).attachments[0]
+      ?.intercept.flows;
     // ECHO_PORT is no longer covered by the new rules.
     const r = await b.accel([
-      'attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, '--proxy-port', String(PROXY_PORT),
-      '--intercept', `10.200.0.0/24:${HTTP_PORT}`, '--intercept', `[fd00:200::/64]:${HTTP_PORT}`, '--json',
+      'attach',
+      '--cgroup',
+      b.cg.path,
+      '--skip-selftest',
+      '--iface',
+      b.iface,
+      '--proxy-port',
+      String(PROXY_PORT),
+      '--intercept',
+      `10.200.0.0/24:${HTTP_PORT}`,
+      '--intercept',
+      `[fd00:200::/64]:${HTTP_PORT}`,
+      '--json',
     ]);
     assert.equal(r.exitCode, 0, r.stderr);
     assert.deepEqual((JSON.parse(r.stdout) as { steps: string[] }).steps, ['adopt-listeners', 'configure-intercept']);
-    const st = JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as { attachments: { intercept: { flows: number; settings: { rules: { text: string }[] } } }[] };
-    assert.deepEqual(st.attachments[0]?.intercept.settings.rules.map((x) => x.text), [`10.200.0.0/24:${HTTP_PORT}`, `[fd00:200::/64]:${HTTP_PORT}`]);
+    const st = JSON.parse((await b.accel(['status', '--cgroup', b.cg.path, '--json'])).stdout) as {
+      attachments: { intercept: { flows: number; settings: { rules: { text: string }[] } } }[];
+    };
+    assert.deepEqual(
+      st.attachments[0]?.intercept.settings.rules.map((x) => x.text),
+      [`10.200.0.0/24:${HTTP_PORT}`, `[fd00:200::/64]:${HTTP_PORT}`],
+    );
     assert.equal(st.attachments[0]?.intercept.flows, flowsBefore, 'the live flow was kept');
     held.write('go\n');
     const done = await held.done;
@@ -299,10 +332,11 @@ describe('interception: bad input leaves nothing behind', () => {
 
   it('a crash in the middle of attach is cleaned up by the next detach', async (t) => {
     const b = await interceptBench(t, { attach: false });
-    const r = await run(process.execPath, [
-      CLI, 'attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface,
-      '--intercept', `10.200.0.0/24:${ECHO_PORT}`, '--proxy-port', String(PROXY_PORT),
-    ], { netns: b.app, allowFailure: true, env: { ...process.env, ACCEL_FAILPOINT: 'intercept-before-filters' } as Record<string, string> });
+    const r = await run(
+      process.execPath,
+      [CLI, 'attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, '--intercept', `10.200.0.0/24:${ECHO_PORT}`, '--proxy-port', String(PROXY_PORT)],
+      { netns: b.app, allowFailure: true, env: { ...process.env, ACCEL_FAILPOINT: 'intercept-before-filters' } as Record<string, string> },
+    );
     assert.notEqual(r.exitCode, 0);
     assert.ok(fs.existsSync(statePath(b.cg.id)), 'the record of what was added survived the crash');
     assert.match((await run('ip', ['rule', 'show'], { netns: b.app })).stdout, /2764/);

@@ -27,7 +27,23 @@ describe('attach and detach', () => {
     assert.equal(queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS).length, 1, 'one sockops program, not two');
 
     const pins = fs.readdirSync(r.pinDir).sort();
-    const expected = ['accel_bypass', 'accel_config', 'accel_counters', 'accel_listeners', 'accel_members', 'accel_rx_seqs', 'accel_sk_state', 'accel_sock_hash', 'accel_tproxy_config', 'accel_tproxy_counters', 'accel_tproxy_flows', 'accel_tproxy_rules', 'link_sockops', 'prog_skmsg', 'prog_sockops'];
+    const expected = [
+      'accel_bypass',
+      'accel_config',
+      'accel_counters',
+      'accel_listeners',
+      'accel_members',
+      'accel_rx_seqs',
+      'accel_sk_state',
+      'accel_sock_hash',
+      'accel_tproxy_config',
+      'accel_tproxy_counters',
+      'accel_tproxy_flows',
+      'accel_tproxy_rules',
+      'link_sockops',
+      'prog_skmsg',
+      'prog_sockops',
+    ];
     assert.deepEqual(pins, (r.withStreamVerdict ? [...expected, 'prog_stream_verdict'] : expected).sort());
 
     const d = await accel(['detach', '--cgroup', cg.path]);
@@ -57,7 +73,12 @@ describe('attach and detach', () => {
       const v = await accel(['verify', '--cgroup', cg.path]);
       assert.equal(v.exitCode, 0, v.stderr);
       assert.match(v.stdout, /fast path ENGAGED/);
-      assert.match(v.stdout, new RegExp(`127\\.0\\.0\\.1:${held.connected.serverPort} <-> 127\\.0\\.0\\.1:${held.connected.clientPort}|127\\.0\\.0\\.1:${held.connected.clientPort} <-> 127\\.0\\.0\\.1:${held.connected.serverPort}`));
+      assert.match(
+        v.stdout,
+        new RegExp(
+          `127\\.0\\.0\\.1:${held.connected.serverPort} <-> 127\\.0\\.0\\.1:${held.connected.clientPort}|127\\.0\\.0\\.1:${held.connected.clientPort} <-> 127\\.0\\.0\\.1:${held.connected.serverPort}`,
+        ),
+      );
       assert.match(v.stdout, /kprobe:tcp_bpf_update_proto/);
     } finally {
       held.release();
@@ -91,7 +112,10 @@ describe('attach and detach', () => {
     assert.equal(d.exitCode, 0, d.stderr);
     const r = await held.result;
     assert.ok(r.ok, r.error ?? '');
-    assert.deepEqual(r.sides.map((s) => s.received), [96 * MB, 96 * MB]);
+    assert.deepEqual(
+      r.sides.map((s) => s.received),
+      [96 * MB, 96 * MB],
+    );
     assert.ok(before > 0n, 'the fast path carried part of the transfer before detach');
     assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
   });
@@ -100,9 +124,12 @@ describe('attach and detach', () => {
     it(`recovers after a crash at ${point}`, async (t) => {
       const cg = testCgroup(t);
       if (point.startsWith('detach')) assert.equal((await accel(['attach', '--cgroup', cg.path, '--skip-selftest'])).exitCode, 0);
-      const crashed = await accel([point.startsWith('detach') ? 'detach' : 'attach', '--cgroup', cg.path, '--skip-selftest'].filter((a) => !(point.startsWith('detach') && a === '--skip-selftest')), {
-        ACCEL_FAILPOINT: point,
-      });
+      const crashed = await accel(
+        [point.startsWith('detach') ? 'detach' : 'attach', '--cgroup', cg.path, '--skip-selftest'].filter((a) => !(point.startsWith('detach') && a === '--skip-selftest')),
+        {
+          ACCEL_FAILPOINT: point,
+        },
+      );
       assert.notEqual(crashed.exitCode, 0, 'the process was killed');
       if (point === 'attach-before-link') {
         assert.equal(queryCgroupPrograms(cg.path, AttachType.CGROUP_SOCK_OPS).length, 0, 'nothing live after a crash before the link');
@@ -140,7 +167,11 @@ describe('attach and detach', () => {
     const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest']);
     assert.equal(again.exitCode, 0, again.stderr);
     assert.match(again.stderr, /recovering from an interrupted attach/);
-    assert.deepEqual(selftestDirs().filter((n) => !before.includes(n)), [], 'removed by the next attach');
+    assert.deepEqual(
+      selftestDirs().filter((n) => !before.includes(n)),
+      [],
+      'removed by the next attach',
+    );
   });
 
   it('a crash before the link leaves pins only, which detach alone also cleans', async (t) => {
@@ -222,7 +253,10 @@ echo "LEFT $(find /sys/fs/bpf -mindepth 1 | sort | tr '\n' ' ')"`;
       assert.match(r.stdout, /EXIT 3/);
       const left = /LEFT (.*)/.exec(r.stdout)?.[1]?.trim().split(' ') ?? [];
       // maps.debug and progs.debug come with every bpffs (the kernel's preload).
-      assert.ok(left.every((p) => /^\/sys\/fs\/bpf\/(accel|elsewhere|maps\.debug|progs\.debug)$/.test(p)), `nothing pinned: ${left.join(' ')}`);
+      assert.ok(
+        left.every((p) => /^\/sys\/fs\/bpf\/(accel|elsewhere|maps\.debug|progs\.debug)$/.test(p)),
+        `nothing pinned: ${left.join(' ')}`,
+      );
       assert.deepEqual(nothingAttached(cg).programs, []);
     });
   }

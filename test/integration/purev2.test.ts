@@ -40,7 +40,13 @@ rmdir $cg
 `;
     const r = await run('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { allowFailure: true, timeoutMs: 180_000 });
     assert.equal(r.exitCode, 0, r.stdout + r.stderr);
-    const part = (tag: string) => JSON.parse(r.stdout.split('\n').find((l) => l.startsWith(`${tag} `))?.slice(tag.length + 1) ?? 'null');
+    const part = (tag: string) =>
+      JSON.parse(
+        r.stdout
+          .split('\n')
+          .find((l) => l.startsWith(`${tag} `))
+          ?.slice(tag.length + 1) ?? 'null',
+      );
     const attached = part('ATTACH') as { cgroup: { path: string }; selftest: { ok: boolean }[] };
     assert.equal(attached.cgroup.path, `/sys/fs/cgroup/${name}`);
     assert.ok(attached.selftest.at(-1)?.ok, 'the self-test ran in this layout and passed');

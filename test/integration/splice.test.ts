@@ -27,7 +27,13 @@ async function manyClients(where: Placement, host: string, port: number, total: 
     allowFailure: true,
     timeoutMs: 180_000,
   });
-  return JSON.parse(r.stdout.trim().split('\n').pop() || '{"ok":false,"firstError":"no output"}') as { ok: boolean; done: number; failed: number; maxOpen: number; firstError: string | null };
+  return JSON.parse(r.stdout.trim().split('\n').pop() || '{"ok":false,"firstError":"no output"}') as {
+    ok: boolean;
+    done: number;
+    failed: number;
+    maxOpen: number;
+    firstError: string | null;
+  };
 }
 
 /** utime + stime of a process we started and that still runs, in seconds. */
@@ -42,7 +48,11 @@ function cpuSeconds(pid: number): number {
  * explain a stall: the sockets in both namespaces (queues, memory, TCP
  * state) and the proxy's splice counters, returned with the result.
  */
-async function withStallSnapshot<T>(b: { app: string; remote: string; proxy: { pid: number } | null }, afterMs: number, work: Promise<T>): Promise<{ result: T; snapshot: string }> {
+async function withStallSnapshot<T>(
+  b: { app: string; remote: string; proxy: { pid: number } | null },
+  afterMs: number,
+  work: Promise<T>,
+): Promise<{ result: T; snapshot: string }> {
   let snapshot = '';
   const timer = setTimeout(() => {
     const ss = (netns: string) => run('ss', ['-tnmie'], { netns, allowFailure: true, timeoutMs: 10_000 }).then((r) => `ss in ${netns}:\n${r.stdout}`);
@@ -110,7 +120,14 @@ describe('accel proxy --splice', () => {
     // see test/proxy/admission.test.ts).
     fs.writeFileSync(
       policy,
-      JSON.stringify({ default: 'deny', rules: [{ action: 'allow', destination: ['10.200.0.2/32', 'fd00:200::2/128'], ports: HTTP_PORT }, { action: 'allow', ports: ECHO_PORT }, { action: 'deny', sni: 'blocked.test' }] }),
+      JSON.stringify({
+        default: 'deny',
+        rules: [
+          { action: 'allow', destination: ['10.200.0.2/32', 'fd00:200::2/128'], ports: HTTP_PORT },
+          { action: 'allow', ports: ECHO_PORT },
+          { action: 'deny', sni: 'blocked.test' },
+        ],
+      }),
     );
     const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: ['--splice', '--policy', policy] });
     const body = path.join(tmp, 'body');
@@ -125,7 +142,10 @@ describe('accel proxy --splice', () => {
     // queued before the hand-off.
     for (const n of [1, 1000, 64 * 1024]) assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, n)).ok, `${n} B`);
     const ev = b.proxyEvents();
-    assert.ok(ev.some((e) => e.host === '10.200.0.2' && e.mode === 'splice'), JSON.stringify(ev));
+    assert.ok(
+      ev.some((e) => e.host === '10.200.0.2' && e.mode === 'splice'),
+      JSON.stringify(ev),
+    );
     // curl's bodies arrive after the decision: those pairs went into the map.
     assert.ok(spliceOf(b.proxy?.pid ?? -1).counters.pairs_spliced >= 2n);
   });
@@ -173,7 +193,7 @@ describe('accel proxy --splice', () => {
     assert.equal(s.tracked, 0, 'per-socket entries gone');
   });
 
-  it("costs the proxy far less CPU than relaying in user space (1 GB each way, same run)", async (t) => {
+  it('costs the proxy far less CPU than relaying in user space (1 GB each way, same run)', async (t) => {
     const cpu: Record<string, number> = {};
     for (const mode of ['--splice', '--no-splice']) {
       const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: [mode] });
@@ -235,7 +255,11 @@ describe('accel echo and accel relay', () => {
     p.kill('SIGTERM');
     const done = await p.done;
     assert.equal(done.exitCode, 0);
-    assert.equal(listSpliceDirs(BPFFS).some((d) => d.pid === p.pid), false, 'pins removed on exit');
+    assert.equal(
+      listSpliceDirs(BPFFS).some((d) => d.pid === p.pid),
+      false,
+      'pins removed on exit',
+    );
   });
 
   // A retransmission that re-covers bytes whose ACK got lost arrives as one
@@ -250,7 +274,11 @@ describe('accel echo and accel relay', () => {
     let repeated = 0;
     for (const host of ['127.0.0.1', '::1']) {
       // Less than one cut step, several steps, more than a 64 KB segment.
-      for (const [overlap, fresh] of [[500, 1000], [20_000, 30_000], [40_000, 1]] as const) {
+      for (const [overlap, fresh] of [
+        [500, 1000],
+        [20_000, 30_000],
+        [40_000, 1],
+      ] as const) {
         const r = await run('python3', [path.join(FIXTURES, 'overlap-client.py'), host, String(port), String(overlap), String(fresh)], { allowFailure: true, timeoutMs: 30_000 });
         assert.match(r.stdout, /"ok": true/, `${host} ${overlap}+${fresh}: ${r.stdout} ${r.stderr}`);
         repeated += overlap;
@@ -268,8 +296,15 @@ describe('accel echo and accel relay', () => {
     const port = 17003;
     const p = startServer(t, 'relay', port);
     assert.ok(await p.waitForLine((l) => l.includes('"event":"listening"')));
-    for (const [host, pairs, size, conc] of [['127.0.0.1', 100, 65536, 1], ['::1', 50, 65536, 1], ['127.0.0.1', 100, 1024, 10]] as const) {
-      const r = await run(process.execPath, [path.join(FIXTURES, 'relay-pairs.mjs'), host, String(port), String(pairs), String(size), String(conc)], { allowFailure: true, timeoutMs: 120_000 });
+    for (const [host, pairs, size, conc] of [
+      ['127.0.0.1', 100, 65536, 1],
+      ['::1', 50, 65536, 1],
+      ['127.0.0.1', 100, 1024, 10],
+    ] as const) {
+      const r = await run(process.execPath, [path.join(FIXTURES, 'relay-pairs.mjs'), host, String(port), String(pairs), String(size), String(conc)], {
+        allowFailure: true,
+        timeoutMs: 120_000,
+      });
       assert.match(r.stdout, /"ok":true/, `${host} ${pairs}x${size}: ${r.stdout} ${r.stderr}`);
     }
     // Two socat clients: each receives what the other sent.
@@ -388,7 +423,9 @@ describe('accel echo and accel relay', () => {
     assert.match(rejected.stderr.trim(), /^accel: the kernel refused .*\[E_BPF_LOAD\]$/);
     assert.equal(rejected.stderr.trim().split('\n').length, 1);
     assert.deepEqual(
-      listSpliceDirs(BPFFS).filter((d) => d.pid !== p.pid).map((d) => d.owner),
+      listSpliceDirs(BPFFS)
+        .filter((d) => d.pid !== p.pid)
+        .map((d) => d.owner),
       [],
       'nothing pinned by the failed commands',
     );

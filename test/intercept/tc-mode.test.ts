@@ -20,7 +20,11 @@ describe('tcMode', () => {
   it('refuses any other value than tcx or tc with E_USAGE', () => {
     for (const v of ['TCX', 'legacy', 'tc ']) {
       process.env.ACCEL_TC_MODE = v;
-      assert.throws(() => tcMode(), (e) => isAccelError(e, 'E_USAGE'), v);
+      assert.throws(
+        () => tcMode(),
+        (e) => isAccelError(e, 'E_USAGE'),
+        v,
+      );
     }
   });
 });

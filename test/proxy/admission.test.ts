@@ -46,7 +46,12 @@ describe('proxy admission', () => {
     assert.equal(chooseDataPath(p.decide({ destination: '192.0.2.1', port: 80, ...http }), http, { canSplice: false, onFastPath: () => false }), 'inspect');
     const tls = { protocol: 'tls' as const, sni: 'a.test' };
     assert.equal(chooseDataPath(p.decide({ destination: '192.0.2.1', port: 443, ...tls }), tls, splicing), 'splice', 'an SNI cannot change on the connection');
-    const byPort = Policy.parse({ rules: [{ action: 'allow', ports: 80 }, { action: 'deny', host: 'internal.test' }] });
+    const byPort = Policy.parse({
+      rules: [
+        { action: 'allow', ports: 80 },
+        { action: 'deny', host: 'internal.test' },
+      ],
+    });
     assert.equal(chooseDataPath(byPort.decide({ destination: '192.0.2.1', port: 80, ...http }), http, splicing), 'splice', 'decided before any Host rule');
     assert.equal(chooseDataPath(byPort.decide({ destination: '192.0.2.1', port: 80, ...http }), http, { canSplice: true, onFastPath: () => true }), 'relay-fastpath');
   });

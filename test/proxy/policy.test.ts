@@ -33,7 +33,11 @@ describe('proxy policy', () => {
   it('denies a connection without a name when a deny rule needs one (unknown: deny by default)', () => {
     const deny = Policy.parse({ rules: [{ action: 'deny', sni: 'blocked.test' }] });
     for (const facts of [{}, { protocol: 'tls' as const }]) {
-      assert.deepEqual(deny.decide({ destination: '192.0.2.1', port: 443, ...facts }), { action: 'deny', reason: 'unknown sni (rule 1)', splice: true, dependsOnHost: false }, JSON.stringify(facts));
+      assert.deepEqual(
+        deny.decide({ destination: '192.0.2.1', port: 443, ...facts }),
+        { action: 'deny', reason: 'unknown sni (rule 1)', splice: true, dependsOnHost: false },
+        JSON.stringify(facts),
+      );
     }
     assert.equal(deny.decide({ destination: '192.0.2.1', port: 443, protocol: 'tls', sni: 'ok.test' }).action, 'allow');
     assert.equal(deny.decide({ destination: '192.0.2.1', port: 80, protocol: 'http' }).action, 'allow', 'plain HTTP carries no SNI');
@@ -44,17 +48,36 @@ describe('proxy policy', () => {
   });
 
   it("lets the policy file choose 'allow' for unknown names, and never lets a missing name earn an allow", () => {
-    const lax = Policy.parse({ unknown: 'allow', rules: [{ action: 'deny', sni: 'blocked.test' }, { action: 'deny', ports: 25 }] });
+    const lax = Policy.parse({
+      unknown: 'allow',
+      rules: [
+        { action: 'deny', sni: 'blocked.test' },
+        { action: 'deny', ports: 25 },
+      ],
+    });
     assert.deepEqual(lax.decide({ destination: '192.0.2.1', port: 443 }), { action: 'allow', reason: 'default', splice: true, dependsOnHost: false });
     assert.equal(lax.decide({ destination: '192.0.2.1', port: 25 }).reason, 'rule 2', 'the rules after it still decide');
-    const allowList = Policy.parse({ default: 'deny', rules: [{ action: 'deny', destination: '10.0.0.9/32' }, { action: 'allow', host: 'api.test' }, { action: 'allow', ports: 5432 }] });
+    const allowList = Policy.parse({
+      default: 'deny',
+      rules: [
+        { action: 'deny', destination: '10.0.0.9/32' },
+        { action: 'allow', host: 'api.test' },
+        { action: 'allow', ports: 5432 },
+      ],
+    });
     assert.equal(allowList.decide({ destination: '10.0.0.9', port: 80 }).reason, 'rule 1', 'a rule before the name rule still decides');
     assert.equal(allowList.decide({ destination: '10.0.0.1', port: 80 }).reason, 'default');
     assert.equal(allowList.decide({ destination: '10.0.0.1', port: 5432 }).reason, 'rule 3');
   });
 
   it('says when a Host rule was weighed (each later request must be checked too)', () => {
-    const mixed = Policy.parse({ rules: [{ action: 'allow', ports: 8080 }, { action: 'deny', host: 'internal.test' }, { action: 'allow', destination: '10.0.0.0/8' }] });
+    const mixed = Policy.parse({
+      rules: [
+        { action: 'allow', ports: 8080 },
+        { action: 'deny', host: 'internal.test' },
+        { action: 'allow', destination: '10.0.0.0/8' },
+      ],
+    });
     assert.equal(mixed.decide({ destination: '10.0.0.1', port: 8080, protocol: 'http', host: 'internal.test' }).dependsOnHost, false, 'decided before the Host rule');
     assert.equal(mixed.decide({ destination: '10.0.0.1', port: 80, protocol: 'http', host: 'a.test' }).dependsOnHost, true);
     assert.equal(mixed.decide({ destination: '10.0.0.1', port: 80, protocol: 'http', host: 'internal.test' }).action, 'deny');
@@ -69,7 +92,11 @@ describe('proxy policy', () => {
       [{ default: 'block' }, /default/],
       [{ unknown: 'maybe' }, /unknown/],
     ] as const) {
-      assert.throws(() => Policy.parse(bad), (e: unknown) => isAccelError(e, 'E_POLICY') && where.test((e as Error).message), JSON.stringify(bad));
+      assert.throws(
+        () => Policy.parse(bad),
+        (e: unknown) => isAccelError(e, 'E_POLICY') && where.test((e as Error).message),
+        JSON.stringify(bad),
+      );
     }
   });
 });

@@ -16,7 +16,13 @@ const hostName = fc.tuple(fc.domain(), fc.array(fc.boolean(), { minLength: 1 }))
   expected: name.toLowerCase(),
 }));
 /** Extensions other than server_name, to move it around in the hello. */
-const otherExtensions = fc.array(fc.tuple(fc.integer({ min: 1, max: 0xffff }), fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a))), { maxLength: 4 });
+const otherExtensions = fc.array(
+  fc.tuple(
+    fc.integer({ min: 1, max: 0xffff }),
+    fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
+  ),
+  { maxLength: 4 },
+);
 /** Cut points, as fractions of whatever length they are applied to. */
 const cuts = fc.array(fc.double({ min: 0, max: 1, noNaN: true }), { maxLength: 12 });
 const at = (fractions: number[], length: number) => fractions.map((f) => Math.floor(f * length));
@@ -36,7 +42,13 @@ function nameIsRightOrMissing(s: Sniffed, expected: string): boolean {
 
 describe('sniffer properties', () => {
   it('never throws on random input, nor on random input after a TLS or HTTP start', () => {
-    const starts = fc.constantFrom(Buffer.alloc(0), Buffer.from([0x16, 3, 1]), Buffer.from([0x16, 3, 3, 0, 0x40, 1]), Buffer.from('GET / HTTP/1.1\r\nHost: '), Buffer.from('POST http://'));
+    const starts = fc.constantFrom(
+      Buffer.alloc(0),
+      Buffer.from([0x16, 3, 1]),
+      Buffer.from([0x16, 3, 3, 0, 0x40, 1]),
+      Buffer.from('GET / HTTP/1.1\r\nHost: '),
+      Buffer.from('POST http://'),
+    );
     fc.assert(
       fc.property(starts, fc.uint8Array({ maxLength: 2048 }), (start, rest) => {
         sniff(Buffer.concat([start, rest]));
@@ -83,7 +95,10 @@ describe('sniffer properties', () => {
     absolute: fc.boolean(),
     fields: fc.array(fc.tuple(fieldName, fieldValue), { maxLength: 5 }),
     hostAt: fc.nat(),
-    body: fc.option(fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)), { nil: undefined }),
+    body: fc.option(
+      fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
+      { nil: undefined },
+    ),
     chunked: fc.boolean(),
   });
   type Req = typeof request extends fc.Arbitrary<infer T> ? T : never;
@@ -131,7 +146,10 @@ describe('sniffer properties', () => {
           }
           from = p;
         }
-        assert.deepEqual(names, requests.map((r) => r.host.expected));
+        assert.deepEqual(
+          names,
+          requests.map((r) => r.host.expected),
+        );
         assert.ok(Buffer.concat(out).equals(stream));
         assert.ok(framer.atRequestBoundary);
       }),

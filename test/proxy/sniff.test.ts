@@ -6,7 +6,7 @@ import { clientHelloMessage, handshakeOf, inRecords, realClientHello } from '../
 const http = (s: string) => sniff(Buffer.from(s, 'latin1'));
 
 describe('first-bytes sniffing', () => {
-  it("reads the SNI from a real ClientHello, and waits for the rest of a partial one", async () => {
+  it('reads the SNI from a real ClientHello, and waits for the rest of a partial one', async () => {
     const hello = await realClientHello('svc.example.com');
     assert.deepEqual(sniff(hello), { kind: 'tls', sni: 'svc.example.com' });
     assert.deepEqual(sniff(hello.subarray(0, 40)), { kind: 'incomplete' });
@@ -17,7 +17,10 @@ describe('first-bytes sniffing', () => {
     // The split that let `deny sni blocked.test` through: 50 bytes, then the rest.
     assert.deepEqual(sniff(inRecords(message, [50])), { kind: 'tls', sni: 'blocked.test' });
     assert.deepEqual(sniff(inRecords(message, [1, 2, 3, 4, 5, 100, 101])), { kind: 'tls', sni: 'blocked.test' });
-    const oneByteRecords = inRecords(message, Array.from({ length: message.length }, (_, i) => i));
+    const oneByteRecords = inRecords(
+      message,
+      Array.from({ length: message.length }, (_, i) => i),
+    );
     assert.deepEqual(sniff(oneByteRecords), message.length * 6 <= SNIFF_LIMIT ? { kind: 'tls', sni: 'blocked.test' } : { kind: 'tls', sni: undefined });
     assert.deepEqual(sniff(inRecords(message, [50]).subarray(0, 60)), { kind: 'incomplete' });
   });

@@ -35,7 +35,10 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/myservice')
     .option('--skip-selftest', 'attach without first proving the fast path on this kernel', false)
     .addOption(
-      new Option('--stream-verdict <when>', 'attach the stream verdict (SK_SKB: readiness on kernels whose sk_msg-only sockets miss wake-ups, and the cut of repeated bytes): when the plain setup fails its self-test, or always')
+      new Option(
+        '--stream-verdict <when>',
+        'attach the stream verdict (SK_SKB: readiness on kernels whose sk_msg-only sockets miss wake-ups, and the cut of repeated bytes): when the plain setup fails its self-test, or always',
+      )
         .choices(['auto', 'always'])
         .default('auto'),
     )
@@ -46,7 +49,12 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       parseCount(0x7fffffff),
       DEFAULT_QUEUE_LIMIT,
     )
-    .option('--max-sockets <n>', 'sockets the fast path may hold at once (both ends of a connection count); more connections keep the normal path', parseCount(1 << 24), DEFAULT_MAX_SOCKETS)
+    .option(
+      '--max-sockets <n>',
+      'sockets the fast path may hold at once (both ends of a connection count); more connections keep the normal path',
+      parseCount(1 << 24),
+      DEFAULT_MAX_SOCKETS,
+    )
     .option('--iface <name>', 'interception: interface the cgroup connects out through (repeatable)', collect, [])
     .option('--intercept <rule>', 'interception: destination CIDR:PORT, CIDR:PORT-PORT or CIDR:* to steer to the proxy (repeatable; IPv6 as [fd00::/64]:80)', collect, [])
     .option('--proxy-port <port>', 'interception: port the proxy listens on at 127.0.0.1 and [::1]', parseSinglePort)
@@ -71,7 +79,15 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         cgroup: opts.cgroup,
         fastPath: { bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, maxSockets: opts.maxSockets, streamVerdict: opts.streamVerdict, selftest: !opts.skipSelftest },
         intercept: intercepting
-          ? { ifaces: opts.iface, rules: opts.intercept, proxyPort: opts.proxyPort, interceptMark: opts.interceptMark, proxyMark: opts.proxyMark, table: opts.table, priority: opts.rulePriority }
+          ? {
+              ifaces: opts.iface,
+              rules: opts.intercept,
+              proxyPort: opts.proxyPort,
+              interceptMark: opts.interceptMark,
+              proxyMark: opts.proxyMark,
+              table: opts.table,
+              priority: opts.rulePriority,
+            }
           : null,
       });
       const r = await reconcileTo(spec, { bpffs: g.bpffs, bpfDir: g.bpfDir });
@@ -79,9 +95,22 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       const alreadyAttached = !kinds.includes('install-fastpath');
       const status = await attachmentStatus(g.bpffs, r.cgroup.id);
       const withStreamVerdict = r.withStreamVerdict ?? status?.withStreamVerdict ?? false;
-      const intercept = status?.intercept ? { settings: status.intercept.settings, hookMode: status.intercept.hookMode, alreadyAttached: !kinds.includes('install-intercept') } : null;
+      const intercept = status?.intercept
+        ? { settings: status.intercept.settings, hookMode: status.intercept.hookMode, alreadyAttached: !kinds.includes('install-intercept') }
+        : null;
       if (opts.json) {
-        return printJson({ cgroup: r.cgroup, pinDir: r.pinDir, alreadyAttached, recovered: r.recovered, withStreamVerdict, selftest: r.selftest, listenersAdopted: r.listenersAdopted, steps: kinds, notes: r.plan.notes, intercept });
+        return printJson({
+          cgroup: r.cgroup,
+          pinDir: r.pinDir,
+          alreadyAttached,
+          recovered: r.recovered,
+          withStreamVerdict,
+          selftest: r.selftest,
+          listenersAdopted: r.listenersAdopted,
+          steps: kinds,
+          notes: r.plan.notes,
+          intercept,
+        });
       }
       print(alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
       print(
@@ -90,7 +119,14 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
           ['setup', withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
           ['steps', kinds.join(', ') || 'none: already as asked'],
           ['listeners adopted', String(r.listenersAdopted)],
-          ['self-test', r.selftest.length ? r.selftest.map((s) => `${s.withStreamVerdict ? 'with stream verdict' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ') : alreadyAttached ? 'not needed' : 'skipped'],
+          [
+            'self-test',
+            r.selftest.length
+              ? r.selftest.map((s) => `${s.withStreamVerdict ? 'with stream verdict' : 'plain'}: ${s.ok ? 'passed' : 'failed'}`).join(', ')
+              : alreadyAttached
+                ? 'not needed'
+                : 'skipped',
+          ],
           ...(r.recovered ? ([['recovered', r.recovered]] as [string, string][]) : []),
           ...(intercept
             ? ([

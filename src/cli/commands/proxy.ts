@@ -68,13 +68,24 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         onFastPath: (sock) => {
           const fd = nodeSocketFd(sock);
           if (fd === null) return false;
-          return onFastPath(g.bpffs, { fd, localAddress: sock.localAddress ?? '', localPort: sock.localPort ?? 0, remoteAddress: sock.remoteAddress ?? '', remotePort: sock.remotePort ?? 0 });
+          return onFastPath(g.bpffs, {
+            fd,
+            localAddress: sock.localAddress ?? '',
+            localPort: sock.localPort ?? 0,
+            remoteAddress: sock.remoteAddress ?? '',
+            remotePort: sock.remotePort ?? 0,
+          });
         },
       });
       try {
         const endpoints = await proxy.start();
         log.info(`proxy listening on ${endpoints.join(', ')}${attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : ' (relaying in user space)'}`);
-        await serveUntilSignal({ endpoints, splice: attachment !== null }, () => proxy.stop(opts.graceMs), opts.graceMs, () => proxy.stats);
+        await serveUntilSignal(
+          { endpoints, splice: attachment !== null },
+          () => proxy.stop(opts.graceMs),
+          opts.graceMs,
+          () => proxy.stats,
+        );
         log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
       } finally {
         attachment?.close();

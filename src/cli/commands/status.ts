@@ -10,7 +10,9 @@ import { print, printJson, table } from '../output.js';
 export function formatStatus(s: AttachmentStatus): string {
   const rows: [string, string | number | bigint][] = [
     ['state', s.state === 'complete' ? 'attached' : `incomplete (${s.reason}); run attach or detach to recover`],
-    ...(s.interrupted ? ([['interrupted', `${s.interrupted.operation} by pid ${s.interrupted.pid} during ${s.interrupted.steps[s.interrupted.current] ?? 'its start'}`]] as [string, string][]) : []),
+    ...(s.interrupted
+      ? ([['interrupted', `${s.interrupted.operation} by pid ${s.interrupted.pid} during ${s.interrupted.steps[s.interrupted.current] ?? 'its start'}`]] as [string, string][])
+      : []),
     ['pins', s.pinDir],
     ['cgroup link', s.linkId === null ? '-' : `id ${s.linkId} (${s.linkPin})`],
     ...Object.entries(s.programIds).map(([name, id]) => [name.replace(/^prog_/, 'program '), `id ${id}`] as [string, string]),
@@ -23,7 +25,12 @@ export function formatStatus(s: AttachmentStatus): string {
     ['listeners', s.listeners],
     ['bypass ports', s.bypassPorts.length ? s.bypassPorts.join(', ') : '-'],
   ];
-  const counters = s.counters ? table(COUNTERS.map((c) => [c, s.counters?.[c] ?? 0n]), '    ') : '    -';
+  const counters = s.counters
+    ? table(
+        COUNTERS.map((c) => [c, s.counters?.[c] ?? 0n]),
+        '    ',
+      )
+    : '    -';
   let text = `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists)`}\n${table(rows)}\n  counters\n${counters}`;
   const ic = s.intercept;
   if (ic) {
@@ -38,7 +45,12 @@ export function formatStatus(s: AttachmentStatus): string {
       ['hooks', `${ic.hookMode}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
       ['steered flows', ic.flows ?? '-'],
     ];
-    const icCounters = ic.counters ? table(TPROXY_COUNTERS.map((c) => [c, ic.counters?.[c] ?? 0n]), '      ') : '      -';
+    const icCounters = ic.counters
+      ? table(
+          TPROXY_COUNTERS.map((c) => [c, ic.counters?.[c] ?? 0n]),
+          '      ',
+        )
+      : '      -';
     text += `\n  interception\n${table(icRows, '    ')}\n    counters\n${icCounters}`;
   }
   return text;
@@ -50,7 +62,12 @@ function formatSplice(s: SpliceStatus): string {
     ['pins', s.dir],
     ['sockets in map', s.socketsInMap],
   ];
-  const counters = s.counters ? table(SPLICE_COUNTERS.map((c) => [c, s.counters?.[c] ?? 0n]), '    ') : '    -';
+  const counters = s.counters
+    ? table(
+        SPLICE_COUNTERS.map((c) => [c, s.counters?.[c] ?? 0n]),
+        '    ',
+      )
+    : '    -';
   return `splice ${s.owner}\n${table(rows)}\n  counters\n${counters}`;
 }
 

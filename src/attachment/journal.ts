@@ -14,6 +14,8 @@ export interface Journal {
   version: 1;
   pid: number;
   operation: 'attach' | 'detach';
+  /** What the operation was asked to reach (null: nothing, a detach). */
+  spec: unknown;
   startedAt: string;
   /** The kinds of the plan's steps (plan.ts). */
   steps: string[];
@@ -36,7 +38,7 @@ function read(file: string): Journal | null {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     // A journal torn by a crash during its first write: nobody owns it.
-    return { version: 1, pid: 0, operation: 'attach', startedAt: '', steps: [], current: -1 };
+    return { version: 1, pid: 0, operation: 'attach', spec: null, startedAt: '', steps: [], current: -1 };
   }
 }
 
@@ -53,10 +55,10 @@ export class JournalHandle {
    * is alive is refused (E_BUSY); one whose owner died is taken over and
    * returned as `interrupted`.
    */
-  static open(cgroupId: bigint, operation: Journal['operation']): JournalHandle {
+  static open(cgroupId: bigint, operation: Journal['operation'], spec: unknown = null): JournalHandle {
     ownedDir(STATE_DIR);
     const file = journalPath(cgroupId);
-    const entry: Journal = { version: 1, pid: process.pid, operation, startedAt: new Date().toISOString(), steps: [], current: -1 };
+    const entry: Journal = { version: 1, pid: process.pid, operation, spec, startedAt: new Date().toISOString(), steps: [], current: -1 };
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         fs.writeFileSync(file, JSON.stringify(entry), { flag: 'wx' });

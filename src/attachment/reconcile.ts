@@ -49,7 +49,7 @@ function describeInterrupted(j: Journal): string {
 
 async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: ReconcileOptions): Promise<ReconcileResult> {
   const pinDir = attachmentPinDir(options.bpffs, cg.id);
-  const journal = JournalHandle.open(cg.id, desired ? 'attach' : 'detach');
+  const journal = JournalHandle.open(cg.id, desired ? 'attach' : 'detach', desired);
   try {
     const interrupted = journal.interrupted;
     const selftestParent = () => options.selftestParent ?? cgroup2Root();

@@ -33,7 +33,7 @@ describe('journal', () => {
 
   it('refuses a second operation while the first one lives (E_BUSY)', () => {
     // The parent of this test process is alive for as long as the test.
-    fs.writeFileSync(journalPath(2n), JSON.stringify({ version: 1, pid: process.ppid, operation: 'detach', startedAt: '', steps: [], current: -1 }));
+    fs.writeFileSync(journalPath(2n), JSON.stringify({ version: 1, pid: process.ppid, operation: 'detach', spec: null, startedAt: '', steps: [], current: -1 }));
     assert.throws(
       () => JournalHandle.open(2n, 'attach'),
       (e: Error & { code?: string }) => e.code === 'E_BUSY' && e.message.includes(`pid ${process.ppid}`),
@@ -44,7 +44,10 @@ describe('journal', () => {
 
   it('takes over the journal of a process that died, and says what it was doing', () => {
     const pid = deadPid();
-    fs.writeFileSync(journalPath(3n), JSON.stringify({ version: 1, pid, operation: 'attach', startedAt: '', steps: ['install-fastpath', 'install-intercept'], current: 1 }));
+    fs.writeFileSync(
+      journalPath(3n),
+      JSON.stringify({ version: 1, pid, operation: 'attach', spec: null, startedAt: '', steps: ['install-fastpath', 'install-intercept'], current: 1 }),
+    );
     assert.equal(interruptedJournal(3n)?.pid, pid);
     const j = JournalHandle.open(3n, 'detach');
     assert.equal(j.interrupted?.pid, pid);

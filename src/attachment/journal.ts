@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import { ownedDir } from '../bpf/bpffs.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { STATE_DIR, journalPath } from '../paths.js';
+import { processAlive } from '../proc/alive.js';
 
 export interface Journal {
   version: 1;
@@ -21,15 +22,6 @@ export interface Journal {
   steps: string[];
   /** Index in steps of the step under way; -1 before the first. */
   current: number;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function read(file: string): Journal | null {

@@ -16,6 +16,7 @@ import { type Cgroup, createChildCgroup, procsFile, removeCgroup, resolveCgroup 
 import { log } from '../log.js';
 import { runProbe, runSplit } from '../probe/sockprobe.js';
 import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
+import { processAlive } from '../proc/alive.js';
 
 export interface SelfTestCheck {
   name: string;
@@ -50,15 +51,6 @@ export async function removeOrphanSelftestCgroups(parent: string): Promise<strin
     removed.push(name);
   }
   return removed;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export interface SelfTestResult {

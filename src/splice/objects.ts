@@ -18,6 +18,7 @@ import { log } from '../log.js';
 import type { SpliceCounters } from '../maps/layout/splice.js';
 import { SpliceMapNames, SpliceMaps } from '../maps/splice.js';
 import { PIN_SUBDIR } from '../paths.js';
+import { processAlive } from '../proc/alive.js';
 
 export const SPLICE_OBJECT = 'sksplice.bpf.o';
 const PROGRAM = 'accel_splice_verdict';
@@ -30,15 +31,6 @@ export interface SpliceDir {
   alive: boolean;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export function listSpliceDirs(bpffs: string): SpliceDir[] {
   const root = path.join(bpffs, PIN_SUBDIR);
   if (!fs.existsSync(root)) return [];
@@ -46,7 +38,7 @@ export function listSpliceDirs(bpffs: string): SpliceDir[] {
     const m = DIR_RE.exec(name);
     if (!m) return [];
     const pid = Number(m[2]);
-    return [{ dir: path.join(root, name), owner: m[1] ?? '', pid, alive: pidAlive(pid) }];
+    return [{ dir: path.join(root, name), owner: m[1] ?? '', pid, alive: processAlive(pid) }];
   });
 }
 

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { CONNRATE } from '../paths.js';
+import { aptInstall, findProgram } from '../proc/packages.js';
 import { run } from '../proc/run.js';
 import { connections, latency, throughput } from './measure.js';
 import type { MetricId, Scenario, ScenarioId } from './scenarios.js';
@@ -62,24 +63,18 @@ const TOOLS = [
   { bin: 'ss', pkg: 'iproute2', version: ['ss', '-V'] },
 ] as const;
 
-function onPath(bin: string): boolean {
-  return (process.env.PATH ?? '/usr/sbin:/usr/bin').split(':').some((d) => fs.existsSync(path.join(d, bin)));
-}
-
-/** Install the load tools from Debian's packages when missing. */
-export async function ensureTools(progress: (l: string) => void): Promise<Record<string, string>> {
-  const missing = TOOLS.filter((t) => !onPath(t.bin)).map((t) => t.pkg);
+/** Install the load tools from Debian's packages when missing (all of
+ * them, or the ones named in `only`), and say which versions run. */
+export async function ensureTools(progress: (l: string) => void, only?: string[]): Promise<Record<string, string>> {
+  const tools = TOOLS.filter((t) => !only || only.includes(t.bin));
+  const missing = tools.filter((t) => !findProgram(t.bin)).map((t) => t.pkg);
   if (missing.length) {
     progress(`installing ${missing.join(', ')} (apt-get)`);
-    await run('apt-get', ['update', '-qq'], { timeoutMs: 300_000 });
-    await run('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
-      timeoutMs: 600_000,
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } as Record<string, string>,
-    });
+    await aptInstall(missing, { updateMs: 300_000, installMs: 600_000 });
   }
   if (!fs.existsSync(CONNRATE)) throw new AccelError(ErrorCodes.EXEC, `${CONNRATE} is missing: run npm run build`);
   const versions: Record<string, string> = {};
-  for (const t of TOOLS) {
+  for (const t of tools) {
     const [file, ...args] = t.version;
     const r = await run(file, args, { allowFailure: true });
     versions[t.bin] = (r.stdout || r.stderr).trim().split('\n')[0] ?? '';

@@ -39,6 +39,12 @@ export interface SiteSettings {
   tag: string;
   /** CPUs for every process of the site (taskset list), or all CPUs. */
   cpus?: string;
+  /** Prefix of the namespace's and the cgroup's names (default accel-bench). */
+  name?: string;
+  /** Run attach's self-test (the bench skips it). */
+  selftest?: boolean;
+  /** The compiled BPF objects, if not the default. */
+  bpfDir?: string;
 }
 
 export class Site {
@@ -52,7 +58,7 @@ export class Site {
     readonly scenario: Scenario,
     private readonly settings: SiteSettings,
   ) {
-    this.netns = `accel-bench-${settings.tag}-${scenario.id}`;
+    this.netns = `${settings.name ?? 'accel-bench'}-${settings.tag}-${scenario.id}`;
   }
 
   /** Set up everything the scenario needs; on failure nothing stays. */
@@ -79,6 +85,11 @@ export class Site {
     return { host: LOOPBACK, port: this.scenario.proxy === 'haproxy' ? port + BENCH_PORTS.haproxyOffset : port };
   }
 
+  /** The site's cgroup, while it is open. */
+  get cgroup(): Cgroup | null {
+    return this.cg;
+  }
+
   /** The process between client and server, if any (its CPU is measured). */
   get proxyPid(): number | null {
     return this.proxy?.pid ?? null;
@@ -92,12 +103,24 @@ export class Site {
     const s = this.scenario;
     log.verbose(`bench: setting up ${s.id} in ${this.netns}`);
     await addNetns(this.netns);
-    this.cg = createChildCgroup(cgroup2Root(), `accel-bench-${s.id}`);
+    this.cg = createChildCgroup(cgroup2Root(), `${this.settings.name ?? 'accel-bench'}-${s.id}`);
     // The proxy first: attach --intercept checks that it listens.
     if (this.intercepting) {
       this.proxy = await this.start(
         process.execPath,
-        [CLI, '--log-level', 'warn', 'proxy', '--port', String(BENCH_PORTS.proxy), '--no-ipv6', '--grace-ms', '200', s.proxy === 'splice' ? '--splice' : '--no-splice'],
+        [
+          CLI,
+          ...this.globalArgs,
+          '--log-level',
+          'warn',
+          'proxy',
+          '--port',
+          String(BENCH_PORTS.proxy),
+          '--no-ipv6',
+          '--grace-ms',
+          '200',
+          s.proxy === 'splice' ? '--splice' : '--no-splice',
+        ],
         (l) => l.includes('"event":"listening"'),
       );
     }
@@ -113,16 +136,21 @@ export class Site {
     }
   }
 
+  /** The bpffs and BPF objects of this run, for the accel commands the site runs. */
+  private get globalArgs(): string[] {
+    return ['--bpffs', this.settings.bpffs, ...(this.settings.bpfDir ? ['--bpf-dir', this.settings.bpfDir] : [])];
+  }
+
   private async attach(): Promise<void> {
     const cg = this.cg as Cgroup;
-    const args = ['attach', '--cgroup', cg.path, '--skip-selftest'];
+    const args = ['attach', '--cgroup', cg.path, ...(this.settings.selftest ? [] : ['--skip-selftest'])];
     if (this.intercepting) {
       args.push('--iface', 'lo', '--intercept', `${LOOPBACK}/32:${Math.min(...SERVER_PORTS)}-${Math.max(...SERVER_PORTS)}`, '--proxy-port', String(BENCH_PORTS.proxy));
     }
     // Interception without the fast path: no bench connection may enter the
     // SOCKHASH, so the data path is plain TCP.
     if (!this.scenario.fastPath) for (const p of SERVER_PORTS) args.push('--bypass-port', String(p));
-    const r = await run(process.execPath, [CLI, ...args], { netns: this.netns, allowFailure: true, timeoutMs: 60_000 });
+    const r = await run(process.execPath, [CLI, ...this.globalArgs, ...args], { netns: this.netns, allowFailure: true, timeoutMs: 60_000 });
     if (r.exitCode !== 0) throw new AccelError(ErrorCodes.EXEC, `bench ${this.scenario.id}: accel attach failed: ${r.stderr.trim().split('\n').pop()}`);
     this.attached = true;
   }
@@ -170,7 +198,11 @@ export class Site {
   async close(): Promise<void> {
     const cg = this.cg;
     if (cg && this.attached) {
-      const r = await run(process.execPath, [CLI, 'detach', '--cgroup', cg.path, '--drain-ms', '0'], { netns: this.netns, allowFailure: true, timeoutMs: 60_000 });
+      const r = await run(process.execPath, [CLI, ...this.globalArgs, 'detach', '--cgroup', cg.path, '--drain-ms', '0'], {
+        netns: this.netns,
+        allowFailure: true,
+        timeoutMs: 60_000,
+      });
       if (r.exitCode !== 0) log.warn(`bench ${this.scenario.id}: detach: ${r.stderr.trim()}`);
       this.attached = false;
     }

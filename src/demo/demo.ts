@@ -1,75 +1,165 @@
 /**
- * The demo: in a fresh child cgroup, measure a transfer and a ping-pong
- * between two local processes, attach, show the fast path engaged on a live
- * connection, measure again, detach, and clean up. Never touches the root
- * cgroup.
+ * The demo: a short run of the bench's "direct" and "fastpath" scenarios,
+ * so that its before/after measures the data path and not a transfer tool
+ * (sockprobe, the byte-checking probe, was the bottleneck when the demo
+ * used it: it showed a few hundred MiB/s where the path carries tens of
+ * Gbit/s). Each scenario runs in its own network namespace and child
+ * cgroup, made and removed by the bench's Site; the load is the bench's
+ * (sockperf ping-pong for round trips, iperf3 for throughput, with its
+ * measuring code), on the bench's default CPU. Between the two, a live
+ * connection shows both its sockets in the SOCKHASH, as `accel verify`
+ * sees it. Never touches the root cgroup; bounded well under a minute.
  */
-import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureTools } from '../bench/bench.js';
+import { type LatencyResult, type ThroughputResult, latency, throughput } from '../bench/measure.js';
+import { type ScenarioId, SCENARIOS } from '../bench/scenarios.js';
+import { Site } from '../bench/site.js';
 import { AccelError, ErrorCodes } from '../errors.js';
-import { reconcileTo, reconcileToNothing } from '../attachment/reconcile.js';
-import { parseSpec } from '../attachment/spec.js';
 import { withMaps } from '../fastpath/pins.js';
 import { engagedConnections } from '../fastpath/status.js';
-import { log } from '../log.js';
-import { type ProbeResult, runProbe, startHeldProbe } from '../probe/sockprobe.js';
+import type { Counters } from '../maps/layout/fastpath.js';
+import { attachmentPinDir } from '../paths.js';
+import { startHeldProbe } from '../probe/sockprobe.js';
+
+/** Seconds per measurement: short, but long enough for stable medians. */
+export const DEMO_SECONDS = { latency: 3, throughput: 3 } as const;
+/** The message size of the round trips (the bench's small size). */
+export const DEMO_MESSAGE_BYTES = 64;
+/** As `accel bench` by default: every process of a scenario on CPU 0, so
+ * the figures compare with the bench's. */
+export const DEMO_CPUS = '0';
+
+/** What the fast path's counters say about one workload: bytes that sk_msg
+ * redirected to the peer socket, and bytes sent the TCP way while a writer
+ * was held back because its reader lagged (backpressure, bytes_held). */
+export interface PathBytes {
+  redirected: bigint;
+  heldBackViaTcp: bigint;
+}
 
 export interface DemoRun {
+  scenario: ScenarioId;
   label: string;
-  throughputMBps: number;
-  p50us: number;
-  p99us: number;
+  netns: string;
+  cgroup: string;
+  /** sockperf ping-pong, 64-byte messages, one TCP connection: round-trip
+   * time percentiles, in microseconds (lower is better). */
+  roundTrip: LatencyResult;
+  /** iperf3, one TCP stream, 64 KB writes: Gbit/s received (higher is better). */
+  throughput: Pick<ThroughputResult, 'gbps' | 'bytes' | 'seconds'>;
+  /** With the fast path: its pins (gone after the demo). */
+  pinDir: string | null;
+  /** With the fast path: where each workload's bytes went. */
+  path: { roundTrip: PathBytes; throughput: PathBytes } | null;
 }
 
 export interface DemoReport {
-  cgroup: string;
   runs: DemoRun[];
+  /** The live connection of step 4, with both sockets in the SOCKHASH. */
   engagedConnections: string[];
+  /** What sk_msg redirected during the fast-path measurements. */
   bytesRedirected: bigint;
+  settings: { seconds: typeof DEMO_SECONDS; messageBytes: number; cpus: string };
+  tools: Record<string, string>;
 }
 
-const BULK = 1 << 30;
+const LABELS: Partial<Record<ScenarioId, string>> = { direct: 'plain TCP', fastpath: 'accel fast path' };
 
-function must(r: ProbeResult, what: string): ProbeResult {
-  if (!r.ok) throw new AccelError(ErrorCodes.EXEC, `demo ${what} failed: ${r.error}`);
-  return r;
+function scenario(id: ScenarioId) {
+  const s = SCENARIOS.find((x) => x.id === id);
+  if (!s) throw new AccelError(ErrorCodes.INTERNAL, `no bench scenario ${id}`);
+  return s;
 }
 
-async function measure(cg: Cgroup, label: string): Promise<DemoRun> {
-  const where = { cgroupProcs: procsFile(cg) };
-  const bulk = must(await runProbe(['pair', '--bytes', String(BULK), '--sizes', '65536', '--reader', 'epoll'], where), 'transfer');
-  const ms = Math.max(...bulk.sides.map((s) => s.ms ?? 0));
-  const ping = must(await runProbe(['pingpong', '--sequential', '20000', '--sizes', '64'], where), 'ping-pong').sides[0];
-  return { label, throughputMBps: BULK / (1 << 20) / (ms / 1000), p50us: ping?.p50_us ?? 0, p99us: ping?.p99_us ?? 0 };
+/** Run `fn`; with counters to read, also what they say about its bytes. */
+async function tracked<T>(counters: (() => Counters) | null, fn: () => Promise<T>): Promise<[T, PathBytes | null]> {
+  const before = counters?.();
+  const result = await fn();
+  const after = counters?.();
+  if (!before || !after) return [result, null];
+  return [result, { redirected: after.bytes_redirected - before.bytes_redirected, heldBackViaTcp: after.bytes_held - before.bytes_held }];
 }
 
-export async function runDemo(options: { bpffs: string; bpfDir: string; say: (line: string) => void }): Promise<DemoReport> {
-  const say = options.say;
-  const cg = createChildCgroup(cgroup2Root(), 'accel-demo');
-  let attached = false;
+async function measureSite(site: Site, fastPath: { pinDir: string; counters: () => Counters } | null): Promise<DemoRun> {
+  const counters = fastPath?.counters ?? null;
+  const rt = site.target('latency');
+  const [roundTrip, rtPath] = await tracked(counters, () => latency(site.where, rt.host, rt.port, DEMO_MESSAGE_BYTES, DEMO_SECONDS.latency));
+  const tp = site.target('throughput');
+  const [t, tpPath] = await tracked(counters, () => throughput(site.where, tp.host, tp.port, DEMO_SECONDS.throughput, null));
+  return {
+    scenario: site.scenario.id,
+    label: LABELS[site.scenario.id] ?? site.scenario.label,
+    netns: site.netns,
+    cgroup: site.cgroup?.path ?? '',
+    roundTrip,
+    throughput: { gbps: t.gbps, bytes: t.bytes, seconds: t.seconds },
+    pinDir: fastPath?.pinDir ?? null,
+    path: rtPath && tpPath ? { roundTrip: rtPath, throughput: tpPath } : null,
+  };
+}
+
+/** Open a scenario's site, run `fn` in it, and take it down whatever happens. */
+async function inSite<T>(id: ScenarioId, settings: Parameters<typeof Site.open>[1], fn: (site: Site) => Promise<T>): Promise<T> {
+  const site = await Site.open(scenario(id), settings);
   try {
-    say(`1. made a child cgroup: ${cg.path}`);
-    say('2. measuring two local processes over loopback TCP, nothing attached (1 GiB transfer, 20000 ping-pongs of 64 B)...');
-    const before = await measure(cg, 'plain TCP');
-    say(`3. accel attach --cgroup ${cg.path} (self-test first)...`);
-    const a = await reconcileTo(parseSpec({ cgroup: cg.path }), { bpffs: options.bpffs, bpfDir: options.bpfDir });
-    attached = true;
-    say(`   attached, pins in ${a.pinDir}`);
-    say('4. a live connection inside the cgroup, as `accel verify` sees it:');
-    const held = await startHeldProbe(['pair', '--bytes', String(1 << 20)], { cgroupProcs: procsFile(cg) });
-    const engaged = withMaps(a.pinDir, (m) => engagedConnections(m.sockets()));
-    held.release();
-    must(await held.result, 'live connection');
-    for (const c of engaged) say(`   both ends in the SOCKHASH: ${c}`);
-    if (!engaged.length) throw new AccelError(ErrorCodes.VERIFY, 'demo: the live connection did not enter the fast path');
-    say('5. measuring again with the fast path...');
-    const after = await measure(cg, 'accel fast path');
-    const bytesRedirected = withMaps(a.pinDir, (m) => m.counters().bytes_redirected);
-    say(`6. accel detach --cgroup ${cg.path}`);
-    await reconcileToNothing(cg.path, { bpffs: options.bpffs, bpfDir: options.bpfDir, drainMs: 100 });
-    attached = false;
-    return { cgroup: cg.path, runs: [before, after], engagedConnections: engaged, bytesRedirected };
+    return await fn(site);
   } finally {
-    if (attached) await reconcileToNothing(cg.path, { bpffs: options.bpffs, bpfDir: options.bpfDir, drainMs: 0 }).catch((e: unknown) => log.error(String(e)));
-    await removeCgroup(cg);
+    await site.close();
+  }
+}
+
+function checkAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new AccelError(ErrorCodes.INTERRUPTED, 'demo interrupted; everything it set up was removed');
+}
+
+export async function runDemo(options: { bpffs: string; bpfDir: string; say: (line: string) => void; signal?: AbortSignal }): Promise<DemoReport> {
+  const say = options.say;
+  const stop = () => checkAborted(options.signal);
+  const tools = await ensureTools(say, ['sockperf', 'iperf3', 'ss']);
+  const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-demo-'));
+  const settings = { bpffs: options.bpffs, bpfDir: options.bpfDir, workDir, tag: String(process.pid), cpus: DEMO_CPUS, name: 'accel-demo' };
+  const what = `sockperf ping-pong with ${DEMO_MESSAGE_BYTES}-byte messages for ${DEMO_SECONDS.latency} s, then iperf3 (one stream, 64 KB writes) for ${DEMO_SECONDS.throughput} s`;
+  try {
+    say('1. plain TCP: a network namespace and a child cgroup of their own, client and servers in them, nothing attached');
+    const before = await inSite('direct', settings, async (site) => {
+      stop();
+      say(`   ${site.netns}, ${site.cgroup?.path}; measuring: ${what}...`);
+      return measureSite(site, null);
+    });
+    stop();
+    say('2. the same with the fast path: new namespace and cgroup, `accel attach --cgroup` (self-test first), servers started');
+    const after = await inSite('fastpath', { ...settings, selftest: true }, async (site) => {
+      const cg = site.cgroup;
+      if (!cg) throw new AccelError(ErrorCodes.INTERNAL, 'demo: the fast-path site has no cgroup');
+      stop();
+      const pinDir = attachmentPinDir(options.bpffs, cg.id);
+      say(`   attached to ${cg.path}, pins in ${pinDir}`);
+      say('3. a live connection inside the cgroup, as `accel verify` sees it:');
+      const held = await startHeldProbe(['pair', '--bytes', String(1 << 20)], site.where);
+      const engaged = withMaps(pinDir, (m) => engagedConnections(m.sockets()));
+      held.release();
+      const done = await held.result;
+      if (!done.ok) throw new AccelError(ErrorCodes.EXEC, `demo: the live connection failed: ${done.error}`);
+      for (const c of engaged) say(`   both ends in the SOCKHASH: ${c}`);
+      if (!engaged.length) throw new AccelError(ErrorCodes.VERIFY, 'demo: the live connection did not enter the fast path');
+      stop();
+      say(`4. measuring again: ${what}...`);
+      const run = await measureSite(site, { pinDir, counters: () => withMaps(pinDir, (m) => m.counters()) });
+      const bytesRedirected = (run.path?.roundTrip.redirected ?? 0n) + (run.path?.throughput.redirected ?? 0n);
+      say('5. detaching, stopping the servers, removing namespace and cgroup');
+      return { run, engaged, bytesRedirected };
+    });
+    return {
+      runs: [before, after.run],
+      engagedConnections: after.engaged,
+      bytesRedirected: after.bytesRedirected,
+      settings: { seconds: DEMO_SECONDS, messageBytes: DEMO_MESSAGE_BYTES, cpus: DEMO_CPUS },
+      tools,
+    };
+  } finally {
+    fs.rmSync(workDir, { recursive: true, force: true });
   }
 }

@@ -47,8 +47,8 @@ export function registerBench(program: Command, globals: () => GlobalOptions): v
       const seconds: BenchDurations = opts.seconds ? { latency: opts.seconds, throughput: opts.seconds, connections: opts.seconds } : base;
       const stop = new AbortController();
       const onSignal = () => stop.abort();
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
       try {
         const run = await runBench({
           bpffs: globals().bpffs,

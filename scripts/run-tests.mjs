@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 
 /** Under dist/test/: the rootless tests. A folder here holds no other kind. */
-const UNIT = ['attachment', 'cgroup', 'intercept', 'lint', 'maps', 'net', 'proxy', 'stream', 'sys', 'helpers/dmesg.test.js', 'bench/report.test.js'];
+const UNIT = ['attachment', 'bpf', 'cgroup', 'intercept', 'lint', 'maps', 'net', 'proxy', 'stream', 'sys', 'helpers/dmesg.test.js', 'bench/report.test.js'];
 
 const unit = process.argv[2] === '--unit';
 if (unit) {

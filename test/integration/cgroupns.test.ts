@@ -76,6 +76,7 @@ mount -t bpf bpf /sys/fs/bpf
 ip link set lo up
 export cg=/sys/fs/cgroup/${appName}
 echo "NS {\\"inode\\": $(stat -L -c %i /proc/self/ns/cgroup), \\"cgroup\\": \\"$(grep '^0::' /proc/self/cgroup | cut -d: -f3)\\", \\"app\\": $(stat -c %i $cg)}"
+echo "ROOT $(${accel} attach --cgroup /sys/fs/cgroup --skip-selftest --json | tr -d '\\n')"
 echo "ATTACH $(${accel} attach --cgroup $cg --skip-selftest --json | tr -d '\\n')"
 echo "PROBE $(${inApp(`${SOCKPROBE} pair --bytes ${4 * MB} --back ${MB}`)} | tail -1)"
 echo "STATUS $(${accel} status --cgroup $cg --json | tr -d '\\n')"
@@ -107,6 +108,11 @@ echo "PROXYLOG [$(grep '"event":"connection"' ${tmp}/proxy.log | paste -sd,)]"
     assert.notEqual(ns.inode, INIT_CGROUP_NS_INODE, 'a cgroup namespace of its own');
     assert.equal(ns.cgroup, '/', 'the shell is at the root of its cgroup namespace');
     assert.equal(BigInt(ns.app), app.id, 'a cgroup id is the same inside and out');
+
+    // Its root is refused as a root, named as the namespace's.
+    const root = part<{ code: string; message: string }>(out, 'ROOT');
+    assert.equal(root.code, 'E_CGROUP_ROOT');
+    assert.match(root.message, /^\/sys\/fs\/cgroup is the root cgroup of this cgroup namespace: .*; use a child cgroup$/);
 
     // The fast path: attached by the namespace's path, carrying a transfer.
     const attached = part<{ cgroup: { path: string; id: string } }>(out, 'ATTACH');

@@ -12,6 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 /** Under dist/test/: the rootless tests. A folder here holds no other kind. */
 const UNIT = [
   'attachment',
+  'bpf',
   'cgroup',
   'intercept',
   'lint',
@@ -22,7 +23,6 @@ const UNIT = [
   'sys',
   'helpers/dmesg.test.js',
   'bench/report.test.js',
-  'bpf/kprobes.test.js',
   'fastpath/joins.test.js',
 ];
 

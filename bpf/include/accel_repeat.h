@@ -18,7 +18,7 @@
 
 #include "accel_common.h"
 
-/* Kernel 6.3+: the kernel's sk_buff behind the context, for the TCP
+/* Kernel 6.2+: the kernel's sk_buff behind the context, for the TCP
  * sequence number in its control block. */
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 

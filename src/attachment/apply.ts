@@ -55,7 +55,7 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       await installIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);
       return;
     case 'configure-intercept':
-      return configureIntercept(ctx.cgroup, ctx.pinDir, step.settings);
+      return configureIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);
   }
 }
 

@@ -6,9 +6,9 @@
  */
 import fs from 'node:fs';
 import { ensureBpffs, ownedDir } from '../bpf/bpffs.js';
-import type { Prober } from '../bpf/features.js';
+import { type Prober, requireKernelFeatures } from '../bpf/features.js';
 import { type Cgroup, cgroup2Root, resolveCgroup } from '../cgroup/cgroup.js';
-import { requireBpfObjects, requireKernelFeatures } from '../fastpath/install.js';
+import { requireBpfObjects } from '../fastpath/install.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkIntercept } from '../intercept/install.js';
 import { readRecord } from '../intercept/record.js';
@@ -81,7 +81,8 @@ async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: Re
 export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOptions): Promise<ReconcileResult> {
   requirePrivileges();
   const cg = (options.resolve ?? resolveCgroup)(spec.cgroup);
-  requireKernelFeatures(options.prober);
+  requireKernelFeatures('fastpath', options.prober);
+  if (spec.intercept) requireKernelFeatures('intercept', options.prober);
   requireBpfObjects(options.bpfDir);
   ensureBpffs(options.bpffs);
   // A planted pin root is refused before anything is loaded or removed.

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from './errno.js';
 import { closeFd, tcxLinkInfo, withPinned } from './fd.js';
-import { type Handle, bpf, lastErrno } from './native.js';
+import { CgroupIterLinkInfoT, type Handle, IterAttachOptsT, bpf, koffi, lastErrno } from './native.js';
 import { AttachType, LinkType } from './uapi.js';
 
 function openCgroup(cgroupPath: string): number {
@@ -178,10 +178,36 @@ export function queryCgroupPrograms(cgroupPath: string, type: number): number[] 
   }
 }
 
+/** enum bpf_cgroup_iter_order: the one cgroup the iterator was given. */
+const BPF_CGROUP_ITER_SELF_ONLY = 1;
+
 /** Run a BPF iterator program once over what it iterates (its network
  * namespace is this process's) and return everything it wrote. */
 export function readIterator(program: Handle): Buffer {
-  const link = bpf.attach_iter(program, null);
+  return runIterator(program, null);
+}
+
+/** Run an iter/cgroup program once, on the cgroup directory `cgroupPath`
+ * only, and return everything it wrote. */
+export function readCgroupIterator(program: Handle, cgroupPath: string): Buffer {
+  // The layout of libbpf 1.1.2 on 64-bit targets.
+  if (koffi.sizeof(IterAttachOptsT) !== 24 || koffi.offsetof(IterAttachOptsT, 'link_info_len') !== 16) {
+    throw new AccelError(ErrorCodes.INTERNAL, 'struct bpf_iter_attach_opts: unexpected layout on this platform');
+  }
+  const cgFd = openCgroup(cgroupPath);
+  try {
+    return runIterator(program, {
+      sz: koffi.sizeof(IterAttachOptsT),
+      link_info: { order: BPF_CGROUP_ITER_SELF_ONLY, cgroup_fd: cgFd, cgroup_id: 0 },
+      link_info_len: koffi.sizeof(CgroupIterLinkInfoT),
+    });
+  } finally {
+    closeFd(cgFd);
+  }
+}
+
+function runIterator(program: Handle, opts: Record<string, unknown> | null): Buffer {
+  const link = bpf.attach_iter(program, opts);
   if (!link) {
     const errno = lastErrno();
     throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach an iterator: ${describeErrno(errno)}`, { errno: errnoName(errno) });

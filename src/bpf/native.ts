@@ -18,6 +18,22 @@ export const BpfObjectT = koffi.opaque('bpf_object');
 export const BpfProgramT = koffi.opaque('bpf_program');
 export const BpfMapT = koffi.opaque('bpf_map');
 export const BpfLinkT = koffi.opaque('bpf_link');
+export const BtfT = koffi.opaque('btf');
+
+/** The cgroup member of union bpf_iter_link_info (uapi <linux/bpf.h>):
+ * which cgroup an iter/cgroup program visits, and in what order. */
+export const CgroupIterLinkInfoT = koffi.struct('accel_cgroup_iter_link_info', {
+  order: 'uint32_t',
+  cgroup_fd: 'uint32_t',
+  cgroup_id: 'uint64_t',
+});
+
+/** struct bpf_iter_attach_opts of libbpf 1.1.2 (libbpf.h): sz first. */
+export const IterAttachOptsT = koffi.struct('bpf_iter_attach_opts', {
+  sz: 'size_t',
+  link_info: koffi.pointer(CgroupIterLinkInfoT),
+  link_info_len: 'uint32_t',
+});
 
 export type Handle = unknown;
 
@@ -88,7 +104,7 @@ export const bpf = {
   link_pin: libbpf.func('int bpf_link__pin(bpf_link *link, const char *path)'),
   link_disconnect: libbpf.func('void bpf_link__disconnect(bpf_link *link)'),
   link_destroy: libbpf.func('int bpf_link__destroy(bpf_link *link)'),
-  attach_iter: libbpf.func('bpf_link *bpf_program__attach_iter(const bpf_program *prog, const void *opts)'),
+  attach_iter: libbpf.func('bpf_link *bpf_program__attach_iter(const bpf_program *prog, const bpf_iter_attach_opts *opts)'),
   link_fd: libbpf.func('int bpf_link__fd(const bpf_link *link)'),
   // Low-level link calls on fds (libbpf 1.1 has no tcx wrappers): for tcx,
   // target_fd is an ifindex; opts may be NULL (no relative anchor: append).
@@ -110,6 +126,11 @@ export const bpf = {
   probe_map_type: libbpf.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
   probe_helper: libbpf.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),
   set_print: libbpf.func('void *libbpf_set_print(accel_libbpf_print_fn *fn)'),
+  // The running kernel's BTF (/sys/kernel/btf/vmlinux, or where libbpf
+  // finds it); NULL and errno when there is none.
+  btf_load_vmlinux: libbpf.func('btf *btf__load_vmlinux_btf(void)'),
+  btf_find_by_name_kind: libbpf.func('int btf__find_by_name_kind(const btf *btf, const char *name, uint32_t kind)'),
+  btf_raw_data: libbpf.func('const void *btf__raw_data(const btf *btf, _Out_ uint32_t *size)'),
 };
 
 export const libcFns = {

@@ -9,13 +9,21 @@ export const AttachType = {
   TCX_INGRESS: 46,
   TCX_EGRESS: 47,
 } as const;
+/** enum bpf_func_id: the helpers accel's programs call that need probing. */
 export const Helper = {
+  skb_adjust_room: 50,
+  sock_ops_cb_flags_set: 59,
   sock_hash_update: 70,
   msg_redirect_hash: 71,
   sk_redirect_hash: 72,
+  skb_ancestor_cgroup_id: 83,
+  skc_lookup_tcp: 99,
   sk_storage_get: 107,
+  probe_read_kernel: 113,
   get_netns_cookie: 122,
   sk_assign: 124,
+  skc_to_tcp_sock: 137,
+  loop: 181,
 } as const;
 export const LinkType = { CGROUP: 3, TCX: 11 } as const;
 export const BPF_ANY = 0n;

@@ -114,7 +114,10 @@ export function resolveCgroup(input: string, options: { allowRoot?: boolean } = 
     throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not in a cgroup v2 hierarchy (expected a directory under a cgroup2 mount${hint})`);
   }
   if (!options.allowRoot && isMountRoot(real)) {
-    throw new AccelError(ErrorCodes.CGROUP_ROOT, `${real} is the root cgroup: attaching there would affect every socket of the machine; use a child cgroup`);
+    const what = inCgroupNamespace()
+      ? 'the root cgroup of this cgroup namespace: attaching there would affect every socket of its processes'
+      : 'the root cgroup: attaching there would affect every socket of the machine';
+    throw new AccelError(ErrorCodes.CGROUP_ROOT, `${real} is ${what}; use a child cgroup`);
   }
   return { path: real, id: st.ino };
 }
@@ -158,13 +161,20 @@ export function subtreeIds(cg: Cgroup, maxDirs = 20000): Set<bigint> {
   return ids;
 }
 
-/** Depth of a cgroup below the root of its mount (the root is 0): the
- * level bpf_skb_ancestor_cgroup_id() takes when the mount shows the whole
- * hierarchy. */
-export function cgroupLevel(cg: Cgroup): number {
-  let level = 0;
-  for (let dir = cg.path; !isMountRoot(dir); dir = path.dirname(dir)) level++;
-  return level;
+/** The inode of the initial cgroup namespace (PROC_CGROUP_INIT_INO,
+ * include/linux/proc_ns.h). */
+export const INIT_CGROUP_NS_INODE = 0xeffffffb;
+
+/** Does this process run in a cgroup namespace of its own (a container's),
+ * where a cgroup2 mount shows the namespace's subtree as its root? Cgroup
+ * ids are the same inside and out; levels are not what the mount shows
+ * (src/cgroup/level.ts). */
+export function inCgroupNamespace(): boolean {
+  try {
+    return fs.statSync('/proc/self/ns/cgroup').ino !== INIT_CGROUP_NS_INODE;
+  } catch {
+    return false; // no /proc, or a kernel without cgroup namespaces
+  }
 }
 
 /** Create a uniquely named child cgroup of `parent`. */

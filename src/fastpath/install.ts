@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { removePinDir } from '../bpf/bpffs.js';
 import { attachCgroupPinned } from '../bpf/attach.js';
 import { pin } from '../bpf/fd.js';
-import { type Prober, probeFastPathFeatures } from '../bpf/features.js';
+import { type Prober, describeFeatures, probeFeatures } from '../bpf/features.js';
 import type { Cgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
@@ -37,15 +37,6 @@ export interface FastPathSpec {
   streamVerdict: 'auto' | 'always';
   /** Prove the fast path on this kernel before installing it. */
   selftest: boolean;
-}
-
-export function requireKernelFeatures(prober: Prober = probeFastPathFeatures): void {
-  const missing = prober()
-    .filter((f) => !f.present)
-    .map((f) => f.name);
-  if (missing.length) {
-    throw new AccelError(ErrorCodes.KERNEL_FEATURE, `this kernel lacks what the fast path needs: ${missing.join(', ')}`);
-  }
 }
 
 /** The compiled objects install loads, all checked before anything is
@@ -122,15 +113,21 @@ export function configureFastPath(dir: string, settings: Pick<FastPathSpec, 'byp
 }
 
 /** Record the cgroup's listeners that predate the sockops link. This
- * improves an attachment but is not needed for it: a failure (an older
- * kernel) is a warning. */
-export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string): number {
+ * improves an attachment but is not needed for it: a kernel without what
+ * it takes, or a failure, is a warning. */
+export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string, prober: Prober = probeFeatures): number {
+  const UNTIL_THEY_LISTEN = 'listeners that existed before attach are not known to the fast path until they listen again';
   try {
+    const missing = prober('listeners').filter((f) => !f.present);
+    if (missing.length) {
+      log.warn(`${UNTIL_THEY_LISTEN}: this kernel lacks ${describeFeatures(missing)}`);
+      return 0;
+    }
     const { adopted } = adoptListeners(bpfDir, cg, dir);
     for (const l of adopted) log.info(`recorded a listener that predates the attachment: ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`);
     return adopted.length;
   } catch (err) {
-    log.warn(`listeners that existed before attach are not known to the fast path until they listen again: ${(err as Error).message}`);
+    log.warn(`${UNTIL_THEY_LISTEN}: ${(err as Error).message}`);
     return 0;
   }
 }

@@ -10,7 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BpfObject } from '../bpf/object.js';
 import { pin, withPinnedMaps } from '../bpf/fd.js';
-import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
+import type { Cgroup } from '../cgroup/cgroup.js';
+import { kernelCgroupLevel } from '../cgroup/level.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
@@ -119,7 +120,7 @@ export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: strin
       maps.configure(
         {
           cgroupId: cg.id,
-          cgroupLevel: cgroupLevel(cg),
+          cgroupLevel: kernelCgroupLevel(cg, bpfDir),
           proxyPort: s.proxyPort,
           loIfindex: indexes.get('lo') ?? 1,
           interceptMark: s.interceptMark,
@@ -188,12 +189,13 @@ export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: strin
  * the record: a crash between them leaves a record the next plan finds
  * different from the spec, and it configures again.
  */
-export async function configureIntercept(cg: Cgroup, pinDir: string, s: InterceptSettings): Promise<void> {
+export async function configureIntercept(cg: Cgroup, pinDir: string, bpfDir: string, s: InterceptSettings): Promise<void> {
   const record = readRecord(cg.id);
   if (!record?.complete) throw new AccelError(ErrorCodes.INTERNAL, `no complete interception of ${cg.path} to configure`);
   const lo = await ip.interfaceIndex('lo');
+  const cgroupLevel = kernelCgroupLevel(cg, bpfDir);
   withTproxyMaps(pinDir, (maps) =>
-    maps.configure({ cgroupId: cg.id, cgroupLevel: cgroupLevel(cg), proxyPort: s.proxyPort, loIfindex: lo, interceptMark: s.interceptMark, proxyMark: s.proxyMark }, s.rules),
+    maps.configure({ cgroupId: cg.id, cgroupLevel, proxyPort: s.proxyPort, loIfindex: lo, interceptMark: s.interceptMark, proxyMark: s.proxyMark }, s.rules),
   );
   saveRecord({ ...record, settings: s });
   log.info(`interception of ${cg.path} now steers ${s.rules.map((r) => r.text).join(', ')} -> proxy port ${s.proxyPort} (in place)`);

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { attachToMap } from '../bpf/attach.js';
 import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
+import { type Prober, requireKernelFeatures } from '../bpf/features.js';
 import { pin, withPinnedMaps } from '../bpf/fd.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { BpfObject } from '../bpf/object.js';
@@ -104,8 +105,10 @@ export class SpliceAttachment {
     readonly dir: string,
   ) {}
 
-  /** Load, attach and pin; `owner` names the user, e.g. "proxy-15001". */
-  static open(options: { bpffs: string; bpfDir: string; owner: string }): SpliceAttachment {
+  /** Load, attach and pin; `owner` names the user, e.g. "proxy-15001".
+   * A kernel without what sksplice.c needs is refused first (E_KERNEL_FEATURE). */
+  static open(options: { bpffs: string; bpfDir: string; owner: string; prober?: Prober }): SpliceAttachment {
+    requireKernelFeatures('splice', options.prober);
     ensureBpffs(options.bpffs);
     removeStaleSpliceDirs(options.bpffs);
     const dir = path.join(options.bpffs, PIN_SUBDIR, `splice-${options.owner}-${process.pid}`);

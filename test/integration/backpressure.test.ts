@@ -14,6 +14,7 @@ import { type Placement, type Spawned, run, spawn } from '../../src/proc/run.js'
 import type { SpliceCounters } from '../../src/maps/layout/splice.js';
 import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { BPFFS, CLI, MB, accel, attachOk, maps, nothingAttached, removeStaleSplicePins, stopProcess, testCgroup } from '../helpers/env.js';
+import { kernelLacks } from '../helpers/features.js';
 import { ECHO_PORT, FIXTURES, type InterceptBench, SERVER4, interceptBench } from '../helpers/intercept.js';
 
 const PAUSE = ['--pause-ms', '3000', '--timeout-s', '90'];
@@ -136,7 +137,7 @@ function tcpBufferMax(which: 'rmem' | 'wmem'): number {
  * does not see. Now it may take what the user-space server takes plus one
  * more autotuned receive and send buffer (the held socket's queue).
  */
-describe('backpressure on the splice path', () => {
+describe('backpressure on the splice path', { skip: kernelLacks('intercept', 'splice') }, () => {
   // Per flow, what TCP itself may hold beyond the user-space server: the
   // held socket's autotuned receive buffer, a send buffer, and the skbs the
   // verdict redirected before its owner held the socket (the owner polls

@@ -12,6 +12,7 @@ import { type Failpoint, FAILPOINTS } from '../../src/failpoint.js';
 import { attachmentPinDir, interceptRecordPath, journalPath } from '../../src/paths.js';
 import { run } from '../../src/proc/run.js';
 import { BPFFS, BPF_DIR, CLI } from '../helpers/env.js';
+import { kernelLacks } from '../helpers/features.js';
 import { HTTP_PORT, type InterceptBench, PROXY_PORT, interceptBench } from '../helpers/intercept.js';
 
 /** A; B: new settings that replace the interception; C: new rules only, configured in place. */
@@ -157,7 +158,7 @@ async function walk(b: InterceptBench, c: Case, env: Record<string, string>): Pr
   await expectNothing(b, what);
 }
 
-describe('convergence after a crash at any step', () => {
+describe('convergence after a crash at any step', { skip: kernelLacks('intercept') }, () => {
   it('every failpoint of attach, re-attach and detach is walked; each converges and leaves nothing behind', async (t) => {
     const b = await interceptBench(t, { attach: false });
     const foreign = path.join(BPF_DIR, 'test', 'foreign.bpf.o');

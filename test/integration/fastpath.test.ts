@@ -11,6 +11,7 @@ import { runProbe, runSplit, startHeldProbe } from '../../src/probe/sockprobe.js
 import { SOCKPROBE } from '../../src/paths.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { BPFFS, MB, accel, attachOk, fastPathBytes, maps, stopProcess, testCgroup, testNetns, waitFor } from '../helpers/env.js';
+import { requireFeature } from '../helpers/features.js';
 import { FIXTURES } from '../helpers/intercept.js';
 
 describe('local fast path', () => {
@@ -80,6 +81,7 @@ describe('local fast path', () => {
   // outside it) and records it. A local client's connection then takes the
   // fast path at once, and the record goes when the listener closes.
   it('takes a listener that predates the attachment onto the fast path, and forgets it when it closes', async (t) => {
+    if (!requireFeature(t, 'listeners')) return;
     const cg = testCgroup(t);
     const inside = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--echo', '18092'], { cgroupProcs: cg.procs });
     const outside = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--echo', '18093']);

@@ -17,6 +17,7 @@ import { BpfObject } from '../../src/bpf/object.js';
 import { type HookRecord, type HookSpec, detachHook } from '../../src/intercept/hooks.js';
 import { DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
 import { run } from '../../src/proc/run.js';
+import { kernelLacks, requireFeature } from '../helpers/features.js';
 
 const RUNNER = path.join(PACKAGE_ROOT, 'dist', 'test', 'helpers', 'hooks-runner.js');
 const VETH = 'tcxt0';
@@ -127,8 +128,9 @@ async function foreignFilterIntact(b: Bench, when: string): Promise<void> {
   assert.equal(f[0]?.prog, undefined, 'and still the classic-BPF one');
 }
 
-describe('tc hooks: tcx links, tc filters as the fallback', () => {
+describe('tc hooks: tcx links, tc filters as the fallback', { skip: kernelLacks('intercept') }, () => {
   it('tcx: attaches a pinned link (no clsact, no filter), detaches it, goes with its pin, and leaves a foreign tc filter alone', async (t) => {
+    if (!requireFeature(t, 'tcx links')) return;
     const b = await bench(t);
     const s = specs(b);
     assert.equal(await b.ok('mode'), 'tcx', 'this kernel (6.18) has tcx links');

@@ -12,6 +12,7 @@ import { interceptRecordPath as statePath } from '../../src/paths.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { BPFFS, CLI, MB, fastPathBytes, stopProcess, waitFor } from '../helpers/env.js';
+import { kernelLacks, requireFeature } from '../helpers/features.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, OTHER_PORT, PROBE_PORT, PROXY_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function pattern(n: number): Buffer {
@@ -22,7 +23,7 @@ function pattern(n: number): Buffer {
 
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 
-describe('transparent interception', () => {
+describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
   it('curl and a Node.js client reach the server at its real address (IPv4, IPv6) through the proxy, which logs the original destination', async (t) => {
     const b = await interceptBench(t);
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-curl-'));
@@ -176,6 +177,7 @@ describe('transparent interception', () => {
 
   for (const mode of ['tcx', 'tc'] as const) {
     it(`detach removes rules, routes, hooks (${mode}), pins and the record, leaves the host state it found, and traffic flows directly again`, async (t) => {
+      if (mode === 'tcx' && !requireFeature(t, 'tcx links')) return;
       const saved = process.env.ACCEL_TC_MODE;
       process.env.ACCEL_TC_MODE = mode;
       t.after(() => {
@@ -300,7 +302,7 @@ describe('transparent interception', () => {
   });
 });
 
-describe('interception: bad input leaves nothing behind', () => {
+describe('interception: bad input leaves nothing behind', { skip: kernelLacks('intercept') }, () => {
   it('unknown interface, invalid CIDR or port, a proxy port nothing listens on: one error line, nothing installed', async (t) => {
     const b = await interceptBench(t, { attach: false });
     const base = ['attach', '--cgroup', b.cg.path, '--skip-selftest', '--proxy-port', String(PROXY_PORT)];

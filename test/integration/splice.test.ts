@@ -13,6 +13,7 @@ import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout/splice.js';
 import { BPFFS, BPF_DIR, CLI, MB, accel, dropPackets, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
+import { kernelLacks } from '../helpers/features.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function spliceOf(pid: number): { counters: SpliceCounters; sockets: number; tracked: number } {
@@ -74,7 +75,7 @@ async function withStallSnapshot<T>(
 /** Polls every 25 ms, as these map reads are cheap. */
 const waitUntil = (cond: () => boolean, ms: number) => waitFor(cond, ms, 25);
 
-describe('accel proxy --splice', () => {
+describe('accel proxy --splice', { skip: kernelLacks('intercept', 'splice') }, () => {
   // 64 MB each way at once, IPv4 then IPv6, through the proxy to the
   // remote echo server. Each side half-closes while bytes for it still wait
   // in its psock: the verdict must not queue the FIN behind them (they
@@ -218,7 +219,7 @@ describe('accel proxy --splice', () => {
   });
 });
 
-describe('accel echo and accel relay', () => {
+describe('accel echo and accel relay', { skip: kernelLacks('splice') }, () => {
   function startServer(t: import('node:test').TestContext, kind: 'echo' | 'relay', port: number, extra: string[] = [], where: Placement = {}) {
     const p = spawn(process.execPath, [CLI, kind, '--port', String(port), '--grace-ms', '200', ...extra], { ...where, watchStderr: true });
     t.after(async () => {

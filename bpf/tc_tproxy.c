@@ -260,9 +260,14 @@ static __always_inline int accel_refuse(struct __sk_buff *skb, const struct acce
 	    bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF + 4, &new_ack, 4, 0) ||
 	    bpf_skb_store_bytes(skb, l4 + TCP_FLAGS_OFF, &new_flags, 2, 0))
 		return TC_ACT_SHOT;
-	/* Unmarked, it passes this program untouched the second time. */
+	/* Unsteered from here on. It goes on up this same ingress: IP routes
+	 * it (it carries no route when it came redirected from another
+	 * interface) and delivers it to the client's socket. Not redirected to
+	 * lo again: a redirect drops the route a SYN sent on lo itself still
+	 * carries (--iface lo), and 127.0.0.1 -> 127.0.0.1 without one is a
+	 * martian; the reset was lost and the client hung. */
 	skb->mark = 0;
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return TC_ACT_OK;
 }
 
 SEC("tc")

@@ -121,6 +121,17 @@ export function netnsCookie(fd: number): bigint {
   return v.readBigUInt64LE(0);
 }
 
+/** Cookie of the network namespace this process is in (that of a socket
+ * made for the question). */
+export function currentNetnsCookie(): bigint {
+  const fd = newSocket(4);
+  try {
+    return netnsCookie(fd);
+  } finally {
+    libcFns.close(fd);
+  }
+}
+
 /** SO_RCVLOWAT. Setting it also makes TCP re-check readiness and call the
  * socket's data-ready callback when data is queued (tcp_set_rcvlowat). */
 export function setRcvLowat(fd: number, bytes: number): void {

@@ -27,6 +27,7 @@ ACCEL_BTF(enum accel_counter, accel_counter_btf);
 ACCEL_BTF(struct accel_intercept_rule, accel_intercept_rule_btf);
 ACCEL_BTF(struct accel_tproxy_config, accel_tproxy_config_btf);
 ACCEL_BTF(struct accel_tproxy_flow, accel_tproxy_flow_btf);
+ACCEL_BTF(struct accel_proxy_key, accel_proxy_key_btf);
 ACCEL_BTF(enum accel_tproxy_counter, accel_tproxy_counter_btf);
 
 /* Splice (sksplice.c). */

@@ -14,10 +14,12 @@
  * accel_tc_lo_ingress (clsact ingress of lo): a marked packet is handed with
  * bpf_sk_assign() to the socket that must receive it: the proxy's accepted
  * socket for that 4-tuple when there is one, else, for a SYN only, the
- * proxy's listener on the loopback address. The kernel then delivers it to
- * that socket although its destination is the original server; the ip rule
- * on the mark supplies the local route this needs. The proxy's answers go
- * to the application's local address through lo and need nothing from us.
+ * listener an accel proxy registered for the proxy port in this network
+ * namespace (accel_proxy_maps.h), never whatever else listens there. The
+ * kernel then delivers it to that socket although its destination is the
+ * original server; the ip rule on the mark supplies the local route this
+ * needs. The proxy's answers go to the application's local address through
+ * lo and need nothing from us.
  *
  * Whatever is not ours, or cannot be parsed (IP options, IPv6 extension
  * headers, fragments), continues unchanged (TC_ACT_UNSPEC lets other
@@ -25,6 +27,7 @@
  */
 #include "accel_common.h"
 #include "accel_maps.h"
+#include "accel_proxy_maps.h"
 #include "accel_key.h"
 
 #define TC_ACT_UNSPEC (-1)
@@ -260,16 +263,56 @@ static __always_inline int accel_refuse(struct __sk_buff *skb, const struct acce
 	    bpf_skb_store_bytes(skb, l4 + TCP_SEQ_OFF + 4, &new_ack, 4, 0) ||
 	    bpf_skb_store_bytes(skb, l4 + TCP_FLAGS_OFF, &new_flags, 2, 0))
 		return TC_ACT_SHOT;
-	/* Unmarked, it passes this program untouched the second time. */
+	/* Unsteered from here on. It goes on up this same ingress: IP routes
+	 * it (it carries no route when it came redirected from another
+	 * interface) and delivers it to the client's socket. Not redirected to
+	 * lo again: a redirect drops the route a SYN sent on lo itself still
+	 * carries (--iface lo), and 127.0.0.1 -> 127.0.0.1 without one is a
+	 * martian; the reset was lost and the client hung. */
 	skb->mark = 0;
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return TC_ACT_OK;
+}
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+/*
+ * The cookie of the network namespace the packet is in (that of lo), as
+ * SO_NETNS_COOKIE reports it for a socket there. Not bpf_get_netns_cookie():
+ * in tc it reads skb->sk, which a packet arriving on lo no longer has, and
+ * then answers with the initial namespace's.
+ */
+static __always_inline __u64 accel_skb_netns(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+
+	return kskb->dev->nd_net.net->net_cookie;
+}
+
+/* Is some socket listening on the proxy port of the loopback address (one
+ * no proxy registered, as the caller found none)? Only counted. */
+static __always_inline int accel_foreign_listener(struct __sk_buff *skb, const struct accel_pkt *p, __u32 port)
+{
+	__u32 loopback[4] = {};
+	struct bpf_sock *sk;
+	int listening;
+
+	if (p->family == AF_INET)
+		accel_ip4_to_mapped(loopback, bpf_htonl(0x7f000001));
+	else
+		loopback[3] = bpf_htonl(1);
+	sk = accel_lookup(skb, p, loopback, bpf_htons((__u16)port));
+	if (!sk)
+		return 0;
+	listening = sk->state == BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return listening;
 }
 
 SEC("tc")
 int accel_tc_lo_ingress(struct __sk_buff *skb)
 {
 	struct accel_tproxy_config *cfg = accel_tp_config();
-	__u32 loopback[4] = {};
+	struct accel_proxy_key pk = {};
 	struct bpf_sock *sk;
 	struct accel_pkt p;
 
@@ -286,12 +329,14 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 	if (!p.syn || p.ack)
 		return TC_ACT_UNSPEC;
 
-	/* A new connection: the proxy's listener on the loopback address. */
-	if (p.family == AF_INET)
-		accel_ip4_to_mapped(loopback, bpf_htonl(0x7f000001));
-	else
-		loopback[3] = bpf_htonl(1);
-	sk = accel_lookup(skb, &p, loopback, bpf_htons((__u16)cfg->proxy_port));
+	/* A new connection: the listener a proxy registered, and no other.
+	 * Looked up by key, not by address, so that a socket someone else
+	 * binds to the port while the proxy is down (or restarting) is never
+	 * handed the cgroup's connections. */
+	pk.netns = accel_skb_netns(skb);
+	pk.family = p.family;
+	pk.port = cfg->proxy_port;
+	sk = bpf_map_lookup_elem(&accel_proxy_listeners, &pk);
 	if (sk && sk->state != BPF_TCP_LISTEN) {
 		bpf_sk_release(sk);
 		sk = NULL;
@@ -300,6 +345,8 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 		/* No proxy: refuse rather than let the client hang, and never
 		 * let the connection reach its destination unchecked. */
 		accel_tp_count(ACCEL_TP_NO_LISTENER);
+		if (accel_foreign_listener(skb, &p, cfg->proxy_port))
+			accel_tp_count(ACCEL_TP_FOREIGN_LISTENER);
 		return accel_refuse(skb, &p);
 	}
 	accel_assign(skb, sk, ACCEL_TP_ASSIGNED_LISTENER);

@@ -30,6 +30,23 @@ export function attachmentPinDir(bpffs: string, cgroupId: bigint): string {
   return path.join(pinRoot(bpffs), `cgroup-${cgroupId}`);
 }
 
+/** The node's one map of proxy listeners (bpf/include/accel_proxy_maps.h):
+ * pinned in the pin root itself, shared by every attachment and proxy. */
+export const PROXY_LISTENERS_MAP = 'accel_proxy_listeners';
+
+export function proxyListenersPin(bpffs: string): string {
+  return path.join(pinRoot(bpffs), PROXY_LISTENERS_MAP);
+}
+
+/** The pin of an interception's lo program in its attachment directory:
+ * while one is there, that program uses the map of proxy listeners. */
+export const LO_INGRESS_PIN = 'prog_tc_lo_ingress';
+
+/** Held while that map is made, joined or removed (src/sys/lock.ts). */
+export function pinRootLockPath(): string {
+  return path.join(STATE_DIR, 'pin-root.lock');
+}
+
 /** Cgroup ids of every attachment directory under the pin root. */
 export function listAttachmentIds(bpffs: string): bigint[] {
   const root = pinRoot(bpffs);

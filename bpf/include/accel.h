@@ -152,6 +152,15 @@ struct accel_tproxy_flow {
 	__u32 proxy_in_cgroup;
 };
 
+/* Key of accel_proxy_listeners (accel_proxy_maps.h): a proxy's listening
+ * socket, by the network namespace cookie it lives in (SO_NETNS_COOKIE),
+ * its family (AF_INET or AF_INET6) and its port in host order. */
+struct accel_proxy_key {
+	__u64 netns;
+	__u32 family;
+	__u32 port;
+};
+
 /* Indexes into the interception's per-CPU counters. */
 enum accel_tproxy_counter {
 	ACCEL_TP_PACKETS_SEEN = 0,
@@ -161,7 +170,11 @@ enum accel_tproxy_counter {
 	ACCEL_TP_ASSIGNED_ESTABLISHED,
 	ACCEL_TP_ASSIGNED_LISTENER,
 	ACCEL_TP_ASSIGN_FAILED,
+	/* A SYN refused because no registered proxy listener was there (also
+	 * counted when another socket listened on the proxy port), and those
+	 * of them where another socket did: it got nothing. */
 	ACCEL_TP_NO_LISTENER,
+	ACCEL_TP_FOREIGN_LISTENER,
 	ACCEL_TP_MAX,
 };
 
@@ -211,5 +224,6 @@ enum accel_splice_counter {
 #define ACCEL_FLOWS_MAX 16384
 #define ACCEL_BYPASS_MAX 64
 #define ACCEL_LISTENERS_MAX 4096
+#define ACCEL_PROXY_LISTENERS_MAX 1024
 
 #endif /* ACCEL_H */

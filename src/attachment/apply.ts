@@ -52,7 +52,7 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       out.listenersAdopted = adoptCgroupListeners(ctx.bpfDir, ctx.cgroup, ctx.pinDir);
       return;
     case 'install-intercept':
-      await installIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);
+      await installIntercept(ctx.cgroup, ctx.bpffs, ctx.pinDir, ctx.bpfDir, step.settings);
       return;
     case 'configure-intercept':
       return configureIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);

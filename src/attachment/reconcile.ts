@@ -13,6 +13,7 @@ import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkIntercept } from '../intercept/install.js';
 import { readRecord } from '../intercept/record.js';
 import { log } from '../log.js';
+import { removeUnusedProxyListeners } from '../maps/proxy-listeners.js';
 import { attachmentPinDir, pinRoot } from '../paths.js';
 import { requirePrivileges } from '../privileges.js';
 import { type ApplyResult, apply } from './apply.js';
@@ -87,7 +88,7 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
   ensureBpffs(options.bpffs);
   // A planted pin root is refused before anything is loaded or removed.
   ownedDir(pinRoot(options.bpffs), { create: false });
-  if (spec.intercept) await checkIntercept(spec.intercept, readRecord(cg.id));
+  if (spec.intercept) await checkIntercept(spec.intercept, options.bpffs, readRecord(cg.id));
   return reconcile(cg, spec, options);
 }
 
@@ -101,8 +102,10 @@ export async function reconcileToNothing(cgroup: string, options: ReconcileOptio
   return reconcile(cg, null, options);
 }
 
-/** The accel/ directory under bpffs goes with its last attachment. */
+/** The accel/ directory under bpffs goes with its last attachment, and
+ * the node's map of proxy listeners with it once no proxy uses it. */
 function removeEmptyPinRoot(bpffs: string): void {
+  removeUnusedProxyListeners(bpffs);
   try {
     fs.rmdirSync(pinRoot(bpffs));
   } catch {

@@ -33,7 +33,7 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
     reason: fp.kind === 'partial' ? fp.reason : fp.kind === 'absent' ? 'no fast path pinned' : observed.interrupted ? 'an operation was interrupted' : null,
     interrupted: observed.interrupted,
     ...fastPathStatus(dir, fp),
-    intercept: await interceptStatus(observed.intercept, dir),
+    intercept: await interceptStatus(observed.intercept, bpffs, dir),
   };
 }
 

@@ -26,6 +26,13 @@ export function u64(n: bigint): Buffer {
   return b;
 }
 
+/** A new map with no flags and no BTF; its fd (the caller closes it). */
+export function createMap(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): number {
+  const fd = bpf.map_create(type, name, keySize, valueSize, maxEntries, null) as number;
+  if (fd < 0) throw new AccelError(ErrorCodes.BPF_MAP, `cannot create map ${name}: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
+  return fd;
+}
+
 /** Value, or null when the key is absent. */
 export function lookup(fd: number, key: Buffer, valueSize: number): Buffer | null {
   const value = Buffer.alloc(valueSize);

@@ -117,6 +117,8 @@ export const bpf = {
   obj_get: libbpf.func('int bpf_obj_get(const char *pathname)'),
   obj_pin: libbpf.func('int bpf_obj_pin(int fd, const char *pathname)'),
   obj_get_info_by_fd: libbpf.func('int bpf_obj_get_info_by_fd(int fd, void *info, _Inout_ uint32_t *len)'),
+  // opts NULL: no flags, no BTF (a map user space makes for programs to share by pin).
+  map_create: libbpf.func('int bpf_map_create(int map_type, const char *map_name, uint32_t key_size, uint32_t value_size, uint32_t max_entries, const void *opts)'),
   map_lookup_elem: libbpf.func('int bpf_map_lookup_elem(int fd, const void *key, void *value)'),
   map_update_elem: libbpf.func('int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)'),
   map_delete_elem: libbpf.func('int bpf_map_delete_elem(int fd, const void *key)'),
@@ -149,6 +151,7 @@ export const libcFns = {
   // passed like a fixed one.
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Out_ void *arg)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
+  flock: libc.func('int flock(int fd, int operation)'),
 };
 
 export { PrintFn };

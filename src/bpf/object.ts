@@ -30,6 +30,10 @@ export interface LoadOptions {
   /** Map name -> how many entries the map this object creates may hold
    * (instead of the size in the object). */
   maxEntries?: Record<string, number>;
+  /** With pinRoot: map name -> the full path a map the object pins by name
+   * is pinned at instead of under the pin root (a map shared beyond one
+   * pin root). pinnedOnly applies to it as well. */
+  pinPaths?: Record<string, string>;
 }
 
 export class BpfObject {
@@ -60,7 +64,10 @@ export class BpfObject {
     const obj = new BpfObject(handle, path);
     try {
       if (options.pinRoot === undefined) obj.clearPinPaths();
-      else obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ?? false);
+      else {
+        if (options.pinPaths) obj.setPinPaths(options.pinPaths);
+        obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ?? false);
+      }
       if (options.reuseMaps) obj.reuseMaps(options.reuseMaps);
       if (options.maxEntries) obj.setMaxEntries(options.maxEntries);
       const rc = bpf.object_load(handle) as number;
@@ -91,6 +98,16 @@ export class BpfObject {
     }
   }
 
+  private setPinPaths(paths: Record<string, string>): void {
+    for (const [name, pinPath] of Object.entries(paths)) {
+      const map = bpf.find_map(this.h, name);
+      if (!map) throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${this.path} has no map ${name}`);
+      if (bpf.map_pin_path(map) === null) throw new AccelError(ErrorCodes.BPF_OBJECT, `map ${name} of ${this.path} is not pinned by name`);
+      const rc = bpf.map_set_pin_path(map, pinPath) as number;
+      if (rc < 0) throw new AccelError(ErrorCodes.BPF_MAP, `cannot pin map ${name} of ${this.path} at ${pinPath}: ${describeErrno(-rc)}`);
+    }
+  }
+
   /**
    * The maps already pinned under the pin root, against the object's: a
    * pinned map's size becomes the object's (unless `sizes` names the map),
@@ -104,7 +121,7 @@ export class BpfObject {
       const name = bpf.map_name(map) as string;
       const fd = openPinned(pinPath);
       if (fd === null) {
-        if (pinnedOnly) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${root} (${this.path} uses the maps pinned there)`);
+        if (pinnedOnly) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned at ${pinPath} (${this.path} uses the maps pinned in ${root})`);
         continue;
       }
       let info;

@@ -16,12 +16,15 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { TproxyMapNames, TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
+import { ensureProxyListeners, readProxyListeners, underPinRootLock } from '../maps/proxy-listeners.js';
+import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, proxyListenersPin } from '../paths.js';
+import { type Family, currentNetnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, tcMode } from './hooks.js';
 import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
 import { type InterceptSettings, familiesOf } from './settings.js';
 
-export const TcPins = { egress: 'prog_tc_egress', loIngress: 'prog_tc_lo_ingress' } as const;
+export const TcPins = { egress: 'prog_tc_egress', loIngress: LO_INGRESS_PIN } as const;
 const LinkPins = { egress: (dev: string) => `link_tc_egress_${dev}`, loIngress: 'link_tc_lo_ingress' } as const;
 const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
 const ACCEPT_LOCAL = 'net.ipv4.conf.lo.accept_local';
@@ -40,10 +43,19 @@ export function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
   );
 }
 
+/** The families the proxy port has a registered accel proxy listener for
+ * in this network namespace (the only listeners the lo program hands new
+ * connections to). */
+export function registeredProxyFamilies(bpffs: string, port: number): Family[] {
+  const netns = currentNetnsCookie();
+  return readProxyListeners(bpffs, (m) => ([4, 6] as const).filter((family) => m.cookie({ netns, family, port }) !== null)) ?? [];
+}
+
 /** Checks that need no change to the system: bad input, a proxy that does
- * not listen, rules/tables/filters of someone else in the way. What `own`
- * (this cgroup's current interception) added is not someone else's. */
-export async function checkIntercept(s: InterceptSettings, own: InterceptRecord | null = null): Promise<Map<string, number>> {
+ * not listen or whose listener is not an accel proxy's, rules/tables/filters
+ * of someone else in the way. What `own` (this cgroup's current
+ * interception) added is not someone else's. */
+export async function checkIntercept(s: InterceptSettings, bpffs: string, own: InterceptRecord | null = null): Promise<Map<string, number>> {
   if (!s.rules.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs at least one --intercept rule');
   if (s.rules.length > RULES_MAX) throw new AccelError(ErrorCodes.USAGE, `at most ${RULES_MAX} intercept rules`);
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
@@ -53,13 +65,19 @@ export async function checkIntercept(s: InterceptSettings, own: InterceptRecord 
 
   const families = familiesOf(s.rules);
   const listening = ip.loopbackListening(s.proxyPort);
+  const registered = registeredProxyFamilies(bpffs, s.proxyPort);
   for (const family of families) {
+    const where = `${family === 4 ? '127.0.0.1' : '[::1]'}:${s.proxyPort}`;
+    if (registered.includes(family)) continue;
     if (!(family === 4 ? listening.ipv4 : listening.ipv6)) {
-      throw new AccelError(
-        ErrorCodes.PROXY_NOT_LISTENING,
-        `nothing listens on ${family === 4 ? '127.0.0.1' : '[::1]'}:${s.proxyPort} in this network namespace; start the proxy first (accel proxy --port ${s.proxyPort})`,
-      );
+      throw new AccelError(ErrorCodes.PROXY_NOT_LISTENING, `nothing listens on ${where} in this network namespace; start the proxy first (accel proxy --port ${s.proxyPort})`);
     }
+    // Someone listens, but no accel proxy registered a listener: the lo
+    // program would refuse every connection rather than hand it over.
+    throw new AccelError(
+      ErrorCodes.PROXY_NOT_REGISTERED,
+      `the listener on ${where} is not an accel proxy's (none is registered for this network namespace in ${proxyListenersPin(bpffs)}); intercepted connections would be refused; stop it and start accel proxy --port ${s.proxyPort}`,
+    );
   }
   for (const family of families) {
     const rule = { family, priority: s.priority, mark: s.interceptMark, table: s.table };
@@ -89,8 +107,8 @@ export async function checkIntercept(s: InterceptSettings, own: InterceptRecord 
  * (its programs share the attachment's pin directory). On failure, what
  * this call added is removed again before the error goes on.
  */
-export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: string, s: InterceptSettings): Promise<InterceptRecord> {
-  const indexes = await checkIntercept(s);
+export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string, bpfDir: string, s: InterceptSettings): Promise<InterceptRecord> {
+  const indexes = await checkIntercept(s, bpffs);
   const record: InterceptRecord = {
     version: 2,
     cgroupId: String(cg.id),
@@ -102,19 +120,24 @@ export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: strin
   };
   saveRecord(record);
   try {
-    // Programs, pinned beside the fast path's, on its maps (by name).
-    let obj: BpfObject | null = null;
-    try {
-      obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { pinRoot: pinDir, pinnedOnly: true });
-      for (const [key, pinName] of Object.entries(TcPins)) {
-        const file = path.join(pinDir, pinName);
-        record.added.pins.push(file);
-        saveRecord(record);
-        pin(obj.programFd(TcPrograms[key as keyof typeof TcPins]), file);
+    // Programs, pinned beside the fast path's, on its maps (by name), and
+    // on the node's map of proxy listeners: made if missing, and joined
+    // under the lock its last user removes it with. Pinned under that
+    // lock too: the pinned lo program is what marks the map as in use.
+    underPinRootLock(() => {
+      let obj: BpfObject | null = null;
+      try {
+        obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { pinRoot: pinDir, pinnedOnly: true, pinPaths: { [PROXY_LISTENERS_MAP]: ensureProxyListeners(bpffs) } });
+        for (const [key, pinName] of Object.entries(TcPins)) {
+          const file = path.join(pinDir, pinName);
+          record.added.pins.push(file);
+          saveRecord(record);
+          pin(obj.programFd(TcPrograms[key as keyof typeof TcPins]), file);
+        }
+      } finally {
+        obj?.close();
       }
-    } finally {
-      obj?.close();
-    }
+    });
     failpoint('intercept-after-programs');
     withTproxyMaps(pinDir, (maps) =>
       maps.configure(

@@ -4,7 +4,8 @@ import path from 'node:path';
 import type { TproxyCounters } from '../maps/layout/tproxy.js';
 import { TproxyMapNames } from '../maps/tproxy.js';
 import { hookPresent } from './hooks.js';
-import { type InterceptObserved, withTproxyMaps } from './install.js';
+import { type InterceptObserved, registeredProxyFamilies, withTproxyMaps } from './install.js';
+import type { Family } from '../sys/socket.js';
 import type { InterceptSettings } from './settings.js';
 
 export interface InterceptStatus {
@@ -18,9 +19,12 @@ export interface InterceptStatus {
   filtersPresent: boolean | null;
   counters: TproxyCounters | null;
   flows: number | null;
+  /** Families with an accel proxy listener registered for the proxy port
+   * in this network namespace (null: not visible from here). */
+  proxyRegistered: Family[] | null;
 }
 
-export async function interceptStatus(observed: InterceptObserved, pinDir: string): Promise<InterceptStatus | null> {
+export async function interceptStatus(observed: InterceptObserved, bpffs: string, pinDir: string): Promise<InterceptStatus | null> {
   if (observed.kind === 'absent') return null;
   const { record } = observed;
   const here = observed.kind === 'complete' || observed.kind === 'partial';
@@ -39,5 +43,6 @@ export async function interceptStatus(observed: InterceptObserved, pinDir: strin
     hookMode: [...new Set(record.added.hooks.map((h) => h.mode))].join('+') || '-',
     filtersPresent,
     ...maps,
+    proxyRegistered: here ? registeredProxyFamilies(bpffs, record.settings.proxyPort) : null,
   };
 }

@@ -32,6 +32,10 @@ export interface ProxyOptions {
   splicer?: Splicer | null;
   /** Is this accepted socket on the sk_msg fast path? (never spliced) */
   onFastPath?: (sock: net.Socket) => boolean;
+  /** Makes a new listening socket the one interception hands connections
+   * to (the node's map of proxy listeners); it fails the start if it
+   * throws. Called before the socket accepts anything. */
+  register?: (fd: number, family: Family) => void;
 }
 
 export interface Splicer {
@@ -90,6 +94,13 @@ export class TransparentProxy {
         }
         log.warn(`no IPv${family} listener: ${(err as Error).message}`);
         continue;
+      }
+      try {
+        this.o.register?.(fd, family);
+      } catch (err) {
+        closeSocket(fd);
+        await this.stop(0);
+        throw err;
       }
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
         void this.handle(sock);

@@ -106,8 +106,11 @@ export class SpliceAttachment {
   ) {}
 
   /** Load, attach and pin; `owner` names the user, e.g. "proxy-15001".
-   * A kernel without what sksplice.c needs is refused first (E_KERNEL_FEATURE). */
-  static open(options: { bpffs: string; bpfDir: string; owner: string; prober?: Prober }): SpliceAttachment {
+   * A kernel without what sksplice.c needs is refused first (E_KERNEL_FEATURE).
+   * `maxSockets` (default the object's, 65536): sockets the maps hold at
+   * once, both of a pair counting; a pair that does not fit is relayed in
+   * user space. */
+  static open(options: { bpffs: string; bpfDir: string; owner: string; maxSockets?: number; prober?: Prober }): SpliceAttachment {
     requireKernelFeatures('splice', options.prober);
     ensureBpffs(options.bpffs);
     removeStaleSpliceDirs(options.bpffs);
@@ -117,7 +120,9 @@ export class SpliceAttachment {
     let obj: BpfObject | null = null;
     try {
       makePinDir(options.bpffs, dir);
-      const loaded = BpfObject.load(path.join(options.bpfDir, SPLICE_OBJECT), { pinRoot: dir });
+      const n = options.maxSockets;
+      const sized = n ? { maxEntries: { [SpliceMapNames.hash]: n, [SpliceMapNames.active]: n, [SpliceMapNames.socks]: n, [SpliceMapNames.held]: n } } : {};
+      const loaded = BpfObject.load(path.join(options.bpfDir, SPLICE_OBJECT), { pinRoot: dir, ...sized });
       obj = loaded;
       const maps = spliceMaps((name) => loaded.mapFd(name));
       attachToMap(loaded.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);

@@ -25,12 +25,17 @@
  *     it (accel_repeat.h).
  * A half-close is forwarded only once every byte the half-closing side
  * received has entered the other side's send stream (tcp_info and the
- * send queue's length), so a FIN never overtakes data.
+ * send queue's length), so a FIN never overtakes data: it waits for them as
+ * long as the connection lives (a peer that does not read holds them up, as
+ * it would hold up TCP's own FIN). A direction that cannot be completed (a
+ * side reset, or closed by its owner) ends with a reset, never with a clean
+ * end after missing bytes. A pair the maps have no room for (or refuse: a
+ * FIN came in between) is relayed in user space.
  */
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nodeSocketFd, stopReading } from '../sys/node-internals.js';
-import { closeSocket, dupSocket, setRcvLowat, shutdownWrite, socketCookie, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
+import { closeSocket, dupSocket, resetOnClose, setRcvLowat, shutdownWrite, socketCookie, tcpClosed, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../stream/relay.js';
 import { log } from '../log.js';
@@ -68,6 +73,11 @@ function refusedByMap(err: unknown): boolean {
   return isAccelError(err) && (err.errno === 'EOPNOTSUPP' || err.errno === 'ENOTSUP');
 }
 
+/** The map is full (or the kernel has no memory for another entry). */
+function mapFull(err: unknown): boolean {
+  return isAccelError(err) && (err.errno === 'E2BIG' || err.errno === 'ENOMEM');
+}
+
 function flush(sock: net.Socket, data: Buffer): Promise<void> {
   if (!data.length) return Promise.resolve();
   return new Promise((resolve, reject) => sock.write(data, (err) => (err ? reject(err) : resolve())));
@@ -75,7 +85,7 @@ function flush(sock: net.Socket, data: Buffer): Promise<void> {
 
 async function relayInUserSpace(a: net.Socket, b: net.Socket): Promise<SpliceResult> {
   const r = await relay(a, b);
-  return { aToB: r.up, bToA: r.down, reset: r.reset };
+  return { aToB: r.up, bToA: r.down, reset: r.reset, inKernel: false };
 }
 
 function echoInUserSpace(a: net.Socket): Promise<SpliceResult> {
@@ -84,15 +94,16 @@ function echoInUserSpace(a: net.Socket): Promise<SpliceResult> {
     a.on('error', (err: NodeJS.ErrnoException) => {
       reset = reset || err.code === 'ECONNRESET';
     });
-    a.once('close', () => resolve({ aToB: a.bytesWritten, bToA: a.bytesWritten, reset }));
+    a.once('close', () => resolve({ aToB: a.bytesWritten, bToA: a.bytesWritten, reset, inKernel: false }));
     a.pipe(a);
     if (a.readableEnded) a.end();
   });
 }
 
 export interface SpliceOptions {
-  /** Upper bound on waiting for redirected bytes before a half-close. */
-  halfCloseTimeoutMs: number;
+  /** A half-close still waiting this long for the bytes before it is
+   * logged, once. It goes on waiting: the FIN never overtakes them. */
+  halfCloseWarnMs: number;
 }
 
 export interface SpliceResult {
@@ -100,6 +111,9 @@ export interface SpliceResult {
   aToB: number;
   bToA: number;
   reset: boolean;
+  /** false: relayed in user space (a map had no room, or a side was no
+   * longer established at the hand-off). */
+  inKernel: boolean;
 }
 
 interface Side {
@@ -136,7 +150,7 @@ export class KernelSplicer {
 
   constructor(
     readonly maps: SpliceMaps,
-    private readonly o: SpliceOptions = { halfCloseTimeoutMs: 30_000 },
+    private readonly o: SpliceOptions = { halfCloseWarnMs: 30_000 },
   ) {
     this.holds = new SpliceHolds(maps);
   }
@@ -226,21 +240,21 @@ export class KernelSplicer {
     };
     await flush(sb.sock, Buffer.concat([toB, held[0] ?? Buffer.alloc(0)]));
     if (!echo) await flush(sa.sock, held[1] ?? Buffer.alloc(0));
-    const inUserSpace = () => {
-      log.debug('socket no longer established: relaying in user space');
+    const inUserSpace = (why: string) => {
+      log.debug(`${why}: relaying in user space`);
       return echo ? echoInUserSpace(a) : relayInUserSpace(a, b);
     };
     // The kernel takes only ESTABLISHED sockets. One that already got its
     // peer's FIN (CLOSE_WAIT) is relayed in user space.
     if (!sides.every((s) => tcpEstablished(s.fd))) {
       release();
-      return inUserSpace();
+      return inUserSpace('socket no longer established');
     }
     for (const s of sides) {
       s.cookie = socketCookie(s.fd);
       s.streamBase = streamBase(s);
-      this.maps.track(s.cookie);
     }
+    // Removing what is not there is a no-op: safe after any partial step.
     const abandon = () => {
       for (const s of sides) {
         this.maps.unlink(s.cookie);
@@ -248,34 +262,37 @@ export class KernelSplicer {
       }
       release();
     };
-    // Destinations first. No program runs on that map, so when the map
-    // refuses a socket (a FIN came in between) the others can leave it
-    // again with every byte still in their own receive queues.
+    // Tracked, then destinations. No program runs on either map, so when
+    // one refuses a socket (a FIN came in between) or is full, the pair
+    // leaves them again with every byte still in its receive queues, and
+    // user space relays it: a full map costs speed, never the connection.
     try {
+      for (const s of sides) this.maps.track(s.cookie);
       for (const s of sides) this.maps.link(s.cookie, s.peer.fd);
     } catch (err) {
       abandon();
-      if (refusedByMap(err)) return inUserSpace();
+      if (refusedByMap(err)) return inUserSpace('socket no longer established');
+      if (mapFull(err)) return inUserSpace(`splice maps full (${(err as AccelError).errno})`);
       throw err;
     }
     // Then the verdict, socket by socket, each finding its destination in
-    // place. One refused here (a FIN in between) keeps its last bytes in its
-    // own queue; watch() relays them like bytes the kernel passed up, while
-    // the other direction stays in the kernel.
+    // place. One refused here (a FIN in between, or the map full) keeps its
+    // bytes in its own queue; watch() relays them like bytes the kernel
+    // passed up, while the other direction stays in the kernel.
     let active = 0;
     for (const s of sides) {
       try {
         this.maps.activate(s.cookie, s.fd);
         active++;
       } catch (err) {
-        if (refusedByMap(err)) continue;
+        if (refusedByMap(err) || mapFull(err)) continue;
         abandon();
         throw err;
       }
     }
     if (active === 0) {
       abandon();
-      return inUserSpace();
+      return inUserSpace('no socket of the pair entered the verdict map');
     }
     this.maps.add('pairs_spliced');
     const holdables = sides.map((s) => this.holdable(s));
@@ -302,7 +319,7 @@ export class KernelSplicer {
         this.maps.add('pairs_closed');
         const [first, second] = sides;
         const aToB = first ? (counted.get(first) ?? 0) : 0;
-        resolve({ aToB, bToA: second ? (counted.get(second) ?? 0) : aToB, reset });
+        resolve({ aToB, bToA: second ? (counted.get(second) ?? 0) : aToB, reset, inKernel: true });
       };
       sides.forEach((s, i) => {
         const from = s;
@@ -313,6 +330,12 @@ export class KernelSplicer {
           if (through) return;
           through = true;
           if (--directions === 0) finish();
+        };
+        // This direction stops short of its end: `to`'s peer must see a
+        // reset, not the clean end that closing our descriptor would send.
+        const cut = () => {
+          if (through) return;
+          abortSide(to);
         };
         from.sock.on('data', (chunk: Buffer) => {
           // Bytes that reached this socket's own queue (a redirect that
@@ -342,10 +365,14 @@ export class KernelSplicer {
         // Closed without its end coming through (an error, a reset, or the
         // owner shutting down): nothing more will pass this way.
         from.sock.once('close', () => {
-          if (!from.sock.readableEnded) directionDone();
+          if (from.sock.readableEnded) return;
+          cut();
+          directionDone();
         });
         to.sock.once('close', () => {
-          if (!from.sock.readableEnded) directionDone();
+          if (from.sock.readableEnded) return;
+          cut();
+          directionDone();
         });
         from.sock.resume();
         // A half-close that came before the hand-off.
@@ -361,28 +388,44 @@ export class KernelSplicer {
    * read at once (node may close `from` meanwhile). While bytes are owed,
    * each round re-arms `from`'s data-ready callback in case some still
    * wait in its receive queue.
+   *
+   * There is no deadline: bytes still owed are in the kernel (in `from`'s
+   * receive queue or `to`'s psock), and they move when `to`'s peer reads;
+   * until then TCP itself would keep its FIN behind them. The wait ends
+   * without a FIN only when `to` can no longer take them (reset, closed by
+   * its owner), and then `to`'s peer gets a reset.
    */
   private async forwardEnd(from: Side, to: Side): Promise<void> {
     let target: bigint;
     try {
       target = tcpStreamCounts(from.fd).received - 1n;
     } catch {
-      if (!to.sock.destroyed) to.sock.end();
+      // What must go first is unknown: never a clean end.
+      abortSide(to);
       return;
     }
-    const deadline = Date.now() + this.o.halfCloseTimeoutMs;
+    const started = Date.now();
+    let warned = false;
     let wait = 1;
     for (;;) {
       let owed: bigint;
+      let gone: boolean;
       try {
         owed = target - streamSinceHandOff(to);
+        gone = to.sock.destroyed || tcpClosed(to.fd);
       } catch {
-        return; // `to` went away meanwhile
+        abortSide(to); // `to` went away meanwhile
+        return;
       }
       if (owed <= 0n && (to.sock.destroyed || to.sock.writableLength === 0)) break;
-      if (Date.now() > deadline) {
-        log.warn(`half-close forwarded with ${owed} bytes not yet in the peer's send queue`);
-        break;
+      if (gone) {
+        log.debug(`half-close not forwarded: the peer socket is gone with ${owed} bytes still owed to it; reset`);
+        abortSide(to);
+        return;
+      }
+      if (!warned && Date.now() - started > this.o.halfCloseWarnMs) {
+        warned = true;
+        log.warn(`a half-close has waited ${Date.now() - started} ms for ${owed} bytes its peer has not taken yet; it follows them`);
       }
       if (!from.sock.destroyed) {
         try {
@@ -392,10 +435,22 @@ export class KernelSplicer {
         }
       }
       await sleep(wait);
-      wait = Math.min(wait * 2, 20);
+      // A peer that does not read may take long: poll less often then.
+      wait = Math.min(wait * 2, warned ? 200 : 20);
     }
     // Through our descriptor: node may have closed its own already.
     shutdownWrite(to.fd);
     if (!to.sock.destroyed) to.sock.end();
   }
+}
+
+/** End `s` with a reset: at once through node if it still has the socket,
+ * and in any case when our descriptor, the last one, closes. */
+function abortSide(s: Side): void {
+  try {
+    resetOnClose(s.fd);
+  } catch {
+    /* already closed by the kernel (a reset came) */
+  }
+  if (!s.sock.destroyed) s.sock.resetAndDestroy();
 }

@@ -46,6 +46,13 @@ function setInt(fd: number, level: number, name: number, value: number, what: st
   check(libcFns.setsockopt(fd, level, name, v, 4) as number, what, fd);
 }
 
+/** setInt on a socket someone else owns: a failure leaves it open. */
+function setIntKeepOpen(fd: number, level: number, name: number, value: number, what: string): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value);
+  check(libcFns.setsockopt(fd, level, name, v, 4) as number, what);
+}
+
 function newSocket(family: Family): number {
   const fd = libcFns.socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) as number;
   check(fd, 'socket()');
@@ -119,6 +126,17 @@ export function netnsCookie(fd: number): bigint {
   const v = Buffer.alloc(8);
   check(libcFns.getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, v, [8]) as number, 'SO_NETNS_COOKIE');
   return v.readBigUInt64LE(0);
+}
+
+/** Cookie of the network namespace this process is in (that of a socket
+ * made for the question). */
+export function currentNetnsCookie(): bigint {
+  const fd = newSocket(4);
+  try {
+    return netnsCookie(fd);
+  } finally {
+    libcFns.close(fd);
+  }
 }
 
 /** SO_RCVLOWAT. Setting it also makes TCP re-check readiness and call the
@@ -205,6 +223,22 @@ export function dupSocket(fd: number): number {
  * reset) are of no interest to callers. */
 export function shutdownWrite(fd: number): void {
   libcFns.shutdown(fd, 1);
+}
+
+const SO_LINGER = 13;
+
+/** SO_LINGER {on, 0}: when the socket's last descriptor closes, the kernel
+ * sends a reset and drops what is queued, instead of a FIN after it. */
+export function resetOnClose(fd: number): void {
+  const v = Buffer.alloc(8); // struct linger { int l_onoff; int l_linger; }
+  v.writeInt32LE(1, 0);
+  v.writeInt32LE(0, 4);
+  check(libcFns.setsockopt(fd, SOL_SOCKET, SO_LINGER, v, 8) as number, 'SO_LINGER');
+}
+
+/** SO_SNDBUF (the kernel doubles it, and stops sizing the buffer itself). */
+export function setSendBuffer(fd: number, bytes: number): void {
+  setIntKeepOpen(fd, SOL_SOCKET, SO_SNDBUF, bytes, 'SO_SNDBUF');
 }
 
 export function closeSocket(fd: number): void {

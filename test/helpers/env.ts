@@ -13,6 +13,7 @@ import type { Counters } from '../../src/maps/layout/fastpath.js';
 import { CLI_ENTRY, DEFAULT_BPFFS, DEFAULT_BPF_DIR, PACKAGE_ROOT } from '../../src/paths.js';
 import { type RunResult, run } from '../../src/proc/run.js';
 import { removeStaleSpliceDirs } from '../../src/splice/objects.js';
+import { removeUnusedProxyListeners } from '../../src/maps/proxy-listeners.js';
 
 export const BPFFS = DEFAULT_BPFFS;
 export const BPF_DIR = DEFAULT_BPF_DIR;
@@ -104,9 +105,11 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 5
 export { stopSpawned as stopProcess } from '../../src/proc/run.js';
 
 /** Splice pins whose owner is gone (a process killed before it could
- * unpin), as the next owner would remove them. */
+ * unpin), as the next owner would remove them, and the map of proxy
+ * listeners if no attachment and no proxy uses it. */
 export function removeStaleSplicePins(): void {
   removeStaleSpliceDirs(BPFFS);
+  removeUnusedProxyListeners(BPFFS);
   try {
     fs.rmdirSync(path.join(BPFFS, 'accel'));
   } catch {

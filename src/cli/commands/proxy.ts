@@ -5,6 +5,9 @@ import { Policy } from '../../proxy/policy.js';
 import { TransparentProxy } from '../../proxy/server.js';
 import { requirePrivileges } from '../../privileges.js';
 import { nodeSocketFd } from '../../sys/node-internals.js';
+import { netnsCookie } from '../../sys/socket.js';
+import { removeUnusedProxyListeners, withProxyListeners } from '../../maps/proxy-listeners.js';
+import { ensureBpffs } from '../../bpf/bpffs.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
@@ -65,6 +68,11 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         sniffTimeoutMs: opts.sniffTimeoutMs,
         backlog: opts.backlog,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+        // Interception hands new connections only to registered listeners.
+        register: (fd, family) => {
+          ensureBpffs(g.bpffs);
+          withProxyListeners(g.bpffs, (m) => m.register({ netns: netnsCookie(fd), family, port: opts.port }, fd));
+        },
         onFastPath: (sock) => {
           const fd = nodeSocketFd(sock);
           if (fd === null) return false;
@@ -89,6 +97,9 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
       } finally {
         attachment?.close();
+        // Our listeners are closed, so out of the map; the last user of
+        // the map removes it.
+        removeUnusedProxyListeners(g.bpffs);
       }
     });
 }

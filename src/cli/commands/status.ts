@@ -43,6 +43,14 @@ export function formatStatus(s: AttachmentStatus): string {
       ['table / priority', `${ic.settings.table} / ${ic.settings.priority}`],
       ['network namespace', `inode ${ic.netns}${ic.inThisNetns ? ' (this one)' : ' (not this one)'}`],
       ['hooks', `${ic.hookMode}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
+      [
+        'proxy listeners',
+        ic.proxyRegistered === null
+          ? 'unknown from here'
+          : ic.proxyRegistered.length
+            ? `registered for ${ic.proxyRegistered.map((f) => `IPv${f}`).join(', ')}`
+            : 'none registered: new connections are refused',
+      ],
       ['steered flows', ic.flows ?? '-'],
     ];
     const icCounters = ic.counters

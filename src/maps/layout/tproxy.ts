@@ -3,7 +3,7 @@
  * bpf/include/accel.h (tc_tproxy.c). test/maps/layout.test.ts compares
  * TPROXY_BTF with the BTF of layout.btf.o.
  */
-import { type BtfMirrors, ipToBytes } from './shared.js';
+import { AF_INET, AF_INET6, type BtfMirrors, ipToBytes } from './shared.js';
 
 /** struct accel_intercept_rule */
 export const InterceptRuleLayout = {
@@ -39,6 +39,31 @@ export const TproxyFlowLayout = {
   },
 } as const;
 
+/** struct accel_proxy_key (key of accel_proxy_listeners) */
+export const ProxyKeyLayout = {
+  size: 16,
+  fields: {
+    netns: { offset: 0, size: 8 },
+    family: { offset: 8, size: 4 },
+    port: { offset: 12, size: 4 },
+  },
+} as const;
+
+/** ACCEL_PROXY_LISTENERS_MAX */
+export const PROXY_LISTENERS_MAX = 1024;
+
+/** accel_proxy_listeners as bpf/include/accel_proxy_maps.h declares it,
+ * for user space to make it with (test/maps/proxy-listeners.test.ts reads
+ * the declaration from tc_tproxy.bpf.o). */
+export const ProxyListenersMapDef = {
+  /** BPF_MAP_TYPE_SOCKHASH */
+  type: 18,
+  keySize: ProxyKeyLayout.size,
+  valueSize: 8,
+  maxEntries: PROXY_LISTENERS_MAX,
+  flags: 0,
+} as const;
+
 /** enum accel_tproxy_counter, in order, with the C enumerator names. */
 export const TPROXY_COUNTER_ENUM = {
   packets_seen: 'ACCEL_TP_PACKETS_SEEN',
@@ -49,6 +74,7 @@ export const TPROXY_COUNTER_ENUM = {
   assigned_listener: 'ACCEL_TP_ASSIGNED_LISTENER',
   assign_failed: 'ACCEL_TP_ASSIGN_FAILED',
   no_listener: 'ACCEL_TP_NO_LISTENER',
+  foreign_listener: 'ACCEL_TP_FOREIGN_LISTENER',
 } as const;
 export type TproxyCounterName = keyof typeof TPROXY_COUNTER_ENUM;
 export const TPROXY_COUNTERS = Object.keys(TPROXY_COUNTER_ENUM) as TproxyCounterName[];
@@ -59,6 +85,7 @@ export const TPROXY_BTF: BtfMirrors = {
     accel_intercept_rule: InterceptRuleLayout,
     accel_tproxy_config: TproxyConfigLayout,
     accel_tproxy_flow: TproxyFlowLayout,
+    accel_proxy_key: ProxyKeyLayout,
   },
   enums: {
     accel_tproxy_counter: { enumerators: Object.values(TPROXY_COUNTER_ENUM), max: 'ACCEL_TP_MAX' },
@@ -120,4 +147,26 @@ export function decodeTproxyConfig(b: Buffer): TproxyConfig {
     proxyMark: b.readUInt32LE(f.proxy_mark.offset),
     ruleCount: b.readUInt32LE(f.rule_count.offset),
   };
+}
+
+/** A proxy's listening socket as accel_proxy_listeners is keyed: its
+ * network namespace cookie, family and port. */
+export interface ProxyKey {
+  netns: bigint;
+  family: 4 | 6;
+  port: number;
+}
+
+export function encodeProxyKey(k: ProxyKey): Buffer {
+  const f = ProxyKeyLayout.fields;
+  const b = Buffer.alloc(ProxyKeyLayout.size);
+  b.writeBigUInt64LE(k.netns, f.netns.offset);
+  b.writeUInt32LE(k.family === 4 ? AF_INET : AF_INET6, f.family.offset);
+  b.writeUInt32LE(k.port, f.port.offset);
+  return b;
+}
+
+export function decodeProxyKey(b: Buffer): ProxyKey {
+  const f = ProxyKeyLayout.fields;
+  return { netns: b.readBigUInt64LE(f.netns.offset), family: b.readUInt32LE(f.family.offset) === AF_INET ? 4 : 6, port: b.readUInt32LE(f.port.offset) };
 }

@@ -1,0 +1,39 @@
+/**
+ * An exclusive lock shared by every accel process on the host: flock(2) on
+ * a file that is never removed. The kernel drops it when its holder dies,
+ * so a crash leaves nothing to clean up. Held for a few system calls at a
+ * time; a holder that does not let go (a stopped process) makes the waiter
+ * fail with E_BUSY after `timeoutMs` rather than hang.
+ */
+import fs from 'node:fs';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { describeErrno } from '../bpf/errno.js';
+import { lastErrno, libcFns } from '../bpf/native.js';
+
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+const EINTR = 4;
+
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/** Run `fn` holding the lock on `file` (made 0600 if missing; its directory
+ * must exist). The event loop waits meanwhile: nothing else may run in
+ * between. */
+export function withLock<T>(file: string, fn: () => T, timeoutMs = 10_000): T {
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if ((libcFns.flock(fd, LOCK_EX | LOCK_NB) as number) === 0) break;
+      const errno = lastErrno();
+      if (errno !== EWOULDBLOCK && errno !== EINTR) throw new AccelError(ErrorCodes.INTERNAL, `cannot lock ${file}: ${describeErrno(errno)}`);
+      if (Date.now() > deadline) throw new AccelError(ErrorCodes.BUSY, `${file} stayed locked by another accel for ${timeoutMs} ms; try again`);
+      Atomics.wait(pause, 0, 0, 10);
+    }
+    return fn();
+  } finally {
+    // Closing the last descriptor of the open file releases the lock.
+    fs.closeSync(fd);
+  }
+}

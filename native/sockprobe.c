@@ -11,7 +11,11 @@
  *   sockprobe slowreader [--conns N] [--duplex] --pause-ms P   backpressure
  *
  * The stream is a deterministic pseudo-random sequence (xorshift64*) seeded
- * by --seed: the reader checks every byte as it arrives.
+ * by --seed: the reader checks every byte as it arrives. Readers (--reader,
+ * and --back-reader for the client's read of the reply): blocking recv,
+ * poll, epoll level or edge triggered, FIONREAD-sized, MSG_PEEK, and
+ * splice(2) into a pipe, read back from the pipe. An end of stream while
+ * bytes are still queued is reported as "premature EOF".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -509,8 +513,19 @@ static const char *recv_stream(int fd, uint64_t expect, uint64_t seed, uint64_t 
 			goto out;
 	}
 	if (r.got != expect) {
-		snprintf(r.errbuf, ERRBUF_SIZE, "EOF after %llu of %llu bytes", (unsigned long long)r.got,
-			 (unsigned long long)expect);
+		uint8_t next;
+
+		/* An end of stream with bytes still queued is not the peer's:
+		 * the read call (splice(2) on a socket in a sockmap) ended the
+		 * stream too early. Otherwise the peer sent too little. */
+		if (recv(fd, &next, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+			snprintf(r.errbuf, ERRBUF_SIZE,
+				 "premature EOF: %s returned 0 after %llu of %llu bytes while recv() had more to read",
+				 o.reader == R_SPLICE ? "splice(2)" : "recv()", (unsigned long long)r.got,
+				 (unsigned long long)expect);
+		else
+			snprintf(r.errbuf, ERRBUF_SIZE, "EOF after %llu of %llu bytes", (unsigned long long)r.got,
+				 (unsigned long long)expect);
 		r.err = r.errbuf;
 	}
 out:

@@ -4,6 +4,7 @@ import { collectStatus } from '../../attachment/status.js';
 import { BPFTRACE_HINT, verify } from '../../fastpath/verify.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';
+import { unsafeReaderLines } from '../readers.js';
 
 export function registerVerify(program: Command, globals: () => GlobalOptions): void {
   program
@@ -14,7 +15,9 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
     .option('--json', 'print as JSON', false)
     .action(async (opts: { cgroup?: string; probe: boolean; json: boolean }) => {
       const targets = (await collectStatus(globals().bpffs, opts.cgroup)).filter((s) => s.state === 'complete');
-      const reports = await verify(targets, { probe: opts.probe, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
+      const verified = await verify(targets, { probe: opts.probe, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
+      // One report per target, in order: each with its attachment's reader safety.
+      const reports = verified.map((r, i) => ({ ...r, readerSafety: targets[i]?.readerSafety ?? null, unsafeReaders: targets[i]?.unsafeReaders ?? [] }));
       if (!opts.json) {
         for (const r of reports) {
           print(`${r.cgroupPath ?? '(removed cgroup)'}: fast path ${r.engaged ? 'ENGAGED' : 'NOT engaged'}`);
@@ -31,6 +34,7 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
             ]),
           );
           for (const c of r.engagedConnections.slice(0, 20)) print(`    ${c}`);
+          for (const line of unsafeReaderLines(r.unsafeReaders, '  ')) print(line);
         }
         print(`On hosts with kprobes, this shows each socket as it joins the fast path:\n  ${BPFTRACE_HINT}`);
       }

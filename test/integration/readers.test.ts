@@ -11,6 +11,14 @@ import { runReaderChecks } from '../../src/fastpath/selftest.js';
 import { selftestRecordPath } from '../../src/paths.js';
 import { accel, attachOk, testCgroup } from '../helpers/env.js';
 
+/** A test cgroup whose self-test record goes with it even when detach
+ * failed to remove it (the subject under test). */
+function readersCgroup(t: Parameters<typeof testCgroup>[0]) {
+  const cg = testCgroup(t, 'accel-test-readers');
+  t.after(() => fs.rmSync(selftestRecordPath(cg.id), { force: true }));
+  return cg;
+}
+
 interface SafetyFields {
   readerSafety: { state: string; why: string | null } | null;
   unsafeReaders: UnsafeReader[];
@@ -26,7 +34,7 @@ const WARNING = {
 
 describe('reader kinds unsafe on this kernel', () => {
   it('attach with the self-test names them, and status and verify report them, text and JSON, until detach', async (t) => {
-    const cg = testCgroup(t, 'accel-test-readers');
+    const cg = readersCgroup(t);
     const attached = await accel(['attach', '--cgroup', cg.path, '--json']);
     assert.equal(attached.exitCode, 0, attached.stderr);
     const a = JSON.parse(attached.stdout) as SafetyFields & { selftest: { ok: boolean; readers: ReaderSafety[] }[] };
@@ -80,7 +88,7 @@ describe('reader kinds unsafe on this kernel', () => {
   });
 
   it('--skip-selftest: the record says not tested, status says reader safety is unknown and warns of nothing', async (t) => {
-    const cg = testCgroup(t, 'accel-test-readers');
+    const cg = readersCgroup(t);
     await attachOk(t, cg);
     const status = await accel(['status', '--cgroup', cg.path]);
     assert.match(status.stdout, /reader safety unknown: attached with --skip-selftest/);
@@ -96,7 +104,7 @@ describe('reader kinds unsafe on this kernel', () => {
   // same cgroup on the same kernel, pass on plain TCP and fail once the
   // fast path is attached, and only on connections it carries.
   it('the probes find the breakage: every reader kind is safe on plain TCP, and unsafe on the fast path', async (t) => {
-    const cg = testCgroup(t, 'accel-test-readers');
+    const cg = readersCgroup(t);
     const where = { cgroupProcs: cg.procs };
     const plain = await runReaderChecks(where);
     assert.deepEqual(

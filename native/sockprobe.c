@@ -11,7 +11,11 @@
  *   sockprobe slowreader [--conns N] [--duplex] --pause-ms P   backpressure
  *
  * The stream is a deterministic pseudo-random sequence (xorshift64*) seeded
- * by --seed: the reader checks every byte as it arrives.
+ * by --seed: the reader checks every byte as it arrives. Readers (--reader,
+ * and --back-reader for the client's read of the reply): blocking recv,
+ * poll, epoll level or edge triggered, FIONREAD-sized, MSG_PEEK, and
+ * splice(2) into a pipe, read back from the pipe. An end of stream while
+ * bytes are still queued is reported as "premature EOF".
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -48,6 +52,8 @@ struct opts {
 	enum reader reader;
 	enum reader back_reader; /* the client's reader of the reply */
 	int hold_read;		 /* server: wait for a stdin line before reading */
+	int read_at_half_close;	 /* client: read the reply while the writer half-closes */
+	int reply_delay_ms;	 /* server: wait this long after the request before replying */
 	uint64_t bytes;		 /* client -> server */
 	uint64_t back;		 /* server -> client, after the client's half-close */
 	int duplex;		 /* both directions at once */
@@ -509,8 +515,19 @@ static const char *recv_stream(int fd, uint64_t expect, uint64_t seed, uint64_t 
 			goto out;
 	}
 	if (r.got != expect) {
-		snprintf(r.errbuf, ERRBUF_SIZE, "EOF after %llu of %llu bytes", (unsigned long long)r.got,
-			 (unsigned long long)expect);
+		uint8_t next;
+
+		/* An end of stream with bytes still queued is not the peer's:
+		 * the read call (splice(2) on a socket in a sockmap) ended the
+		 * stream too early. Otherwise the peer sent too little. */
+		if (recv(fd, &next, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+			snprintf(r.errbuf, ERRBUF_SIZE,
+				 "premature EOF: %s returned 0 after %llu of %llu bytes while recv() had more to read",
+				 o.reader == R_SPLICE ? "splice(2)" : "recv()", (unsigned long long)r.got,
+				 (unsigned long long)expect);
+		else
+			snprintf(r.errbuf, ERRBUF_SIZE, "EOF after %llu of %llu bytes", (unsigned long long)r.got,
+				 (unsigned long long)expect);
 		r.err = r.errbuf;
 	}
 out:
@@ -546,6 +563,9 @@ static void *writer_thread(void *p)
 	struct writer_arg *a = p;
 
 	a->err = send_stream(a->fd, a->bytes, a->seed);
+	/* --read-at-half-close: give the reader time to block in its read. */
+	if (!a->err && o.read_at_half_close)
+		usleep(20 * 1000);
 	if (!a->err)
 		shutdown(a->fd, SHUT_WR);
 	return NULL;
@@ -588,6 +608,10 @@ static int serve_conn(int fd)
 	if (o.duplex) {
 		pthread_join(th, NULL);
 	} else if (!err && !reset) {
+		/* A service that takes a while to answer: the client waits
+		 * in its read with nothing queued meanwhile. */
+		if (o.reply_delay_ms)
+			usleep(o.reply_delay_ms * 1000);
 		w.err = send_stream(fd, o.back, o.seed + 1);
 		if (!w.err)
 			shutdown(fd, SHUT_WR);
@@ -624,7 +648,10 @@ static int client_conn(int fd)
 		return err ? 1 : 0;
 	}
 	pthread_create(&th, NULL, writer_thread, &w);
-	if (!o.duplex)
+	/* The reply is read after the half-close, or (--read-at-half-close)
+	 * by a reader already waiting for it when the writer half-closes, as
+	 * a relay with a thread per direction does; --duplex: both at once. */
+	if (!o.duplex && !o.read_at_half_close)
 		pthread_join(th, NULL);
 	if (!w.err) {
 		enum reader saved = o.reader;
@@ -633,7 +660,7 @@ static int client_conn(int fd)
 		err = recv_stream(fd, o.back, o.seed + 1, &got, &reset);
 		o.reader = saved;
 	}
-	if (o.duplex)
+	if (o.duplex || o.read_at_half_close)
 		pthread_join(th, NULL);
 	if (!err && reset)
 		err = "unexpected ECONNRESET";
@@ -856,7 +883,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: sockprobe pair|server|client|many|pingpong [--host H] [--port P] [--family 4|6|46]\n"
 		"  [--reader blocking|poll|epoll|epoll-et|fionread|peek|splice] [--back-reader R]\n"
-		"  [--bytes N] [--back N] [--hold-read]\n"
+		"  [--bytes N] [--back N] [--hold-read] [--read-at-half-close] [--reply-delay-ms N]\n"
 		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--pace-us N] [--rst] [--seed N]\n"
 		"  [--concurrent N] [--sequential N] [--early] [--timeout-s N]\n"
 		"  slowreader [--conns N] [--duplex] [--bytes N] [--pause-ms N] [--writer blocking|poll|epoll]\n"
@@ -1076,6 +1103,8 @@ int main(int argc, char **argv)
 			o.early = 1, takes = 0;
 		else if (!strcmp(a, "--hold-read"))
 			o.hold_read = 1, takes = 0;
+		else if (!strcmp(a, "--read-at-half-close"))
+			o.read_at_half_close = 1, takes = 0;
 		else if (!v)
 			usage();
 		else if (!strcmp(a, "--host"))
@@ -1094,6 +1123,8 @@ int main(int argc, char **argv)
 			o.stall_ms = atoi(v);
 		else if (!strcmp(a, "--pace-us"))
 			o.pace_us = atoi(v);
+		else if (!strcmp(a, "--reply-delay-ms"))
+			o.reply_delay_ms = atoi(v);
 		else if (!strcmp(a, "--seed"))
 			o.seed = strtoull(v, NULL, 0);
 		else if (!strcmp(a, "--concurrent"))

@@ -15,8 +15,8 @@ export const CLI_ENTRY = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js'
 export const DEFAULT_BPFFS = '/sys/fs/bpf';
 /** Every attachment pins below <bpffs>/accel. */
 export const PIN_SUBDIR = 'accel';
-/** Interception records and attachment journals (not bpffs: it holds no
- * regular files). */
+/** Interception records, attachment journals and self-test records (not
+ * bpffs: it holds no regular files). */
 export const STATE_DIR = process.env.ACCEL_STATE_DIR ?? '/run/accel';
 
 /** <bpffs>/accel: the pin root, owned by accel. */
@@ -61,6 +61,12 @@ export function listAttachmentIds(bpffs: string): bigint[] {
 /** The record of what interception added for one cgroup. */
 export function interceptRecordPath(cgroupId: bigint): string {
   return path.join(STATE_DIR, `intercept-cgroup-${cgroupId}.json`);
+}
+
+/** What the self-test found when one cgroup's fast path was installed
+ * (reader kinds unsafe on this kernel), or that it did not run. */
+export function selftestRecordPath(cgroupId: bigint): string {
+  return path.join(STATE_DIR, `cgroup-${cgroupId}.selftest.json`);
 }
 
 /** The journal of the operation under way on one cgroup's attachment. */

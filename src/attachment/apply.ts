@@ -14,6 +14,7 @@ import { configureIntercept, installIntercept, observeIntercept, removeIntercept
 import { log } from '../log.js';
 import type { JournalHandle } from './journal.js';
 import type { Plan, Step } from './plan.js';
+import { removeSelftestRecord, saveSelftestRecord, selftestRecord } from './selftest-record.js';
 
 export interface ApplyContext {
   bpffs: string;
@@ -34,16 +35,23 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
   switch (step.kind) {
     case 'remove-intercept':
       return removeIntercept(observeIntercept(ctx.cgroup.id), ctx.pinDir);
+    // The self-test record goes after the pins: a crash in between leaves
+    // a record of nothing, which the next install overwrites.
     case 'remove-fastpath':
-      return removeFastPath(ctx.pinDir, step.drainMs);
+      await removeFastPath(ctx.pinDir, step.drainMs);
+      return removeSelftestRecord(ctx.cgroup.id);
     case 'clear-fastpath':
       log.warn(`removing an incomplete attachment of ${ctx.cgroup.path}: ${step.reason}`);
-      return removePinDir(ctx.pinDir);
+      removePinDir(ctx.pinDir);
+      return removeSelftestRecord(ctx.cgroup.id);
     case 'install-fastpath': {
       makePinDir(ctx.bpffs, ctx.pinDir);
       const r = await installFastPath({ bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir, selftestParent: ctx.selftestParent }, step.spec);
       out.withStreamVerdict = r.withStreamVerdict;
       out.selftest = r.selftest;
+      // What status and verify report later: the reader kinds this kernel
+      // breaks, or that nobody tested them (--skip-selftest).
+      saveSelftestRecord(ctx.cgroup.id, selftestRecord(r.selftest, r.withStreamVerdict));
       return;
     }
     case 'configure-fastpath':

@@ -6,8 +6,9 @@ import { type InterceptStatus, interceptStatus } from '../intercept/status.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { type Journal, interruptedJournal } from './journal.js';
 import { observe } from './observe.js';
+import { type ReaderSafetyStatus, readerSafetyStatus } from './selftest-record.js';
 
-export interface AttachmentStatus extends FastPathStatus {
+export interface AttachmentStatus extends FastPathStatus, ReaderSafetyStatus {
   cgroupId: bigint;
   /** null when the cgroup no longer exists. */
   cgroupPath: string | null;
@@ -33,6 +34,7 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
     reason: fp.kind === 'partial' ? fp.reason : fp.kind === 'absent' ? 'no fast path pinned' : observed.interrupted ? 'an operation was interrupted' : null,
     interrupted: observed.interrupted,
     ...fastPathStatus(dir, fp),
+    ...readerSafetyStatus(cgroupId),
     intercept: await interceptStatus(observed.intercept, bpffs, dir),
   };
 }

@@ -57,7 +57,8 @@ async function chooseSetup(bpfDir: string, spec: FastPathSpec, selftestParent: s
     const r = await runSelfTest({ bpfDir, withStreamVerdict, cgroupRoot: selftestParent, onRunning: () => failpoint('selftest-running') });
     results.push(r);
     for (const c of r.checks.filter((c) => !c.ok)) {
-      log.warn(`self-test${withStreamVerdict ? ' (with the stream verdict)' : ''}: ${c.name}: ${c.error}${c.severity === 'warning' ? ' [known kernel defect]' : ''}`);
+      const why = c.readerKind ? ` [${c.readerKind} readers are unsafe on this kernel]` : c.severity === 'warning' ? ' [known kernel defect]' : '';
+      log.warn(`self-test${withStreamVerdict ? ' (with the stream verdict)' : ''}: ${c.name}: ${c.error}${why}`);
     }
     if (r.ok) return { withStreamVerdict, results };
   }

@@ -8,15 +8,21 @@
  * the fast path really carried the bytes (counters), or the test would
  * prove nothing, and that a writer whose reader pauses is held back about
  * as plain TCP holds it back (bounded memory), with every byte delivered.
+ *
+ * Then the reader kinds a kernel may break on the fast path alone
+ * (readers.ts): a failure of one of those is a warning that names the
+ * kind, not a refusal.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { attachCgroupTemporary } from '../bpf/attach.js';
 import { type Cgroup, createChildCgroup, procsFile, removeCgroup, resolveCgroup } from '../cgroup/cgroup.js';
 import { log } from '../log.js';
-import { runProbe, runSplit } from '../probe/sockprobe.js';
+import { type ProbeResult, runProbe, runSplit } from '../probe/sockprobe.js';
+import type { Placement } from '../proc/run.js';
 import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
 import { processAlive } from '../proc/alive.js';
+import { READER_KINDS, type ReaderKind, type ReaderSafety, readerSafety, readerSymptom } from './readers.js';
 
 export interface SelfTestCheck {
   name: string;
@@ -25,13 +31,16 @@ export interface SelfTestCheck {
   /** A failing check is fatal, except a known kernel defect that accel
    * cannot work around from BPF, which is reported as a warning. */
   severity: 'fatal' | 'warning';
+  /** The reader kind this check probes: its failure makes the kind unsafe
+   * on this kernel (a warning). */
+  readerKind?: ReaderKind;
 }
 
 /** tcp_bpf_recvmsg returns -EAGAIN to a blocking reader when any wake-up
  * (such as the ACK of its own FIN after shutdown(SHUT_WR)) finds no
  * redirected data queued. Neither program setup avoids it. */
 export function isKnownKernelDefect(error: string | null): boolean {
-  return error?.startsWith('spurious EAGAIN') ?? false;
+  return error !== null && readerSymptom(error) === 'spurious EAGAIN';
 }
 
 /** Self-test cgroups are named <prefix>-<pid of the accel process>-<random>. */
@@ -58,16 +67,14 @@ export interface SelfTestResult {
   withStreamVerdict: boolean;
   checks: SelfTestCheck[];
   bytesRedirected: bigint;
+  /** Each reader kind: safe, or unsafe on this kernel with the evidence. */
+  readers: ReaderSafety[];
 }
 
 const MB = 1 << 20;
 
 const READERS: { name: string; args: string[] }[] = [
   { name: 'echo with half-close', args: ['--reader', 'blocking', '--bytes', `${4 * MB}`, '--back', `${4 * MB}`, '--sizes', 'mix'] },
-  {
-    name: 'blocking reader of the reply after half-close',
-    args: ['--reader', 'blocking', '--back-reader', 'blocking', '--bytes', `${MB}`, '--back', `${4 * MB}`],
-  },
   { name: 'epoll reader', args: ['--reader', 'epoll', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
   { name: 'epoll edge-triggered reader', args: ['--reader', 'epoll-et', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
   { name: 'FIONREAD-sized reader', args: ['--reader', 'fionread', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
@@ -75,6 +82,37 @@ const READERS: { name: string; args: string[] }[] = [
 
 type Where = 'inside' | 'server inside, client outside' | 'client inside, server outside';
 const PLACEMENTS: Where[] = ['inside', 'server inside, client outside', 'client inside, server outside'];
+
+/** A sockprobe connection with both ends, or one end, in the cgroup. */
+function runPlaced(args: string[], where: Where, inside: Placement): Promise<ProbeResult> {
+  if (where === 'inside') return runProbe(['pair', ...args], inside);
+  return runSplit({ server: args, client: args, ...(where.startsWith('server inside') ? { serverWhere: inside } : { clientWhere: inside }) });
+}
+
+function probeLimits(stallMs: number | undefined): string[] {
+  return ['--stall-ms', String(stallMs ?? 2000), '--timeout-s', '30'];
+}
+
+/**
+ * The reader kinds' probes, each in every placement, for connections of
+ * the cgroup whose procs file `inside` names: with the fast path attached
+ * to it, a kind the kernel breaks fails; on plain TCP, none does. A
+ * failure is a warning (the check names its reader kind).
+ */
+export async function runReaderChecks(inside: Placement, options: { stallMs?: number | undefined; setup?: string } = {}): Promise<SelfTestCheck[]> {
+  const checks: SelfTestCheck[] = [];
+  for (const where of PLACEMENTS) {
+    for (const { kind, probes } of READER_KINDS) {
+      for (const probe of probes) {
+        const r = await runPlaced([...probe.args, ...probeLimits(options.stallMs)], where, inside);
+        const name = `${probe.name} (${where})`;
+        checks.push({ name, ok: r.ok, error: r.error, severity: 'warning', readerKind: kind });
+        log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error}): ${kind} readers are unsafe here`}`, { setup: options.setup });
+      }
+    }
+  }
+  return checks;
+}
 
 export interface SelfTestOptions {
   bpfDir: string;
@@ -100,29 +138,27 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
     detach = attachCgroupTemporary(loaded.sockops.program(Programs.sockops), cg.path);
     const checks: SelfTestCheck[] = [];
     const inside = { cgroupProcs: procsFile(cg) };
-    const limits = ['--stall-ms', String(options.stallMs ?? 2000), '--timeout-s', '30'];
     for (const where of PLACEMENTS) {
       for (const reader of READERS) {
-        const args = [...reader.args, ...limits];
-        const r =
-          where === 'inside'
-            ? await runProbe(['pair', ...args], inside)
-            : await runSplit({
-                server: args,
-                client: args,
-                ...(where.startsWith('server inside') ? { serverWhere: inside } : { clientWhere: inside }),
-              });
+        const r = await runPlaced([...reader.args, ...probeLimits(options.stallMs)], where, inside);
         const name = `${reader.name} (${where})`;
         checks.push({ name, ok: r.ok, error: r.error, severity: !r.ok && isKnownKernelDefect(r.error) ? 'warning' : 'fatal' });
         log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`, { withStreamVerdict: options.withStreamVerdict });
       }
     }
+    checks.push(...(await runReaderChecks(inside, { stallMs: options.stallMs, setup: options.withStreamVerdict ? 'with the stream verdict' : 'plain' })));
     checks.push(await backpressureCheck(inside));
     const bytesRedirected = loaded.maps.counters().bytes_redirected;
     if (bytesRedirected === 0n) {
       checks.push({ name: 'fast path engaged', ok: false, error: 'no byte took the fast path during the self-test', severity: 'fatal' });
     }
-    return { ok: checks.every((c) => c.ok || c.severity === 'warning'), withStreamVerdict: options.withStreamVerdict, checks, bytesRedirected };
+    return {
+      ok: checks.every((c) => c.ok || c.severity === 'warning'),
+      withStreamVerdict: options.withStreamVerdict,
+      checks,
+      bytesRedirected,
+      readers: readerSafety(checks),
+    };
   } finally {
     detach?.();
     loaded.close();

@@ -8,6 +8,7 @@ import { AccelError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
 import { type GlobalOptions, parseCount, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
 import { print, printJson, table } from '../output.js';
+import { readerSafetyUnknownLine, unsafeReaderLines } from '../readers.js';
 
 interface AttachCliOptions {
   cgroup: string;
@@ -110,6 +111,8 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
           steps: kinds,
           notes: r.plan.notes,
           intercept,
+          readerSafety: status?.readerSafety ?? null,
+          unsafeReaders: status?.unsafeReaders ?? [],
         });
       }
       print(alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
@@ -139,7 +142,10 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         ]),
       );
       for (const n of r.plan.notes) print(`note: ${n}`);
-      const warnings = r.selftest.flatMap((s) => s.checks.filter((c) => !c.ok && c.severity === 'warning'));
+      // The reader kinds this kernel breaks, from the attachment's record
+      // (also when it was attached before); other warnings after them.
+      if (status) for (const line of [...unsafeReaderLines(status.unsafeReaders), ...readerSafetyUnknownLine(status)]) print(line);
+      const warnings = r.selftest.flatMap((s) => s.checks.filter((c) => !c.ok && c.severity === 'warning' && !c.readerKind));
       if (warnings.length) print(`note: known kernel defect seen in the self-test: ${warnings[0]?.error} (see docs/kernel-notes.md)`);
     });
 }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { unsafeReaders } from '../../fastpath/readers.js';
 import { runSelfTest } from '../../fastpath/selftest.js';
 import { requirePrivileges } from '../../privileges.js';
 import { ensureBpffs } from '../../bpf/bpffs.js';
@@ -6,6 +7,7 @@ import { cgroup2Root } from '../../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson } from '../output.js';
+import { unsafeReaderLines } from '../readers.js';
 
 export function registerSelftest(program: Command, globals: () => GlobalOptions): void {
   program
@@ -16,8 +18,12 @@ export function registerSelftest(program: Command, globals: () => GlobalOptions)
     .action(async (opts: { streamVerdict: boolean; json: boolean }) => {
       requirePrivileges();
       ensureBpffs(globals().bpffs);
-      const r = await runSelfTest({ bpfDir: globals().bpfDir, withStreamVerdict: opts.streamVerdict, cgroupRoot: cgroup2Root() });
-      if (!opts.json) for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
+      const result = await runSelfTest({ bpfDir: globals().bpfDir, withStreamVerdict: opts.streamVerdict, cgroupRoot: cgroup2Root() });
+      const r = { ...result, unsafeReaders: unsafeReaders(result.readers) };
+      if (!opts.json) {
+        for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);
+        for (const line of unsafeReaderLines(r.unsafeReaders)) print(line);
+      }
       // Under --json the checks go out with the error, as one document.
       if (!r.ok) throw new AccelError(ErrorCodes.SELFTEST, 'the self-test failed', { result: { ...r } });
       if (opts.json) printJson(r);

@@ -6,6 +6,7 @@ import { TPROXY_COUNTERS } from '../../maps/layout/tproxy.js';
 import { type SpliceStatus, spliceStatus } from '../../splice/objects.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';
+import { readerSafetyUnknownLine, unsafeReaderLines } from '../readers.js';
 
 export function formatStatus(s: AttachmentStatus): string {
   const rows: [string, string | number | bigint][] = [
@@ -31,7 +32,8 @@ export function formatStatus(s: AttachmentStatus): string {
         '    ',
       )
     : '    -';
-  let text = `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists)`}\n${table(rows)}\n  counters\n${counters}`;
+  const readers = [...unsafeReaderLines(s.unsafeReaders, '  '), ...readerSafetyUnknownLine(s, '  ')].map((l) => `\n${l}`).join('');
+  let text = `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists)`}\n${table(rows)}${readers}\n  counters\n${counters}`;
   const ic = s.intercept;
   if (ic) {
     const icRows: [string, string | number | bigint][] = [

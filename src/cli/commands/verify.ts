@@ -5,6 +5,7 @@ import { type TracedReport, joinText, traceJoins, withJoins } from '../../fastpa
 import { BPFTRACE_HINT, type VerifyReport, verify } from '../../fastpath/verify.js';
 import type { GlobalOptions } from '../options.js';
 import { print, printJson, table } from '../output.js';
+import { unsafeReaderLines } from '../readers.js';
 
 export function registerVerify(program: Command, globals: () => GlobalOptions): void {
   program
@@ -23,8 +24,10 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
       const check = () => verify(targets, { probe: opts.probe || opts.bpftrace, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
       // --bpftrace: bpftrace around the probe transfer, or the one line that says why not.
       const traced = opts.bpftrace ? await traceJoins(check, { say: opts.json ? () => {} : print }) : null;
-      const reports: (VerifyReport & Partial<TracedReport>)[] = traced?.joins ? withJoins(traced.result, traced.joins) : (traced?.result ?? (await check()));
+      const found: (VerifyReport & Partial<TracedReport>)[] = traced?.joins ? withJoins(traced.result, traced.joins) : (traced?.result ?? (await check()));
       const method = { method: traced?.method ?? 'map-and-counters', methodReason: traced?.reason ?? '--bpftrace not given' };
+      // One report per target, in order: each with its attachment's reader safety.
+      const reports = found.map((r, i) => ({ ...r, readerSafety: targets[i]?.readerSafety ?? null, unsafeReaders: targets[i]?.unsafeReaders ?? [] }));
       if (!opts.json) {
         if (traced?.fallbackLine) print(traced.fallbackLine);
         for (const r of reports) {
@@ -46,6 +49,7 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
             print(`  sockets that joined the map (bpftrace, kprobe:tcp_bpf_update_proto): ${r.joins.length}, both ends of ${r.joinedConnections?.length ?? 0} connection(s)`);
             for (const j of r.joins.slice(0, 40)) print(`    ${joinText(j)}  pid ${j.pid} ${j.comm}`);
           }
+          for (const line of unsafeReaderLines(r.unsafeReaders, '  ')) print(line);
         }
         if (!opts.bpftrace) print(`On hosts with kprobes, --bpftrace shows each socket as it joins the fast path, as does by hand:\n  ${BPFTRACE_HINT}`);
       }

@@ -1,0 +1,149 @@
+// Reader kinds this kernel breaks on the fast path (a splice(2) reader, a
+// blocking reader after its own half-close): the self-test finds them by
+// probing, attach records them, and attach, status and verify name them
+// with the way out (--bypass-port). Nothing is keyed on a kernel version:
+// the same probes pass on plain TCP and fail on the fast path.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { describe, it } from 'node:test';
+import { type ReaderKind, type ReaderSafety, type UnsafeReader, readerSafety } from '../../src/fastpath/readers.js';
+import { runReaderChecks } from '../../src/fastpath/selftest.js';
+import { selftestRecordPath } from '../../src/paths.js';
+import { accel, attachOk, testCgroup } from '../helpers/env.js';
+
+/** A test cgroup whose self-test record goes with it even when detach
+ * failed to remove it (the subject under test). */
+function readersCgroup(t: Parameters<typeof testCgroup>[0]) {
+  const cg = testCgroup(t, 'accel-test-readers');
+  t.after(() => fs.rmSync(selftestRecordPath(cg.id), { force: true }));
+  return cg;
+}
+
+interface SafetyFields {
+  readerSafety: { state: string; why: string | null } | null;
+  unsafeReaders: UnsafeReader[];
+}
+
+const kinds = (u: UnsafeReader[]) => u.map((x) => x.kind).sort();
+const WARNING = {
+  splice:
+    /^ *warning: splice\(2\) readers get an early end of stream .*premature EOF.*--bypass-port <port of such a service> \(docs\/kernel-notes\.md#splice2-readers-get-an-early-end-of-stream\)$/m,
+  'blocking-after-half-close':
+    /^ *warning: blocking readers after a half-close get EAGAIN .*spurious EAGAIN.*--bypass-port <port of such a service> \(docs\/kernel-notes\.md#spurious-eagain-for-blocking-readers\)$/m,
+} satisfies Record<ReaderKind, RegExp>;
+
+describe('reader kinds unsafe on this kernel', () => {
+  it('attach with the self-test names them, and status and verify report them, text and JSON, until detach', async (t) => {
+    const cg = readersCgroup(t);
+    const attached = await accel(['attach', '--cgroup', cg.path, '--json']);
+    assert.equal(attached.exitCode, 0, attached.stderr);
+    const a = JSON.parse(attached.stdout) as SafetyFields & { selftest: { ok: boolean; readers: ReaderSafety[] }[] };
+    assert.ok(a.selftest.at(-1)?.ok, 'the self-test passed: unsafe reader kinds are warnings, not a refusal');
+    assert.equal(a.readerSafety?.state, 'tested');
+    const splice = a.unsafeReaders.find((u) => u.kind === 'splice');
+    assert.ok(splice, `splice(2) readers are unsafe here: ${JSON.stringify(a.unsafeReaders)}`);
+    assert.equal(splice.symptom, 'premature EOF');
+    assert.match(splice.check, /\(inside\)$/, 'it broke on a connection with both ends on the fast path');
+    // The blocking reader after half-close is listed exactly when its probe failed.
+    const recorded = a.selftest.at(-1)?.readers ?? [];
+    assert.deepEqual(
+      kinds(a.unsafeReaders),
+      recorded
+        .filter((r) => !r.safe)
+        .map((r) => r.kind)
+        .sort(),
+    );
+    const unsafe = kinds(a.unsafeReaders);
+    const record = selftestRecordPath(cg.id);
+    assert.ok(fs.existsSync(record), `${record} was written`);
+
+    const expectLines = (text: string, what: string) => {
+      for (const kind of Object.keys(WARNING) as ReaderKind[]) {
+        if (unsafe.includes(kind)) assert.match(text, WARNING[kind], `${what} names ${kind}:\n${text}`);
+        else assert.doesNotMatch(text, WARNING[kind], `${what} does not name ${kind}`);
+      }
+    };
+    const status = await accel(['status', '--cgroup', cg.path]);
+    assert.equal(status.exitCode, 0, status.stderr);
+    expectLines(status.stdout, 'status');
+    const statusJson = JSON.parse((await accel(['status', '--cgroup', cg.path, '--json'])).stdout) as { attachments: SafetyFields[] };
+    assert.deepEqual(statusJson.attachments[0]?.unsafeReaders, a.unsafeReaders);
+    assert.equal(statusJson.attachments[0]?.readerSafety?.state, 'tested');
+
+    const verify = await accel(['verify', '--cgroup', cg.path, '--probe']);
+    assert.equal(verify.exitCode, 0, verify.stdout + verify.stderr);
+    expectLines(verify.stdout, 'verify');
+    const verifyJson = JSON.parse((await accel(['verify', '--cgroup', cg.path, '--probe', '--json'])).stdout) as { reports: SafetyFields[] };
+    assert.deepEqual(verifyJson.reports[0]?.unsafeReaders, a.unsafeReaders);
+
+    // Attaching again (no reinstall, no self-test: --skip-selftest) keeps
+    // the record of the programs that stay, and prints it.
+    const again = await accel(['attach', '--cgroup', cg.path, '--skip-selftest']);
+    assert.equal(again.exitCode, 0, again.stderr);
+    assert.match(again.stdout, /^already attached/);
+    expectLines(again.stdout, 'attach again');
+
+    assert.equal((await accel(['detach', '--cgroup', cg.path, '--drain-ms', '0'])).exitCode, 0);
+    assert.equal(fs.existsSync(record), false, 'detach removed the self-test record');
+  });
+
+  it('--skip-selftest: the record says not tested, status says reader safety is unknown and warns of nothing', async (t) => {
+    const cg = readersCgroup(t);
+    await attachOk(t, cg);
+    const status = await accel(['status', '--cgroup', cg.path]);
+    assert.match(status.stdout, /reader safety unknown: attached with --skip-selftest/);
+    assert.doesNotMatch(status.stdout, /warning:/);
+    const s = (JSON.parse((await accel(['status', '--cgroup', cg.path, '--json'])).stdout) as { attachments: SafetyFields[] }).attachments[0];
+    assert.equal(s?.readerSafety?.state, 'not tested');
+    assert.deepEqual(s.unsafeReaders, []);
+    const record = JSON.parse(fs.readFileSync(selftestRecordPath(cg.id), 'utf8')) as { tested: boolean; readers: unknown[] };
+    assert.deepEqual([record.tested, record.readers], [false, []]);
+  });
+
+  // The verdict comes from the probes: the same reader-kind probes, in the
+  // same cgroup on the same kernel, pass on plain TCP and fail once the
+  // fast path is attached, and only on connections it carries.
+  it('the probes find the breakage: every reader kind is safe on plain TCP, and unsafe on the fast path', async (t) => {
+    const cg = readersCgroup(t);
+    const where = { cgroupProcs: cg.procs };
+    const plain = await runReaderChecks(where);
+    assert.deepEqual(
+      plain.filter((c) => !c.ok).map((c) => `${c.name}: ${c.error}`),
+      [],
+      'on plain TCP no reader kind fails',
+    );
+    assert.deepEqual(
+      readerSafety(plain).map((r) => [r.kind, r.safe]),
+      [
+        ['splice', true],
+        ['blocking-after-half-close', true],
+      ],
+    );
+
+    await attachOk(t, cg);
+    const fast = await runReaderChecks(where);
+    const verdict = readerSafety(fast);
+    assert.deepEqual(
+      verdict.map((r) => [r.kind, r.safe]),
+      [
+        ['splice', false],
+        ['blocking-after-half-close', false],
+      ],
+      JSON.stringify(verdict),
+    );
+    assert.match(verdict[0]?.error ?? '', /^premature EOF: splice\(2\) returned 0 after \d+ of \d+ bytes while recv\(\) had more to read$/);
+    assert.match(verdict[1]?.error ?? '', /^spurious EAGAIN/);
+    // A connection with one end outside the cgroup stays plain TCP: there
+    // every reader kind works, on the same kernel.
+    const crossing = fast.filter((c) => !c.name.endsWith('(inside)'));
+    assert.ok(crossing.length >= 4);
+    assert.deepEqual(
+      crossing.filter((c) => !c.ok).map((c) => `${c.name}: ${c.error}`),
+      [],
+    );
+    assert.ok(
+      fast.filter((c) => c.name.endsWith('(inside)') && c.readerKind === 'splice').every((c) => !c.ok),
+      'the splice(2) reader fails on the fast path',
+    );
+  });
+});

@@ -22,8 +22,12 @@ export interface LoadOptions {
    */
   pinRoot?: string;
   /** With pinRoot: every map the object pins must be pinned there already;
-   * the load creates none (the object joins maps another object made). */
+   * the load creates none (the object joins maps another object made),
+   * except those named in `creates`. */
   pinnedOnly?: boolean;
+  /** With pinnedOnly: the maps this object makes and pins itself when they
+   * are not pinned yet. */
+  creates?: string[];
   /** Without pinRoot: map name -> fd of an existing map to use instead of
    * creating one. */
   reuseMaps?: Record<string, number>;
@@ -60,7 +64,7 @@ export class BpfObject {
     const obj = new BpfObject(handle, path);
     try {
       if (options.pinRoot === undefined) obj.clearPinPaths();
-      else obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ?? false);
+      else obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ? new Set(options.creates) : null);
       if (options.reuseMaps) obj.reuseMaps(options.reuseMaps);
       if (options.maxEntries) obj.setMaxEntries(options.maxEntries);
       const rc = bpf.object_load(handle) as number;
@@ -97,14 +101,15 @@ export class BpfObject {
    * and a pinned map that disagrees otherwise is refused here, by name,
    * rather than by libbpf's EINVAL at load.
    */
-  private checkPins(root: string, sizes: Record<string, number>, pinnedOnly: boolean): void {
+  private checkPins(root: string, sizes: Record<string, number>, pinnedOnlyBut: Set<string> | null): void {
     for (let map = bpf.next_map(this.h, null); map; map = bpf.next_map(this.h, map)) {
       const pinPath = bpf.map_pin_path(map) as string | null;
       if (pinPath === null) continue;
       const name = bpf.map_name(map) as string;
       const fd = openPinned(pinPath);
       if (fd === null) {
-        if (pinnedOnly) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${root} (${this.path} uses the maps pinned there)`);
+        if (pinnedOnlyBut && !pinnedOnlyBut.has(name))
+          throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${root} (${this.path} uses the maps pinned there)`);
         continue;
       }
       let info;

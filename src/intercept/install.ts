@@ -14,7 +14,7 @@ import { type Cgroup, cgroupLevel } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
-import { TproxyMapNames, TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
+import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, tcMode } from './hooks.js';
 import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
@@ -101,16 +101,32 @@ export async function installIntercept(cg: Cgroup, pinDir: string, bpfDir: strin
   };
   saveRecord(record);
   try {
-    // Programs, pinned beside the fast path's, on its maps (by name).
+    // Programs, pinned beside the fast path's, on its maps (by name). The
+    // flow map is the interception's own, made here at its size: one left
+    // by an earlier interception (the plan removed it, or a crash did not)
+    // is not reused.
+    const flowsPin = path.join(pinDir, TproxyMapNames.flows);
+    record.added.pins.push(flowsPin);
+    saveRecord(record);
+    fs.rmSync(flowsPin, { force: true });
     let obj: BpfObject | null = null;
     try {
-      obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { pinRoot: pinDir, pinnedOnly: true });
+      obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), {
+        pinRoot: pinDir,
+        pinnedOnly: true,
+        creates: [TproxyMapNames.flows],
+        maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
+      });
       for (const [key, pinName] of Object.entries(TcPins)) {
         const file = path.join(pinDir, pinName);
         record.added.pins.push(file);
         saveRecord(record);
         pin(obj.programFd(TcPrograms[key as keyof typeof TcPins]), file);
       }
+      // Before any hook: sockops must watch the sockets whose SYNs will be
+      // steered, to take their flows out when they close.
+      const flowsFd = obj.mapFd(TproxyMapNames.flows);
+      withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => fillFlowsSlot(need(FLOWS_SLOT), flowsFd));
     } finally {
       obj?.close();
     }
@@ -199,6 +215,11 @@ export async function configureIntercept(cg: Cgroup, pinDir: string, s: Intercep
   log.info(`interception of ${cg.path} now steers ${s.rules.map((r) => r.text).join(', ')} -> proxy port ${s.proxyPort} (in place)`);
 }
 
+/** sockops.c stops looking for flows (the fast path may stay). */
+function emptySlot(pinDir: string): void {
+  if (fs.existsSync(path.join(pinDir, FLOWS_SLOT))) withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => emptyFlowsSlot(need(FLOWS_SLOT)));
+}
+
 /** Remove, in reverse order, what the record says was added. Without
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */
@@ -206,6 +227,7 @@ async function undo(record: InterceptRecord, pinDir: string, netnsState = true):
   if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
   if (netnsState) {
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
+    emptySlot(pinDir);
     failpoint('intercept-undo-after-hooks');
     for (const r of record.added.rules) await ip.deleteMarkRule(r);
     for (const r of record.added.routes) await ip.deleteLocalRoute(r);
@@ -213,6 +235,7 @@ async function undo(record: InterceptRecord, pinDir: string, netnsState = true):
   } else {
     // The hooks went with the namespace; tcx link pins did not.
     for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
+    emptySlot(pinDir);
   }
   for (const file of record.added.pins) fs.rmSync(file, { force: true });
   removeRecord(BigInt(record.cgroupId));

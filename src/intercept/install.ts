@@ -48,7 +48,19 @@ export async function checkIntercept(s: InterceptSettings, own: InterceptRecord 
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
   if (s.interceptMark === s.proxyMark || !s.interceptMark) throw new AccelError(ErrorCodes.USAGE, 'the intercept mark must be non-zero and differ from the proxy mark');
   const indexes = new Map<string, number>();
-  for (const name of new Set([...s.ifaces, 'lo'])) indexes.set(name, await ip.interfaceIndex(name));
+  for (const name of new Set([...s.ifaces, 'lo'])) {
+    const link = await ip.interfaceInfo(name);
+    // The egress program reads an Ethernet header and hands packets to lo
+    // as Ethernet frames: on a device without one (tun, WireGuard, IP
+    // tunnels) it would match nothing and steer nothing.
+    if (name !== 'lo' && link.linkType !== 'ether') {
+      throw new AccelError(
+        ErrorCodes.USAGE,
+        `interface ${name} has no Ethernet header (link type ${link.linkType}): interception cannot steer its packets; give the Ethernet interface the connections leave through, or lo`,
+      );
+    }
+    indexes.set(name, link.ifindex);
+  }
 
   const families = familiesOf(s.rules);
   const listening = ip.loopbackListening(s.proxyPort);

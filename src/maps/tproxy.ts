@@ -27,6 +27,9 @@ export const TproxyMapNames = {
 /** ARRAY_OF_MAPS with one slot, made with the fast path's maps: the
  * interception's flow map goes in it so that sockops.c finds it. */
 export const FLOWS_SLOT = 'accel_tproxy_flows_slot';
+/** LRU of the flows whose application socket closed (sockops.c moves them
+ * there), made with the fast path's maps too. */
+export const CLOSED_FLOWS = 'accel_tproxy_closed';
 
 export const RULES_MAX = 32;
 

@@ -252,8 +252,9 @@ describe('a proxy mark that does not match', () => {
     await sleep(1500);
     const events = b.proxyEvents();
     const loops = events.filter((e) => /loop/.test(e.reason));
-    assert.equal(loops.length, 1, JSON.stringify(events));
-    assert.ok(events.length <= 2, `one round only: ${JSON.stringify(events)}`);
+    const shown = `${events.length} events, first: ${JSON.stringify(events.slice(0, 3).map((e) => [e.action, e.source, e.reason]))}`;
+    assert.equal(loops.length, 1, shown);
+    assert.ok(events.length <= 2, `one round only: ${shown}`);
     assert.equal(b.tproxyCounters().connections_intercepted, 2n, 'the client, and the proxy upstream once');
     assert.equal(accepted(b, ECHO_PORT), 0, 'nothing reached the server');
     // The proxy still serves once the mark is right.

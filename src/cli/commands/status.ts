@@ -43,7 +43,7 @@ export function formatStatus(s: AttachmentStatus): string {
       ['table / priority', `${ic.settings.table} / ${ic.settings.priority}`],
       ['network namespace', `inode ${ic.netns}${ic.inThisNetns ? ' (this one)' : ' (not this one)'}`],
       ['hooks', `${ic.hookMode}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
-      ['steered flows', ic.flows ?? '-'],
+      ['steered flows', `${ic.flows ?? '-'} of at most ${ic.settings.maxFlows ?? '-'}`],
     ];
     const icCounters = ic.counters
       ? table(

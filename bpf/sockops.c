@@ -24,6 +24,10 @@
  *    application's socket went in.
  *  - Entries of closed sockets leave accel_members/accel_listeners on the
  *    state change to TCP_CLOSE (the SOCKHASH drops them by itself).
+ *  - While an interception is installed, every connecting socket of the
+ *    cgroup asks for that state change too: when the application's socket
+ *    of a steered flow closes, its flow moves from accel_tproxy_flows to
+ *    accel_tproxy_closed, so live flows are never crowded out by dead ones.
  */
 #include "accel_common.h"
 #include "accel_maps.h"
@@ -77,11 +81,41 @@ static __always_inline struct accel_tproxy_flow *accel_steered(struct bpf_sock_o
 							       const struct accel_sock_key *key, int passive)
 {
 	struct accel_sock_key app;
+	void *flows = accel_tp_flows();
 
+	if (!flows)
+		return NULL;
 	if (!passive)
-		return bpf_map_lookup_elem(&accel_tproxy_flows, key);
+		return bpf_map_lookup_elem(flows, key);
 	ACCEL_KEY_FROM_CTX(skops, &app, 1, key->netns);
-	return bpf_map_lookup_elem(&accel_tproxy_flows, &app);
+	return bpf_map_lookup_elem(flows, &app);
+}
+
+/* A connecting socket while an interception is installed: its close must be
+ * seen, whether or not its SYN gets steered (the flow is made after this). */
+static __always_inline void accel_on_connect(struct bpf_sock_ops *skops)
+{
+	if (accel_tp_flows())
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* The application's socket of a steered flow closed (this runs before a
+ * RST the close sends): the flow leaves the live set for the closed one,
+ * where the socket's last packets still find it. Only the application's
+ * socket has its own view as a flow key; the proxy's side never matches. */
+static __always_inline void accel_flow_closed(const struct accel_sock_key *key)
+{
+	struct accel_tproxy_flow *flow;
+	void *flows = accel_tp_flows();
+
+	if (!flows)
+		return;
+	flow = bpf_map_lookup_elem(flows, key);
+	if (!flow)
+		return;
+	bpf_map_update_elem(&accel_tproxy_closed, key, flow, BPF_ANY);
+	bpf_map_delete_elem(flows, key);
+	accel_tp_count(ACCEL_TP_FLOWS_CLOSED);
 }
 
 static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
@@ -132,6 +166,7 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 	bpf_map_delete_elem(&accel_members, &key);
 	cookie = bpf_get_socket_cookie(skops);
 	bpf_map_delete_elem(&accel_rx_seqs, &cookie);
+	accel_flow_closed(&key);
 }
 
 /* This socket stays off the fast path; so does `peer`, if it went in. */
@@ -214,6 +249,9 @@ int accel_sockops(struct bpf_sock_ops *skops)
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		accel_on_listen(skops);
+		break;
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		accel_on_connect(skops);
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		accel_on_established(skops, 0);

@@ -21,9 +21,22 @@
  * needs. The proxy's answers go to the application's local address through
  * lo and need nothing from us.
  *
- * Whatever is not ours, or cannot be parsed (IP options, IPv6 extension
- * headers, fragments), continues unchanged (TC_ACT_UNSPEC lets other
- * filters of the host run after this one).
+ * Fail closed. Whatever is not ours continues unchanged (TC_ACT_UNSPEC lets
+ * other filters of the host run after this one), but nothing from the
+ * attached cgroup gets past the egress program unmatched: IPv4 options and
+ * the IPv6 extension headers that do not change the destination (hop-by-
+ * hop, destination options, AH) are walked and such a SYN is steered like
+ * any other; a packet of the cgroup whose TCP header or destination cannot
+ * be known safely (TCP in IP fragments, behind an IPv6 routing header,
+ * inside an IP tunnel or ESP, a VLAN, MPLS or PPPoE frame) is dropped and
+ * counted (unparsed_dropped); a SYN that finds the flow map full is dropped
+ * and counted (flows_full), so the connections already steered keep their
+ * flows. No SYN of the cgroup leaves without its real destination having
+ * been matched against the rules.
+ *
+ * A flow lives until the application's socket closes (sockops.c then moves
+ * it to accel_tproxy_closed, where the socket's last packets still find
+ * it); a new SYN on the same 4-tuple decides afresh.
  */
 #include "accel_common.h"
 #include "accel_maps.h"
@@ -33,11 +46,36 @@
 #define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
+#define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define ETH_P_MPLS_UC 0x8847
+#define ETH_P_MPLS_MC 0x8848
+#define ETH_P_PPP_SES 0x8864
 #define ETH_ALEN 6
-#define IPPROTO_TCP 6
 #define IP_MF_OFFSET 0x3fff
+/* IPv6 extension headers (uapi/linux/in6.h, not in vmlinux.h). */
+#define ACCEL_IP6_HOPOPTS 0
+#define ACCEL_IP6_ROUTING 43
+#define ACCEL_IP6_FRAGMENT 44
+#define ACCEL_IP6_AH 51
+#define ACCEL_IP6_DSTOPTS 60
+/* More than this many IPv6 extension headers before TCP: not walked. */
+#define ACCEL_IP6_EXT_MAX 6
+
+/* The flows being steered (see accel_maps.h): made when this object is
+ * loaded, sized by attach --max-flows, then put in accel_tproxy_flows_slot
+ * for sockops.c. Its definition must match struct accel_tproxy_flows_map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, ACCEL_FLOWS_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, struct accel_tproxy_flow);
+} accel_tproxy_flows SEC(".maps");
 
 /* The fields of one TCP packet the two programs need. Addresses are in the
  * key form (IPv4 v4-mapped), ports in network byte order. */
@@ -49,55 +87,125 @@ struct accel_pkt {
 	__u16 dport;
 	__u8 syn;
 	__u8 ack;
+	/* IPv4 options or IPv6 extension headers before the TCP header. */
+	__u8 ip_options;
+	__u8 pad;
 	/* Offsets of the IP and TCP headers in the packet. */
 	__u16 l3_off;
 	__u16 l4_off;
 };
 
+/* What accel_parse found. */
+enum accel_parsed {
+	/* A TCP packet, its fields in struct accel_pkt. */
+	ACCEL_PARSED_TCP = 0,
+	/* Not TCP (or not IP): not ours. */
+	ACCEL_PARSED_OTHER,
+	/* Possibly TCP, but its TCP header or its destination cannot be known
+	 * safely: from the cgroup, it is dropped. */
+	ACCEL_PARSED_OPAQUE,
+};
+
+/* Protocols that carry other packets the program does not open. */
+static __always_inline int accel_encapsulates(__u8 proto)
+{
+	return proto == IPPROTO_IPIP || proto == IPPROTO_IPV6 || proto == IPPROTO_GRE || proto == IPPROTO_ESP ||
+	       proto == IPPROTO_MPLS;
+}
+
+static __always_inline int accel_ip6_ext(__u8 next)
+{
+	return next == ACCEL_IP6_HOPOPTS || next == ACCEL_IP6_ROUTING || next == ACCEL_IP6_FRAGMENT ||
+	       next == ACCEL_IP6_AH || next == ACCEL_IP6_DSTOPTS;
+}
+
+/* An upper-layer protocol that is not TCP: opaque if it may carry TCP. */
+static __always_inline int accel_not_tcp(__u8 proto)
+{
+	return accel_encapsulates(proto) || accel_ip6_ext(proto) ? ACCEL_PARSED_OPAQUE : ACCEL_PARSED_OTHER;
+}
+
+/* Walk the IPv6 extension headers from *off (next: the first one's type) to
+ * the TCP header. Routing headers are walked only to learn what they carry:
+ * with one, the header's destination is only the next hop. */
+static __always_inline int accel_ip6_walk(struct __sk_buff *skb, __u8 next, __u32 *off)
+{
+	struct {
+		__u8 next;
+		__u8 len;
+	} ext;
+	int routed = 0;
+
+	for (int i = 0; i < ACCEL_IP6_EXT_MAX; i++) {
+		if (!accel_ip6_ext(next))
+			break;
+		if (bpf_skb_load_bytes(skb, *off, &ext, sizeof(ext)))
+			return ACCEL_PARSED_OPAQUE;
+		/* A fragment: what it carries is not all here. */
+		if (next == ACCEL_IP6_FRAGMENT)
+			return ext.next == IPPROTO_TCP ? ACCEL_PARSED_OPAQUE : accel_not_tcp(ext.next);
+		if (next == ACCEL_IP6_ROUTING)
+			routed = 1;
+		*off += next == ACCEL_IP6_AH ? ((__u32)ext.len + 2) * 4 : ((__u32)ext.len + 1) * 8;
+		next = ext.next;
+	}
+	if (next != IPPROTO_TCP)
+		return accel_not_tcp(next);
+	return routed ? ACCEL_PARSED_OPAQUE : ACCEL_PARSED_TCP;
+}
+
 static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct tcphdr *tcp;
+	struct tcphdr tcp;
+	__u16 proto;
+	__u32 l4;
 
-	if ((void *)(eth + 1) > end)
-		return -1;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
+		return ACCEL_PARSED_OTHER;
+	p->l3_off = ETH_HLEN;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
 
-		if ((void *)(ip + 1) > end)
-			return -1;
-		if (ip->ihl != 5 || ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(IP_MF_OFFSET)))
-			return -1;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
+			return ACCEL_PARSED_OPAQUE;
+		if (ip.protocol != IPPROTO_TCP)
+			return accel_not_tcp(ip.protocol);
+		if (ip.ihl < 5 || (ip.frag_off & bpf_htons(IP_MF_OFFSET)))
+			return ACCEL_PARSED_OPAQUE;
 		p->family = AF_INET;
-		p->l4_off = sizeof(*eth) + sizeof(*ip);
-		accel_ip4_to_mapped(p->saddr, ip->saddr);
-		accel_ip4_to_mapped(p->daddr, ip->daddr);
-		tcp = (void *)(ip + 1);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		p->ip_options = ip.ihl > 5;
+		l4 = ETH_HLEN + (__u32)ip.ihl * 4;
+		accel_ip4_to_mapped(p->saddr, ip.saddr);
+		accel_ip4_to_mapped(p->daddr, ip.daddr);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		int rc;
 
-		if ((void *)(ip6 + 1) > end)
-			return -1;
-		if (ip6->nexthdr != IPPROTO_TCP)
-			return -1;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
+			return ACCEL_PARSED_OPAQUE;
+		l4 = ETH_HLEN + sizeof(ip6);
+		rc = accel_ip6_walk(skb, ip6.nexthdr, &l4);
+		if (rc != ACCEL_PARSED_TCP)
+			return rc;
 		p->family = AF_INET6;
-		p->l4_off = sizeof(*eth) + sizeof(*ip6);
-		accel_copy_ip(p->saddr, ip6->saddr.in6_u.u6_addr32);
-		accel_copy_ip(p->daddr, ip6->daddr.in6_u.u6_addr32);
-		tcp = (void *)(ip6 + 1);
+		p->ip_options = ip6.nexthdr != IPPROTO_TCP;
+		accel_copy_ip(p->saddr, ip6.saddr.in6_u.u6_addr32);
+		accel_copy_ip(p->daddr, ip6.daddr.in6_u.u6_addr32);
+	} else if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
+		   proto == bpf_htons(ETH_P_MPLS_UC) || proto == bpf_htons(ETH_P_MPLS_MC) ||
+		   proto == bpf_htons(ETH_P_PPP_SES)) {
+		return ACCEL_PARSED_OPAQUE;
 	} else {
-		return -1;
+		return ACCEL_PARSED_OTHER;
 	}
-	if ((void *)(tcp + 1) > end)
-		return -1;
-	p->l3_off = sizeof(*eth);
-	p->sport = tcp->source;
-	p->dport = tcp->dest;
-	p->syn = tcp->syn;
-	p->ack = tcp->ack;
-	return 0;
+	if (l4 > 0xffff || bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
+		return ACCEL_PARSED_OPAQUE;
+	p->l4_off = l4;
+	p->sport = tcp.source;
+	p->dport = tcp.dest;
+	p->syn = tcp.syn;
+	p->ack = tcp.ack;
+	return ACCEL_PARSED_TCP;
 }
 
 static __always_inline struct accel_tproxy_config *accel_tp_config(void)
@@ -141,6 +249,18 @@ static __always_inline void accel_flow_key(struct __sk_buff *skb, const struct a
 	accel_copy_ip(key->remote_ip, p->daddr);
 }
 
+static __always_inline int accel_from_cgroup(struct __sk_buff *skb, const struct accel_tproxy_config *cfg)
+{
+	return bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) == cfg->cgroup_id;
+}
+
+/* This 4-tuple is not (or no longer) steered. */
+static __always_inline void accel_forget(const struct accel_sock_key *key)
+{
+	bpf_map_delete_elem(&accel_tproxy_flows, key);
+	bpf_map_delete_elem(&accel_tproxy_closed, key);
+}
+
 SEC("tc")
 int accel_tc_egress(struct __sk_buff *skb)
 {
@@ -148,9 +268,18 @@ int accel_tc_egress(struct __sk_buff *skb)
 	static const __u8 lo_mac[ETH_ALEN] = {};
 	struct accel_sock_key key;
 	struct accel_pkt p;
+	int parsed;
 
-	if (!cfg || !cfg->proxy_port || accel_parse(skb, &p))
+	if (!cfg || !cfg->proxy_port)
 		return TC_ACT_UNSPEC;
+	parsed = accel_parse(skb, &p);
+	if (parsed != ACCEL_PARSED_TCP) {
+		if (parsed == ACCEL_PARSED_OPAQUE && accel_from_cgroup(skb, cfg)) {
+			accel_tp_count(ACCEL_TP_UNPARSED_DROPPED);
+			return TC_ACT_SHOT;
+		}
+		return TC_ACT_UNSPEC;
+	}
 	accel_tp_count(ACCEL_TP_PACKETS_SEEN);
 	accel_flow_key(skb, &p, &key);
 
@@ -158,20 +287,27 @@ int accel_tc_egress(struct __sk_buff *skb)
 		/* A new connection: the decision is taken here, once. */
 		if (skb->mark == cfg->proxy_mark) {
 			accel_tp_count(ACCEL_TP_PROXY_SKIPPED);
-			bpf_map_delete_elem(&accel_tproxy_flows, &key);
+			accel_forget(&key);
 			return TC_ACT_UNSPEC;
 		}
-		if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) != cfg->cgroup_id ||
-		    !accel_rule_matches(cfg, &p)) {
-			bpf_map_delete_elem(&accel_tproxy_flows, &key);
+		if (!accel_from_cgroup(skb, cfg) || !accel_rule_matches(cfg, &p)) {
+			accel_forget(&key);
 			return TC_ACT_UNSPEC;
 		}
 		struct accel_tproxy_flow flow = { .proxy_port = cfg->proxy_port };
 
-		if (bpf_map_update_elem(&accel_tproxy_flows, &key, &flow, BPF_ANY))
-			return TC_ACT_UNSPEC;
+		/* Full (or out of memory): refuse the new connection rather than
+		 * let it out unsteered or push a live flow out. */
+		if (bpf_map_update_elem(&accel_tproxy_flows, &key, &flow, BPF_ANY)) {
+			accel_tp_count(ACCEL_TP_FLOWS_FULL);
+			return TC_ACT_SHOT;
+		}
+		bpf_map_delete_elem(&accel_tproxy_closed, &key);
 		accel_tp_count(ACCEL_TP_SYN_INTERCEPTED);
-	} else if (!bpf_map_lookup_elem(&accel_tproxy_flows, &key)) {
+		if (p.ip_options)
+			accel_tp_count(ACCEL_TP_SYN_IP_OPTIONS);
+	} else if (!bpf_map_lookup_elem(&accel_tproxy_flows, &key) &&
+		   !bpf_map_lookup_elem(&accel_tproxy_closed, &key)) {
 		return TC_ACT_UNSPEC;
 	}
 
@@ -182,8 +318,9 @@ int accel_tc_egress(struct __sk_buff *skb)
 	 * a 127/8 destination then arrives without one and is a martian. */
 	if (skb->ifindex == cfg->lo_ifindex)
 		return TC_ACT_OK;
+	/* A steered packet never goes out as it is. */
 	if (bpf_skb_store_bytes(skb, 0, lo_mac, ETH_ALEN, 0))
-		return TC_ACT_UNSPEC;
+		return TC_ACT_SHOT;
 	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
 }
 

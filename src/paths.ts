@@ -69,6 +69,22 @@ export function selftestRecordPath(cgroupId: bigint): string {
   return path.join(STATE_DIR, `cgroup-${cgroupId}.selftest.json`);
 }
 
+/** Cgroup ids of every interception record. */
+export function listInterceptRecordIds(): bigint[] {
+  if (!fs.existsSync(STATE_DIR)) return [];
+  return fs
+    .readdirSync(STATE_DIR)
+    .map((name) => /^intercept-cgroup-(\d+)\.json$/.exec(name)?.[1])
+    .filter((id): id is string => id !== undefined)
+    .map((id) => BigInt(id));
+}
+
+/** What a running proxy tells attach about itself: one file per network
+ * namespace (by inode) and port. */
+export function proxyRecordPath(netns: number, port: number): string {
+  return path.join(STATE_DIR, `proxy-netns-${netns}-port-${port}.json`);
+}
+
 /** The journal of the operation under way on one cgroup's attachment. */
 export function journalPath(cgroupId: bigint): string {
   return path.join(STATE_DIR, `cgroup-${cgroupId}.journal.json`);

@@ -143,7 +143,8 @@ struct accel_tproxy_config {
 	__u32 rule_count;
 };
 
-/* A connection being steered to the proxy (value of accel_tproxy_flows). */
+/* A connection being steered to the proxy (value of accel_tproxy_flows,
+ * and of accel_tproxy_closed once the application's socket has closed). */
 struct accel_tproxy_flow {
 	__u32 proxy_port;
 	/* Set when the SYN was handed to a proxy listener of the attached
@@ -175,6 +176,19 @@ enum accel_tproxy_counter {
 	 * of them where another socket did: it got nothing. */
 	ACCEL_TP_NO_LISTENER,
 	ACCEL_TP_FOREIGN_LISTENER,
+	/* Fail closed (tc_tproxy.c): a packet of the cgroup the egress program
+	 * cannot match safely (TCP in IP fragments, behind an IPv6 routing
+	 * header, inside a tunnel or IPsec, a VLAN/MPLS/PPPoE frame), dropped;
+	 * a SYN that found accel_tproxy_flows full, dropped (the client
+	 * retries as with a full accept queue). */
+	ACCEL_TP_UNPARSED_DROPPED,
+	ACCEL_TP_FLOWS_FULL,
+	/* Steered SYNs that carried IPv4 options or IPv6 extension headers
+	 * (steered like any other). */
+	ACCEL_TP_SYN_IP_OPTIONS,
+	/* sockops.c: flows taken out of accel_tproxy_flows because the
+	 * application's socket closed. */
+	ACCEL_TP_FLOWS_CLOSED,
 	ACCEL_TP_MAX,
 };
 
@@ -221,7 +235,11 @@ enum accel_splice_counter {
 
 #define ACCEL_SOCKHASH_MAX 65536
 #define ACCEL_RULES_MAX 32
+/* Default size of accel_tproxy_flows (attach --max-flows). */
 #define ACCEL_FLOWS_MAX 16384
+/* Flows of closed sockets kept for their last packets (a RST sent after
+ * the close, an ACK from TIME_WAIT). */
+#define ACCEL_FLOWS_CLOSED_MAX 16384
 #define ACCEL_BYPASS_MAX 64
 #define ACCEL_LISTENERS_MAX 4096
 #define ACCEL_PROXY_LISTENERS_MAX 1024

@@ -20,6 +20,7 @@ import { type ApplyResult, apply } from './apply.js';
 import { type Journal, JournalHandle } from './journal.js';
 import { observe } from './observe.js';
 import { type Plan, plan } from './plan.js';
+import { checkProxyMark } from './proxy-mark.js';
 import type { AttachmentSpec } from './spec.js';
 
 export interface ReconcileOptions {
@@ -88,7 +89,10 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
   ensureBpffs(options.bpffs);
   // A planted pin root is refused before anything is loaded or removed.
   ownedDir(pinRoot(options.bpffs), { create: false });
-  if (spec.intercept) await checkIntercept(spec.intercept, options.bpffs, readRecord(cg.id));
+  if (spec.intercept) {
+    await checkIntercept(spec.intercept, options.bpffs, readRecord(cg.id));
+    checkProxyMark(spec.intercept);
+  }
   return reconcile(cg, spec, options);
 }
 

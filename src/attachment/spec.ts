@@ -39,6 +39,12 @@ const InterceptInput = z
     proxyMark: u32.default(INTERCEPT_DEFAULTS.proxyMark),
     table: u32.default(INTERCEPT_DEFAULTS.table),
     priority: u32.default(INTERCEPT_DEFAULTS.priority),
+    maxFlows: z
+      .number()
+      .int()
+      .min(1)
+      .max(1 << 24)
+      .default(INTERCEPT_DEFAULTS.maxFlows),
   })
   .strict();
 
@@ -78,6 +84,7 @@ export function parseSpec(input: unknown): AttachmentSpec {
       proxyMark: intercept.proxyMark,
       table: intercept.table,
       priority: intercept.priority,
+      maxFlows: intercept.maxFlows,
     },
   };
 }

@@ -152,6 +152,7 @@ export const libcFns = {
   ioctl: libc.func('int ioctl(int fd, unsigned long request, _Out_ void *arg)'),
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
   flock: libc.func('int flock(int fd, int operation)'),
+  getsockname: libc.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)'),
 };
 
 export { PrintFn };

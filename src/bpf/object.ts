@@ -22,8 +22,12 @@ export interface LoadOptions {
    */
   pinRoot?: string;
   /** With pinRoot: every map the object pins must be pinned there already;
-   * the load creates none (the object joins maps another object made). */
+   * the load creates none (the object joins maps another object made),
+   * except those named in `creates`. */
   pinnedOnly?: boolean;
+  /** With pinnedOnly: the maps this object makes and pins itself when they
+   * are not pinned yet. */
+  creates?: string[];
   /** Without pinRoot: map name -> fd of an existing map to use instead of
    * creating one. */
   reuseMaps?: Record<string, number>;
@@ -66,7 +70,7 @@ export class BpfObject {
       if (options.pinRoot === undefined) obj.clearPinPaths();
       else {
         if (options.pinPaths) obj.setPinPaths(options.pinPaths);
-        obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ?? false);
+        obj.checkPins(options.pinRoot, options.maxEntries ?? {}, options.pinnedOnly ? new Set(options.creates) : null);
       }
       if (options.reuseMaps) obj.reuseMaps(options.reuseMaps);
       if (options.maxEntries) obj.setMaxEntries(options.maxEntries);
@@ -114,14 +118,15 @@ export class BpfObject {
    * and a pinned map that disagrees otherwise is refused here, by name,
    * rather than by libbpf's EINVAL at load.
    */
-  private checkPins(root: string, sizes: Record<string, number>, pinnedOnly: boolean): void {
+  private checkPins(root: string, sizes: Record<string, number>, pinnedOnlyBut: Set<string> | null): void {
     for (let map = bpf.next_map(this.h, null); map; map = bpf.next_map(this.h, map)) {
       const pinPath = bpf.map_pin_path(map) as string | null;
       if (pinPath === null) continue;
       const name = bpf.map_name(map) as string;
       const fd = openPinned(pinPath);
       if (fd === null) {
-        if (pinnedOnly) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned at ${pinPath} (${this.path} uses the maps pinned in ${root})`);
+        if (pinnedOnlyBut && !pinnedOnlyBut.has(name))
+          throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned at ${pinPath} (${this.path} uses the maps pinned in ${root})`);
         continue;
       }
       let info;

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { linkInfo, mapInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
+import { CLOSED_FLOWS, FLOWS_SLOT } from '../maps/tproxy.js';
 
 export const PinNames = {
   link: 'link_sockops',
@@ -16,7 +17,10 @@ export const PinNames = {
   progStreamVerdict: 'prog_stream_verdict',
 } as const;
 
-export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners];
+/** Without one of these, the fast path was made by another version of
+ * accel (the flow slot and the closed flows came with flows that end with
+ * their connections), and the next attach makes it anew. */
+export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners, FLOWS_SLOT, CLOSED_FLOWS];
 
 /** The settings a complete fast path runs with, read back from the kernel. */
 export interface FastPathObservedSettings {

@@ -15,7 +15,7 @@ import { kernelCgroupLevel } from '../cgroup/level.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
-import { TproxyMapNames, TproxyMaps, RULES_MAX } from '../maps/tproxy.js';
+import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
 import { ensureProxyListeners, readProxyListeners, underPinRootLock } from '../maps/proxy-listeners.js';
 import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, proxyListenersPin } from '../paths.js';
 import { type Family, currentNetnsCookie } from '../sys/socket.js';
@@ -61,7 +61,19 @@ export async function checkIntercept(s: InterceptSettings, bpffs: string, own: I
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
   if (s.interceptMark === s.proxyMark || !s.interceptMark) throw new AccelError(ErrorCodes.USAGE, 'the intercept mark must be non-zero and differ from the proxy mark');
   const indexes = new Map<string, number>();
-  for (const name of new Set([...s.ifaces, 'lo'])) indexes.set(name, await ip.interfaceIndex(name));
+  for (const name of new Set([...s.ifaces, 'lo'])) {
+    const link = await ip.interfaceInfo(name);
+    // The egress program reads an Ethernet header and hands packets to lo
+    // as Ethernet frames: on a device without one (tun, WireGuard, IP
+    // tunnels) it would match nothing and steer nothing.
+    if (name !== 'lo' && link.linkType !== 'ether') {
+      throw new AccelError(
+        ErrorCodes.USAGE,
+        `interface ${name} has no Ethernet header (link type ${link.linkType}): interception cannot steer its packets; give the Ethernet interface the connections leave through, or lo`,
+      );
+    }
+    indexes.set(name, link.ifindex);
+  }
 
   const families = familiesOf(s.rules);
   const listening = ip.loopbackListening(s.proxyPort);
@@ -124,16 +136,33 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     // on the node's map of proxy listeners: made if missing, and joined
     // under the lock its last user removes it with. Pinned under that
     // lock too: the pinned lo program is what marks the map as in use.
+    // The flow map is the interception's own, made here at its size: one
+    // left by an earlier interception (the plan removed it, or a crash did
+    // not) is not reused.
+    const flowsPin = path.join(pinDir, TproxyMapNames.flows);
+    record.added.pins.push(flowsPin);
+    saveRecord(record);
+    fs.rmSync(flowsPin, { force: true });
     underPinRootLock(() => {
       let obj: BpfObject | null = null;
       try {
-        obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), { pinRoot: pinDir, pinnedOnly: true, pinPaths: { [PROXY_LISTENERS_MAP]: ensureProxyListeners(bpffs) } });
+        obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), {
+          pinRoot: pinDir,
+          pinnedOnly: true,
+          creates: [TproxyMapNames.flows],
+          maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
+          pinPaths: { [PROXY_LISTENERS_MAP]: ensureProxyListeners(bpffs) },
+        });
         for (const [key, pinName] of Object.entries(TcPins)) {
           const file = path.join(pinDir, pinName);
           record.added.pins.push(file);
           saveRecord(record);
           pin(obj.programFd(TcPrograms[key as keyof typeof TcPins]), file);
         }
+        // Before any hook: sockops must watch the sockets whose SYNs will be
+        // steered, to take their flows out when they close.
+        const flowsFd = obj.mapFd(TproxyMapNames.flows);
+        withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => fillFlowsSlot(need(FLOWS_SLOT), flowsFd));
       } finally {
         obj?.close();
       }
@@ -224,6 +253,11 @@ export async function configureIntercept(cg: Cgroup, pinDir: string, bpfDir: str
   log.info(`interception of ${cg.path} now steers ${s.rules.map((r) => r.text).join(', ')} -> proxy port ${s.proxyPort} (in place)`);
 }
 
+/** sockops.c stops looking for flows (the fast path may stay). */
+function emptySlot(pinDir: string): void {
+  if (fs.existsSync(path.join(pinDir, FLOWS_SLOT))) withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => emptyFlowsSlot(need(FLOWS_SLOT)));
+}
+
 /** Remove, in reverse order, what the record says was added. Without
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */
@@ -231,6 +265,7 @@ async function undo(record: InterceptRecord, pinDir: string, netnsState = true):
   if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
   if (netnsState) {
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
+    emptySlot(pinDir);
     failpoint('intercept-undo-after-hooks');
     for (const r of record.added.rules) await ip.deleteMarkRule(r);
     for (const r of record.added.routes) await ip.deleteLocalRoute(r);
@@ -238,6 +273,7 @@ async function undo(record: InterceptRecord, pinDir: string, netnsState = true):
   } else {
     // The hooks went with the namespace; tcx link pins did not.
     for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
+    emptySlot(pinDir);
   }
   for (const file of record.added.pins) fs.rmSync(file, { force: true });
   removeRecord(BigInt(record.cgroupId));

@@ -7,6 +7,9 @@ export const INTERCEPT_DEFAULTS = {
   proxyMark: 0x0acc0002,
   table: 2764,
   priority: 2764,
+  /** Flows steered at once (the size of accel_tproxy_flows, ACCEL_FLOWS_MAX
+   * in bpf/include/accel.h). */
+  maxFlows: 16384,
 } as const;
 
 export interface InterceptSettings {
@@ -18,6 +21,9 @@ export interface InterceptSettings {
   table: number;
   /** Priority of the ip rule, and of the tc filters where tcx is missing. */
   priority: number;
+  /** Connections steered at once: the size of the flow map, made when the
+   * interception is installed. A SYN that finds it full is refused. */
+  maxFlows: number;
 }
 
 export function sameSettings(a: InterceptSettings, b: InterceptSettings): boolean {
@@ -27,7 +33,9 @@ export function sameSettings(a: InterceptSettings, b: InterceptSettings): boolea
 /** Whether `to` differs from `from` only in what the tc programs read from
  * their maps (rules, proxy port, proxy mark): then it changes in place,
  * without touching hooks, ip rules or routes, and live intercepted
- * connections keep their flows. */
+ * connections keep their flows. A new --max-flows is not in place: the
+ * flow map's size is fixed when it is made, so the interception is made
+ * anew (and live intercepted connections lose their flows). */
 export function changesInPlace(from: InterceptSettings, to: InterceptSettings): boolean {
   const sorted = (xs: string[]) => JSON.stringify([...xs].sort());
   return (
@@ -35,6 +43,7 @@ export function changesInPlace(from: InterceptSettings, to: InterceptSettings): 
     from.table === to.table &&
     from.priority === to.priority &&
     from.interceptMark === to.interceptMark &&
+    from.maxFlows === to.maxFlows &&
     JSON.stringify(familiesOf(from.rules)) === JSON.stringify(familiesOf(to.rules))
   );
 }

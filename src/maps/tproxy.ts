@@ -2,7 +2,7 @@
  * Typed views of the interception maps (tc_tproxy.c): settings, rules,
  * steered flows and counters.
  */
-import { keys, lookup, lookupPercpuSum, update, u32 } from '../bpf/map.js';
+import { keys, lookup, lookupPercpuSum, remove, update, u32 } from '../bpf/map.js';
 import {
   type InterceptRule,
   TPROXY_COUNTERS,
@@ -24,7 +24,25 @@ export const TproxyMapNames = {
   counters: 'accel_tproxy_counters',
 } as const;
 
+/** ARRAY_OF_MAPS with one slot, made with the fast path's maps: the
+ * interception's flow map goes in it so that sockops.c finds it. */
+export const FLOWS_SLOT = 'accel_tproxy_flows_slot';
+/** LRU of the flows whose application socket closed (sockops.c moves them
+ * there), made with the fast path's maps too. */
+export const CLOSED_FLOWS = 'accel_tproxy_closed';
+
 export const RULES_MAX = 32;
+
+/** Put the flow map `flowsFd` in the slot (sockops.c reads and deletes
+ * flows through it). */
+export function fillFlowsSlot(slotFd: number, flowsFd: number): void {
+  update(slotFd, u32(0), u32(flowsFd));
+}
+
+/** Empty the slot: sockops.c sees no interception. */
+export function emptyFlowsSlot(slotFd: number): void {
+  remove(slotFd, u32(0));
+}
 
 export interface TproxyFds {
   config: number;

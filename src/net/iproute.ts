@@ -18,15 +18,29 @@ async function json<T>(program: string, args: string[]): Promise<T> {
   return (text ? JSON.parse(text) : []) as T;
 }
 
-/** Index of a network interface of this namespace; E_USAGE if none. */
-export async function interfaceIndex(name: string): Promise<number> {
+export interface InterfaceInfo {
+  ifindex: number;
+  /** iproute2's name of the link-layer type: 'ether', 'loopback', 'none'
+   * (tun, WireGuard and other devices without a link-layer header), 'ipip',
+   * 'gre', ... */
+  linkType: string;
+}
+
+/** Index and link type of a network interface of this namespace; E_USAGE
+ * if none. */
+export async function interfaceInfo(name: string): Promise<InterfaceInfo> {
   if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(name)) throw new AccelError(ErrorCodes.USAGE, `invalid interface name "${name}"`);
   const r = await run('ip', ['-j', 'link', 'show', 'dev', name], { allowFailure: true });
   if (r.exitCode !== 0) throw new AccelError(ErrorCodes.USAGE, `unknown interface ${name} (in this network namespace)`);
-  const links = JSON.parse(r.stdout) as { ifindex: number }[];
+  const links = JSON.parse(r.stdout) as { ifindex: number; link_type?: string }[];
   const index = links[0]?.ifindex;
   if (!index) throw new AccelError(ErrorCodes.USAGE, `unknown interface ${name}`);
-  return index;
+  return { ifindex: index, linkType: links[0]?.link_type ?? 'none' };
+}
+
+/** Index of a network interface of this namespace; E_USAGE if none. */
+export async function interfaceIndex(name: string): Promise<number> {
+  return (await interfaceInfo(name)).ifindex;
 }
 
 // ---- policy routing: fwmark rule -> table with a local default route ----

@@ -7,7 +7,8 @@
  * pair to the kernel; or, for HTTP decided by Host, check every request).
  */
 import net from 'node:net';
-import { type Family, closeSocket, transparentListener } from '../sys/socket.js';
+import { type Family, closeSocket, localEndpoint, transparentListener } from '../sys/socket.js';
+import { ipToBytes } from '../maps/layout/shared.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
@@ -65,6 +66,17 @@ export interface ProxyStats {
   active: number;
   /** Inspected connections cut at a later request the policy denies. */
   requestsDenied: number;
+  /** Accepted connections that were this proxy's own upstream connections
+   * steered back to it (a mark mismatch), refused. */
+  loops: number;
+}
+
+/** An upstream socket of the proxy, for the loop guard. */
+interface Upstream {
+  sock: net.Socket;
+  fd: number;
+  /** Its local address (16 bytes, hex) and port, once read. */
+  local: string | null;
 }
 
 function endpoint(address: string | undefined, port: number | undefined): string {
@@ -74,8 +86,12 @@ function endpoint(address: string | undefined, port: number | undefined): string
 export class TransparentProxy {
   private servers: net.Server[] = [];
   private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = { accepted: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0 };
+  readonly stats: ProxyStats = { accepted: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, loops: 0 };
   private readonly ownEndpoints = new Set<string>();
+  /** Open upstream sockets: those whose local endpoint is not read yet,
+   * by fd, and the others by endpoint (see ownUpstream). */
+  private readonly unreadUpstreams = new Map<number, Upstream>();
+  private readonly upstreamsByLocal = new Map<string, Upstream>();
 
   constructor(private readonly o: ProxyOptions) {}
 
@@ -123,6 +139,38 @@ export class TransparentProxy {
     return listening;
   }
 
+  private addUpstream(sock: net.Socket, fd: number): void {
+    const u: Upstream = { sock, fd, local: null };
+    this.unreadUpstreams.set(fd, u);
+    sock.once('close', () => {
+      if (this.unreadUpstreams.get(fd) === u) this.unreadUpstreams.delete(fd);
+      if (u.local !== null && this.upstreamsByLocal.get(u.local) === u) this.upstreamsByLocal.delete(u.local);
+    });
+  }
+
+  /**
+   * The upstream socket of this proxy whose local endpoint is `source`, if
+   * any: then the accepted connection is that socket's, steered back to us
+   * (its mark is not the one the tc program skips). connect() binds the
+   * socket before its SYN leaves and the accept comes after the SYN, so the
+   * endpoint can be read here; each socket's only once.
+   */
+  private ownUpstream(source: { address: string; port: number }): net.Socket | null {
+    for (const [fd, u] of this.unreadUpstreams) {
+      if (u.sock.destroyed) {
+        this.unreadUpstreams.delete(fd);
+        continue;
+      }
+      const ep = localEndpoint(fd);
+      if (!ep) continue;
+      u.local = `${ep.address.toString('hex')}:${ep.port}`;
+      this.unreadUpstreams.delete(fd);
+      this.upstreamsByLocal.set(u.local, u);
+    }
+    if (!net.isIP(source.address)) return null;
+    return this.upstreamsByLocal.get(`${ipToBytes(source.address).toString('hex')}:${source.port}`)?.sock ?? null;
+  }
+
   private track(sock: net.Socket): void {
     this.open.add(sock);
     sock.once('close', () => this.open.delete(sock));
@@ -151,6 +199,23 @@ export class TransparentProxy {
         client.resetAndDestroy();
         return;
       }
+      const looped = this.ownUpstream({ address: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
+      if (looped) {
+        // Refused here, the round ends: the upstream connect fails, and the
+        // client that caused it is reset.
+        this.stats.loops++;
+        this.stats.denied++;
+        this.report({
+          event: 'connection',
+          source,
+          destination,
+          action: 'deny',
+          reason: `loop: the proxy's own upstream connection was steered back to it (--mark 0x${(this.o.mark >>> 0).toString(16)} is not the attachment's --proxy-mark)`,
+        });
+        client.resetAndDestroy();
+        looped.destroy(Object.assign(new Error(`connect ${destination}: steered back to this proxy`), { code: 'ELOOP' }));
+        return;
+      }
       let first: Buffer = Buffer.alloc(0);
       let facts: NameFacts = {};
       if (this.o.policy.needsPayload) {
@@ -167,7 +232,13 @@ export class TransparentProxy {
       }
       let upstream: net.Socket;
       try {
-        upstream = await connectUpstream({ host: destHost, port: destPort, mark: this.o.mark, timeoutMs: this.o.connectTimeoutMs });
+        upstream = await connectUpstream({
+          host: destHost,
+          port: destPort,
+          mark: this.o.mark,
+          timeoutMs: this.o.connectTimeoutMs,
+          onSocket: (sock, fd) => this.addUpstream(sock, fd),
+        });
       } catch (err) {
         this.stats.failed++;
         this.report({ event: 'connection', source, destination, action: 'error', reason: `upstream: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });

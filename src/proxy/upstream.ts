@@ -11,6 +11,8 @@ export interface UpstreamOptions {
   port: number;
   mark: number;
   timeoutMs: number;
+  /** Called with the socket and its fd before it connects. */
+  onSocket?: (sock: net.Socket, fd: number) => void;
 }
 
 /** Connected socket, or rejects with the connect error (ECONNREFUSED,
@@ -20,6 +22,7 @@ export function connectUpstream(o: UpstreamOptions): Promise<net.Socket> {
   // pauseOnCreate: node would otherwise start reading the fd before it is
   // connected (an unconnected socket polls as hung up, read as EOF).
   const sock = new net.Socket({ fd, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+  o.onSocket?.(sock, fd);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       sock.destroy();

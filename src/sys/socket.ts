@@ -100,6 +100,26 @@ export function markedSocket(family: Family, mark: number): number {
   return fd;
 }
 
+/**
+ * The local address and port a socket is bound to (a connecting socket is
+ * bound by connect()), the address in 16 bytes with IPv4 as v4-mapped; null
+ * while it is not bound.
+ */
+export function localEndpoint(fd: number): { address: Buffer; port: number } | null {
+  const sa = Buffer.alloc(28);
+  check(libcFns.getsockname(fd, sa, [sa.length]) as number, 'getsockname()');
+  const port = sa.readUInt16BE(2);
+  if (port === 0) return null;
+  const address = Buffer.alloc(16);
+  if (sa.readUInt16LE(0) === AF_INET) {
+    address.writeUInt16BE(0xffff, 10);
+    sa.copy(address, 12, 4, 8);
+  } else {
+    sa.copy(address, 0, 8, 24);
+  }
+  return { address, port };
+}
+
 const SO_RCVLOWAT = 18;
 const SO_COOKIE = 57;
 const SOL_TCP = 6;

@@ -79,9 +79,9 @@ describe('plan: attach', () => {
       );
     }
   });
-  it('new interfaces, marks, table, priority or address families replace the interception, removal first', () => {
+  it('new interfaces, marks, table, priority, address families or flow map size replace the interception, removal first', () => {
     const s = spec({}, ic);
-    for (const change of [{ ifaces: ['eth1'] }, { interceptMark: 5 }, { table: 9 }, { priority: 9 }, { rules: ['[fd00::/64]:80'] }]) {
+    for (const change of [{ ifaces: ['eth1'] }, { interceptMark: 5 }, { table: 9 }, { priority: 9 }, { rules: ['[fd00::/64]:80'] }, { maxFlows: 100 }]) {
       const other = spec({}, { ...ic, ...change });
       assert.deepEqual(
         kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps),

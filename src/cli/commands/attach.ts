@@ -25,6 +25,7 @@ interface AttachCliOptions {
   proxyMark: number;
   table: number;
   rulePriority: number;
+  maxFlows: number;
 }
 
 export function registerAttach(program: Command, globals: () => GlobalOptions): void {
@@ -63,6 +64,12 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .option('--proxy-mark <mark>', "interception: SO_MARK of the proxy's upstream connections (never steered)", parseMark, INTERCEPT_DEFAULTS.proxyMark)
     .option('--table <n>', 'interception: routing table for the local route', parseNonNegative, INTERCEPT_DEFAULTS.table)
     .option('--rule-priority <n>', 'interception: priority of the ip rule and of the tc filters', parseNonNegative, INTERCEPT_DEFAULTS.priority)
+    .option(
+      '--max-flows <n>',
+      'interception: connections steered to the proxy at once; a new one beyond it is refused (its SYN dropped), never a live one broken',
+      parseCount(1 << 24),
+      INTERCEPT_DEFAULTS.maxFlows,
+    )
     .option('--json', 'print the result as JSON', false)
     .addHelpText(
       'after',
@@ -88,6 +95,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
               proxyMark: opts.proxyMark,
               table: opts.table,
               priority: opts.rulePriority,
+              maxFlows: opts.maxFlows,
             }
           : null,
       });
@@ -136,6 +144,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
                 ['intercept', intercept.settings.rules.map((x) => x.text).join(', ')],
                 ['interfaces', intercept.settings.ifaces.join(', ')],
                 ['proxy port', String(intercept.settings.proxyPort)],
+                ['max flows', String(intercept.settings.maxFlows)],
                 ['hooks', intercept.hookMode],
               ] as [string, string][])
             : []),

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
+import { checkInterceptionsOf } from '../../attachment/proxy-mark.js';
 import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
+import { announceProxy } from '../../proxy/record.js';
 import { TransparentProxy } from '../../proxy/server.js';
 import { requirePrivileges } from '../../privileges.js';
 import { nodeSocketFd } from '../../sys/node-internals.js';
@@ -47,6 +49,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .action(async (opts: ProxyCliOptions) => {
       requirePrivileges();
       const policy = opts.policy ? Policy.load(opts.policy) : Policy.allowAll();
+      checkInterceptionsOf(opts.port, opts.mark);
       const families = [...(opts.ipv4 ? [4 as const] : []), ...(opts.ipv6 ? [6 as const] : [])];
       const g = globals();
       let attachment: SpliceAttachment | null = null;
@@ -85,8 +88,10 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
           });
         },
       });
+      let withdraw = () => {};
       try {
         const endpoints = await proxy.start();
+        withdraw = announceProxy(opts.port, opts.mark);
         log.info(`proxy listening on ${endpoints.join(', ')}${attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : ' (relaying in user space)'}`);
         await serveUntilSignal(
           { endpoints, splice: attachment !== null },
@@ -96,6 +101,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         );
         log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
       } finally {
+        withdraw();
         attachment?.close();
         // Our listeners are closed, so out of the map; the last user of
         // the map removes it.

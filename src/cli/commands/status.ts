@@ -53,7 +53,7 @@ export function formatStatus(s: AttachmentStatus): string {
             ? `registered for ${ic.proxyRegistered.map((f) => `IPv${f}`).join(', ')}`
             : 'none registered: new connections are refused',
       ],
-      ['steered flows', ic.flows ?? '-'],
+      ['steered flows', `${ic.flows ?? '-'} of at most ${ic.settings.maxFlows ?? '-'}`],
     ];
     const icCounters = ic.counters
       ? table(

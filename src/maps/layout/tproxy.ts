@@ -75,6 +75,14 @@ export const TPROXY_COUNTER_ENUM = {
   assign_failed: 'ACCEL_TP_ASSIGN_FAILED',
   no_listener: 'ACCEL_TP_NO_LISTENER',
   foreign_listener: 'ACCEL_TP_FOREIGN_LISTENER',
+  /** Packets of the cgroup the egress program cannot match safely, dropped. */
+  unparsed_dropped: 'ACCEL_TP_UNPARSED_DROPPED',
+  /** SYNs that found the flow map full (--max-flows), dropped. */
+  flows_full: 'ACCEL_TP_FLOWS_FULL',
+  /** Steered SYNs with IPv4 options or IPv6 extension headers. */
+  syn_ip_options: 'ACCEL_TP_SYN_IP_OPTIONS',
+  /** Flows removed because the application's socket closed. */
+  flows_closed: 'ACCEL_TP_FLOWS_CLOSED',
 } as const;
 export type TproxyCounterName = keyof typeof TPROXY_COUNTER_ENUM;
 export const TPROXY_COUNTERS = Object.keys(TPROXY_COUNTER_ENUM) as TproxyCounterName[];

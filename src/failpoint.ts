@@ -22,6 +22,8 @@ export const FAILPOINTS = [
   'after:install-intercept',
   'before:configure-intercept',
   'after:configure-intercept',
+  'before:register-proxy',
+  'after:register-proxy',
   // fastpath/install.ts
   'selftest-running',
   'attach-after-selftest',

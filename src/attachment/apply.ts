@@ -10,7 +10,7 @@ import type { Cgroup } from '../cgroup/cgroup.js';
 import { failpoint, type Failpoint } from '../failpoint.js';
 import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPath } from '../fastpath/install.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
-import { configureIntercept, installIntercept, observeIntercept, removeIntercept } from '../intercept/install.js';
+import { configureIntercept, installIntercept, observeIntercept, registerPeerProxy, removeIntercept } from '../intercept/install.js';
 import { log } from '../log.js';
 import type { JournalHandle } from './journal.js';
 import type { Plan, Step } from './plan.js';
@@ -34,7 +34,7 @@ export interface ApplyResult {
 async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise<void> {
   switch (step.kind) {
     case 'remove-intercept':
-      return removeIntercept(observeIntercept(ctx.cgroup.id), ctx.pinDir);
+      return removeIntercept(observeIntercept(ctx.cgroup.id), ctx.bpffs, ctx.pinDir);
     // The self-test record goes after the pins: a crash in between leaves
     // a record of nothing, which the next install overwrites.
     case 'remove-fastpath':
@@ -61,6 +61,9 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       return;
     case 'install-intercept':
       await installIntercept(ctx.cgroup, ctx.bpffs, ctx.pinDir, ctx.bpfDir, step.settings);
+      return;
+    case 'register-proxy':
+      registerPeerProxy(ctx.bpffs, step.settings);
       return;
     case 'configure-intercept':
       return configureIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);

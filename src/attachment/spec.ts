@@ -45,6 +45,7 @@ const InterceptInput = z
       .min(1)
       .max(1 << 24)
       .default(INTERCEPT_DEFAULTS.maxFlows),
+    proxyPid: z.number().int().min(1).nullable().default(null),
   })
   .strict();
 
@@ -85,6 +86,7 @@ export function parseSpec(input: unknown): AttachmentSpec {
       table: intercept.table,
       priority: intercept.priority,
       maxFlows: intercept.maxFlows,
+      proxyPid: intercept.proxyPid,
     },
   };
 }

@@ -143,6 +143,8 @@ export const libcFns = {
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   listen: libc.func('int listen(int fd, int backlog)'),
   close: libc.func('int close(int fd)'),
+  pidfd_open: libc.func('int pidfd_open(int pid, unsigned int flags)'),
+  pidfd_getfd: libc.func('int pidfd_getfd(int pidfd, int targetfd, unsigned int flags)'),
   // Variadic in glibc; declared with the int third argument of the
   // commands used (F_DUPFD_CLOEXEC).
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),

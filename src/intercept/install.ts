@@ -16,9 +16,10 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
-import { ensureProxyListeners, readProxyListeners, underPinRootLock } from '../maps/proxy-listeners.js';
-import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, proxyListenersPin } from '../paths.js';
-import { type Family, currentNetnsCookie } from '../sys/socket.js';
+import { ensureProxyListeners, readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
+import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
+import { takeListeners } from '../sys/peer-sockets.js';
+import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, tcMode } from './hooks.js';
 import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
@@ -78,6 +79,20 @@ export async function checkIntercept(s: InterceptSettings, bpffs: string, own: I
   const families = familiesOf(s.rules);
   const listening = ip.loopbackListening(s.proxyPort);
   const registered = registeredProxyFamilies(bpffs, s.proxyPort);
+  // A proxy that is not accel's: registered by the plan's register-proxy
+  // step, from the listeners it holds now.
+  if (s.proxyPid !== null) {
+    const held = takeListeners(s.proxyPid, s.proxyPort);
+    held.forEach((l) => closeSocket(l.fd));
+    registered.push(...held.map((l) => l.family).filter((f) => !registered.includes(f)));
+    const missing = families.filter((f) => !registered.includes(f));
+    if (missing.length) {
+      throw new AccelError(
+        ErrorCodes.PROXY_NOT_LISTENING,
+        `process ${s.proxyPid} holds no IPv${missing.join('/IPv')} socket listening on port ${s.proxyPort} in this network namespace (a dual-stack socket counts as IPv6 only: bind one per family)`,
+      );
+    }
+  }
   for (const family of families) {
     const where = `${family === 4 ? '127.0.0.1' : '[::1]'}:${s.proxyPort}`;
     if (registered.includes(family)) continue;
@@ -228,7 +243,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     record.complete = true;
     saveRecord(record);
   } catch (err) {
-    await undo(record, pinDir).catch((e: unknown) => log.error(`while undoing a failed interception: ${(e as Error).message}`));
+    await undo(record, bpffs, pinDir).catch((e: unknown) => log.error(`while undoing a failed interception: ${(e as Error).message}`));
     throw err;
   }
   log.info(`intercepting ${s.rules.map((r) => r.text).join(', ')} from ${cg.path} on ${s.ifaces.join(', ')} -> proxy port ${s.proxyPort} (${tcMode()})`);
@@ -258,10 +273,44 @@ function emptySlot(pinDir: string): void {
   if (fs.existsSync(path.join(pinDir, FLOWS_SLOT))) withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => emptyFlowsSlot(need(FLOWS_SLOT)));
 }
 
+/**
+ * Register the listening sockets of a proxy that is not accel's (settings
+ * proxyPid) as the proxy of their port in this network namespace. Again on
+ * every attach: a restarted proxy has new sockets (a closed socket leaves
+ * the map by itself).
+ */
+export function registerPeerProxy(bpffs: string, s: InterceptSettings): Family[] {
+  if (s.proxyPid === null) return [];
+  const held = takeListeners(s.proxyPid, s.proxyPort);
+  try {
+    withProxyListeners(bpffs, (m) => {
+      for (const l of held) m.register({ netns: netnsCookie(l.fd), family: l.family, port: s.proxyPort }, l.fd);
+    });
+  } finally {
+    held.forEach((l) => closeSocket(l.fd));
+  }
+  const families = [...new Set(held.map((l) => l.family))];
+  log.info(`registered the listeners of process ${s.proxyPid} on port ${s.proxyPort} (IPv${families.join(', IPv')}) as the proxy`);
+  return families;
+}
+
+/** Take out the registrations accel made for a proxy that is not accel's,
+ * unless another interception in this namespace still steers to its port. */
+function unregisterPeerProxy(bpffs: string, record: InterceptRecord): void {
+  const s = record.settings;
+  if (s.proxyPid === null || s.proxyPid === undefined) return;
+  const others = listInterceptRecordIds()
+    .filter((id) => String(id) !== record.cgroupId)
+    .map((id) => readRecord(id));
+  if (others.some((o) => o && o.netns === record.netns && o.settings.proxyPort === s.proxyPort)) return;
+  const netns = currentNetnsCookie();
+  readProxyListeners(bpffs, (m) => ([4, 6] as const).forEach((family) => m.unregister({ netns, family, port: s.proxyPort })));
+}
+
 /** Remove, in reverse order, what the record says was added. Without
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */
-async function undo(record: InterceptRecord, pinDir: string, netnsState = true): Promise<void> {
+async function undo(record: InterceptRecord, bpffs: string, pinDir: string, netnsState = true): Promise<void> {
   if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
   if (netnsState) {
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
@@ -270,6 +319,7 @@ async function undo(record: InterceptRecord, pinDir: string, netnsState = true):
     for (const r of record.added.rules) await ip.deleteMarkRule(r);
     for (const r of record.added.routes) await ip.deleteLocalRoute(r);
     if (record.added.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, record.added.acceptLocal);
+    unregisterPeerProxy(bpffs, record);
   } else {
     // The hooks went with the namespace; tcx link pins did not.
     for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
@@ -297,7 +347,7 @@ export function observeIntercept(cgroupId: bigint): InterceptObserved {
 
 /** Undo an interception. Must run in the namespace it was made in (its
  * routes and hooks live there), unless that namespace is gone. */
-export async function removeIntercept(observed: InterceptObserved, pinDir: string): Promise<void> {
+export async function removeIntercept(observed: InterceptObserved, bpffs: string, pinDir: string): Promise<void> {
   switch (observed.kind) {
     case 'absent':
       return;
@@ -308,10 +358,10 @@ export async function removeIntercept(observed: InterceptObserved, pinDir: strin
       );
     case 'orphaned':
       log.warn(`the network namespace of the interception of ${observed.record.cgroupPath} is gone, and its routes and hooks with it`);
-      await undo(observed.record, pinDir, false);
+      await undo(observed.record, bpffs, pinDir, false);
       return;
     default:
-      await undo(observed.record, pinDir);
+      await undo(observed.record, bpffs, pinDir);
       log.info(`interception of ${observed.record.cgroupPath} removed`);
   }
 }

@@ -24,6 +24,10 @@ export interface InterceptSettings {
   /** Connections steered at once: the size of the flow map, made when the
    * interception is installed. A SYN that finds it full is refused. */
   maxFlows: number;
+  /** A transparent proxy that is not accel's (HAProxy, Envoy): its pid,
+   * whose listening sockets on proxyPort accel registers (accel proxy
+   * registers its own). Null for accel proxy. */
+  proxyPid: number | null;
 }
 
 export function sameSettings(a: InterceptSettings, b: InterceptSettings): boolean {

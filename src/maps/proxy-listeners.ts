@@ -21,7 +21,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ownedDir } from '../bpf/bpffs.js';
 import { closeFd, mapInfo, openPinned, pin, withPinned } from '../bpf/fd.js';
-import { createMap, keys, lookup, u64, update } from '../bpf/map.js';
+import { createMap, keys, lookup, remove, u64, update } from '../bpf/map.js';
 import { BPF_ANY } from '../bpf/uapi.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
@@ -40,6 +40,11 @@ export class ProxyListeners {
    * port could make one, and that is the caller's). */
   register(key: ProxyKey, socketFd: number): void {
     update(this.fd, encodeProxyKey(key), u64(BigInt(socketFd)), BPF_ANY);
+  }
+
+  /** Take a registration out (none there: nothing to do). */
+  unregister(key: ProxyKey): void {
+    remove(this.fd, encodeProxyKey(key));
   }
 
   /** The cookie of the socket registered under `key`, or null. */

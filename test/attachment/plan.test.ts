@@ -64,6 +64,16 @@ describe('plan: attach', () => {
     assert.deepEqual(kinds(p.steps), ['adopt-listeners']);
     assert.equal(p.notes.length, 2);
   });
+  it("a proxy that is not accel's is registered on every attach, before the interception hands it connections", () => {
+    const s = spec({}, { ...ic, proxyPid: 4242 });
+    assert.deepEqual(kinds(plan(s, observed({ kind: 'absent' }), opts).steps), ['install-fastpath', 'adopt-listeners', 'register-proxy', 'install-intercept']);
+    assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners', 'register-proxy']);
+    assert.deepEqual(
+      kinds(plan(spec({}, ic), observed(complete(), { kind: 'complete', record: record(spec({}, ic)) }), opts).steps),
+      ['adopt-listeners'],
+      'accel proxy registers itself',
+    );
+  });
   it('interception is installed after the fast path', () => {
     assert.deepEqual(kinds(plan(spec({}, ic), observed({ kind: 'absent' }), opts).steps), ['install-fastpath', 'adopt-listeners', 'install-intercept']);
   });

@@ -81,6 +81,7 @@ echo "ATTACH $(${accel} attach --cgroup $cg --skip-selftest --json | tr -d '\\n'
 echo "PROBE $(${inApp(`${SOCKPROBE} pair --bytes ${4 * MB} --back ${MB}`)} | tail -1)"
 echo "STATUS $(${accel} status --cgroup $cg --json | tr -d '\\n')"
 ${accel} --log-format json proxy --port ${PROXY_PORT} --no-splice --grace-ms 200 > ${tmp}/proxy.log 2>&1 &
+proxy_pid=$!
 ${node} ${path.join(FIXTURES, 'remote-server.mjs')} --echo ${ECHO_PORT} > ${tmp}/server.log 2>&1 &
 for i in $(seq 100); do [ "$(cat ${tmp}/proxy.log ${tmp}/server.log | grep -c '"event":"listening"')" = 2 ] && break; sleep 0.1; done
 echo "INTERCEPT $(${accel} attach --cgroup $cg --skip-selftest --iface lo --intercept 127.0.0.1/32:${ECHO_PORT} --proxy-port ${PROXY_PORT} --json | tr -d '\\n')"
@@ -89,6 +90,8 @@ echo "APPCLIENT $(${inApp(`${node} ${path.join(FIXTURES, 'node-client.mjs')} 127
 echo "ROOTCLIENT $(${node} ${path.join(FIXTURES, 'node-client.mjs')} 127.0.0.1 ${ECHO_PORT} ${MB})"
 echo "ISTATUS $(${accel} status --cgroup $cg --json | tr -d '\\n')"
 ${accel} detach --cgroup $cg --drain-ms 0 > /dev/null
+# The proxy ends too: it unregisters its listener and removes its record.
+kill -TERM $proxy_pid; wait $proxy_pid
 echo "AFTER $(${accel} status --json | tr -d '\\n')"
 echo "LEFT {\\"pins\\": \\"$(ls -A /sys/fs/bpf | grep -v '\\.debug$' | tr '\\n' ' ')\\", \\"state\\": \\"$(ls -A ${tmp}/state 2>/dev/null | grep -v '\\.lock$' | tr '\\n' ' ')\\", \\"rules\\": \\"$(ip rule | grep -c fwmark || true)\\", \\"filters\\": \\"$(tc filter show dev lo ingress | grep -c accel || true)\\"}"
 echo "HOOKS $(${node} -e "${hooks}" $cg)"

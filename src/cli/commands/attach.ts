@@ -26,6 +26,7 @@ interface AttachCliOptions {
   table: number;
   rulePriority: number;
   maxFlows: number;
+  proxyPid?: number;
 }
 
 export function registerAttach(program: Command, globals: () => GlobalOptions): void {
@@ -70,6 +71,11 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       parseCount(1 << 24),
       INTERCEPT_DEFAULTS.maxFlows,
     )
+    .option(
+      '--proxy-pid <pid>',
+      "interception: a transparent proxy that is not accel's (HAProxy, Envoy): its listening sockets on --proxy-port are registered as the proxy's",
+      parseCount(0x7fffffff),
+    )
     .option('--json', 'print the result as JSON', false)
     .addHelpText(
       'after',
@@ -96,6 +102,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
               table: opts.table,
               priority: opts.rulePriority,
               maxFlows: opts.maxFlows,
+              proxyPid: opts.proxyPid ?? null,
             }
           : null,
       });

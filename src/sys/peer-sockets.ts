@@ -1,0 +1,93 @@
+/**
+ * The listening sockets another process holds on a TCP port, taken as our
+ * own descriptors (pidfd_getfd, Linux 5.6+; root, or ptrace rights over
+ * the process). This is how a transparent proxy that is not accel's
+ * (HAProxy, Envoy) gets its listener registered for interception: its
+ * operator names its pid, and accel registers the sockets it finds.
+ */
+import fs from 'node:fs';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { describeErrno, errnoName } from '../bpf/errno.js';
+import { lastErrno, libcFns } from '../bpf/native.js';
+import type { Family } from './socket.js';
+
+const TCP_LISTEN = '0A';
+
+/** Inodes of the sockets listening on `port` in this network namespace, by
+ * family (/proc/net/tcp and tcp6). */
+export function listeningInodes(port: number, procNet = '/proc/net'): { family: Family; inode: string }[] {
+  const out: { family: Family; inode: string }[] = [];
+  for (const [file, family] of [
+    ['tcp', 4],
+    ['tcp6', 6],
+  ] as const) {
+    let text = '';
+    try {
+      text = fs.readFileSync(`${procNet}/${file}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      const local = f[1];
+      if (!local || f[3] !== TCP_LISTEN) continue;
+      if (parseInt(local.slice(local.indexOf(':') + 1), 16) !== port) continue;
+      if (f[9] && f[9] !== '0') out.push({ family, inode: f[9] });
+    }
+  }
+  return out;
+}
+
+export interface PeerListener {
+  family: Family;
+  /** Our descriptor of that socket; the caller closes it. */
+  fd: number;
+}
+
+/** The listening sockets process `pid` holds on `port`, as descriptors of
+ * ours. The process must be in this network namespace. */
+export function takeListeners(pid: number, port: number): PeerListener[] {
+  const procNs = (p: string) => {
+    try {
+      return fs.statSync(`/proc/${p}/ns/net`).ino;
+    } catch {
+      throw new AccelError(ErrorCodes.USAGE, `no process ${pid}`);
+    }
+  };
+  if (procNs(String(pid)) !== procNs('self')) {
+    throw new AccelError(ErrorCodes.WRONG_NETNS, `process ${pid} is in another network namespace; run attach in its namespace`);
+  }
+  const wanted = new Map(listeningInodes(port).map((l) => [`socket:[${l.inode}]`, l.family]));
+  const targets: { fd: number; family: Family }[] = [];
+  for (const name of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let link = '';
+    try {
+      link = fs.readlinkSync(`/proc/${pid}/fd/${name}`);
+    } catch {
+      continue;
+    }
+    const family = wanted.get(link);
+    if (family) targets.push({ fd: Number(name), family });
+  }
+  if (!targets.length) return [];
+  const pidfd = libcFns.pidfd_open(pid, 0) as number;
+  if (pidfd < 0) {
+    const errno = lastErrno();
+    throw new AccelError(ErrorCodes.PERMISSION, `cannot open process ${pid}: ${describeErrno(errno)}`, { errno: errnoName(errno) });
+  }
+  const out: PeerListener[] = [];
+  try {
+    for (const t of targets) {
+      const fd = libcFns.pidfd_getfd(pidfd, t.fd, 0) as number;
+      if (fd < 0) {
+        const errno = lastErrno();
+        out.forEach((o) => libcFns.close(o.fd));
+        throw new AccelError(ErrorCodes.PERMISSION, `cannot take the listening socket of process ${pid}: ${describeErrno(errno)}`, { errno: errnoName(errno) });
+      }
+      out.push({ family: t.family, fd });
+    }
+  } finally {
+    libcFns.close(pidfd);
+  }
+  return out;
+}

@@ -94,18 +94,30 @@ describe('error codes through the CLI', () => {
   });
 
   it('E_SELFTEST: the self-test refuses a fast path that does not hold writers back; its cgroup goes with it', async () => {
-    const selftestDirs = () => fs.readdirSync(cgroup2Root()).filter((n) => n.startsWith('accel-selftest-'));
+    // Those of a process that has ended (another accel may be running its own).
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const selftestDirs = () =>
+      fs.readdirSync(cgroup2Root()).filter((n) => {
+        const pid = Number(/^accel-selftest-(\d+)-/.exec(n)?.[1]);
+        return pid > 0 && !alive(pid);
+      });
     const before = selftestDirs();
     const env = { ACCEL_SELFTEST_QUEUE_LIMIT: String(1 << 30) };
     const text = await accel(['selftest'], env);
     expectLine(text, 'E_SELFTEST', /the self-test failed/);
     assert.match(text.stdout, /^FAIL {2}writer held back while its reader pauses/m);
     const doc = expectJson(await accel(['selftest', '--json'], env), 'E_SELFTEST');
-    // (A known kernel defect may add a warning: not what refused.)
     const checks = doc.checks as { name: string; ok: boolean; severity: string }[];
-    assert.deepEqual(
-      checks.filter((c) => !c.ok && c.severity === 'fatal').map((c) => c.name),
-      ['writer held back while its reader pauses'],
+    assert.ok(
+      checks.some((c) => c.name === 'writer held back while its reader pauses' && !c.ok && c.severity === 'fatal'),
+      JSON.stringify(checks.filter((c) => !c.ok)),
     );
     assert.deepEqual(
       selftestDirs().filter((n) => !before.includes(n)),

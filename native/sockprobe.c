@@ -65,7 +65,7 @@ struct opts {
 	uint64_t seed;
 	int concurrent;
 	int sequential;
-	int early; /* many: client sends before the server accepts */
+	int early; /* many: client sends before the server's socket exists */
 	int timeout_s;
 };
 
@@ -750,7 +750,12 @@ static int recv_full(int fd, uint8_t *buf, size_t n)
 /*
  * Many connections. --concurrent N: N connections open at the same time,
  * each carrying a small request and its echo. --sequential N: one after the
- * other. --early: the client sends before the server accepts.
+ * other. --early: the client sends its request right after connect(), in
+ * two writes, and always before the server's socket exists: the listener
+ * has TCP_DEFER_ACCEPT, so the server drops the handshake's last ACK and
+ * completes the connection (making its socket, and running the sockops
+ * callback for it) only when the client's first bytes arrive. Each
+ * client's first write races its peer's entry into the map, and loses.
  */
 static int exchange(int cfd, int sfd, int i)
 {
@@ -795,6 +800,14 @@ static int cmd_many(void)
 
 	strcpy(side_name, "many");
 	setrlimit(RLIMIT_NOFILE, &rl);
+	if (o.early) {
+		/* Seconds until the server gives up waiting for data and
+		 * retransmits its SYN-ACK: the data comes at once. */
+		int defer_s = 5;
+
+		if (setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof(defer_s)))
+			die("TCP_DEFER_ACCEPT", errno);
+	}
 	if (o.concurrent) {
 		int *fds = calloc(2 * o.concurrent, sizeof(int));
 

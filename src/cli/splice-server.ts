@@ -13,7 +13,15 @@ export interface SpliceServerCliOptions {
   port: number;
   host: string;
   graceMs: number;
+  maxConnections: number;
+  idleTimeoutMs: number;
 }
+
+/** Enough for any test or demo; bounds descriptors and memory. */
+export const MAX_CONNECTIONS_DEFAULT = 4096;
+/** As long as a TURN allocation lives by default (RFC 8656): a relay or echo
+ * client that has been silent that long has most likely gone away. */
+const IDLE_TIMEOUT_DEFAULT_MS = 600_000;
 
 interface Server {
   readonly stats: SpliceServerStats;
@@ -21,12 +29,19 @@ interface Server {
   stop(graceMs: number): Promise<void>;
 }
 
-/** --port, --host and --grace-ms. */
+/** --port, --host, --grace-ms, --max-connections and --idle-timeout-ms. */
 export function spliceServerOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--port <port>', 'TCP port to listen on', parseSinglePort)
     .option('--host <address>', 'address to listen on (:: takes IPv4 too)', '::')
-    .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 2000);
+    .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 2000)
+    .option('--max-connections <n>', 'clients connected at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
+    .option(
+      '--idle-timeout-ms <ms>',
+      'close a connection after this long with no byte moving either way, in the kernel or not (0: never)',
+      parseNonNegative,
+      IDLE_TIMEOUT_DEFAULT_MS,
+    );
 }
 
 /** Open a splice object owned by `<kind>-<port>`, serve on it until
@@ -36,7 +51,13 @@ export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions
   const g = globals();
   const attachment = SpliceAttachment.open({ bpffs: g.bpffs, bpfDir: g.bpfDir, owner: `${kind}-${opts.port}` });
   try {
-    const server = makeServer({ port: opts.port, host: opts.host, splicer: new KernelSplicer(attachment.maps) });
+    const server = makeServer({
+      port: opts.port,
+      host: opts.host,
+      splicer: new KernelSplicer(attachment.maps),
+      maxConnections: opts.maxConnections,
+      idleTimeoutMs: opts.idleTimeoutMs,
+    });
     const endpoint = await server.start();
     log.info(`${kind} listening on ${endpoint} (pins in ${attachment.dir})`);
     await serveUntilSignal(

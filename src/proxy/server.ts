@@ -14,6 +14,7 @@ import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
 import { type NameFacts, chooseDataPath, factsOf, readFirstBytes } from './admission.js';
 import { closeGracefully } from '../stream/drain.js';
+import { ConnectionLimit, IdleTimeout } from '../stream/limits.js';
 import { relayInspected } from './http-inspect.js';
 import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
@@ -37,6 +38,11 @@ export interface ProxyOptions {
    * to (the node's map of proxy listeners); it fails the start if it
    * throws. Called before the socket accepts anything. */
   register?: (fd: number, family: Family) => void;
+  /** Client connections handled at once; one more is reset (0: no limit). */
+  maxConnections?: number;
+  /** Close a connection after this long with no byte moving either way
+   * (0: never). */
+  idleTimeoutMs?: number;
 }
 
 export interface Splicer {
@@ -58,7 +64,12 @@ export interface ConnectionEvent {
 }
 
 export interface ProxyStats {
+  /** Connections taken in (refused ones are not). */
   accepted: number;
+  /** Reset at once: maxConnections were being handled. */
+  refused: number;
+  /** Closed after idleTimeoutMs with nothing moving. */
+  idleClosed: number;
   allowed: number;
   denied: number;
   failed: number;
@@ -86,14 +97,22 @@ function endpoint(address: string | undefined, port: number | undefined): string
 export class TransparentProxy {
   private servers: net.Server[] = [];
   private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = { accepted: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, loops: 0 };
+  readonly stats: ProxyStats = { accepted: 0, refused: 0, idleClosed: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, loops: 0 };
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
    * by fd, and the others by endpoint (see ownUpstream). */
   private readonly unreadUpstreams = new Map<number, Upstream>();
   private readonly upstreamsByLocal = new Map<string, Upstream>();
+  private readonly limit: ConnectionLimit;
+  private readonly idle: IdleTimeout;
 
-  constructor(private readonly o: ProxyOptions) {}
+  constructor(private readonly o: ProxyOptions) {
+    this.limit = new ConnectionLimit(o.maxConnections ?? 0, 'proxy');
+    this.idle = new IdleTimeout(o.idleTimeoutMs ?? 0, (label) => {
+      this.stats.idleClosed++;
+      log.info(`closed ${label}: nothing moved for ${o.idleTimeoutMs} ms`);
+    });
+  }
 
   /** Listen on every family it can; fails only if none works. */
   async start(): Promise<string[]> {
@@ -183,6 +202,10 @@ export class TransparentProxy {
   }
 
   private async handle(client: net.Socket): Promise<void> {
+    if (!this.limit.admit(client, this.stats.active)) {
+      this.stats.refused++;
+      return;
+    }
     this.stats.accepted++;
     this.stats.active++;
     this.track(client);
@@ -191,6 +214,7 @@ export class TransparentProxy {
     const destHost = client.localAddress ?? '';
     const destPort = client.localPort ?? 0;
     const destination = endpoint(destHost, destPort);
+    const idle = this.idle.watch(`${source} -> ${destination}`, client);
     try {
       if (this.ownEndpoints.has(destination)) {
         // Not an intercepted connection: relaying it would loop into us.
@@ -246,6 +270,7 @@ export class TransparentProxy {
         return;
       }
       this.track(upstream);
+      idle.add(upstream);
       if (client.destroyed) {
         upstream.destroy();
         return;
@@ -289,5 +314,6 @@ export class TransparentProxy {
     const servers = this.servers;
     this.servers = [];
     await closeGracefully(servers, this.open, graceMs);
+    this.idle.stop();
   }
 }

@@ -9,6 +9,7 @@ import { tcpClosed } from '../sys/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { closeGracefully } from '../stream/drain.js';
+import { ConnectionLimit, IdleTimeout, type IdleWatch } from '../stream/limits.js';
 import type { KernelSplicer } from './splicer.js';
 
 export interface SpliceServerOptions {
@@ -19,10 +20,21 @@ export interface SpliceServerOptions {
   pairTimeoutMs?: number;
   /** relay: bytes held for a waiting client before it is paused. */
   holdBytes?: number;
+  /** Clients connected at once (a relay pair is two); one more is reset
+   * (0: no limit). */
+  maxConnections?: number;
+  /** Close a connection (a relay pair, or a client waiting alone) after
+   * this long with no byte moving either way (0: never). */
+  idleTimeoutMs?: number;
 }
 
 export interface SpliceServerStats {
+  /** Clients taken in (refused ones are not). */
   accepted: number;
+  /** Reset at once: maxConnections clients were connected. */
+  refused: number;
+  /** Connections closed after idleTimeoutMs with nothing moving. */
+  idleClosed: number;
   spliced: number;
   closed: number;
   abandoned: number;
@@ -32,14 +44,31 @@ export interface SpliceServerStats {
 abstract class SpliceServer {
   private server: net.Server | null = null;
   protected readonly open = new Set<net.Socket>();
-  readonly stats: SpliceServerStats = { accepted: 0, spliced: 0, closed: 0, abandoned: 0, active: 0 };
+  readonly stats: SpliceServerStats = { accepted: 0, refused: 0, idleClosed: 0, spliced: 0, closed: 0, abandoned: 0, active: 0 };
+  private readonly limit: ConnectionLimit;
+  private readonly idle: IdleTimeout;
 
-  constructor(protected readonly o: SpliceServerOptions) {}
+  constructor(protected readonly o: SpliceServerOptions) {
+    this.limit = new ConnectionLimit(o.maxConnections ?? 0, `server on port ${o.port}`);
+    this.idle = new IdleTimeout(o.idleTimeoutMs ?? 0, (label) => {
+      this.stats.idleClosed++;
+      log.info(`closed ${label}: nothing moved for ${o.idleTimeoutMs} ms`);
+    });
+  }
 
   protected abstract accept(sock: net.Socket): void;
 
+  /** Close the connection of `sock` once it is idle (a partner may join it). */
+  protected watchIdle(sock: net.Socket): IdleWatch {
+    return this.idle.watch(`client ${sock.remoteAddress ?? '?'} port ${sock.remotePort ?? 0}`, sock);
+  }
+
   async start(): Promise<string> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
+      if (!this.limit.admit(sock, this.open.size)) {
+        this.stats.refused++;
+        return;
+      }
       this.stats.accepted++;
       this.open.add(sock);
       sock.once('close', () => this.open.delete(sock));
@@ -83,17 +112,20 @@ abstract class SpliceServer {
     const servers = this.server ? [this.server] : [];
     this.server = null;
     await closeGracefully(servers, this.open, graceMs);
+    this.idle.stop();
   }
 }
 
 export class EchoServer extends SpliceServer {
   protected accept(sock: net.Socket): void {
+    this.watchIdle(sock);
     void this.run(sock, sock);
   }
 }
 
 interface Waiting {
   sock: net.Socket;
+  idle: IdleWatch;
   chunks: Buffer[];
   size: number;
   timer: NodeJS.Timeout | null;
@@ -137,11 +169,13 @@ export class RelayServer extends SpliceServer {
       w.sock.removeAllListeners('data');
       w.sock.removeAllListeners('close');
       w.sock.once('close', () => this.open.delete(w.sock));
+      // One connection from now on: idle only when neither client moves.
+      w.idle.add(sock);
       void this.run(w.sock, sock, Buffer.concat(w.chunks));
       return;
     }
     // First of a pair: keep what it sends (bounded), and notice if it goes.
-    const entry: Waiting = { sock, chunks: [], size: 0, timer: null };
+    const entry: Waiting = { sock, idle: this.watchIdle(sock), chunks: [], size: 0, timer: null };
     this.waiting = entry;
     const limit = this.o.holdBytes ?? 1 << 20;
     sock.on('data', (d: Buffer) => {

@@ -218,6 +218,17 @@ export function sendBacklog(fd: number): { queued: number; sndbuf: number } {
   return { queued: sendQueued(fd), sndbuf: v.readInt32LE(0) };
 }
 
+/**
+ * Bytes that moved on the connection so far, both ways: received in order
+ * (tcpi_bytes_received) and sent and acknowledged (tcpi_bytes_acked). It
+ * grows whenever a byte gets through, whoever moves it: node, or the kernel
+ * for a spliced socket, whose bytes node never sees.
+ */
+export function tcpBytesMoved(fd: number): bigint {
+  const info = tcpInfo(fd);
+  return info.readBigUInt64LE(TCPI_BYTES_RECEIVED) + info.readBigUInt64LE(TCPI_BYTES_ACKED);
+}
+
 export function tcpStreamCounts(fd: number): TcpStreamCounts {
   const before = sendQueued(fd);
   const info = tcpInfo(fd);

@@ -44,6 +44,8 @@ const cases: { command: string; args: string[]; message: RegExp; json: boolean }
   { command: 'proxy', args: ['proxy'], message: /required option '--port <port>'/, json: false },
   { command: 'echo', args: ['echo', '--port', '0'], message: /"0" is not a TCP port/, json: false },
   { command: 'relay', args: ['relay', '--port', '15001', '--pair-timeout-ms', '-1'], message: /"-1" is not a non-negative integer/, json: false },
+  { command: 'proxy', args: ['proxy', '--port', '15001', '--max-connections', 'many'], message: /"many" is not a non-negative integer/, json: false },
+  { command: 'echo', args: ['echo', '--port', '15001', '--idle-timeout-ms', '1.5'], message: /"1.5" is not a non-negative integer/, json: false },
 ];
 
 describe('usage errors: one line on stderr, E_USAGE, exit status 2', () => {

@@ -93,6 +93,33 @@ export async function dropPackets(namespaces: string[]): Promise<void> {
   }
 }
 
+/** Packets the filters of dropPackets dropped in `netns` so far (the
+ * fixture's own counters): TCP data packets and pure ACKs. */
+export async function droppedPackets(netns: string): Promise<{ data: number; acks: number }> {
+  const bpftool = async <T>(args: string[]) => JSON.parse((await run('bpftool', ['-j', ...args], { netns })).stdout) as T;
+  const [net] = await bpftool<{ tc: { name: string; id: number }[] }[]>(['net', 'show']);
+  const progs = (net?.tc ?? []).filter((h) => h.name.startsWith('lossy.bpf.o'));
+  if (!progs.length) throw new Error(`no lossy filter in ${netns}`);
+  const total = { data: 0, acks: 0 };
+  for (const p of progs) {
+    for (const id of (await bpftool<{ map_ids?: number[] }>(['prog', 'show', 'id', String(p.id)])).map_ids ?? []) {
+      for (const e of await bpftool<{ formatted?: { value?: { '.bss'?: Record<string, number>[] } } }[]>(['map', 'dump', 'id', String(id)])) {
+        for (const v of e.formatted?.value?.['.bss'] ?? []) {
+          total.data += v.lossy_dropped_data ?? 0;
+          total.acks += v.lossy_dropped_acks ?? 0;
+        }
+      }
+    }
+  }
+  return total;
+}
+
+/** TCP segments retransmitted in `netns` so far (nstat TcpRetransSegs). */
+export async function retransmittedSegments(netns: string): Promise<number> {
+  const r = await run('nstat', ['-asz', 'TcpRetransSegs'], { netns });
+  return Number(/TcpRetransSegs\s+(\d+)/.exec(r.stdout)?.[1] ?? NaN);
+}
+
 export async function waitFor(cond: () => boolean, timeoutMs: number, stepMs = 50): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {

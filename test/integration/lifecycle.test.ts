@@ -8,10 +8,21 @@ import { describe, it } from 'node:test';
 import { queryCgroupPrograms } from '../../src/bpf/attach.js';
 import { AttachType } from '../../src/bpf/uapi.js';
 import { cgroup2Root } from '../../src/cgroup/cgroup.js';
+import { closeFd, openPinned } from '../../src/bpf/fd.js';
+import { lookupPercpuSum } from '../../src/bpf/map.js';
+import { MapNames } from '../../src/maps/fastpath.js';
+import { COUNTERS } from '../../src/maps/layout/fastpath.js';
 import { attachmentPinDir } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { run } from '../../src/proc/run.js';
 import { BPFFS, CLI, MB, accel, maps, nothingAttached, testCgroup } from '../helpers/env.js';
+
+/** Bytes both sockets of the loopback connection to `port` received by
+ * TCP so far (ss: tcp_info's bytes_received). */
+async function tcpBytesReceived(port: number): Promise<number> {
+  const r = await run('ss', ['-Htin', 'state', 'established', `( sport = :${port} or dport = :${port} )`]);
+  return [...r.stdout.matchAll(/bytes_received:(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+}
 
 describe('attach and detach', () => {
   it('attach runs the self-test, is idempotent, and detach removes everything it made', async (t) => {
@@ -106,11 +117,30 @@ describe('attach and detach', () => {
     const held = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(96 * MB), '--back', String(96 * MB), '--sizes', '65536', '--pace-us', '2000'], {
       cgroupProcs: cg.procs,
     });
+    let finished = false;
+    void held.result.then(() => (finished = true));
+    // The counters map lives on after detach while programs use it; held
+    // open here to watch it (it is not the SOCKHASH: holding it keeps no
+    // socket on the fast path).
+    const countersFd = openPinned(path.join(attachmentPinDir(BPFFS, cg.id), MapNames.counters));
+    assert.ok(countersFd !== null);
+    t.after(() => closeFd(countersFd));
+    const redirected = () => lookupPercpuSum(countersFd, COUNTERS.indexOf('bytes_redirected'));
     held.release();
     await new Promise((r) => setTimeout(r, 1000));
-    const before = maps(cg, (m) => m.counters().bytes_redirected);
+    const before = redirected();
     const d = await accel(['detach', '--cgroup', cg.path]);
     assert.equal(d.exitCode, 0, d.stderr);
+    // Detach really landed in the middle: the transfer had not ended when
+    // it returned, and its bytes went on moving afterwards, whichever way
+    // (redirected by sk_msg, or by TCP: tcp_info's bytes_received).
+    assert.equal(finished, false, 'the transfer was still running when detach returned');
+    const port = held.connected.serverPort as number;
+    const atDetach = { redirected: redirected(), tcp: await tcpBytesReceived(port) };
+    await new Promise((r) => setTimeout(r, 300));
+    const later = { redirected: redirected(), tcp: await tcpBytesReceived(port) };
+    t.diagnostic(`in the 300 ms after detach: ${later.redirected - atDetach.redirected} bytes redirected, ${later.tcp - atDetach.tcp} received by TCP`);
+    assert.ok(later.redirected - atDetach.redirected + BigInt(later.tcp - atDetach.tcp) > 0n, 'bytes kept moving after detach');
     const r = await held.result;
     assert.ok(r.ok, r.error ?? '');
     assert.deepEqual(

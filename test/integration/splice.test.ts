@@ -12,7 +12,7 @@ import { listSpliceDirs, withSpliceMaps } from '../../src/splice/objects.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
 import { type Placement, run, spawn } from '../../src/proc/run.js';
 import type { SpliceCounters } from '../../src/maps/layout/splice.js';
-import { BPFFS, BPF_DIR, CLI, MB, accel, dropPackets, removeStaleSplicePins, stopProcess, testNetns, waitFor } from '../helpers/env.js';
+import { BPFFS, BPF_DIR, CLI, MB, accel, dropPackets, droppedPackets, removeStaleSplicePins, retransmittedSegments, stopProcess, testNetns, waitFor } from '../helpers/env.js';
 import { kernelLacks } from '../helpers/features.js';
 import { ECHO_PORT, FIXTURES, HTTP_PORT, PROBE_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
 
@@ -72,6 +72,23 @@ async function withStallSnapshot<T>(
   }
 }
 
+/**
+ * The loss a lossy test is about did happen: the filters dropped data
+ * packets and ACKs on both ends of the veth (their own counters), and TCP
+ * retransmitted segments since `retransBefore` (nstat, both namespaces).
+ */
+async function assertLoss(t: import('node:test').TestContext, namespaces: string[], retransBefore: number): Promise<void> {
+  let retrans = -retransBefore;
+  for (const netns of namespaces) {
+    const d = await droppedPackets(netns);
+    t.diagnostic(`${netns}: dropped ${d.data} data packets and ${d.acks} ACKs`);
+    assert.ok(d.data > 0 && d.acks > 0, `${netns}: packets were dropped (${JSON.stringify(d)})`);
+    retrans += await retransmittedSegments(netns);
+  }
+  t.diagnostic(`retransmitted segments: ${retrans}`);
+  assert.ok(retrans > 0, `TCP retransmitted (${retrans} segments)`);
+}
+
 /** Polls every 25 ms, as these map reads are cheap. */
 const waitUntil = (cond: () => boolean, ms: number) => waitFor(cond, ms, 25);
 
@@ -84,6 +101,7 @@ describe('accel proxy --splice', { skip: kernelLacks('intercept', 'splice') }, (
   async function duplex(t: import('node:test').TestContext, lossy: boolean) {
     const b = await interceptBench(t, { proxyInCgroup: false, proxyArgs: ['--splice'] });
     if (lossy) await dropPackets([b.app, b.remote]);
+    const retransBefore = lossy ? (await retransmittedSegments(b.app)) + (await retransmittedSegments(b.remote)) : 0;
     for (const host of [SERVER4, SERVER6]) {
       const { result: c, snapshot } = await withStallSnapshot(b, 50_000, nodeClient(b, host, ECHO_PORT, 64 * MB));
       const warnings = (b.proxy?.lines() ?? []).filter((l) => /"level":"(warn|error)"/.test(l));
@@ -91,6 +109,7 @@ describe('accel proxy --splice', { skip: kernelLacks('intercept', 'splice') }, (
     }
     const ev = b.proxyEvents();
     assert.ok(ev.length >= 2 && ev.every((e) => e.mode === 'splice'), JSON.stringify(ev.map((e) => e.mode)));
+    if (lossy) await assertLoss(t, [b.app, b.remote], retransBefore);
     const s = spliceOf(b.proxy?.pid ?? -1);
     // What arrived before the hand-off (node's buffers) goes through user
     // space, and so does what follows a half-close that came while its
@@ -366,6 +385,7 @@ describe('accel echo and accel relay', { skip: kernelLacks('splice') }, () => {
   it('relay: byte-exact over a veth that drops 3% of data and 10% of ACK packets', async (t) => {
     const ns = await testNetns(t);
     await dropPackets([ns.app, ns.remote]);
+    const retransBefore = (await retransmittedSegments(ns.app)) + (await retransmittedSegments(ns.remote));
     const port = 17009;
     const p = startServer(t, 'relay', port, [], { netns: ns.remote });
     assert.ok(await p.waitForLine((l) => l.includes('"event":"listening"')));
@@ -378,8 +398,8 @@ describe('accel echo and accel relay', { skip: kernelLacks('splice') }, () => {
     const s = spliceOf(p.pid);
     assert.equal(s.counters.pairs_spliced, 6n);
     assert.equal(s.counters.bytes_repeat_sent, 0n);
-    const retrans = await run('nstat', ['-asz', 'TcpRetransSegs'], { netns: ns.app });
-    t.diagnostic(`retransmitted segments (client side): ${retrans.stdout.match(/TcpRetransSegs\s+(\d+)/)?.[1]}; repeated bytes cut: ${s.counters.bytes_repeated}`);
+    await assertLoss(t, [ns.app, ns.remote], retransBefore);
+    t.diagnostic(`repeated bytes cut: ${s.counters.bytes_repeated}`);
     assert.ok(await waitUntil(() => spliceOf(p.pid).sockets === 0, 5000), 'no map entry left');
   });
 

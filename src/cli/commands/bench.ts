@@ -47,6 +47,9 @@ export function registerBench(program: Command, globals: () => GlobalOptions): v
       const seconds: BenchDurations = opts.seconds ? { latency: opts.seconds, throughput: opts.seconds, connections: opts.seconds } : base;
       const stop = new AbortController();
       const onSignal = () => stop.abort();
+      // Not once(): the listener must stay while the bench cleans up. execa
+      // (signal-exit) re-raises a signal that no other listener is left to
+      // handle, which killed the bench before it could tear anything down.
       process.on('SIGINT', onSignal);
       process.on('SIGTERM', onSignal);
       try {

@@ -16,6 +16,7 @@ import { KernelSplicer } from '../../splice/splicer.js';
 import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveUntilSignal } from '../serve.js';
+import { MAX_CONNECTIONS_DEFAULT } from '../splice-server.js';
 
 interface ProxyCliOptions {
   port: number;
@@ -28,6 +29,8 @@ interface ProxyCliOptions {
   graceMs: number;
   backlog: number;
   splice?: boolean;
+  maxConnections: number;
+  idleTimeoutMs: number;
 }
 
 export function registerProxy(program: Command, globals: () => GlobalOptions): void {
@@ -43,6 +46,9 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--sniff-timeout-ms <ms>', 'how long to wait for first bytes when the policy looks at SNI/Host', parseNonNegative, 1000)
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 5000)
     .option('--backlog <n>', 'listen backlog', parseNonNegative, 1024)
+    .option('--max-connections <n>', 'client connections handled at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
+    // Envoy's TCP proxy closes idle connections after an hour by default too.
+    .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
     .option('--no-splice', 'relay every connection in user space')
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
@@ -70,6 +76,8 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         connectTimeoutMs: opts.connectTimeoutMs,
         sniffTimeoutMs: opts.sniffTimeoutMs,
         backlog: opts.backlog,
+        maxConnections: opts.maxConnections,
+        idleTimeoutMs: opts.idleTimeoutMs,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
         // Interception hands new connections only to registered listeners.
         register: (fd, family) => {

@@ -1,0 +1,196 @@
+// The bounds the servers share (src/stream/limits.ts), on plain loopback
+// TCP without privileges: the connection limit resets the one past it, the
+// idle timeout closes a silent connection and spares one whose bytes move,
+// also when they move only in the kernel (what a spliced socket does).
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import net from 'node:net';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ConnectionLimit, IdleTimeout } from '../../src/stream/limits.js';
+import { stopReading } from '../../src/sys/node-internals.js';
+import { tcpBytesMoved } from '../../src/sys/socket.js';
+import { nodeSocketFd } from '../../src/sys/node-internals.js';
+
+const servers: net.Server[] = [];
+const sockets: net.Socket[] = [];
+after(() => {
+  servers.forEach((s) => s.close());
+  sockets.forEach((s) => s.destroy());
+});
+
+async function listen(onConnection: (sock: net.Socket) => void): Promise<number> {
+  const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+    sockets.push(sock);
+    sock.on('error', () => {});
+    onConnection(sock);
+  });
+  servers.push(server);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** A client connection and how it ended (null while open). */
+function client(port: number) {
+  const sock = net.connect({ port, host: '127.0.0.1' });
+  sockets.push(sock);
+  const c = { sock, data: '', ended: null as string | null, at: 0 };
+  sock.on('data', (d) => (c.data += String(d)));
+  sock.on('error', (e: NodeJS.ErrnoException) => (c.ended ??= e.code ?? e.message));
+  sock.once('close', () => {
+    c.ended ??= 'closed';
+    c.at = Date.now();
+  });
+  return c;
+}
+
+async function until(cond: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await sleep(5);
+  return cond();
+}
+
+describe('ConnectionLimit', () => {
+  it('resets the connection past the maximum at once and lets the others work', async () => {
+    const limit = new ConnectionLimit(2, 'test');
+    const open = new Set<net.Socket>();
+    let refused = 0;
+    const port = await listen((sock) => {
+      if (!limit.admit(sock, open.size)) {
+        refused++;
+        return;
+      }
+      open.add(sock);
+      sock.once('close', () => open.delete(sock));
+      sock.pipe(sock);
+    });
+    const a = client(port);
+    const b = client(port);
+    a.sock.write('a');
+    b.sock.write('b');
+    assert.ok(await until(() => a.data === 'a' && b.data === 'b', 2000), 'the first two are echoed');
+    const c = client(port);
+    c.sock.write('c');
+    assert.ok(await until(() => c.ended !== null, 2000), 'the third is closed');
+    assert.equal(c.ended, 'ECONNRESET');
+    assert.equal(c.data, '');
+    assert.equal(refused, 1);
+    a.sock.write('a');
+    b.sock.write('b');
+    assert.ok(await until(() => a.data === 'aa' && b.data === 'bb', 2000), 'the first two still work');
+    // One leaves: a new one is taken again.
+    a.sock.destroy();
+    assert.ok(await until(() => open.size === 1, 2000));
+    const d = client(port);
+    d.sock.write('d');
+    assert.ok(await until(() => d.data === 'd', 2000), 'taken once below the maximum');
+    [b, d].forEach((x) => x.sock.destroy());
+  });
+
+  it('0 means no limit', async () => {
+    const limit = new ConnectionLimit(0, 'test');
+    const port = await listen((sock) => {
+      assert.ok(limit.admit(sock, 1_000_000));
+      sock.destroy();
+    });
+    const c = client(port);
+    assert.ok(await until(() => c.ended !== null, 2000));
+    assert.notEqual(c.ended, 'ECONNRESET');
+  });
+});
+
+describe('IdleTimeout', () => {
+  const TIMEOUT = 400;
+
+  it('closes a silent connection after the timeout, not before, and keeps one that talks', async () => {
+    const closed: string[] = [];
+    const idle = new IdleTimeout(TIMEOUT, (label) => closed.push(label));
+    after(() => idle.stop());
+    const port = await listen((sock) => {
+      idle.watch(`from ${sock.remotePort}`, sock);
+      sock.pipe(sock);
+    });
+    const quiet = client(port);
+    const busy = client(port);
+    quiet.sock.write('x');
+    assert.ok(await until(() => quiet.data === 'x', 2000));
+    const quietPort = quiet.sock.localPort;
+    const lastByte = Date.now();
+    for (let i = 0; i < 12; i++) {
+      busy.sock.write('y');
+      await sleep(100);
+    }
+    assert.ok(await until(() => quiet.ended !== null, 2000), 'the silent connection was closed');
+    const after_ = quiet.at - lastByte;
+    assert.ok(after_ >= TIMEOUT - 20 && after_ < TIMEOUT + 400, `closed ${after_} ms after its last byte`);
+    assert.equal(busy.ended, null, 'the busy one is open');
+    assert.equal(busy.data, 'y'.repeat(12));
+    assert.deepEqual(closed, [`from ${quietPort}`]);
+    busy.sock.destroy();
+  });
+
+  // node reads nothing from the server's socket: its bytes wait in the
+  // kernel, as a spliced socket's move there. tcp_info sees them.
+  it('keeps a connection whose bytes move only in the kernel', async () => {
+    let closed = 0;
+    const idle = new IdleTimeout(TIMEOUT, () => closed++);
+    after(() => idle.stop());
+    let server: net.Socket | null = null;
+    const port = await listen((sock) => {
+      server = sock;
+      stopReading(sock);
+      idle.watch('kernel only', sock);
+    });
+    const c = client(port);
+    for (let i = 0; i < 15; i++) {
+      c.sock.write(Buffer.alloc(100));
+      await sleep(100);
+    }
+    assert.ok(server);
+    const s = server as net.Socket;
+    assert.equal(s.bytesRead, 0, 'node read nothing');
+    assert.ok(tcpBytesMoved(nodeSocketFd(s) ?? -1) >= 1500n, 'the kernel received every byte');
+    assert.equal(closed, 0, 'not closed while bytes moved');
+    assert.equal(c.ended, null);
+    // Then silence: closed.
+    assert.ok(await until(() => c.ended !== null, TIMEOUT + 1500), 'closed once silent');
+    assert.equal(closed, 1);
+  });
+
+  it('a partner that joins counts: idle only when neither moves', async () => {
+    let closed = 0;
+    const idle = new IdleTimeout(TIMEOUT, () => closed++);
+    after(() => idle.stop());
+    const accepted: net.Socket[] = [];
+    const port = await listen((sock) => {
+      accepted.push(sock);
+      sock.resume();
+    });
+    const a = client(port);
+    const b = client(port);
+    assert.ok(await until(() => accepted.length === 2, 2000));
+    const [sa, sb] = accepted as [net.Socket, net.Socket];
+    idle.watch('pair', sa).add(sb);
+    for (let i = 0; i < 10; i++) {
+      b.sock.write('z'); // only b talks
+      await sleep(100);
+    }
+    assert.equal(closed, 0);
+    assert.equal(a.ended, null);
+    assert.ok(await until(() => a.ended !== null && b.ended !== null, TIMEOUT + 1500), 'both closed together once silent');
+    assert.equal(closed, 1);
+  });
+
+  it('0 means never', async () => {
+    const idle = new IdleTimeout(0, () => assert.fail('closed'));
+    const port = await listen((sock) => {
+      idle.watch('never', sock);
+      sock.resume();
+    });
+    const c = client(port);
+    await sleep(300);
+    assert.equal(c.ended, null);
+    c.sock.destroy();
+  });
+});

@@ -8,7 +8,12 @@ export function registerDetach(program: Command, globals: () => GlobalOptions): 
     .command('detach')
     .description('remove everything attach created for a cgroup; open connections keep working')
     .requiredOption('--cgroup <path>', 'cgroup v2 directory given to attach')
-    .option('--drain-ms <ms>', 'time sockets stay in the map after the cgroup program is gone', parseNonNegative, 100)
+    .option(
+      '--drain-ms <ms>',
+      'time between unlinking the cgroup program (no new socket joins) and removing the pins; open connections keep the fast path until they close',
+      parseNonNegative,
+      100,
+    )
     .option('--json', 'print the result as JSON', false)
     .action(async (opts: { cgroup: string; drainMs: number; json: boolean }) => {
       const g = globals();

@@ -1,15 +1,16 @@
 /**
  * The journal of the operation under way on one cgroup's attachment,
  * /run/accel/cgroup-<id>.journal.json. It is written before each step, so
- * after a crash it says what was under way, and while it exists with a live
- * owner it keeps a second accel (a CLI beside a node agent) from changing
- * the same attachment at the same time.
+ * after a crash it says what was under way. A flock on the cgroup's
+ * directory, held for the whole operation, keeps a second accel (a CLI
+ * beside a node agent) from changing the same attachment at the same time.
  */
 import fs from 'node:fs';
 import { ownedDir } from '../bpf/bpffs.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { STATE_DIR, journalPath } from '../paths.js';
 import { processAlive } from '../proc/alive.js';
+import { type HeldLock, tryLock } from '../sys/lock.js';
 
 export interface Journal {
   version: 1;
@@ -38,49 +39,56 @@ export class JournalHandle {
   private constructor(
     private readonly file: string,
     private entry: Journal,
+    private readonly lock: HeldLock,
     /** The journal of a process that died half way, taken over. */
     readonly interrupted: Journal | null,
   ) {}
 
   /**
-   * Take the journal of `cgroupId` for this process. A journal whose owner
-   * is alive is refused (E_BUSY); one whose owner died is taken over and
-   * returned as `interrupted`.
+   * Take the attachment of a cgroup for this process: a flock on the
+   * cgroup's directory (`lockPath`; nothing to create, nothing left
+   * behind), held until close() or the process's death (the kernel drops
+   * it). Held elsewhere: E_BUSY. A journal found once the lock is ours is
+   * one whose owner died half way: returned as `interrupted`. A cgroup
+   * that is gone (a detach of what it left) is not locked: nothing can
+   * attach to it any more.
    */
-  static open(cgroupId: bigint, operation: Journal['operation'], spec: unknown = null): JournalHandle {
+  static open(cgroupId: bigint, lockPath: string, operation: Journal['operation'], spec: unknown = null): JournalHandle {
     ownedDir(STATE_DIR);
     const file = journalPath(cgroupId);
-    const entry: Journal = { version: 1, pid: process.pid, operation, spec, startedAt: new Date().toISOString(), steps: [], current: -1 };
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        fs.writeFileSync(file, JSON.stringify(entry), { flag: 'wx' });
-        return new JournalHandle(file, entry, null);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      }
+    const lock = fs.existsSync(lockPath) ? tryLock(lockPath) : { release: () => {} };
+    if (!lock) {
       const other = read(file);
-      if (other && other.pid !== process.pid && other.pid > 0 && processAlive(other.pid)) {
-        throw new AccelError(ErrorCodes.BUSY, `another accel (pid ${other.pid}, ${other.operation}) is changing this attachment; try again when it is done`);
-      }
-      // Its owner is gone: take it over atomically, by rename.
-      const mine = `${file}.${process.pid}`;
-      fs.writeFileSync(mine, JSON.stringify(entry));
-      fs.renameSync(mine, file);
-      if (read(file)?.pid === process.pid) return new JournalHandle(file, entry, other);
+      throw new AccelError(ErrorCodes.BUSY, `another accel${other?.pid ? ` (pid ${other.pid}, ${other.operation})` : ''} is changing this attachment; try again when it is done`);
     }
-    throw new AccelError(ErrorCodes.BUSY, `the journal ${file} keeps changing hands; try again`);
+    try {
+      const interrupted = read(file);
+      const entry: Journal = { version: 1, pid: process.pid, operation, spec, startedAt: new Date().toISOString(), steps: [], current: -1 };
+      const handle = new JournalHandle(file, entry, lock, interrupted);
+      handle.write();
+      return handle;
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
   }
 
-  /** Written before each step is started. */
-  begin(steps: string[], current: number): void {
-    this.entry = { ...this.entry, steps, current };
+  private write(): void {
     const tmp = `${this.file}.${process.pid}`;
     fs.writeFileSync(tmp, JSON.stringify(this.entry));
     fs.renameSync(tmp, this.file);
   }
 
+  /** Written before each step is started. */
+  begin(steps: string[], current: number): void {
+    this.entry = { ...this.entry, steps, current };
+    this.write();
+  }
+
+  /** The operation is over: no journal, and the lock goes. */
   close(): void {
-    if (read(this.file)?.pid === process.pid) fs.rmSync(this.file, { force: true });
+    fs.rmSync(this.file, { force: true });
+    this.lock.release();
   }
 }
 

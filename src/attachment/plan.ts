@@ -25,8 +25,8 @@ export type Step =
   | { kind: 'install-intercept'; settings: InterceptSettings }
   /** New rules, proxy port or proxy mark, written to the maps in place. */
   | { kind: 'configure-intercept'; settings: InterceptSettings }
-  /** A proxy that is not accel's: its listeners registered (again: it may
-   * have restarted), before the interception hands it connections. */
+  /** A kept interception of a proxy that is not accel's: its listeners
+   * registered again (it may have restarted). */
   | { kind: 'register-proxy'; settings: InterceptSettings };
 
 export type StepKind = Step['kind'];
@@ -68,10 +68,13 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
     steps.push({ kind: 'install-fastpath', spec: desired.fastPath });
   }
   steps.push({ kind: 'adopt-listeners' });
-  if (desired.intercept?.proxyPid) steps.push({ kind: 'register-proxy', settings: desired.intercept });
   if (desired.intercept && !interceptKept) steps.push({ kind: 'install-intercept', settings: desired.intercept });
   if (desired.intercept && interceptKept && ic.kind === 'complete' && !sameSettings(ic.record.settings, desired.intercept)) {
     steps.push({ kind: 'configure-intercept', settings: desired.intercept });
   }
+  // A kept interception of a proxy that is not accel's: its listeners
+  // registered again (it may have restarted; install-intercept registers
+  // them itself, recorded first).
+  if (desired.intercept?.proxyPid && interceptKept) steps.push({ kind: 'register-proxy', settings: desired.intercept });
   return { steps, notes };
 }

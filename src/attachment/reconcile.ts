@@ -18,6 +18,7 @@ import { attachmentPinDir, pinRoot } from '../paths.js';
 import { requirePrivileges } from '../privileges.js';
 import { type ApplyResult, apply } from './apply.js';
 import { type Journal, JournalHandle } from './journal.js';
+import { currentNetns } from '../net/iproute.js';
 import { observe } from './observe.js';
 import { type Plan, plan } from './plan.js';
 import { checkProxyMark } from './proxy-mark.js';
@@ -51,7 +52,7 @@ function describeInterrupted(j: Journal): string {
 
 async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: ReconcileOptions): Promise<ReconcileResult> {
   const pinDir = attachmentPinDir(options.bpffs, cg.id);
-  const journal = JournalHandle.open(cg.id, desired ? 'attach' : 'detach', desired);
+  const journal = JournalHandle.open(cg.id, cg.path, desired ? 'attach' : 'detach', desired);
   try {
     const interrupted = journal.interrupted;
     const selftestParent = () => options.selftestParent ?? cgroup2Root();
@@ -90,7 +91,9 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
   // A planted pin root is refused before anything is loaded or removed.
   ownedDir(pinRoot(options.bpffs), { create: false });
   if (spec.intercept) {
-    await checkIntercept(spec.intercept, options.bpffs, readRecord(cg.id));
+    const own = readRecord(cg.id);
+    // Only an interception of this namespace owns what is in this namespace.
+    await checkIntercept(spec.intercept, options.bpffs, own && own.netns === currentNetns() ? own : null);
     checkProxyMark(spec.intercept);
   }
   return reconcile(cg, spec, options);

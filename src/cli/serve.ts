@@ -10,11 +10,11 @@ export async function serveUntilSignal(ready: Record<string, unknown>, stop: () 
   // which would cut the grace time short.
   let stopping: Promise<void> | null = null;
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
-  await new Promise<void>((resolve) => {
+  await new Promise<void>((resolve, reject) => {
     onSignal = (signal) => {
       if (stopping) return;
       log.info(`${signal}: no new connections; open ones get ${graceMs} ms`);
-      stopping = stop().then(resolve);
+      stopping = stop().then(resolve, reject);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);

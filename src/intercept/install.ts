@@ -147,6 +147,9 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
   };
   saveRecord(record);
   try {
+    // The record names proxyPid before anything is registered: its undo
+    // takes the registration out.
+    registerPeerProxy(bpffs, s);
     // Programs, pinned beside the fast path's, on its maps (by name), and
     // on the node's map of proxy listeners: made if missing, and joined
     // under the lock its last user removes it with. Pinned under that
@@ -301,7 +304,13 @@ function unregisterPeerProxy(bpffs: string, record: InterceptRecord): void {
   if (s.proxyPid === null || s.proxyPid === undefined) return;
   const others = listInterceptRecordIds()
     .filter((id) => String(id) !== record.cgroupId)
-    .map((id) => readRecord(id));
+    .map((id) => {
+      try {
+        return readRecord(id);
+      } catch {
+        return null; // unreadable: it cannot say it uses the port
+      }
+    });
   if (others.some((o) => o && o.netns === record.netns && o.settings.proxyPort === s.proxyPort)) return;
   const netns = currentNetnsCookie();
   readProxyListeners(bpffs, (m) => ([4, 6] as const).forEach((family) => m.unregister({ netns, family, port: s.proxyPort })));

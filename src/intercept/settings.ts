@@ -48,6 +48,7 @@ export function changesInPlace(from: InterceptSettings, to: InterceptSettings): 
     from.priority === to.priority &&
     from.interceptMark === to.interceptMark &&
     from.maxFlows === to.maxFlows &&
+    from.proxyPid === to.proxyPid &&
     JSON.stringify(familiesOf(from.rules)) === JSON.stringify(familiesOf(to.rules))
   );
 }

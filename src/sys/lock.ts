@@ -37,3 +37,31 @@ export function withLock<T>(file: string, fn: () => T, timeoutMs = 10_000): T {
     fs.closeSync(fd);
   }
 }
+
+/** A lock held across asynchronous work: taken at once or not at all. */
+export interface HeldLock {
+  release(): void;
+}
+
+/** Take the lock on `path`, an existing file or directory, without
+ * waiting: null if another open file holds it (another process, or another
+ * holder in this one). Released by release(), or by the kernel when the
+ * process dies. */
+export function tryLock(path: string): HeldLock | null {
+  const fd = fs.openSync(path, fs.constants.O_RDONLY);
+  for (;;) {
+    if ((libcFns.flock(fd, LOCK_EX | LOCK_NB) as number) === 0) break;
+    const errno = lastErrno();
+    if (errno === EINTR) continue;
+    fs.closeSync(fd);
+    if (errno === EWOULDBLOCK) return null;
+    throw new AccelError(ErrorCodes.INTERNAL, `cannot lock ${path}: ${describeErrno(errno)}`);
+  }
+  let held = true;
+  return {
+    release: () => {
+      if (held) fs.closeSync(fd);
+      held = false;
+    },
+  };
+}

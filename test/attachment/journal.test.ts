@@ -1,16 +1,20 @@
-// The journal: one operation at a time per attachment, and what an
-// operation killed half way was doing. Rootless: its directory is a
-// temporary one (ACCEL_STATE_DIR).
+// The journal: one operation at a time per attachment (a flock on the
+// cgroup's directory), and what an operation killed half way was doing.
+// Rootless: the state directory and the "cgroup" are temporary ones
+// (flock works the same on any directory).
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 
-const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'accel-journal-')), 'state');
+const base = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-journal-'));
+const dir = path.join(base, 'state');
+const cgroup = path.join(base, 'cgroup');
+fs.mkdirSync(cgroup);
 process.env.ACCEL_STATE_DIR = dir;
-after(() => fs.rmSync(path.dirname(dir), { recursive: true, force: true }));
+after(() => fs.rmSync(base, { recursive: true, force: true }));
 const { JournalHandle, interruptedJournal } = await import('../../src/attachment/journal.js');
 const { journalPath } = await import('../../src/paths.js');
 
@@ -22,43 +26,60 @@ function deadPid(): number {
 
 describe('journal', () => {
   it('is written before each step and gone when the operation ends', () => {
-    const j = JournalHandle.open(1n, 'attach');
+    const j = JournalHandle.open(1n, cgroup, 'attach');
     assert.equal(j.interrupted, null);
     j.begin(['install-fastpath', 'adopt-listeners'], 1);
     const seen = JSON.parse(fs.readFileSync(journalPath(1n), 'utf8')) as { pid: number; current: number; steps: string[] };
     assert.deepEqual([seen.pid, seen.current, seen.steps], [process.pid, 1, ['install-fastpath', 'adopt-listeners']]);
     j.close();
     assert.equal(fs.existsSync(journalPath(1n)), false);
+    assert.deepEqual(fs.readdirSync(dir), [], 'nothing left in the state directory');
   });
 
-  it('refuses a second operation while the first one lives (E_BUSY)', () => {
-    // The parent of this test process is alive for as long as the test.
-    fs.writeFileSync(journalPath(2n), JSON.stringify({ version: 1, pid: process.ppid, operation: 'detach', spec: null, startedAt: '', steps: [], current: -1 }));
+  it('refuses a second operation while the first holds the cgroup (E_BUSY), in this process or another', async () => {
+    const first = JournalHandle.open(2n, cgroup, 'attach');
     assert.throws(
-      () => JournalHandle.open(2n, 'attach'),
-      (e: Error & { code?: string }) => e.code === 'E_BUSY' && e.message.includes(`pid ${process.ppid}`),
+      () => JournalHandle.open(2n, cgroup, 'detach'),
+      (e: Error & { code?: string }) => e.code === 'E_BUSY' && e.message.includes(`pid ${process.pid}`),
     );
-    assert.equal(interruptedJournal(2n), null, 'a live operation is not an interrupted one');
-    fs.rmSync(journalPath(2n));
+    first.close();
+    // Another process holds it (flock(1), which execs sleep), then ends: the lock goes with it.
+    const holder = spawn('flock', ['--nonblock', '--no-fork', cgroup, 'sleep', '30'], { stdio: 'ignore' });
+    try {
+      let busy = false;
+      for (let i = 0; i < 50 && !busy; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        try {
+          JournalHandle.open(3n, cgroup, 'attach').close();
+        } catch (e) {
+          busy = (e as { code?: string }).code === 'E_BUSY';
+        }
+      }
+      assert.ok(busy, 'refused while another process holds the lock');
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
+    JournalHandle.open(3n, cgroup, 'attach').close();
   });
 
   it('takes over the journal of a process that died, and says what it was doing', () => {
     const pid = deadPid();
     fs.writeFileSync(
-      journalPath(3n),
+      journalPath(4n),
       JSON.stringify({ version: 1, pid, operation: 'attach', spec: null, startedAt: '', steps: ['install-fastpath', 'install-intercept'], current: 1 }),
     );
-    assert.equal(interruptedJournal(3n)?.pid, pid);
-    const j = JournalHandle.open(3n, 'detach');
+    assert.equal(interruptedJournal(4n)?.pid, pid);
+    const j = JournalHandle.open(4n, cgroup, 'detach');
     assert.equal(j.interrupted?.pid, pid);
     assert.equal(j.interrupted?.steps[j.interrupted.current], 'install-intercept');
     j.close();
-    assert.equal(fs.existsSync(journalPath(3n)), false);
+    assert.equal(fs.existsSync(journalPath(4n)), false);
   });
 
   it('a journal torn by a crash during its first write belongs to nobody', () => {
-    fs.writeFileSync(journalPath(4n), '{"version":1,"pid":');
-    const j = JournalHandle.open(4n, 'attach');
+    fs.writeFileSync(journalPath(5n), '{"version":1,"pid":');
+    const j = JournalHandle.open(5n, cgroup, 'attach');
     assert.notEqual(j.interrupted, null);
     j.close();
   });

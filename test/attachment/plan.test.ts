@@ -66,8 +66,18 @@ describe('plan: attach', () => {
   });
   it("a proxy that is not accel's is registered on every attach, before the interception hands it connections", () => {
     const s = spec({}, { ...ic, proxyPid: 4242 });
-    assert.deepEqual(kinds(plan(s, observed({ kind: 'absent' }), opts).steps), ['install-fastpath', 'adopt-listeners', 'register-proxy', 'install-intercept']);
+    assert.deepEqual(
+      kinds(plan(s, observed({ kind: 'absent' }), opts).steps),
+      ['install-fastpath', 'adopt-listeners', 'install-intercept'],
+      'install-intercept registers it, recorded first',
+    );
     assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners', 'register-proxy']);
+    const restarted = spec({}, { ...ic, proxyPid: 4343 });
+    assert.deepEqual(kinds(plan(restarted, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), [
+      'remove-intercept',
+      'adopt-listeners',
+      'install-intercept',
+    ]);
     assert.deepEqual(
       kinds(plan(spec({}, ic), observed(complete(), { kind: 'complete', record: record(spec({}, ic)) }), opts).steps),
       ['adopt-listeners'],

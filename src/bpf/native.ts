@@ -143,8 +143,9 @@ export const libcFns = {
   bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
   listen: libc.func('int listen(int fd, int backlog)'),
   close: libc.func('int close(int fd)'),
-  pidfd_open: libc.func('int pidfd_open(int pid, unsigned int flags)'),
-  pidfd_getfd: libc.func('int pidfd_getfd(int pidfd, int targetfd, unsigned int flags)'),
+  // pidfd_open and pidfd_getfd through syscall(2): glibc wraps them only
+  // from 2.36, and binding a missing symbol would fail every command.
+  syscall: libc.func('long syscall(long nr, ...)'),
   // Variadic in glibc; declared with the int third argument of the
   // commands used (F_DUPFD_CLOEXEC).
   fcntl: libc.func('int fcntl(int fd, int cmd, int arg)'),
@@ -158,6 +159,18 @@ export const libcFns = {
 };
 
 export { PrintFn };
+
+/** Linux system call numbers, the same on every architecture since 5.1. */
+const SYS_PIDFD_OPEN = 434;
+const SYS_PIDFD_GETFD = 438;
+
+export function pidfdOpen(pid: number): number {
+  return Number(libcFns.syscall(SYS_PIDFD_OPEN, 'int', pid, 'unsigned int', 0));
+}
+
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  return Number(libcFns.syscall(SYS_PIDFD_GETFD, 'int', pidfd, 'int', targetFd, 'unsigned int', 0));
+}
 
 /** errno of the last failing call on this thread. */
 export function lastErrno(): number {

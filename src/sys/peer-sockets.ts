@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from '../bpf/errno.js';
-import { lastErrno, libcFns } from '../bpf/native.js';
+import { lastErrno, libcFns, pidfdGetfd, pidfdOpen } from '../bpf/native.js';
 import type { Family } from './socket.js';
 
 const TCP_LISTEN = '0A';
@@ -57,35 +57,38 @@ export function takeListeners(pid: number, port: number): PeerListener[] {
   if (procNs(String(pid)) !== procNs('self')) {
     throw new AccelError(ErrorCodes.WRONG_NETNS, `process ${pid} is in another network namespace; run attach in its namespace`);
   }
-  const wanted = new Map(listeningInodes(port).map((l) => [`socket:[${l.inode}]`, l.family]));
-  const targets: { fd: number; family: Family }[] = [];
-  for (const name of fs.readdirSync(`/proc/${pid}/fd`)) {
-    let link = '';
-    try {
-      link = fs.readlinkSync(`/proc/${pid}/fd/${name}`);
-    } catch {
-      continue;
-    }
-    const family = wanted.get(link);
-    if (family) targets.push({ fd: Number(name), family });
-  }
-  if (!targets.length) return [];
-  const pidfd = libcFns.pidfd_open(pid, 0) as number;
+  // The pidfd first: from here on the process cannot be swapped for
+  // another one with the same pid.
+  const pidfd = pidfdOpen(pid);
   if (pidfd < 0) {
     const errno = lastErrno();
     throw new AccelError(ErrorCodes.PERMISSION, `cannot open process ${pid}: ${describeErrno(errno)}`, { errno: errnoName(errno) });
   }
   const out: PeerListener[] = [];
   try {
-    for (const t of targets) {
-      const fd = libcFns.pidfd_getfd(pidfd, t.fd, 0) as number;
+    const wanted = new Map(listeningInodes(port).map((l) => [`socket:[${l.inode}]`, l.family]));
+    for (const name of fs.readdirSync(`/proc/${pid}/fd`)) {
+      let link = '';
+      try {
+        link = fs.readlinkSync(`/proc/${pid}/fd/${name}`);
+      } catch {
+        continue;
+      }
+      const family = wanted.get(link);
+      if (!family) continue;
+      const fd = pidfdGetfd(pidfd, Number(name));
       if (fd < 0) {
         const errno = lastErrno();
-        out.forEach((o) => libcFns.close(o.fd));
         throw new AccelError(ErrorCodes.PERMISSION, `cannot take the listening socket of process ${pid}: ${describeErrno(errno)}`, { errno: errnoName(errno) });
       }
-      out.push({ family: t.family, fd });
+      // The fd number may have been reused in between: keep it only if it
+      // is still that listening socket.
+      if (fs.readlinkSync(`/proc/self/fd/${fd}`) === link) out.push({ family, fd });
+      else libcFns.close(fd);
     }
+  } catch (err) {
+    out.forEach((o) => libcFns.close(o.fd));
+    throw err;
   } finally {
     libcFns.close(pidfd);
   }

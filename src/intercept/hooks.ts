@@ -46,6 +46,9 @@ export interface TcHookRecord {
   priority: number;
   /** This hook added the device's clsact qdisc (and may remove it). */
   clsactAdded: boolean;
+  /** The program of the filter: detach deletes the filter at the priority
+   * only if it is this one (another tool may have put its own there). */
+  progId?: number;
 }
 
 export type HookRecord = TcxHookRecord | TcHookRecord;
@@ -135,7 +138,7 @@ function safeProgramIds(ifindex: number, direction: HookDirection): number[] {
 
 async function attachTc(h: HookSpec, options: AttachHookOptions): Promise<TcHookRecord> {
   const progId = withProgram(h.progPin, (fd) => progInfo(fd).id);
-  const record: TcHookRecord = { mode: 'tc', dev: h.dev, direction: h.direction, priority: h.priority, clsactAdded: false };
+  const record: TcHookRecord = { mode: 'tc', dev: h.dev, direction: h.direction, priority: h.priority, clsactAdded: false, progId };
   const there = (await ip.filters(h.dev, h.direction)).find((f) => f.priority === h.priority);
   if (there) {
     if (there.progId === progId) {
@@ -172,8 +175,20 @@ export async function detachHook(r: HookRecord): Promise<void> {
     return;
   }
   if (!(await deviceExists(r.dev))) return;
-  await ip.deleteBpfFilter({ dev: r.dev, direction: r.direction, priority: r.priority });
+  const there = (await ip.filters(r.dev, r.direction)).find((f) => f.priority === r.priority);
+  if (there && (r.progId === undefined || there.progId === r.progId)) await ip.deleteBpfFilter({ dev: r.dev, direction: r.direction, priority: r.priority });
   if (r.clsactAdded) await removeClsactIfUnused(r.dev);
+}
+
+/**
+ * The record of a hook about to be made, written before attachHook runs so
+ * that a crash in between is undone: it names the program (tc: only that
+ * filter is ever deleted) and whether a clsact qdisc is about to be added.
+ */
+export async function pendingHook(h: HookSpec, mode: TcMode, ifindex: number): Promise<HookRecord> {
+  if (mode === 'tcx') return { mode, dev: h.dev, ifindex, direction: h.direction, linkPin: h.linkPin };
+  const progId = withProgram(h.progPin, (fd) => progInfo(fd).id);
+  return { mode, dev: h.dev, direction: h.direction, priority: h.priority, clsactAdded: !(await ip.hasClsact(h.dev)), progId };
 }
 
 /** Is the hook in place? tcx: its pin holds a link still attached to the

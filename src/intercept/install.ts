@@ -21,7 +21,7 @@ import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, listInterceptRecordIds, proxyListe
 import { takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
-import { type HookRecord, attachHook, detachHook, tcMode } from './hooks.js';
+import { type HookRecord, attachHook, detachHook, pendingHook, tcMode } from './hooks.js';
 import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
 import { type InterceptSettings, familiesOf } from './settings.js';
 
@@ -230,10 +230,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     for (const h of hooks) {
       // Recorded before it is made: undoing a hook that is not there is a no-op.
       const at = record.added.hooks.length;
-      const pending: HookRecord =
-        mode === 'tcx'
-          ? { mode, dev: h.dev, ifindex: indexes.get(h.dev) ?? 0, direction: h.direction, linkPin: h.linkPin }
-          : { mode, dev: h.dev, direction: h.direction, priority: s.priority, clsactAdded: false };
+      const pending = await pendingHook({ ...h, priority: s.priority }, mode, indexes.get(h.dev) ?? 0);
       record.added.hooks.push(pending);
       saveRecord(record);
       const onPartial = (r: HookRecord) => {
@@ -316,6 +313,68 @@ function unregisterPeerProxy(bpffs: string, record: InterceptRecord): void {
   readProxyListeners(bpffs, (m) => ([4, 6] as const).forEach((family) => m.unregister({ netns, family, port: s.proxyPort })));
 }
 
+/** The other interceptions recorded in the same network namespace. */
+function neighbours(record: InterceptRecord): InterceptRecord[] {
+  return listInterceptRecordIds()
+    .filter((id) => String(id) !== record.cgroupId)
+    .flatMap((id) => {
+      try {
+        const r = readRecord(id);
+        return r && r.netns === record.netns ? [r] : [];
+      } catch {
+        return []; // unreadable: it cannot take anything over
+      }
+    });
+}
+
+/**
+ * Two interceptions in one namespace with the same mark, table and
+ * priority share one ip rule and one local route (and accept_local): the
+ * first one adds and records them, the second finds them there. Removing
+ * the first hands what the second still needs over to its record, so the
+ * second keeps working and removes them in its turn. Returns what is left
+ * to remove. Under the node's lock: two removals never hand over at once.
+ */
+function handOver(record: InterceptRecord): Pick<InterceptRecord['added'], 'rules' | 'routes' | 'acceptLocal'> {
+  return underPinRootLock(() => {
+    const heirs = neighbours(record);
+    const needsRule = (o: InterceptRecord, r: ip.MarkRule) =>
+      familiesOf(o.settings.rules).includes(r.family) && o.settings.priority === r.priority && o.settings.interceptMark === r.mark && o.settings.table === r.table;
+    const needsRoute = (o: InterceptRecord, r: ip.LocalRoute) => familiesOf(o.settings.rules).includes(r.family) && o.settings.table === r.table;
+    const left: Pick<InterceptRecord['added'], 'rules' | 'routes' | 'acceptLocal'> = { rules: [], routes: [], acceptLocal: null };
+    const changed = new Set<InterceptRecord>();
+    for (const r of record.added.rules) {
+      const heir = heirs.find((o) => needsRule(o, r));
+      if (!heir) left.rules.push(r);
+      else {
+        heir.added.rules.push(r);
+        changed.add(heir);
+      }
+    }
+    for (const r of record.added.routes) {
+      const heir = heirs.find((o) => needsRoute(o, r));
+      if (!heir) left.routes.push(r);
+      else {
+        heir.added.routes.push(r);
+        changed.add(heir);
+      }
+    }
+    if (record.added.acceptLocal !== null) {
+      const heir = heirs[0];
+      if (!heir) left.acceptLocal = record.added.acceptLocal;
+      else if (heir.added.acceptLocal === null) {
+        heir.added.acceptLocal = record.added.acceptLocal;
+        changed.add(heir);
+      }
+    }
+    for (const heir of changed) {
+      saveRecord(heir);
+      log.verbose(`handed shared ip rules, routes or accept_local of ${record.cgroupPath} over to the interception of ${heir.cgroupPath}`);
+    }
+    return left;
+  });
+}
+
 /** Remove, in reverse order, what the record says was added. Without
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */
@@ -325,9 +384,10 @@ async function undo(record: InterceptRecord, bpffs: string, pinDir: string, netn
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
     emptySlot(pinDir);
     failpoint('intercept-undo-after-hooks');
-    for (const r of record.added.rules) await ip.deleteMarkRule(r);
-    for (const r of record.added.routes) await ip.deleteLocalRoute(r);
-    if (record.added.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, record.added.acceptLocal);
+    const left = handOver(record);
+    for (const r of left.rules) await ip.deleteMarkRule(r);
+    for (const r of left.routes) await ip.deleteLocalRoute(r);
+    if (left.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, left.acceptLocal);
     unregisterPeerProxy(bpffs, record);
   } else {
     // The hooks went with the namespace; tcx link pins did not.

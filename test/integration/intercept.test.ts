@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { attachmentPinDir } from '../../src/paths.js';
 import { interceptRecordPath as statePath } from '../../src/paths.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
@@ -270,6 +271,41 @@ describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
     assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
     assert.equal(b.proxyEvents().length, 1, 'a new connection to the port the rules no longer cover went direct');
     assert.ok(b.serverAccepts().at(-1)?.remote.endsWith('10.200.0.1'));
+  });
+
+  it('two cgroups intercepted in one namespace share the ip rule and route: detaching the first hands them to the second, which keeps working', async (t) => {
+    const b = await interceptBench(t);
+    const second = createChildCgroup(cgroup2Root(), 'accel-ic2');
+    t.after(async () => {
+      await b.accel(['detach', '--cgroup', second.path, '--drain-ms', '0']);
+      await removeCgroup(second);
+    });
+    const viaSecond = { ...b, appWhere: { netns: b.app, cgroupProcs: procsFile(second) } };
+    const r = await b.accel([
+      'attach',
+      '--cgroup',
+      second.path,
+      '--skip-selftest',
+      '--iface',
+      b.iface,
+      '--intercept',
+      `10.200.0.0/24:${ECHO_PORT}`,
+      '--proxy-port',
+      String(PROXY_PORT),
+    ]);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const rules = async () => (await run('ip', ['rule', 'show'], { netns: b.app })).stdout;
+    const acceptLocal = async () => (await run('cat', ['/proc/sys/net/ipv4/conf/lo/accept_local'], { netns: b.app })).stdout.trim();
+    assert.equal((await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0'])).exitCode, 0);
+    assert.match(await rules(), /lookup 2764/, 'the rule the second interception needs stayed');
+    assert.equal(await acceptLocal(), '1');
+    const c = await nodeClient(viaSecond, SERVER4, ECHO_PORT, 4096);
+    assert.ok(c.ok, JSON.stringify(c));
+    assert.ok(await waitFor(() => b.proxyEvents().length === 1, 5000), 'still intercepted after the first detach');
+    assert.equal((await b.accel(['detach', '--cgroup', second.path, '--drain-ms', '0'])).exitCode, 0);
+    assert.doesNotMatch(await rules(), /lookup 2764/, 'gone with the last interception');
+    assert.equal((await run('ip', ['route', 'show', 'table', '2764'], { netns: b.app, allowFailure: true })).stdout.trim(), '');
+    assert.equal(await acceptLocal(), '0');
   });
 
   it('a proxy killed with SIGKILL makes new connections fail at once; a restarted proxy serves them again', async (t) => {

@@ -17,6 +17,11 @@ export function parsePort(value: string, previous: number[] = []): number[] {
   return [...previous, n];
 }
 
+export function parseCgroupId(value: string): bigint {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a cgroup id`);
+  return BigInt(value);
+}
+
 export function parseNonNegative(value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not a non-negative integer`);

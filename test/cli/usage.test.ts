@@ -32,7 +32,8 @@ const cases: { command: string; args: string[]; message: RegExp; json: boolean }
   { command: 'attach', args: ['attach'], message: /required option '--cgroup <path>'/, json: true },
   { command: 'attach', args: ['attach', '--cgroup', '/nonexistent', '--bypass-port', '70000'], message: /"70000" is not a TCP port/, json: true },
   { command: 'attach', args: ['attach', '--cgroup', '/nonexistent', '--stream-verdict', 'sometimes'], message: /Allowed choices are auto, always/, json: true },
-  { command: 'detach', args: ['detach'], message: /required option '--cgroup <path>'/, json: true },
+  { command: 'detach', args: ['detach'], message: /detach needs --cgroup <path> or --cgroup-id <id>/, json: true },
+  { command: 'detach', args: ['detach', '--cgroup-id', 'abc'], message: /"abc" is not a cgroup id/, json: true },
   { command: 'detach', args: ['detach', '--cgroup', '/nonexistent', '--drain-ms', 'soon'], message: /"soon" is not a non-negative integer/, json: true },
   { command: 'status', args: ['status', '--bogus'], message: /unknown option '--bogus'/, json: true },
   // Not under --json: `--cgroup --json` makes "--json" the path.

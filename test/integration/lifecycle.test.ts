@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { queryCgroupPrograms } from '../../src/bpf/attach.js';
 import { AttachType } from '../../src/bpf/uapi.js';
-import { cgroup2Root } from '../../src/cgroup/cgroup.js';
+import { cgroup2Root, createChildCgroup, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { closeFd, openPinned } from '../../src/bpf/fd.js';
 import { lookupPercpuSum } from '../../src/bpf/map.js';
 import { MapNames } from '../../src/maps/fastpath.js';
@@ -203,6 +203,24 @@ describe('attach and detach', () => {
       [],
       'removed by the next attach',
     );
+  });
+
+  it('an attachment whose cgroup was removed: status names it by id, and detach --cgroup-id removes it', async (t) => {
+    const gone = createChildCgroup(cgroup2Root(), 'accel-gone');
+    t.after(async () => {
+      await accel(['detach', '--cgroup-id', String(gone.id), '--drain-ms', '0']);
+      await removeCgroup(gone);
+    });
+    assert.equal((await accel(['attach', '--cgroup', gone.path, '--skip-selftest'])).exitCode, 0);
+    await removeCgroup(gone);
+    const st = await accel(['status']);
+    assert.match(st.stdout, new RegExp(`cgroup ${gone.id} no longer exists: accel detach --cgroup-id ${gone.id}`));
+    assert.equal((await accel(['detach', '--cgroup', gone.path])).exitCode, 2, 'by path it cannot be found');
+    const d = await accel(['detach', '--cgroup-id', String(gone.id), '--drain-ms', '0', '--json']);
+    assert.equal(d.exitCode, 0, d.stderr);
+    // The cgroup gone, its link is defunct: a partial fast path, cleared.
+    assert.deepEqual((JSON.parse(d.stdout) as { steps: string[] }).steps, ['clear-fastpath']);
+    assert.equal(fs.existsSync(attachmentPinDir(BPFFS, gone.id)), false, 'pins gone');
   });
 
   it('a crash before the link leaves pins only, which detach alone also cleans', async (t) => {

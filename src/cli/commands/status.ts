@@ -33,7 +33,7 @@ export function formatStatus(s: AttachmentStatus): string {
       )
     : '    -';
   const readers = [...unsafeReaderLines(s.unsafeReaders, '  '), ...readerSafetyUnknownLine(s, '  ')].map((l) => `\n${l}`).join('');
-  let text = `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists)`}\n${table(rows)}${readers}\n  counters\n${counters}`;
+  let text = `${s.cgroupPath ?? `(cgroup ${s.cgroupId} no longer exists: accel detach --cgroup-id ${s.cgroupId})`}\n${table(rows)}${readers}\n  counters\n${counters}`;
   const ic = s.intercept;
   if (ic) {
     const icRows: [string, string | number | bigint][] = [

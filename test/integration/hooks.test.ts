@@ -204,8 +204,9 @@ describe('tc hooks: tcx links, tc filters as the fallback', { skip: kernelLacks(
 
     const egress = await b.ok<HookRecord>('attach', s.egress, 'tc');
     const lo = await b.ok<HookRecord>('attach', s.lo, 'tc');
-    assert.deepEqual(egress, { mode: 'tc', dev: VETH, direction: 'egress', priority: PRIORITY, clsactAdded: false });
-    assert.deepEqual(lo, { mode: 'tc', dev: 'lo', direction: 'ingress', priority: PRIORITY, clsactAdded: true });
+    // The record names the program: detach deletes only a filter running it.
+    assert.deepEqual(egress, { mode: 'tc', dev: VETH, direction: 'egress', priority: PRIORITY, clsactAdded: false, progId: b.egress.id });
+    assert.deepEqual(lo, { mode: 'tc', dev: 'lo', direction: 'ingress', priority: PRIORITY, clsactAdded: true, progId: b.lo.id });
 
     // tc's view: our programs at our priority, the foreign filter before them.
     assert.deepEqual(await b.tcFilters(VETH, 'egress'), [
@@ -224,6 +225,10 @@ describe('tc hooks: tcx links, tc filters as the fallback', { skip: kernelLacks(
     const clash = await b.hooks('attach', { ...s.egress, priority: FOREIGN_PRIORITY }, 'tc');
     assert.equal(clash.ok ? 'ok' : clash.code, 'E_INTERCEPT_CONFLICT');
     await foreignFilterIntact(b, 'after attach');
+    // A record of ours at the foreign filter's priority (another tool took
+    // it between our record and our add): detach leaves that filter alone.
+    await b.ok('detach', { ...egress, priority: FOREIGN_PRIORITY }, 'tc');
+    await foreignFilterIntact(b, 'after detaching a record of ours at its priority');
 
     await b.ok('detach', egress, 'tc');
     assert.deepEqual(

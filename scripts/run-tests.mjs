@@ -7,7 +7,7 @@
 // program loaded, no cgroup and no namespace, in parallel, without the
 // kernel check; any user runs them in seconds.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, rmdirSync, statfsSync } from 'node:fs';
 
 /** Under dist/test/: the rootless tests. A folder here holds no other kind. */
 const UNIT = [
@@ -35,6 +35,20 @@ if (unit) {
   process.exit(r.status ?? 1);
 }
 
+// What the run may leave behind, before and after: the entries of the
+// default bpffs (and whether it was mounted) and of accel's state directory.
+const BPFFS = '/sys/fs/bpf';
+const STATE = '/run/accel';
+const isBpffs = (dir) => {
+  try {
+    return statfsSync(dir).type === 0xcafe4a11;
+  } catch {
+    return false;
+  }
+};
+const entries = (dir) => (existsSync(dir) ? readdirSync(dir).filter((n) => !n.endsWith('.debug') && n !== 'pin-root.lock') : null);
+const found = { bpffsMounted: isBpffs(BPFFS), bpffs: entries(BPFFS) ?? [], state: entries(STATE) };
+
 const since = Number(readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
 const args = ['--test', '--test-concurrency=1', '--test-reporter=spec', ...(process.argv.slice(2).length ? process.argv.slice(2) : ['dist/test/'])];
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
@@ -52,5 +66,21 @@ if (dmesg.status !== 0) {
   } else {
     console.log('kernel check: no WARNING/BUG report about tcp_bpf, sk_psock, sock_map or skmsg during the run');
   }
+}
+// The machine as it was found: nothing new in the bpffs or accel's state
+// directory (a leftover fails the run, named), and what the run itself set
+// up goes: the bpffs it mounted, the state directory it made.
+const bpffsLeft = (entries(BPFFS) ?? []).filter((n) => !found.bpffs.includes(n));
+const stateLeft = (entries(STATE) ?? []).filter((n) => !(found.state ?? []).includes(n));
+if (bpffsLeft.length || stateLeft.length) {
+  console.log(`machine check: left behind: ${[...bpffsLeft.map((n) => `${BPFFS}/${n}`), ...stateLeft.map((n) => `${STATE}/${n}`)].join(', ')}`);
+  status = status || 1;
+} else {
+  if (found.state === null && existsSync(STATE)) {
+    rmSync(`${STATE}/pin-root.lock`, { force: true });
+    rmdirSync(STATE);
+  }
+  if (!found.bpffsMounted && isBpffs(BPFFS) && !(entries(BPFFS) ?? []).length) spawnSync('umount', [BPFFS]);
+  console.log('machine check: nothing left in the bpffs or /run/accel');
 }
 process.exit(status);

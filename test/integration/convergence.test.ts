@@ -167,7 +167,10 @@ describe('convergence after a crash at any step', { skip: kernelLacks('intercept
       ['lo', 'ingress'],
     ] as const) {
       await run('tc', ['qdisc', 'add', 'dev', dev, 'clsact'], { netns: b.app, allowFailure: true });
-      await run('tc', ['filter', 'add', 'dev', dev, dir, 'pref', String(FOREIGN_PREF), 'bpf', 'da', 'obj', foreign, 'sec', 'tc'], { netns: b.app });
+      // tc -n, not nsenter: loading an object file, tc sets up its own
+      // directories in the bpffs it sees (tc/globals, ip, xdp); in tc -n's
+      // private mount namespace they go with it, not into the host's.
+      await run('tc', ['-n', b.app, 'filter', 'add', 'dev', dev, dir, 'pref', String(FOREIGN_PREF), 'bpf', 'da', 'obj', foreign, 'sec', 'tc']);
     }
     await run('ip', ['rule', 'add', 'priority', String(FOREIGN_RULE_PRIO), 'fwmark', '0x77', 'lookup', '77'], { netns: b.app });
     assert.deepEqual(await foreignPresent(b), { filter: true, loFilter: true, rule: true });

@@ -17,7 +17,8 @@ import { BPFFS, CLI } from '../helpers/env.js';
 const benchLeftovers = async () => ({
   netns: (await run('ip', ['netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith('accel-bench-')),
   cgroups: fs.readdirSync(cgroup2Root()).filter((n) => n.startsWith('accel-bench-')),
-  records: fs.existsSync(STATE_DIR) ? fs.readdirSync(STATE_DIR) : [],
+  // pin-root.lock is the node-wide lock file: kept, like any flock file.
+  records: fs.existsSync(STATE_DIR) ? fs.readdirSync(STATE_DIR).filter((n) => n !== 'pin-root.lock') : [],
   pins: fs.existsSync(path.join(BPFFS, 'accel')) ? fs.readdirSync(path.join(BPFFS, 'accel')) : [],
 });
 

@@ -35,6 +35,23 @@ if (unit) {
   process.exit(r.status ?? 1);
 }
 
+// One run at a time on a machine: two runs share pins, ports, cgroups and
+// the machine check below. A run re-executes itself under an exclusive
+// flock (util-linux), so a second run waits for the first instead of
+// breaking it. The lock file lives outside /run/accel, which is checked.
+const LOCK = '/run/lock/accel-tests.lock';
+if (!process.env.ACCEL_TESTS_LOCKED) {
+  const r = spawnSync('flock', [LOCK, process.execPath, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, ACCEL_TESTS_LOCKED: '1' },
+  });
+  if (r.error) {
+    console.log(`test runner: flock ${LOCK} failed (${r.error.message})`);
+    process.exit(1);
+  }
+  process.exit(r.status ?? 1);
+}
+
 // What the run may leave behind, before and after: the entries of the
 // default bpffs (and whether it was mounted) and of accel's state directory.
 const BPFFS = '/sys/fs/bpf';

@@ -14,7 +14,7 @@ import { INTERCEPT_DEFAULTS, type InterceptSettings } from '../intercept/setting
 const port = z.number().int().min(1).max(65535);
 const u32 = z.number().int().min(0).max(0xffffffff);
 
-const FastPathInput = z
+export const FastPathInput = z
   .object({
     bypassPorts: z.array(port).default([]),
     queueLimit: z.number().int().min(0).max(0x7fffffff).default(DEFAULT_QUEUE_LIMIT),
@@ -29,7 +29,7 @@ const FastPathInput = z
   })
   .strict();
 
-const InterceptInput = z
+export const InterceptInput = z
   .object({
     ifaces: z.array(z.string().min(1)).min(1),
     /** As users write them: CIDR:PORT, CIDR:PORT-PORT or CIDR:*. */

@@ -4,6 +4,7 @@ import { Command, Option } from 'commander';
 import { LOG_LEVELS, type LogLevel, configureLogging } from '../log.js';
 import { routeLibbpfLogs } from '../bpf/log.js';
 import { log } from '../log.js';
+import { registerAgent } from './commands/agent.js';
 import { registerAttach } from './commands/attach.js';
 import { registerBench } from './commands/bench.js';
 import { registerDemo } from './commands/demo.js';
@@ -60,6 +61,7 @@ registerProxy(program, globals);
 registerEcho(program, globals);
 registerRelay(program, globals);
 registerBench(program, globals);
+registerAgent(program, globals);
 
 await runAndExit(
   () => program.parseAsync(process.argv),

@@ -18,7 +18,7 @@ const LAYERS: readonly (readonly string[])[] = [
   ['maps/'],
   ['fastpath/', 'intercept/', 'splice/', 'proxy/'],
   ['attachment/'],
-  ['cli/', 'bench/', 'demo/'],
+  ['cli/', 'bench/', 'demo/', 'agent/'],
 ];
 /** The components: each imports only lower layers and itself. */
 const COMPONENTS = LAYERS[3] ?? [];

@@ -11,6 +11,7 @@ import { existsSync, readFileSync, readdirSync, rmSync, rmdirSync, statfsSync } 
 
 /** Under dist/test/: the rootless tests. A folder here holds no other kind. */
 const UNIT = [
+  'agent',
   'attachment',
   'bpf',
   'cgroup',

@@ -101,7 +101,9 @@ export function parseAgentConfig(text: string, source: string): AgentConfig {
   const r = AgentConfigSchema.safeParse(doc.toJS());
   if (!r.success) {
     const issue = r.error.issues[0] as z.ZodIssue;
-    const line = lineOf(doc, lines, issue.path);
+    // An unknown key is pointed at itself, not at the object around it.
+    const at = issue.code === z.ZodIssueCode.unrecognized_keys && issue.keys[0] !== undefined ? [...issue.path, issue.keys[0]] : issue.path;
+    const line = lineOf(doc, lines, at);
     throw new AccelError(ErrorCodes.USAGE, `${source}${line ? `:${line}` : ''}: ${issue.path.join('.') || '(top level)'}: ${issue.message}`);
   }
   return r.data;

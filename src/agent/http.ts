@@ -9,6 +9,9 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Registry } from 'prom-client';
 
+/** Where each endpoint is served (the DaemonSet's probes use them). */
+export const ENDPOINT_PATHS = { metrics: '/metrics', health: '/healthz', ready: '/readyz' } as const;
+
 export interface Endpoints {
   metrics: Registry;
   refresh(): Promise<void>;
@@ -34,7 +37,7 @@ export async function serveEndpoints(address: string, e: Endpoints): Promise<{ a
       res.end(body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'GET only\n');
-    if (url === '/metrics') {
+    if (url === ENDPOINT_PATHS.metrics) {
       e.refresh()
         .then(() => e.metrics.metrics())
         .then(
@@ -46,11 +49,11 @@ export async function serveEndpoints(address: string, e: Endpoints): Promise<{ a
         );
       return;
     }
-    if (url === '/healthz') {
+    if (url === ENDPOINT_PATHS.health) {
       const why = e.unhealthy();
       return why ? send(503, `${why}\n`) : send(200, 'ok\n');
     }
-    if (url === '/readyz') return e.ready() ? send(200, 'ready\n') : send(503, 'not ready: the first reconcile has not finished\n');
+    if (url === ENDPOINT_PATHS.ready) return e.ready() ? send(200, 'ready\n') : send(503, 'not ready: the first reconcile has not finished\n');
     return send(404, 'not found: /metrics, /healthz, /readyz\n');
   });
   await new Promise<void>((resolve, reject) => {

@@ -13,8 +13,10 @@ fi
 # curl and socat: unmodified clients in the interception tests; python3: a
 # test client that rebuilds its socket with TCP_REPAIR; sockperf, iperf3 and
 # haproxy: the bench's load tools and reference proxy; clang-format: `npm run
-# lint` checks the C code's format.
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat python3 sockperf iperf3 haproxy clang-format)
+# lint` checks the C code's format; prometheus: the agent test scrapes the
+# agent with a real Prometheus (started by the test on loopback; its promtool
+# checks the exposition).
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat python3 sockperf iperf3 haproxy clang-format prometheus)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

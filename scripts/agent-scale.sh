@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The agent at the scale of one node, by hand (root; takes the test lock):
+#   bash scripts/agent-scale.sh [N]
+# N (default 1000) pod-like cgroups under a child cgroup of this script,
+# all selected; in 10 of them, 100 open connections each (their sockets in
+# the maps). Prints: the time to attach all N from start, the agent's
+# resident memory (VmRSS, VmHWM) once they are attached and after a scrape
+# of /metrics, the scrape's time, and how long each of 5 new cgroups took
+# from mkdir to the agent's "attached" event. Then the agent stops with
+# --detach-on-exit and everything the script made is removed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000}
+if [ -z "${ACCEL_SCALE_LOCKED:-}" ]; then exec env ACCEL_SCALE_LOCKED=1 flock /run/lock/accel-tests.lock bash "$0" "$@"; fi
+CG=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+ROOT="$CG/accel-agent-scale-$$"
+TMP=$(mktemp -d)
+AGENT=""
+PROBES=()
+cleanup() {
+  for p in "${PROBES[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  if [ -n "$AGENT" ] && kill -0 "$AGENT" 2>/dev/null; then kill -TERM "$AGENT"; wait "$AGENT" || true; fi
+  sleep 0.5
+  [ -d "$ROOT" ] && find "$ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+ms() { date +%s%3N; }
+mkdir -p "$ROOT/kubepods/burstable"
+for i in $(seq 1 "$N"); do mkdir "$ROOT/kubepods/burstable/pod$i"; done
+printf 'cgroupRoot: %s\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { selftest: false }\n' "$ROOT" >"$TMP/agent.yaml"
+t0=$(ms)
+node dist/src/cli/main.js agent --config "$TMP/agent.yaml" --metrics-addr 127.0.0.1:0 --detach-on-exit >"$TMP/out" 2>"$TMP/err" &
+AGENT=$!
+for _ in $(seq 1 6000); do
+  [ "$(grep -c '"event":"attached"' "$TMP/out" || true)" -ge "$N" ] && break
+  sleep 0.1
+done
+t1=$(ms)
+echo "attached $(grep -c '"event":"attached"' "$TMP/out") of $N cgroups in $((t1 - t0)) ms from start"
+for i in $(seq 1 10); do
+  sh -c 'echo $$ > "$0" && exec sleep 600 | build/sockprobe many --concurrent 50 --hold' "$ROOT/kubepods/burstable/pod$i/cgroup.procs" >/dev/null 2>&1 &
+  PROBES+=($!)
+done
+sleep 3
+rss() { awk '/^(VmRSS|VmHWM)/ { printf "%s %d MB  ", $1, $2 / 1024 }' "/proc/$AGENT/status"; echo; }
+echo "agent memory, all attached: $(rss)"
+ADDR=$(sed -n 's/.*"metrics":"\([^"]*\)".*/\1/p' "$TMP/out")
+s0=$(ms)
+curl -s "http://$ADDR/metrics" >"$TMP/metrics"
+s1=$(ms)
+echo "scrape: $((s1 - s0)) ms, $(grep -c '^accel_' "$TMP/metrics") accel series; sockets in the maps: $(awk '/^accel_fastpath_sockets\{/ { s += $2 } END { print s }' "$TMP/metrics")"
+echo "agent memory after the scrape: $(rss)"
+for k in 1 2 3 4 5; do
+  name="podnew$k"
+  a=$(ms)
+  mkdir "$ROOT/kubepods/burstable/$name"
+  until grep -q "\"cgroup\":\"kubepods/burstable/$name\"" "$TMP/out"; do sleep 0.01; done
+  b=$(ms)
+  echo "new cgroup $k: attached $((b - a)) ms after mkdir"
+  sleep 0.3
+done
+echo "agent memory at the end: $(rss)"

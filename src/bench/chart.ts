@@ -2,8 +2,7 @@
  * The chart of a bench run: one small bar chart per figure, a bar per
  * scenario, drawn by Vega-Lite to SVG (no browser or canvas needed).
  */
-import * as vega from 'vega';
-import { compile, type TopLevelSpec } from 'vega-lite';
+import type { TopLevelSpec } from 'vega-lite';
 import type { BenchRun } from './bench.js';
 import { METRICS, type MetricId, SCENARIOS, type Summary } from './scenarios.js';
 
@@ -47,6 +46,9 @@ export async function renderChart(r: Charted): Promise<string> {
     resolve: { scale: { y: 'independent' } },
     config: { background: 'white' },
   };
+  // Loaded here, not at start: vega adds some 20 MB to every accel process
+  // (the node agent's resident memory included) that never draws a chart.
+  const [vega, { compile }] = await Promise.all([import('vega'), import('vega-lite')]);
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
   return view.toSVG();
 }

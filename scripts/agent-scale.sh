@@ -16,9 +16,9 @@ CG=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
 ROOT="$CG/accel-agent-scale-$$"
 TMP=$(mktemp -d)
 AGENT=""
-PROBES=()
 cleanup() {
-  for p in "${PROBES[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # Every process the script put in its cgroups (the probes and their pipes), by pid.
+  if [ -d "$ROOT" ]; then for f in $(find "$ROOT" -name cgroup.procs); do for p in $(cat "$f"); do kill -9 "$p" 2>/dev/null || true; done; done; fi
   if [ -n "$AGENT" ] && kill -0 "$AGENT" 2>/dev/null; then kill -TERM "$AGENT"; wait "$AGENT" || true; fi
   sleep 0.5
   [ -d "$ROOT" ] && find "$ROOT" -depth -type d -exec rmdir {} \; 2>/dev/null || true
@@ -40,7 +40,6 @@ t1=$(ms)
 echo "attached $(grep -c '"event":"attached"' "$TMP/out") of $N cgroups in $((t1 - t0)) ms from start"
 for i in $(seq 1 10); do
   sh -c 'echo $$ > "$0" && exec sleep 600 | build/sockprobe many --concurrent 50 --hold' "$ROOT/kubepods/burstable/pod$i/cgroup.procs" >/dev/null 2>&1 &
-  PROBES+=($!)
 done
 sleep 3
 rss() { awk '/^(VmRSS|VmHWM)/ { printf "%s %d MB  ", $1, $2 / 1024 }' "/proc/$AGENT/status"; echo; }

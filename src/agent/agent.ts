@@ -9,6 +9,8 @@
  * left alone; a cgroup seen for the first time whose attachment already is
  * as asked (a restarted agent) is adopted, with no step taken.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { plan } from '../attachment/plan.js';
 import { interruptedJournal } from '../attachment/journal.js';
 import { observe } from '../attachment/observe.js';
@@ -17,6 +19,7 @@ import { type SelfTestRecord, saveSelftestRecord, selftestRecord } from '../atta
 import type { AttachmentSpec } from '../attachment/spec.js';
 import { cgroup2Root } from '../cgroup/cgroup.js';
 import { isAccelError } from '../errors.js';
+import { PinNames } from '../fastpath/pins.js';
 import { log } from '../log.js';
 import { attachmentPinDir } from '../paths.js';
 import { type AgentConfig, loadAgentConfig } from './config.js';
@@ -200,10 +203,14 @@ export class Agent {
 
   private async ensure(t: Target): Promise<void> {
     this.stats.lastProgressAt = Date.now();
-    const prev = this.tracked.get(t.id);
+    let prev = this.tracked.get(t.id);
     if (prev && prev.applied === t.specKey && prev.state !== 'failed') {
       prev.target = t;
-      return;
+      // Still there? Detached by hand (accel detach), it is attached anew.
+      if (fs.existsSync(path.join(attachmentPinDir(this.options.bpffs, t.id), PinNames.link))) return;
+      log.warn(`the attachment of ${t.path} is gone (detached by hand?): attaching it anew`);
+      this.tracked.delete(t.id);
+      prev = undefined;
     }
     if (prev?.state === 'failed' && prev.target.specKey === t.specKey && Date.now() < prev.retryAt) return;
     const pod = t.pod ? { pod: `${t.pod.namespace}/${t.pod.name}` } : {};

@@ -7,6 +7,7 @@ import { SpliceAttachment } from '../splice/objects.js';
 import type { SpliceServerOptions, SpliceServerStats } from '../splice/servers.js';
 import { KernelSplicer } from '../splice/splicer.js';
 import { type GlobalOptions, parseNonNegative, parseSinglePort } from './options.js';
+import { serveServerMetrics, serverRegistry } from './server-metrics.js';
 import { serveUntilSignal } from './serve.js';
 
 export interface SpliceServerCliOptions {
@@ -15,6 +16,7 @@ export interface SpliceServerCliOptions {
   graceMs: number;
   maxConnections: number;
   idleTimeoutMs: number;
+  metricsAddr?: string;
 }
 
 /** Enough for any test or demo; bounds descriptors and memory. */
@@ -41,7 +43,8 @@ export function spliceServerOptions(cmd: Command): Command {
       'close a connection after this long with no byte moving either way, in the kernel or not (0: never)',
       parseNonNegative,
       IDLE_TIMEOUT_DEFAULT_MS,
-    );
+    )
+    .option('--metrics-addr <host:port>', 'serve /metrics, /healthz and /readyz there (e.g. 127.0.0.1:9478; port 0 picks one); none by default');
 }
 
 /** Open a splice object owned by `<kind>-<port>`, serve on it until
@@ -50,6 +53,7 @@ export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions
   requirePrivileges();
   const g = globals();
   const attachment = SpliceAttachment.open({ bpffs: g.bpffs, bpfDir: g.bpfDir, owner: `${kind}-${opts.port}` });
+  let metrics: Awaited<ReturnType<typeof serveServerMetrics>> | null = null;
   try {
     const server = makeServer({
       port: opts.port,
@@ -60,8 +64,18 @@ export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions
     });
     const endpoint = await server.start();
     log.info(`${kind} listening on ${endpoint} (pins in ${attachment.dir})`);
+    metrics = opts.metricsAddr
+      ? await serveServerMetrics(
+          opts.metricsAddr,
+          serverRegistry(
+            kind as 'echo' | 'relay',
+            () => ({ ...server.stats }),
+            () => attachment.maps.counters(),
+          ),
+        )
+      : null;
     await serveUntilSignal(
-      { endpoint, pins: attachment.dir },
+      { endpoint, pins: attachment.dir, ...(metrics ? { metrics: metrics.address } : {}) },
       () => server.stop(opts.graceMs),
       opts.graceMs,
       () => ({
@@ -70,6 +84,7 @@ export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions
       }),
     );
   } finally {
+    await metrics?.close();
     attachment.close();
   }
 }

@@ -114,6 +114,30 @@ function writeConfig(file: string, root: string, webGlobs: string[], webBypass: 
   );
 }
 
+function freePort(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+/** Send `bytes` to an echo server and count what comes back. */
+function echoOnce(host: string, port: number, bytes: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    const sock = net.connect({ host, port }, () => sock.write(Buffer.alloc(bytes, 7)));
+    sock.on('data', (d: Buffer) => {
+      got += d.length;
+      if (got >= bytes) sock.destroy();
+    });
+    sock.on('close', () => resolve(got));
+    sock.on('error', reject);
+    sock.setTimeout(30_000, () => sock.destroy(new Error('echo timed out')));
+  });
+}
+
 function tmpDir(t: TestContext): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-agent-'));
   t.after(() => fs.rmSync(d, { recursive: true, force: true }));
@@ -175,6 +199,15 @@ describe('accel agent', () => {
       .slice(eventsBefore)
       .filter((e) => e.cgroup === podSystemd.rel || e.cgroup === podCgroupfs.rel);
     assert.deepEqual(touched, [], 'no event for the pods the change did not concern');
+
+    // An attachment detached by hand is attached anew at the next poll.
+    assert.equal((await accel(['detach', '--cgroup', web.path, '--drain-ms', '0'])).exitCode, 0);
+    await waitFor(() => agent.events().filter((e) => e.event === 'attached' && e.cgroup === web.rel).length === 2, 20_000);
+    assert.equal(agent.events().filter((e) => e.event === 'attached' && e.cgroup === web.rel).length, 2, 'web.service attached again');
+    assert.deepEqual(
+      maps(web, (m) => m.bypassPorts()),
+      [9998],
+    );
 
     // The connection open before late.service was enrolled still works,
     // byte-exact, on TCP; a new one takes the fast path.
@@ -270,15 +303,21 @@ describe('accel agent', () => {
     for (const cg of [web, pod]) assert.match(exposition, new RegExp(`^accel_selftest_reader_safe\\{cgroup="${cg.rel}",.*reader="splice"\\} [01]$`, 'm'));
     for (const p of ['/healthz', '/readyz']) assert.equal((await fetch(`http://${agent.metrics}${p}`)).status, 200, p);
 
-    const port = await new Promise<number>((resolve) => {
-      const s = net.createServer().listen(0, '127.0.0.1', () => {
-        const p = (s.address() as net.AddressInfo).port;
-        s.close(() => resolve(p));
-      });
-    });
+    // An echo server with --metrics-addr, scraped by the same Prometheus.
+    const echoPort = await freePort();
+    const echo = spawn(process.execPath, [CLI, 'echo', '--port', String(echoPort), '--host', '127.0.0.1', '--metrics-addr', '127.0.0.1:0']);
+    t.after(() => stopProcess(echo));
+    const echoLine = await echo.waitForLine((l) => l.includes('"event":"listening"'));
+    assert.ok(echoLine, (await echo.done).stderr);
+    const echoMetrics = (JSON.parse(echoLine) as { metrics: string }).metrics;
+    const echoExposition = await (await fetch(`http://${echoMetrics}/metrics`)).text();
+    const echoCheck = await run('promtool', ['check', 'metrics'], { input: echoExposition, allowFailure: true });
+    assert.equal(echoCheck.exitCode, 0, `promtool (echo): ${echoCheck.stdout}${echoCheck.stderr}`);
+
+    const port = await freePort();
     fs.writeFileSync(
       path.join(dir, 'prometheus.yml'),
-      `global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n  - job_name: accel-agent\n    static_configs: [{ targets: ['${agent.metrics}'] }]\n`,
+      `global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n  - job_name: accel-agent\n    static_configs: [{ targets: ['${agent.metrics}'] }]\n  - job_name: accel-echo\n    static_configs: [{ targets: ['${echoMetrics}'] }]\n`,
     );
     const prom = spawn('prometheus', [
       `--config.file=${path.join(dir, 'prometheus.yml')}`,
@@ -315,5 +354,12 @@ describe('accel agent', () => {
     await poll(series, (v) => v >= v0 + 9 * MB, 'redirected bytes grew by the transfer');
     await poll(`accel_fastpath_sockets_inserted_total{cgroup="${web.rel}"}`, (v) => v >= 2, 'sockets inserted');
     assert.equal(await query(`accel_fastpath_redirected_bytes_total{cgroup="${pod.rel}"}`), 0, 'the other cgroup carried nothing');
+
+    // The echo server's counters grow across an echoed MB.
+    await poll('up{job="accel-echo"}', (v) => v === 1, 'Prometheus scrapes the echo server');
+    const e0 = await poll('accel_splice_bytes_total{job="accel-echo"}', () => true, 'the splice series exists');
+    assert.equal(await echoOnce('127.0.0.1', echoPort, MB), MB);
+    await poll('accel_echo_connections_accepted_total', (v) => v >= 1, 'an accepted connection');
+    await poll('accel_splice_bytes_total{job="accel-echo"}', (v) => v >= e0 + MB, 'bytes spliced by the kernel');
   });
 });

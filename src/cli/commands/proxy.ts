@@ -15,6 +15,7 @@ import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
 import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
+import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
 import { serveUntilSignal } from '../serve.js';
 import { MAX_CONNECTIONS_DEFAULT } from '../splice-server.js';
 
@@ -31,6 +32,7 @@ interface ProxyCliOptions {
   splice?: boolean;
   maxConnections: number;
   idleTimeoutMs: number;
+  metricsAddr?: string;
 }
 
 export function registerProxy(program: Command, globals: () => GlobalOptions): void {
@@ -51,6 +53,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
     .option('--no-splice', 'relay every connection in user space')
+    .option('--metrics-addr <host:port>', 'serve /metrics, /healthz and /readyz there (e.g. 127.0.0.1:9478; port 0 picks one); none by default')
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
     .action(async (opts: ProxyCliOptions) => {
       requirePrivileges();
@@ -97,18 +100,30 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         },
       });
       let withdraw = () => {};
+      let metrics: Awaited<ReturnType<typeof serveServerMetrics>> | null = null;
       try {
         const endpoints = await proxy.start();
+        metrics = opts.metricsAddr
+          ? await serveServerMetrics(
+              opts.metricsAddr,
+              serverRegistry(
+                'proxy',
+                () => ({ ...proxy.stats }),
+                () => attachment?.maps.counters() ?? null,
+              ),
+            )
+          : null;
         withdraw = announceProxy(opts.port, opts.mark);
         log.info(`proxy listening on ${endpoints.join(', ')}${attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : ' (relaying in user space)'}`);
         await serveUntilSignal(
-          { endpoints, splice: attachment !== null },
+          { endpoints, splice: attachment !== null, ...(metrics ? { metrics: metrics.address } : {}) },
           () => proxy.stop(opts.graceMs),
           opts.graceMs,
           () => proxy.stats,
         );
         log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
       } finally {
+        await metrics?.close();
         withdraw();
         attachment?.close();
         // Our listeners are closed, so out of the map; the last user of

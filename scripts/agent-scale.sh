@@ -50,6 +50,7 @@ curl -s "http://$ADDR/metrics" >"$TMP/metrics"
 s1=$(ms)
 echo "scrape: $((s1 - s0)) ms, $(grep -c '^accel_' "$TMP/metrics") accel series; sockets in the maps: $(awk '/^accel_fastpath_sockets\{/ { s += $2 } END { print s }' "$TMP/metrics")"
 echo "agent memory after the scrape: $(rss)"
+echo "of which V8 heap (used/total) and external, in MB: $(awk '/^nodejs_heap_size_used_bytes / { u = $2 } /^nodejs_heap_size_total_bytes / { t = $2 } /^nodejs_external_memory_bytes / { e = $2 } END { printf "%d / %d, %d", u / 1048576, t / 1048576, e / 1048576 }' "$TMP/metrics")"
 for k in 1 2 3 4 5; do
   name="podnew$k"
   a=$(ms)

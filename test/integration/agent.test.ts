@@ -27,6 +27,9 @@ interface Cg {
 const uid = (n: number) => `7a1b2c3d-0000-4000-8000-${String(n).padStart(12, '0')}`;
 const sd = (u: string) => u.replace(/-/g, '_');
 
+/** Agents of this file still running. */
+const running = new Set<Spawned>();
+
 /** A test-owned cgroup tree; everything in it is detached and removed at the end. */
 function testTree(t: TestContext) {
   const root = createChildCgroup(cgroup2Root(), 'accel-agent-test');
@@ -39,6 +42,8 @@ function testTree(t: TestContext) {
     return cg;
   };
   t.after(async () => {
+    // Agents first: a running agent would attach again what is detached here.
+    await Promise.all([...running].map((p) => stopProcess(p)));
     for (const cg of made) {
       if (fs.existsSync(attachmentPinDir(BPFFS, cg.id))) await accel(['detach', '--cgroup-id', String(cg.id), '--drain-ms', '0']);
     }
@@ -65,6 +70,8 @@ interface Agent {
 
 async function startAgent(t: TestContext, config: string, extra: string[] = []): Promise<Agent> {
   const proc = spawn(process.execPath, [CLI, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], { watchStderr: false });
+  running.add(proc);
+  void proc.done.then(() => running.delete(proc));
   t.after(() => stopProcess(proc));
   const events = () =>
     proc
@@ -308,7 +315,7 @@ describe('accel agent', () => {
     const echo = spawn(process.execPath, [CLI, 'echo', '--port', String(echoPort), '--host', '127.0.0.1', '--metrics-addr', '127.0.0.1:0']);
     t.after(() => stopProcess(echo));
     const echoLine = await echo.waitForLine((l) => l.includes('"event":"listening"'));
-    assert.ok(echoLine, (await echo.done).stderr);
+    if (!echoLine) assert.fail(`echo did not start: ${(await echo.done).stderr}`);
     const echoMetrics = (JSON.parse(echoLine) as { metrics: string }).metrics;
     const echoExposition = await (await fetch(`http://${echoMetrics}/metrics`)).text();
     const echoCheck = await run('promtool', ['check', 'metrics'], { input: echoExposition, allowFailure: true });

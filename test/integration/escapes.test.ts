@@ -85,7 +85,11 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
     assert.ok(await service.waitForLine((l) => l.includes('"listening"')), 'the service listens');
     const a = await b.accel(['attach', '--cgroup', b.cg.path, '--skip-selftest', '--iface', 'lo', '--intercept', `127.0.0.1/32:${HTTP_PORT}`, '--proxy-port', String(PROXY_PORT)]);
     assert.equal(a.exitCode, 0, a.stderr);
-    const hosts = () => service.lines().filter((l) => l.includes('"request"')).map((l) => (JSON.parse(l) as { host: string | null }).host);
+    const hosts = () =>
+      service
+        .lines()
+        .filter((l) => l.includes('"request"'))
+        .map((l) => (JSON.parse(l) as { host: string | null }).host);
     const port = 40123;
 
     const fresh = await client(b.appWhere, ['tcp', '127.0.0.1', String(HTTP_PORT), '--host', 'secret.test']);
@@ -147,7 +151,8 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
     assert.ok(b.tproxyCounters().udp_refused >= 1n);
 
     const st = await b.accel(['status', '--cgroup', b.cg.path, '--json']);
-    const ic = (JSON.parse(st.stdout) as { attachments: { intercept: { cgroupHooks: number; filtersPresent: boolean; counters: Record<string, string> } }[] }).attachments[0]?.intercept;
+    const ic = (JSON.parse(st.stdout) as { attachments: { intercept: { cgroupHooks: number; filtersPresent: boolean; counters: Record<string, string> } }[] }).attachments[0]
+      ?.intercept;
     assert.deepEqual([ic?.cgroupHooks, ic?.filtersPresent, ic?.counters.udp_refused], [1, true, '1']);
     assert.equal(queryCgroupPrograms(b.cg.path, CGROUP_INET_EGRESS).length, 1, 'the guard is on the cgroup');
 
@@ -161,5 +166,38 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
     const d = await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0']);
     assert.equal(d.exitCode, 0, d.stderr);
     assert.ok(await waitFor(() => queryCgroupPrograms(b.cg.path, CGROUP_INET_EGRESS).length === 0, 2000), 'detach removed the guard');
+  });
+
+  it("a proxy named by --proxy-pid that runs in the intercepted cgroup is refused: its own connections cannot be told from the cgroup's", async (t) => {
+    const b = await interceptBench(t, { proxy: false, attach: false });
+    const socat = spawn('socat', [`TCP4-LISTEN:${PROXY_PORT},bind=127.0.0.1,reuseaddr,fork,transparent`, `TCP4:${SERVER4}:${ECHO_PORT}`], b.appWhere);
+    t.after(() => stopProcess(socat));
+    const line = `:${PROXY_PORT.toString(16).toUpperCase()} 00000000:0000 0A`;
+    const listens = () => {
+      try {
+        return fs.readFileSync(`/proc/${socat.pid}/net/tcp`, 'utf8').includes(line);
+      } catch {
+        return false;
+      }
+    };
+    assert.ok(await waitFor(listens, 5000), 'socat listens');
+    const r = await b.accel([
+      'attach',
+      '--cgroup',
+      b.cg.path,
+      '--skip-selftest',
+      '--iface',
+      b.iface,
+      '--intercept',
+      `10.200.0.0/24:${ECHO_PORT}`,
+      '--proxy-port',
+      String(PROXY_PORT),
+      '--proxy-pid',
+      String(socat.pid),
+    ]);
+    assert.equal(r.exitCode, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    assert.match(r.stderr, /runs in the intercepted cgroup.*run it outside the cgroup.*\[E_USAGE\]/);
+    assert.equal(queryCgroupPrograms(b.cg.path, CGROUP_INET_EGRESS).length, 0, 'nothing installed');
   });
 });

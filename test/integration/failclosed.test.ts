@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { mapInfo, withPinned } from '../../src/bpf/fd.js';
 import { CONNRATE, attachmentPinDir, interceptRecordPath, proxyRecordPath } from '../../src/paths.js';

@@ -9,13 +9,18 @@
  * destination MAC rewritten to lo's (all zeros), otherwise lo would take the
  * frame for another host's and IP input would drop it. Attached to lo
  * itself (connections to a local address), the packet is only marked: it
- * is headed for lo's ingress already.
+ * is headed for lo's ingress already. The proxies' own upstream SYNs are
+ * skipped, known by the entry a proxy stored on the socket
+ * (accel_proxy_sockets), never by their mark, which any process with
+ * CAP_NET_RAW can set.
  *
  * accel_tc_lo_ingress (clsact ingress of lo): a marked packet is handed with
- * bpf_sk_assign() to the socket that must receive it: the proxy's accepted
- * socket for that 4-tuple when there is one, else, for a SYN only, the
+ * bpf_sk_assign() to the socket that must receive it: a SYN to the
  * listener an accel proxy registered for the proxy port in this network
- * namespace (accel_proxy_maps.h), never whatever else listens there. The
+ * namespace (accel_proxy_maps.h), never whatever else listens there nor a
+ * socket (TIME_WAIT, say) that still holds its 4-tuple; any other packet to
+ * the proxy's socket for that 4-tuple. What the kernel does not take is
+ * refused or dropped, never left to the normal lookup. The
  * kernel then delivers it to that socket although its destination is the
  * original server; the ip rule on the mark supplies the local route this
  * needs. The proxy's answers go to the application's local address through
@@ -31,8 +36,9 @@
  * inside an IP tunnel or ESP, a VLAN, MPLS or PPPoE frame) is dropped and
  * counted (unparsed_dropped); a SYN that finds the flow map full is dropped
  * and counted (flows_full), so the connections already steered keep their
- * flows. No SYN of the cgroup leaves without its real destination having
- * been matched against the rules.
+ * flows. No SYN of the cgroup leaves a hooked device without its real
+ * destination having been matched against the rules; cgroup_egress.c
+ * drops a covered one that leaves by any other.
  *
  * A flow lives until the application's socket closes (sockops.c then moves
  * it to accel_tproxy_closed, where the socket's last packets still find

@@ -10,6 +10,7 @@ import { type Prober, requireKernelFeatures } from '../bpf/features.js';
 import { type Cgroup, cgroup2Root, resolveCgroup } from '../cgroup/cgroup.js';
 import { requireBpfObjects } from '../fastpath/install.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
+import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
 import { checkIntercept } from '../intercept/install.js';
 import { readRecord } from '../intercept/record.js';
 import { log } from '../log.js';
@@ -95,6 +96,7 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
     // Only an interception of this namespace owns what is in this namespace.
     await checkIntercept(spec.intercept, options.bpffs, own && own.netns === currentNetns() ? own : null);
     checkProxyMark(spec.intercept);
+    checkPeerProxyOutside(cg, spec.intercept);
   }
   return reconcile(cg, spec, options);
 }

@@ -46,6 +46,7 @@ export const InterceptInput = z
       .max(1 << 24)
       .default(INTERCEPT_DEFAULTS.maxFlows),
     proxyPid: z.number().int().min(1).nullable().default(null),
+    udp: z.enum(['pass', 'refuse']).default(INTERCEPT_DEFAULTS.udp),
   })
   .strict();
 
@@ -87,6 +88,7 @@ export function parseSpec(input: unknown): AttachmentSpec {
       priority: intercept.priority,
       maxFlows: intercept.maxFlows,
       proxyPid: intercept.proxyPid,
+      udp: intercept.udp,
     },
   };
 }

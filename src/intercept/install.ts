@@ -18,7 +18,7 @@ import { log } from '../log.js';
 import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
 import { ensureProxyListeners, readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
 import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
-import { takeListeners } from '../sys/peer-sockets.js';
+import { listenerHolders, takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, pendingHook, tcMode } from './hooks.js';
@@ -101,9 +101,14 @@ export async function checkIntercept(s: InterceptSettings, bpffs: string, own: I
     }
     // Someone listens, but no accel proxy registered a listener: the lo
     // program would refuse every connection rather than hand it over.
+    // Name the process: a HAProxy or Envoy there is registered with
+    // --proxy-pid, not replaced.
+    const holders = listenerHolders(s.proxyPort);
+    const who = holders.length ? ` (held by ${holders.map((h) => `process ${h.pid}${h.comm ? ` ${h.comm}` : ''}`).join(', ')})` : '';
+    const pid = holders.length === 1 ? String(holders[0]?.pid) : 'PID';
     throw new AccelError(
       ErrorCodes.PROXY_NOT_REGISTERED,
-      `the listener on ${where} is not an accel proxy's (none is registered for this network namespace in ${proxyListenersPin(bpffs)}); intercepted connections would be refused; stop it and start accel proxy --port ${s.proxyPort}`,
+      `the listener on ${where}${who} is not an accel proxy's (none is registered for this network namespace in ${proxyListenersPin(bpffs)}), so intercepted connections would be refused; if it is a transparent proxy such as HAProxy or Envoy, add --proxy-pid ${pid} to register its listeners; otherwise start accel proxy --port ${s.proxyPort} instead`,
     );
   }
   for (const family of families) {

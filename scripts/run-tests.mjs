@@ -19,6 +19,7 @@ const UNIT = [
   'maps',
   'net',
   'proxy',
+  'state',
   'stream',
   'sys',
   'helpers/dmesg.test.js',

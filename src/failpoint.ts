@@ -35,6 +35,8 @@ export const FAILPOINTS = [
   'intercept-before-filters',
   'intercept-after-lo-hook',
   'intercept-undo-after-hooks',
+  // state/store.ts: a state file written and fsynced, not yet renamed.
+  'state-before-rename',
 ] as const;
 
 export type Failpoint = (typeof FAILPOINTS)[number];

@@ -22,7 +22,7 @@ import { listenerHolders, takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, pendingHook, tcMode } from './hooks.js';
-import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
+import { type InterceptRecord, ownPins, readRecord, removeRecord, saveRecord } from './record.js';
 import { type InterceptSettings, familiesOf } from './settings.js';
 
 export const TcPins = { egress: 'prog_tc_egress', loIngress: LO_INGRESS_PIN } as const;
@@ -384,6 +384,8 @@ function handOver(record: InterceptRecord): Pick<InterceptRecord['added'], 'rule
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */
 async function undo(record: InterceptRecord, bpffs: string, pinDir: string, netnsState = true): Promise<void> {
+  // Before anything is removed: the record may only name pins of its own.
+  const pins = ownPins(record, pinDir);
   if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
   if (netnsState) {
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
@@ -399,7 +401,7 @@ async function undo(record: InterceptRecord, bpffs: string, pinDir: string, netn
     for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
     emptySlot(pinDir);
   }
-  for (const file of record.added.pins) fs.rmSync(file, { force: true });
+  for (const file of pins) fs.rmSync(file, { force: true });
   removeRecord(BigInt(record.cgroupId));
 }
 

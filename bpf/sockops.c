@@ -149,7 +149,6 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 		struct accel_listen_key lk;
 		struct accel_sock_state *st;
 		struct bpf_sock *sk = skops->sk;
-		__u32 *count;
 
 		/* Only a listener this attachment recorded (its flag may be left
 		 * from an earlier attachment). */
@@ -158,9 +157,7 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 			return;
 		st->listener = 0;
 		accel_listen_key(&lk, &key, 0);
-		count = bpf_map_lookup_elem(&accel_listeners, &lk);
-		if (count && __sync_fetch_and_add(count, -1) <= 1)
-			bpf_map_delete_elem(&accel_listeners, &lk);
+		accel_listener_del(&lk);
 		return;
 	}
 	bpf_map_delete_elem(&accel_members, &key);

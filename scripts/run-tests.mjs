@@ -20,6 +20,7 @@ const UNIT = [
   'maps',
   'net',
   'proxy',
+  'state',
   'stream',
   'sys',
   'helpers/dmesg.test.js',

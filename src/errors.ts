@@ -28,6 +28,9 @@ export const ErrorCodes = {
   BENCH_INCOMPLETE: 'E_BENCH_INCOMPLETE',
   INTERRUPTED: 'E_INTERRUPTED',
   BUSY: 'E_BUSY',
+  /** A file in accel's state directory that does not parse, or names
+   * what accel would not touch. */
+  STATE: 'E_STATE',
   INTERNAL: 'E_INTERNAL',
 } as const;
 
@@ -59,6 +62,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   E_VERIFY: 4,
   E_BENCH_INCOMPLETE: 4,
   E_BUSY: 4,
+  E_STATE: 3,
   E_INTERRUPTED: 130,
   E_INTERNAL: 1,
 };

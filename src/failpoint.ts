@@ -1,9 +1,13 @@
 /**
  * Crash injection for tests: with ACCEL_FAILPOINT=<name>, the process kills
  * itself with SIGKILL when it reaches that point, as a crash or kill -9
- * would, so tests can prove that the next command converges. Every point
- * is listed here, so a test can walk them all.
+ * would, so tests can prove that the next command converges. With
+ * ACCEL_FAILPOINT=error:<name>, the first time the point is reached it
+ * throws instead, as a failing step would, so tests can prove what the
+ * rollback leaves. Every point is listed here, so a test can walk them all.
  */
+import { AccelError, ErrorCodes } from './errors.js';
+
 export const FAILPOINTS = [
   // attachment/apply.ts: around every step of a plan (<when>:<step kind>).
   'before:remove-intercept',
@@ -35,10 +39,19 @@ export const FAILPOINTS = [
   'intercept-before-filters',
   'intercept-after-lo-hook',
   'intercept-undo-after-hooks',
+  // state/store.ts: a state file written and fsynced, not yet renamed.
+  'state-before-rename',
 ] as const;
 
 export type Failpoint = (typeof FAILPOINTS)[number];
 
+let errorThrown = false;
+
 export function failpoint(name: Failpoint): void {
-  if (process.env.ACCEL_FAILPOINT === name) process.kill(process.pid, 'SIGKILL');
+  const asked = process.env.ACCEL_FAILPOINT;
+  if (asked === name) process.kill(process.pid, 'SIGKILL');
+  if (asked === `error:${name}` && !errorThrown) {
+    errorThrown = true;
+    throw new AccelError(ErrorCodes.INTERNAL, `failpoint ${name} (ACCEL_FAILPOINT)`);
+  }
 }

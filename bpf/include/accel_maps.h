@@ -32,9 +32,12 @@ struct {
 	__type(value, struct accel_member);
 } accel_members SEC(".maps");
 
-/* Listening sockets of the cgroup, with a count (SO_REUSEPORT groups). */
+/* Listening sockets of the cgroup, with a count (SO_REUSEPORT groups),
+ * changed by compare-and-swap (accel_listener_add). Not preallocated: a
+ * removed element is not reused under a program that still points to it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, ACCEL_LISTENERS_MAX);
 	__type(key, struct accel_listen_key);
@@ -166,15 +169,56 @@ static __always_inline void accel_count(enum accel_counter idx, __u64 n)
 		*val += n; /* per-CPU slot: no atomics needed */
 }
 
-/* One more listening socket under lk (SO_REUSEPORT groups share a key). */
+/* How often a listener count is tried again when another CPU changed it
+ * in between (its compare-and-swap failed, or it was being removed). */
+#define ACCEL_LISTENER_TRIES 64
+
+/* One more listening socket under lk (SO_REUSEPORT groups share a key).
+ * Listeners of one group may start and close at once on several CPUs, so
+ * the count changes only by compare-and-swap: the first inserts 1
+ * (BPF_NOEXIST: of two first ones, one inserts and the other counts), and
+ * a count at 0 is one whose last listener closed and whose removal is
+ * under way on another CPU (see accel_listener_del): it is not revived,
+ * but inserted again once gone. The map is not preallocated, so an
+ * element removed meanwhile is not reused while this program still holds
+ * a pointer to it. */
 static __always_inline void accel_listener_add(const struct accel_listen_key *lk)
 {
-	__u32 one = 1, *count = bpf_map_lookup_elem(&accel_listeners, lk);
+	__u32 one = 1;
 
-	if (count)
-		__sync_fetch_and_add(count, 1);
-	else
-		bpf_map_update_elem(&accel_listeners, lk, &one, BPF_ANY);
+	for (int i = 0; i < ACCEL_LISTENER_TRIES; i++) {
+		__u32 *count, old;
+
+		if (!bpf_map_update_elem(&accel_listeners, lk, &one, BPF_NOEXIST))
+			return;
+		count = bpf_map_lookup_elem(&accel_listeners, lk);
+		if (!count)
+			continue;
+		old = *(volatile __u32 *)count;
+		if (old && __sync_val_compare_and_swap(count, old, old + 1) == old)
+			return;
+	}
+}
+
+/* One listening socket fewer under lk; the record goes with the last one.
+ * Only the CPU that takes the count from 1 to 0 removes it, and nobody
+ * counts on an element at 0, so the removal never takes a live count. */
+static __always_inline void accel_listener_del(const struct accel_listen_key *lk)
+{
+	for (int i = 0; i < ACCEL_LISTENER_TRIES; i++) {
+		__u32 *count = bpf_map_lookup_elem(&accel_listeners, lk), old;
+
+		if (!count)
+			return;
+		old = *(volatile __u32 *)count;
+		if (!old)
+			return;
+		if (__sync_val_compare_and_swap(count, old, old - 1) == old) {
+			if (old == 1)
+				bpf_map_delete_elem(&accel_listeners, lk);
+			return;
+		}
+	}
 }
 
 static __always_inline void accel_tp_count(enum accel_tproxy_counter idx)

@@ -10,7 +10,9 @@ import type { Cgroup } from '../cgroup/cgroup.js';
 import { failpoint, type Failpoint } from '../failpoint.js';
 import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPath } from '../fastpath/install.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
+import { observeFastPath } from '../fastpath/pins.js';
 import { configureIntercept, installIntercept, observeIntercept, registerPeerProxy, removeIntercept } from '../intercept/install.js';
+import type { InterceptSettings } from '../intercept/settings.js';
 import { log } from '../log.js';
 import type { JournalHandle } from './journal.js';
 import type { Plan, Step } from './plan.js';
@@ -77,26 +79,71 @@ function undoOf(step: Step): Step | null {
   return null;
 }
 
+/**
+ * The interception a remove-intercept step is about to take away, if it
+ * is a complete one of this namespace: what the rollback puts back.
+ */
+function removedInterception(step: Step, ctx: ApplyContext): InterceptSettings | null {
+  if (step.kind !== 'remove-intercept') return null;
+  const observed = observeIntercept(ctx.cgroup.id);
+  return observed.kind === 'complete' ? observed.record.settings : null;
+}
+
+/** A step as the rollback sees it: what it took away, if an interception. */
+interface Done {
+  step: Step;
+  removed: InterceptSettings | null;
+}
+
 export async function apply(plan: Plan, ctx: ApplyContext): Promise<ApplyResult> {
   const out: ApplyResult = { withStreamVerdict: null, selftest: [], listenersAdopted: 0 };
   const kinds = plan.steps.map((s) => s.kind);
-  const done: Step[] = [];
+  const done: Done[] = [];
   for (const [i, step] of plan.steps.entries()) {
     ctx.journal.begin(kinds, i);
-    failpoint(`before:${step.kind}` as Failpoint);
+    const current: Done = { step, removed: removedInterception(step, ctx) };
     try {
+      failpoint(`before:${step.kind}` as Failpoint);
       await runStep(step, ctx, out);
+      failpoint(`after:${step.kind}` as Failpoint);
     } catch (err) {
-      // install-fastpath cleans nothing itself: a failure before its link
-      // leaves pins, which the rollback removes with the rest.
-      const undo = [...(step.kind === 'install-fastpath' ? [step] : []), ...done.reverse()].map(undoOf).filter((s): s is Step => s !== null);
-      for (const u of undo) {
-        await runStep(u, ctx, out).catch((e: unknown) => log.error(`while undoing ${step.kind}: ${(e as Error).message}`));
-      }
+      await rollback(current, done, ctx, out);
       throw err;
     }
-    failpoint(`after:${step.kind}` as Failpoint);
-    done.push(step);
+    done.push(current);
   }
   return out;
+}
+
+/**
+ * Undo, newest first, the step that failed and the steps done before it.
+ * What an install added is removed (install-fastpath cleans nothing
+ * itself: a failure before its link leaves pins; installIntercept removes
+ * what it added before it throws, and removing it again is a no-op). An
+ * interception that a remove-intercept step took away is installed again
+ * with its old settings: a cgroup that was intercepted stays intercepted.
+ */
+async function rollback(failed: Done, done: Done[], ctx: ApplyContext, out: ApplyResult): Promise<void> {
+  for (const d of [failed, ...[...done].reverse()]) {
+    try {
+      if (d.removed) await restoreIntercept(d.removed, ctx, out);
+      else {
+        const u = undoOf(d.step);
+        if (u) await runStep(u, ctx, out);
+      }
+    } catch (e) {
+      log.error(`while undoing ${d.step.kind} after ${failed.step.kind} failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+async function restoreIntercept(settings: InterceptSettings, ctx: ApplyContext, out: ApplyResult): Promise<void> {
+  if (observeFastPath(ctx.pinDir, ctx.cgroup.id).kind !== 'complete') {
+    log.error(`the previous interception of ${ctx.cgroup.path} cannot be put back: the rollback removed its fast path`);
+    return;
+  }
+  // Whatever is left of the old or the new one first (a no-op if nothing).
+  await removeIntercept(observeIntercept(ctx.cgroup.id), ctx.bpffs, ctx.pinDir);
+  await runStep({ kind: 'install-intercept', settings }, ctx, out);
+  log.warn(`the previous interception of ${ctx.cgroup.path} is back in place after the failure`);
 }

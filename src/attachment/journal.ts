@@ -7,8 +7,11 @@
  */
 import fs from 'node:fs';
 import { ownedDir } from '../bpf/bpffs.js';
-import { AccelError, ErrorCodes } from '../errors.js';
+import { z } from 'zod';
+import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
+import { log } from '../log.js';
 import { STATE_DIR, journalPath } from '../paths.js';
+import { readState, removeState, stateKind, writeState } from '../state/store.js';
 import { processAlive } from '../proc/alive.js';
 import { type HeldLock, tryLock } from '../sys/lock.js';
 
@@ -25,12 +28,27 @@ export interface Journal {
   current: number;
 }
 
+export const JournalKind = stateKind<Journal>(
+  'journal',
+  z.object({
+    version: z.literal(1),
+    pid: z.number().int().min(0),
+    operation: z.enum(['attach', 'detach']),
+    spec: z.unknown().transform((v) => v ?? null),
+    startedAt: z.string(),
+    steps: z.array(z.string()),
+    current: z.number().int().min(-1),
+  }),
+);
+
 function read(file: string): Journal | null {
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Journal;
+    return readState(file, JournalKind);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    // A journal torn by a crash during its first write: nobody owns it.
+    if (!isAccelError(err, ErrorCodes.STATE)) throw err;
+    // Not one accel wrote whole (journals are written atomically): nobody
+    // owns it, and the attachment is recovered as after any crash.
+    log.warn(`${err.message}: taken as an interrupted operation`);
     return { version: 1, pid: 0, operation: 'attach', spec: null, startedAt: '', steps: [], current: -1 };
   }
 }
@@ -74,9 +92,7 @@ export class JournalHandle {
   }
 
   private write(): void {
-    const tmp = `${this.file}.${process.pid}`;
-    fs.writeFileSync(tmp, JSON.stringify(this.entry));
-    fs.renameSync(tmp, this.file);
+    writeState(this.file, JournalKind, this.entry);
   }
 
   /** Written before each step is started. */
@@ -87,7 +103,7 @@ export class JournalHandle {
 
   /** The operation is over: no journal, and the lock goes. */
   close(): void {
-    fs.rmSync(this.file, { force: true });
+    removeState(this.file);
     this.lock.release();
   }
 }

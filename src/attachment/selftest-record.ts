@@ -5,12 +5,13 @@
  * and clear-fastpath remove it after the pins. Attaching again without a
  * reinstall keeps it, since the programs it speaks of stay.
  */
-import fs from 'node:fs';
 import os from 'node:os';
-import { ownedDir } from '../bpf/bpffs.js';
-import { type ReaderSafety, type UnsafeReader, unsafeReaders } from '../fastpath/readers.js';
+import { z } from 'zod';
+import { ErrorCodes, isAccelError } from '../errors.js';
+import { READER_KINDS, type ReaderKind, type ReaderSafety, type UnsafeReader, unsafeReaders } from '../fastpath/readers.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
-import { STATE_DIR, selftestRecordPath } from '../paths.js';
+import { selftestRecordPath } from '../paths.js';
+import { readState, removeState, stateKind, writeState } from '../state/store.js';
 
 export interface SelfTestRecord {
   version: 1;
@@ -32,28 +33,42 @@ export function selftestRecord(results: readonly SelfTestResult[], withStreamVer
   return { version: 1, tested: chosen !== undefined, at: new Date().toISOString(), kernel: os.release(), withStreamVerdict, readers: chosen?.readers ?? [] };
 }
 
+export const SelfTestRecordKind = stateKind<SelfTestRecord>(
+  'self-test record',
+  z.object({
+    version: z.literal(1),
+    tested: z.boolean(),
+    at: z.string(),
+    kernel: z.string(),
+    withStreamVerdict: z.boolean(),
+    readers: z.array(
+      z.object({
+        kind: z.enum(READER_KINDS.map((k) => k.kind) as [ReaderKind, ...ReaderKind[]]),
+        safe: z.boolean(),
+        check: z.string().nullable(),
+        error: z.string().nullable(),
+      }),
+    ),
+  }),
+);
+
 /** Atomic: the record on disk is always a whole one. */
 export function saveSelftestRecord(cgroupId: bigint, record: SelfTestRecord): void {
-  ownedDir(STATE_DIR);
-  const file = selftestRecordPath(cgroupId);
-  fs.writeFileSync(`${file}.${process.pid}`, JSON.stringify(record, null, 2));
-  fs.renameSync(`${file}.${process.pid}`, file);
+  writeState(selftestRecordPath(cgroupId), SelfTestRecordKind, record);
 }
 
 export function removeSelftestRecord(cgroupId: bigint): void {
-  fs.rmSync(selftestRecordPath(cgroupId), { force: true });
+  removeState(selftestRecordPath(cgroupId));
 }
 
 /** The record, or why there is none to go by. */
 export function readSelftestRecord(cgroupId: bigint): { record: SelfTestRecord } | { record: null; why: string } {
-  const file = selftestRecordPath(cgroupId);
   try {
-    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as SelfTestRecord;
-    if (r.version !== 1 || !Array.isArray(r.readers)) return { record: null, why: `${file} is not a self-test record accel can read` };
-    return { record: r };
+    const record = readState(selftestRecordPath(cgroupId), SelfTestRecordKind);
+    return record ? { record } : { record: null, why: 'no self-test record (attached by an accel without one, or cut short before writing it)' };
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { record: null, why: 'no self-test record (attached by an accel without one, or cut short before writing it)' };
-    return { record: null, why: `unreadable self-test record ${file}: ${(err as Error).message}` };
+    if (isAccelError(err, ErrorCodes.STATE)) return { record: null, why: err.message };
+    throw err;
   }
 }
 

@@ -15,6 +15,49 @@ function isBpffs(dir: string): boolean {
   }
 }
 
+/** The name under /run/netns of the network namespace this process is in,
+ * if it has one. */
+function netnsName(): string | null {
+  try {
+    const self = fs.statSync('/proc/self/ns/net').ino;
+    return fs.readdirSync('/run/netns').find((n) => fs.statSync(path.join('/run/netns', n)).ino === self) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `ip netns exec NS accel ...` runs accel in a mount namespace of its own
+ * with /sys mounted anew, and a fresh bpffs instance at /sys/fs/bpf (ip
+ * mounts one): not the host's. What accel pinned there (an attachment, a
+ * proxy's registration) would be where no other accel looks, and gone
+ * with the process. Refused, with the command that works.
+ */
+export function refusePrivateMountNamespace(mountPoint: string, host = '/proc/1'): void {
+  let ours: number;
+  let init: number;
+  try {
+    ours = fs.statSync('/proc/self/ns/mnt').ino;
+    init = fs.statSync(path.join(host, 'ns/mnt')).ino;
+  } catch {
+    return; // cannot tell (no access to pid 1): mount as asked
+  }
+  const hostView = path.join(host, 'root', mountPoint);
+  if (ours === init || !isBpffs(hostView)) return;
+  // The same bpffs seen from both (a bind mount, a copy of the host's
+  // mounts): nothing is hidden.
+  try {
+    if (isBpffs(mountPoint) && fs.statSync(mountPoint).dev === fs.statSync(hostView).dev) return;
+  } catch {
+    /* missing here: refused below */
+  }
+  const name = netnsName();
+  throw new AccelError(
+    ErrorCodes.BPFFS,
+    `${mountPoint} is not the host's bpffs here: accel runs in a mount namespace of its own (ip netns exec mounts /sys anew), where nothing it pins would be seen by other accel commands; run it in the network namespace only: nsenter --net=/run/netns/${name ?? 'NAME'} accel ...`,
+  );
+}
+
 /** mkdir -p done one level at a time: node's recursive mkdirSync never
  * returns for some paths (under /proc it retries ENOENT forever). */
 function mkdirParents(dir: string, mode?: number): void {
@@ -34,6 +77,7 @@ function mkdirParents(dir: string, mode?: number): void {
  * from view, and the mount would stay).
  */
 export function ensureBpffs(mountPoint: string): boolean {
+  refusePrivateMountNamespace(mountPoint);
   if (isBpffs(mountPoint)) return false;
   let entries: string[] = [];
   try {

@@ -45,9 +45,37 @@ export function reportError(err: unknown, json = false): number {
   return e.exitStatus;
 }
 
+/** The status of a command whose reader went away: what a shell reports
+ * for a process killed by SIGPIPE (128 + 13), as `git log | head` ends. */
+export const CLOSED_PIPE_STATUS = 141;
+
+/**
+ * A closed stdout (`accel features | head -3`) ends the command quietly:
+ * Node ignores SIGPIPE, so a write to a pipe whose reader is gone fails
+ * with EPIPE, which would otherwise surface as an unhandled 'error' event
+ * and a stack trace. Every command prints its result after its work is
+ * done, so nothing is cut short but the printing. A closed stderr only
+ * loses the log: the command goes on (an attach still completes or rolls
+ * back).
+ */
+export function endQuietlyOnClosedOutput(
+  streams: { stdout: NodeJS.EventEmitter; stderr: NodeJS.EventEmitter } = process,
+  exit: (status: number) => void = (s) => process.exit(s),
+): void {
+  const closed = (err: NodeJS.ErrnoException) => err.code === 'EPIPE';
+  streams.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (!closed(err)) throw err;
+    exit(CLOSED_PIPE_STATUS);
+  });
+  streams.stderr.on('error', (err: NodeJS.ErrnoException) => {
+    if (!closed(err)) throw err;
+  });
+}
+
 /** Run the command line, report any failure, exit. `json` is asked after
  * the failure, when the arguments have been read as far as they could. */
 export async function runAndExit(fn: () => Promise<unknown>, json: () => boolean = () => false): Promise<never> {
+  endQuietlyOnClosedOutput();
   let status = 0;
   try {
     await fn();

@@ -19,18 +19,18 @@ import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fill
 import { readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
 import { LO_INGRESS_PIN, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
-import { takeListeners } from '../sys/peer-sockets.js';
+import { listenerHolders, takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, pendingHook, tcMode } from './hooks.js';
 import { EGRESS_MAP, checkEgressGuard, checkPeerProxyOutside, configureEgressGuard, installEgressGuard } from './egress-guard.js';
-import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
+import { type InterceptRecord, ownPins, readRecord, removeRecord, saveRecord } from './record.js';
 import { type InterceptSettings, familiesOf } from './settings.js';
+import { acquireShared, releaseShared } from './shared.js';
 
 export const TcPins = { egress: 'prog_tc_egress', loIngress: LO_INGRESS_PIN } as const;
 const LinkPins = { egress: (dev: string) => `link_tc_egress_${dev}`, loIngress: 'link_tc_lo_ingress' } as const;
 const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
-const ACCEPT_LOCAL = 'net.ipv4.conf.lo.accept_local';
 const TPROXY_MAP_PINS = Object.values(TproxyMapNames);
 
 export function withTproxyMaps<T>(dir: string, fn: (maps: TproxyMaps) => T): T {
@@ -104,9 +104,14 @@ export async function checkIntercept(s: InterceptSettings, bpffs: string, own: I
     }
     // Someone listens, but no accel proxy registered a listener: the lo
     // program would refuse every connection rather than hand it over.
+    // Name the process: a HAProxy or Envoy there is registered with
+    // --proxy-pid, not replaced.
+    const holders = listenerHolders(s.proxyPort);
+    const who = holders.length ? ` (held by ${holders.map((h) => `process ${h.pid}${h.comm ? ` ${h.comm}` : ''}`).join(', ')})` : '';
+    const pid = holders.length === 1 ? String(holders[0]?.pid) : 'PID';
     throw new AccelError(
       ErrorCodes.PROXY_NOT_REGISTERED,
-      `the listener on ${where} is not an accel proxy's (none is registered for this network namespace in ${proxyListenersPin(bpffs)}); intercepted connections would be refused; stop it and start accel proxy --port ${s.proxyPort}`,
+      `the listener on ${where}${who} is not an accel proxy's (none is registered for this network namespace in ${proxyListenersPin(bpffs)}), so intercepted connections would be refused; if it is a transparent proxy such as HAProxy or Envoy, add --proxy-pid ${pid} to register its listeners; otherwise start accel proxy --port ${s.proxyPort} instead`,
     );
   }
   for (const family of families) {
@@ -204,26 +209,8 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
       ),
     );
 
-    const acceptLocal = ip.readSysctl(ACCEPT_LOCAL);
-    if (acceptLocal !== '1') {
-      record.added.acceptLocal = acceptLocal;
-      saveRecord(record);
-      ip.writeSysctl(ACCEPT_LOCAL, '1');
-    }
-    for (const family of familiesOf(s.rules)) {
-      const route = { family, table: s.table };
-      if (!(await ip.hasLocalRoute(route))) {
-        record.added.routes.push(route);
-        saveRecord(record);
-        await ip.addLocalRoute(route);
-      }
-      const rule = { family, priority: s.priority, mark: s.interceptMark, table: s.table };
-      if (!(await ip.hasMarkRule(rule))) {
-        record.added.rules.push(rule);
-        saveRecord(record);
-        await ip.addMarkRule(rule);
-      }
-    }
+    // The rule, route and accept_local this namespace's interceptions share.
+    await acquireShared(record);
     failpoint('intercept-before-filters');
     // lo first: steered packets must find their receiver from the start.
     const hooks = [
@@ -321,88 +308,25 @@ function unregisterPeerProxy(bpffs: string, record: InterceptRecord): void {
   readProxyListeners(bpffs, (m) => ([4, 6] as const).forEach((family) => m.unregister({ netns, family, port: s.proxyPort })));
 }
 
-/** The other interceptions recorded in the same network namespace. */
-function neighbours(record: InterceptRecord): InterceptRecord[] {
-  return listInterceptRecordIds()
-    .filter((id) => String(id) !== record.cgroupId)
-    .flatMap((id) => {
-      try {
-        const r = readRecord(id);
-        return r && r.netns === record.netns ? [r] : [];
-      } catch {
-        return []; // unreadable: it cannot take anything over
-      }
-    });
-}
-
-/**
- * Two interceptions in one namespace with the same mark, table and
- * priority share one ip rule and one local route (and accept_local): the
- * first one adds and records them, the second finds them there. Removing
- * the first hands what the second still needs over to its record, so the
- * second keeps working and removes them in its turn. Returns what is left
- * to remove. Under the node's lock: two removals never hand over at once.
- */
-function handOver(record: InterceptRecord): Pick<InterceptRecord['added'], 'rules' | 'routes' | 'acceptLocal'> {
-  return underPinRootLock(() => {
-    const heirs = neighbours(record);
-    const needsRule = (o: InterceptRecord, r: ip.MarkRule) =>
-      familiesOf(o.settings.rules).includes(r.family) && o.settings.priority === r.priority && o.settings.interceptMark === r.mark && o.settings.table === r.table;
-    const needsRoute = (o: InterceptRecord, r: ip.LocalRoute) => familiesOf(o.settings.rules).includes(r.family) && o.settings.table === r.table;
-    const left: Pick<InterceptRecord['added'], 'rules' | 'routes' | 'acceptLocal'> = { rules: [], routes: [], acceptLocal: null };
-    const changed = new Set<InterceptRecord>();
-    for (const r of record.added.rules) {
-      const heir = heirs.find((o) => needsRule(o, r));
-      if (!heir) left.rules.push(r);
-      else {
-        heir.added.rules.push(r);
-        changed.add(heir);
-      }
-    }
-    for (const r of record.added.routes) {
-      const heir = heirs.find((o) => needsRoute(o, r));
-      if (!heir) left.routes.push(r);
-      else {
-        heir.added.routes.push(r);
-        changed.add(heir);
-      }
-    }
-    if (record.added.acceptLocal !== null) {
-      const heir = heirs[0];
-      if (!heir) left.acceptLocal = record.added.acceptLocal;
-      else if (heir.added.acceptLocal === null) {
-        heir.added.acceptLocal = record.added.acceptLocal;
-        changed.add(heir);
-      }
-    }
-    for (const heir of changed) {
-      saveRecord(heir);
-      log.verbose(`handed shared ip rules, routes or accept_local of ${record.cgroupPath} over to the interception of ${heir.cgroupPath}`);
-    }
-    return left;
-  });
-}
-
 /** Remove, in reverse order, what the record says was added. Without
  * netnsState (the namespace is gone, and its routes and hooks with it),
  * only the pins and the record. */
 async function undo(record: InterceptRecord, bpffs: string, pinDir: string, netnsState = true): Promise<void> {
+  // Before anything is removed: the record may only name pins of its own.
+  const pins = ownPins(record, pinDir);
   if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
   if (netnsState) {
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
     emptySlot(pinDir);
     failpoint('intercept-undo-after-hooks');
-    const left = handOver(record);
-    for (const r of left.rules) await ip.deleteMarkRule(r);
-    for (const r of left.routes) await ip.deleteLocalRoute(r);
-    if (left.acceptLocal !== null) ip.writeSysctl(ACCEPT_LOCAL, left.acceptLocal);
+    await releaseShared(record);
     unregisterPeerProxy(bpffs, record);
   } else {
     // The hooks went with the namespace; tcx link pins did not.
     for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
     emptySlot(pinDir);
   }
-  for (const file of record.added.pins) fs.rmSync(file, { force: true });
+  for (const file of pins) fs.rmSync(file, { force: true });
   removeRecord(BigInt(record.cgroupId));
 }
 

@@ -47,6 +47,17 @@ export class FastPathMaps {
     return keys(this.fds.listeners, ListenKeyLayout.size).length;
   }
 
+  /** The listening sockets recorded on `port`, summed over its addresses
+   * and families (SO_REUSEPORT groups count each socket). */
+  listenersOn(port: number): number {
+    let n = 0;
+    for (const k of keys(this.fds.listeners, ListenKeyLayout.size)) {
+      if (k.readUInt32LE(ListenKeyLayout.fields.port.offset) !== port) continue;
+      n += lookup(this.fds.listeners, k, 4)?.readUInt32LE(0) ?? 0;
+    }
+    return n;
+  }
+
   counters(): Counters {
     const out = {} as Counters;
     COUNTERS.forEach((name, i) => {

@@ -26,7 +26,7 @@ import { BPF_ANY } from '../bpf/uapi.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
 import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, STATE_DIR, attachmentPinDir, listAttachmentIds, pinRoot, pinRootLockPath, proxyListenersPin, proxySocketsPin } from '../paths.js';
-import { withLock } from '../sys/lock.js';
+import { withLock, withLockAsync } from '../sys/lock.js';
 import { PROXY_LISTENERS_MAX, type ProxyKey, ProxyKeyLayout, ProxyListenersMapDef, decodeProxyKey, encodeProxyKey } from './layout/tproxy.js';
 
 /** The map as tc_tproxy.c declares it; a pin that differs is refused. */
@@ -64,6 +64,13 @@ export class ProxyListeners {
 export function underPinRootLock<T>(fn: () => T): T {
   ownedDir(STATE_DIR);
   return withLock(pinRootLockPath(), fn);
+}
+
+/** underPinRootLock for asynchronous work (ip rules and routes of a
+ * namespace, which every interception in it shares). */
+export function underPinRootLockAsync<T>(fn: () => Promise<T>): Promise<T> {
+  ownedDir(STATE_DIR);
+  return withLockAsync(pinRootLockPath(), fn);
 }
 
 function checkDefinition(fd: number, where: string): void {

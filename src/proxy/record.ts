@@ -8,9 +8,12 @@
  * when it stops; a record whose process is gone means nothing.
  */
 import fs from 'node:fs';
-import { ownedDir } from '../bpf/bpffs.js';
+import { z } from 'zod';
+import { ErrorCodes, isAccelError } from '../errors.js';
+import { log } from '../log.js';
 import { currentNetns } from '../net/iproute.js';
-import { STATE_DIR, proxyRecordPath } from '../paths.js';
+import { proxyRecordPath } from '../paths.js';
+import { readState, removeState, stateKind, writeState } from '../state/store.js';
 
 export interface ProxyRecord {
   version: 1;
@@ -35,21 +38,37 @@ function processStart(pid: number): string | null {
   }
 }
 
+export const ProxyRecordKind = stateKind<ProxyRecord>(
+  'proxy record',
+  z.object({
+    version: z.literal(1),
+    pid: z.number().int().min(1),
+    netns: z.number().int().min(0),
+    port: z.number().int().min(1).max(65535),
+    mark: z.number().int().min(0).max(0xffffffff),
+    startedAt: z.string(),
+    pidStart: z.string(),
+  }),
+);
+
 /** The record of the live proxy on `port` of this network namespace, or null. */
 export function readProxyRecord(port: number, netns: number = currentNetns()): ProxyRecord | null {
+  const file = proxyRecordPath(netns, port);
+  let r: ProxyRecord | null;
   try {
-    const r = JSON.parse(fs.readFileSync(proxyRecordPath(netns, port), 'utf8')) as ProxyRecord;
-    return r.version === 1 && r.netns === netns && r.port === port && processStart(r.pid) === r.pidStart ? r : null;
-  } catch {
-    // Absent, or torn by a crash: no proxy we know of.
+    r = readState(file, ProxyRecordKind);
+  } catch (err) {
+    if (!isAccelError(err, ErrorCodes.STATE)) throw err;
+    // Not whole: no proxy we know of (the next proxy on the port replaces it).
+    log.warn(err.message);
     return null;
   }
+  return r && r.netns === netns && r.port === port && processStart(r.pid) === r.pidStart ? r : null;
 }
 
 /** Announce this process as the proxy on `port` (atomic). Returns the
  * function that takes the record back, if it is still this process's. */
 export function announceProxy(port: number, mark: number): () => void {
-  ownedDir(STATE_DIR);
   const netns = currentNetns();
   const file = proxyRecordPath(netns, port);
   const record: ProxyRecord = {
@@ -61,9 +80,8 @@ export function announceProxy(port: number, mark: number): () => void {
     startedAt: new Date().toISOString(),
     pidStart: processStart(process.pid) ?? '',
   };
-  fs.writeFileSync(`${file}.${process.pid}`, JSON.stringify(record));
-  fs.renameSync(`${file}.${process.pid}`, file);
+  writeState(file, ProxyRecordKind, record);
   return () => {
-    if (readProxyRecord(port, netns)?.pid === process.pid) fs.rmSync(file, { force: true });
+    if (readProxyRecord(port, netns)?.pid === process.pid) removeState(file);
   };
 }

@@ -38,6 +38,27 @@ export function withLock<T>(file: string, fn: () => T, timeoutMs = 10_000): T {
   }
 }
 
+/** withLock for asynchronous work: the lock is waited for without blocking
+ * the event loop, and held until `fn`'s promise settles. Not re-entrant:
+ * `fn` must not take the same lock again (flock is per open file, so a
+ * second open in this process would wait for the first). */
+export async function withLockAsync<T>(file: string, fn: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if ((libcFns.flock(fd, LOCK_EX | LOCK_NB) as number) === 0) break;
+      const errno = lastErrno();
+      if (errno !== EWOULDBLOCK && errno !== EINTR) throw new AccelError(ErrorCodes.INTERNAL, `cannot lock ${file}: ${describeErrno(errno)}`);
+      if (Date.now() > deadline) throw new AccelError(ErrorCodes.BUSY, `${file} stayed locked by another accel for ${timeoutMs} ms; try again`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return await fn();
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** A lock held across asynchronous work: taken at once or not at all. */
 export interface HeldLock {
   release(): void;

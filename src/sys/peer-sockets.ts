@@ -38,6 +38,39 @@ export function listeningInodes(port: number, procNet = '/proc/net'): { family: 
   return out;
 }
 
+/** The processes that hold a socket listening on `port` in this network
+ * namespace (any family), by pid: what an error names as --proxy-pid.
+ * Processes we may not look into are left out. */
+export function listenerHolders(port: number, procNet = '/proc/net'): { pid: number; comm: string }[] {
+  const wanted = new Set(listeningInodes(port, procNet).map((l) => `socket:[${l.inode}]`));
+  if (!wanted.size) return [];
+  const out: { pid: number; comm: string }[] = [];
+  for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    let fds: string[] = [];
+    try {
+      fds = fs.readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    const holds = fds.some((fd) => {
+      try {
+        return wanted.has(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      } catch {
+        return false;
+      }
+    });
+    if (!holds) continue;
+    let comm = '';
+    try {
+      comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      /* gone meanwhile */
+    }
+    out.push({ pid: Number(pid), comm });
+  }
+  return out;
+}
+
 export interface PeerListener {
   family: Family;
   /** Our descriptor of that socket; the caller closes it. */

@@ -40,6 +40,7 @@ describe('a transparent proxy that is not accel proxy', { skip: kernelLacks('int
     const refused = await b.accel(args);
     assert.equal(refused.exitCode, 3, refused.stderr);
     assert.match(refused.stderr.trim(), /not an accel proxy's.*\[E_PROXY_NOT_REGISTERED\]$/);
+    assert.match(refused.stderr, new RegExp(`held by process ${socat.pid} .*--proxy-pid ${socat.pid} `), 'the message names the process and --proxy-pid');
 
     const r = await b.accel([...args, '--proxy-pid', String(socat.pid), '--json']);
     assert.equal(r.exitCode, 0, r.stderr);

@@ -38,6 +38,14 @@ export function proxyListenersPin(bpffs: string): string {
   return path.join(pinRoot(bpffs), PROXY_LISTENERS_MAP);
 }
 
+/** The node's set of attached cgroups (bpf/include/accel_owners.h): which
+ * attachment owns a socket when attachments are nested. */
+export const OWNERS_MAP = 'accel_owners';
+
+export function ownersPin(bpffs: string): string {
+  return path.join(pinRoot(bpffs), OWNERS_MAP);
+}
+
 /** The pin of an interception's lo program in its attachment directory:
  * while one is there, that program uses the map of proxy listeners. */
 export const LO_INGRESS_PIN = 'prog_tc_lo_ingress';

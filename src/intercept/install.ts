@@ -16,8 +16,9 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
+import { ensureOwners } from '../maps/owners.js';
 import { ensureProxyListeners, readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
-import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
+import { LO_INGRESS_PIN, OWNERS_MAP, PROXY_LISTENERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
 import { takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
@@ -161,6 +162,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     record.added.pins.push(flowsPin);
     saveRecord(record);
     fs.rmSync(flowsPin, { force: true });
+    const ownersMap = ensureOwners(bpffs);
     underPinRootLock(() => {
       let obj: BpfObject | null = null;
       try {
@@ -169,7 +171,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
           pinnedOnly: true,
           creates: [TproxyMapNames.flows],
           maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
-          pinPaths: { [PROXY_LISTENERS_MAP]: ensureProxyListeners(bpffs) },
+          pinPaths: { [PROXY_LISTENERS_MAP]: ensureProxyListeners(bpffs), [OWNERS_MAP]: ownersMap },
         });
         for (const [key, pinName] of Object.entries(TcPins)) {
           const file = path.join(pinDir, pinName);

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isAccelError } from '../errors.js';
 import { attachTraceBriefly } from './attach.js';
+import { type KernelPlace, kernelConfig } from './kprobes.js';
 import { BpfObject } from './object.js';
 
 export const TRACE_PROBE_OBJECT = 'trace_probe.bpf.o';
@@ -20,13 +21,17 @@ export interface TracingSupport {
   reason: string;
 }
 
-/** The lockdown mode in force ("integrity", "confidentiality"), or null. */
-export function lockdownMode(root = '/'): string | null {
+/** The kernel lockdown in force, as far as it can be read: securityfs
+ * (when mounted), else a lockdown the configuration forces. */
+export function lockdownMode(place: KernelPlace = {}): string | null {
   try {
-    return /\[(\w+)\]/.exec(fs.readFileSync(path.join(root, 'sys/kernel/security/lockdown'), 'utf8'))?.[1] ?? null;
+    const mode = /\[(\w+)\]/.exec(fs.readFileSync(path.join(place.root ?? '/', 'sys/kernel/security/lockdown'), 'utf8'))?.[1];
+    if (mode) return mode === 'none' ? null : `kernel lockdown: ${mode}`;
   } catch {
-    return null;
+    /* securityfs not mounted: ask the configuration */
   }
+  const forced = /^CONFIG_LOCK_DOWN_KERNEL_FORCE_(INTEGRITY|CONFIDENTIALITY)=y$/m.exec(kernelConfig(place) ?? '')?.[1];
+  return forced ? `kernel lockdown: ${forced.toLowerCase()}, forced by CONFIG_LOCK_DOWN_KERNEL_FORCE_${forced}` : null;
 }
 
 /** Load and attach an fentry program on `fn`'s probe object, then drop it. */
@@ -40,8 +45,7 @@ export function tracingSupport(bpfDir: string): TracingSupport {
   } catch (err) {
     const errno = isAccelError(err) ? err.errno : undefined;
     if (errno === 'EPERM') {
-      const mode = lockdownMode();
-      const lockdown = mode && mode !== 'none' ? `kernel lockdown: ${mode}` : 'the kernel is locked down or forbids tracing';
+      const lockdown = lockdownMode() ?? 'the kernel is locked down or forbids tracing';
       return { available: false, reason: `the kernel refuses tracing programs: loading ${what} as root failed with EPERM (${lockdown})` };
     }
     return { available: false, reason: `tracing programs do not work here: ${what}: ${(err as Error).message}` };

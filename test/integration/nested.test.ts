@@ -155,7 +155,11 @@ echo "LEFT {\\"pins\\": \\"$(pins)\\", \\"hooks\\": $(hooks $R $R/c $R/c/g)}"
         const a = after.find((x) => x.cgroupPath === cg);
         const mine = pair.transfers.filter((x) => owner(x.client, attached) === cg && owner(x.server, attached) === cg);
         const units = Number((fastBytes(a) - fastBytes(b) + BigInt(MB)) / BigInt(2 * MB));
-        assert.equal(units, mine.reduce((n, x) => n + x.units, 0), `${where}: ${cg} carried ${mine.map((x) => x.name).join(', ') || 'nothing'}`);
+        assert.equal(
+          units,
+          mine.reduce((n, x) => n + x.units, 0),
+          `${where}: ${cg} carried ${mine.map((x) => x.name).join(', ') || 'nothing'}`,
+        );
         // Both ends of its own connections. A split pair's client may go in
         // for the instant until its peer, a deeper attachment's, is
         // established (the outer one recorded that listener before the

@@ -28,6 +28,26 @@ function mkdirParents(dir: string, mode?: number): void {
 }
 
 /**
+ * The bpffs to use for `dir`: `dir` itself, unless this process runs in a
+ * mount namespace of its own that hides the host's bpffs there, as `ip
+ * netns exec` does (it remounts /sys): then the host's, seen through
+ * /proc/1/root, where attach and every proxy look. A bpffs mounted there
+ * instead would be one only this process sees: a proxy would register its
+ * listeners where no attachment looks. `note` says why another path.
+ */
+export function hostBpffs(dir: string): { dir: string; note: string | null } {
+  if (isBpffs(dir)) return { dir, note: null };
+  try {
+    if (fs.statSync('/proc/self/ns/mnt').ino === fs.statSync('/proc/1/ns/mnt').ino) return { dir, note: null };
+  } catch {
+    return { dir, note: null }; // no /proc, or not allowed to look at pid 1's
+  }
+  const host = path.join('/proc/1/root', dir);
+  if (!isBpffs(host)) return { dir, note: null };
+  return { dir: host, note: `${dir} is not the host's bpffs in this mount namespace (ip netns exec remounts /sys): using the host's, ${host}` };
+}
+
+/**
  * Ensure `mountPoint` is a bpffs, mounting one if needed (root only).
  * Returns true if this call mounted it. A directory that is not a bpffs and
  * holds anything is refused, never mounted over (what is in it would vanish

@@ -138,6 +138,7 @@ echo "LEFT {\\"pins\\": \\"$(pins)\\", \\"hooks\\": $(hooks $R $R/c $R/c/g)}"
 `;
     const out = await runAtNamespaceRoot(ns, script, 240_000);
 
+    let raceCount = 0;
     const fastBytes = (a: Attachment | undefined) => BigInt(a?.counters?.bytes_redirected ?? 0) + BigInt(a?.counters?.bytes_held ?? 0);
     for (const { pair, step, attached, tag } of plan) {
       const where = `${tag} (${step.op} ${step.which}, attached: ${[...attached].join(' ') || 'none'})`;
@@ -154,23 +155,34 @@ echo "LEFT {\\"pins\\": \\"$(pins)\\", \\"hooks\\": $(hooks $R $R/c $R/c/g)}"
         const b = before.find((a) => a.cgroupPath === cg);
         const a = after.find((x) => x.cgroupPath === cg);
         const mine = pair.transfers.filter((x) => owner(x.client, attached) === cg && owner(x.server, attached) === cg);
+        // The sizes are 1, 4 and 16 units: a sum names the transfers.
         const units = Number((fastBytes(a) - fastBytes(b) + BigInt(MB)) / BigInt(2 * MB));
-        assert.equal(
-          units,
-          mine.reduce((n, x) => n + x.units, 0),
-          `${where}: ${cg} carried ${mine.map((x) => x.name).join(', ') || 'nothing'}`,
+        const carried = pair.transfers.filter((x) => (units & x.units) !== 0);
+        assert.ok(
+          carried.every((x) => mine.includes(x)) && units === carried.reduce((n, x) => n + x.units, 0),
+          `${where}: ${cg} carried ${units} units; only its own transfers may be among them (${mine.map((x) => x.name).join(', ') || 'none'})`,
         );
+        // One of its own that it did not carry: a client whose first write
+        // left before its peer joined (a race every attachment has: the
+        // connection stays on TCP whole, counted in connections_tcp_only),
+        // never for another reason.
+        const missed = mine.filter((x) => !carried.includes(x)).length;
+        const raced = BigInt(a?.counters?.connections_tcp_only ?? 0) - BigInt(b?.counters?.connections_tcp_only ?? 0);
+        assert.ok(BigInt(missed) <= raced, `${where}: ${cg} did not carry ${missed} of its own transfers, and ${raced} raced`);
+        raceCount += missed;
         // Both ends of its own connections. A split pair's client may go in
         // for the instant until its peer, a deeper attachment's, is
         // established (the outer one recorded that listener before the
         // inner one was made); it is then taken out, never redirected.
         const inserted = BigInt(a?.counters?.sockets_inserted ?? 0) - BigInt(b?.counters?.sockets_inserted ?? 0);
         const splitClients = pair.transfers.filter((x) => owner(x.client, attached) === cg && owner(x.server, attached) !== cg).length;
-        assert.ok(inserted >= BigInt(2 * mine.length) && inserted <= BigInt(2 * mine.length + splitClients), `${where}: ${cg} inserted ${inserted} sockets`);
+        assert.ok(inserted >= BigInt(2 * (mine.length - missed)) && inserted <= BigInt(2 * mine.length + splitClients), `${where}: ${cg} inserted ${inserted} sockets`);
         assert.equal(a?.counters?.socket_insert_failed, '0', `${where}: ${cg} never tried a socket that is in another map`);
         assert.equal(a?.socketsInMap, 0, `${where}: ${cg}'s map is empty once the connections closed`);
       }
     }
+    // The race is rare: nearly every transfer took its owner's fast path.
+    assert.ok(raceCount <= 3, `${raceCount} transfers raced onto TCP`);
     const bg = part<{ transfers: number; failed: number }>(out, 'BG');
     assert.ok(bg.transfers >= plan.length * 3, JSON.stringify(bg));
     assert.equal(bg.failed, 0, 'every transfer running through an attach or detach was byte-exact');

@@ -23,12 +23,13 @@ ACCEL_BTF(struct accel_member, accel_member_btf);
 ACCEL_BTF(struct accel_sock_state, accel_sock_state_btf);
 ACCEL_BTF(enum accel_counter, accel_counter_btf);
 
-/* Interception (tc_tproxy.c). */
+/* Interception (tc_tproxy.c, cgroup_egress.c). */
 ACCEL_BTF(struct accel_intercept_rule, accel_intercept_rule_btf);
 ACCEL_BTF(struct accel_tproxy_config, accel_tproxy_config_btf);
 ACCEL_BTF(struct accel_tproxy_flow, accel_tproxy_flow_btf);
 ACCEL_BTF(struct accel_proxy_key, accel_proxy_key_btf);
 ACCEL_BTF(enum accel_tproxy_counter, accel_tproxy_counter_btf);
+ACCEL_BTF(struct accel_tproxy_egress, accel_tproxy_egress_btf);
 
 /* Splice (sksplice.c). */
 ACCEL_BTF(struct accel_splice_sock, accel_splice_sock_btf);

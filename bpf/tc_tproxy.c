@@ -9,13 +9,18 @@
  * destination MAC rewritten to lo's (all zeros), otherwise lo would take the
  * frame for another host's and IP input would drop it. Attached to lo
  * itself (connections to a local address), the packet is only marked: it
- * is headed for lo's ingress already.
+ * is headed for lo's ingress already. The proxies' own upstream SYNs are
+ * skipped, known by the entry a proxy stored on the socket
+ * (accel_proxy_sockets), never by their mark, which any process with
+ * CAP_NET_RAW can set.
  *
  * accel_tc_lo_ingress (clsact ingress of lo): a marked packet is handed with
- * bpf_sk_assign() to the socket that must receive it: the proxy's accepted
- * socket for that 4-tuple when there is one, else, for a SYN only, the
+ * bpf_sk_assign() to the socket that must receive it: a SYN to the
  * listener an accel proxy registered for the proxy port in this network
- * namespace (accel_proxy_maps.h), never whatever else listens there. The
+ * namespace (accel_proxy_maps.h), never whatever else listens there nor a
+ * socket (TIME_WAIT, say) that still holds its 4-tuple; any other packet to
+ * the proxy's socket for that 4-tuple. What the kernel does not take is
+ * refused or dropped, never left to the normal lookup. The
  * kernel then delivers it to that socket although its destination is the
  * original server; the ip rule on the mark supplies the local route this
  * needs. The proxy's answers go to the application's local address through
@@ -31,8 +36,9 @@
  * inside an IP tunnel or ESP, a VLAN, MPLS or PPPoE frame) is dropped and
  * counted (unparsed_dropped); a SYN that finds the flow map full is dropped
  * and counted (flows_full), so the connections already steered keep their
- * flows. No SYN of the cgroup leaves without its real destination having
- * been matched against the rules.
+ * flows. No SYN of the cgroup leaves a hooked device without its real
+ * destination having been matched against the rules; cgroup_egress.c
+ * drops a covered one that leaves by any other.
  *
  * A flow lives until the application's socket closes (sockops.c then moves
  * it to accel_tproxy_closed, where the socket's last packets still find
@@ -42,30 +48,11 @@
 #include "accel_maps.h"
 #include "accel_proxy_maps.h"
 #include "accel_key.h"
-#include "accel_owners.h"
+#include "accel_tproxy_match.h"
 
 #define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
-#define ETH_HLEN 14
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
-#define ETH_P_8021Q 0x8100
-#define ETH_P_8021AD 0x88A8
-#define ETH_P_MPLS_UC 0x8847
-#define ETH_P_MPLS_MC 0x8848
-#define ETH_P_PPP_SES 0x8864
-#define ETH_ALEN 6
-#define IP_MF_OFFSET 0x3fff
-/* IPv6 extension headers (uapi/linux/in6.h, not in vmlinux.h). */
-#define ACCEL_IP6_HOPOPTS 0
-#define ACCEL_IP6_ROUTING 43
-#define ACCEL_IP6_FRAGMENT 44
-#define ACCEL_IP6_AH 51
-#define ACCEL_IP6_DSTOPTS 60
-/* More than this many IPv6 extension headers before TCP: not walked. */
-#define ACCEL_IP6_EXT_MAX 6
-
 /* The flows being steered (see accel_maps.h): made when this object is
  * loaded, sized by attach --max-flows, then put in accel_tproxy_flows_slot
  * for sockops.c. Its definition must match struct accel_tproxy_flows_map. */
@@ -77,166 +64,6 @@ struct {
 	__type(key, struct accel_sock_key);
 	__type(value, struct accel_tproxy_flow);
 } accel_tproxy_flows SEC(".maps");
-
-/* The fields of one TCP packet the two programs need. Addresses are in the
- * key form (IPv4 v4-mapped), ports in network byte order. */
-struct accel_pkt {
-	__u32 family;
-	__u32 saddr[4];
-	__u32 daddr[4];
-	__u16 sport;
-	__u16 dport;
-	__u8 syn;
-	__u8 ack;
-	/* IPv4 options or IPv6 extension headers before the TCP header. */
-	__u8 ip_options;
-	__u8 pad;
-	/* Offsets of the IP and TCP headers in the packet. */
-	__u16 l3_off;
-	__u16 l4_off;
-};
-
-/* What accel_parse found. */
-enum accel_parsed {
-	/* A TCP packet, its fields in struct accel_pkt. */
-	ACCEL_PARSED_TCP = 0,
-	/* Not TCP (or not IP): not ours. */
-	ACCEL_PARSED_OTHER,
-	/* Possibly TCP, but its TCP header or its destination cannot be known
-	 * safely: from the cgroup, it is dropped. */
-	ACCEL_PARSED_OPAQUE,
-};
-
-/* Protocols that carry other packets the program does not open. */
-static __always_inline int accel_encapsulates(__u8 proto)
-{
-	return proto == IPPROTO_IPIP || proto == IPPROTO_IPV6 || proto == IPPROTO_GRE || proto == IPPROTO_ESP ||
-	       proto == IPPROTO_MPLS;
-}
-
-static __always_inline int accel_ip6_ext(__u8 next)
-{
-	return next == ACCEL_IP6_HOPOPTS || next == ACCEL_IP6_ROUTING || next == ACCEL_IP6_FRAGMENT ||
-	       next == ACCEL_IP6_AH || next == ACCEL_IP6_DSTOPTS;
-}
-
-/* An upper-layer protocol that is not TCP: opaque if it may carry TCP. */
-static __always_inline int accel_not_tcp(__u8 proto)
-{
-	return accel_encapsulates(proto) || accel_ip6_ext(proto) ? ACCEL_PARSED_OPAQUE : ACCEL_PARSED_OTHER;
-}
-
-/* Walk the IPv6 extension headers from *off (next: the first one's type) to
- * the TCP header. Routing headers are walked only to learn what they carry:
- * with one, the header's destination is only the next hop. */
-static __always_inline int accel_ip6_walk(struct __sk_buff *skb, __u8 next, __u32 *off)
-{
-	struct {
-		__u8 next;
-		__u8 len;
-	} ext;
-	int routed = 0;
-
-	for (int i = 0; i < ACCEL_IP6_EXT_MAX; i++) {
-		if (!accel_ip6_ext(next))
-			break;
-		if (bpf_skb_load_bytes(skb, *off, &ext, sizeof(ext)))
-			return ACCEL_PARSED_OPAQUE;
-		/* A fragment: what it carries is not all here. */
-		if (next == ACCEL_IP6_FRAGMENT)
-			return ext.next == IPPROTO_TCP ? ACCEL_PARSED_OPAQUE : accel_not_tcp(ext.next);
-		if (next == ACCEL_IP6_ROUTING)
-			routed = 1;
-		*off += next == ACCEL_IP6_AH ? ((__u32)ext.len + 2) * 4 : ((__u32)ext.len + 1) * 8;
-		next = ext.next;
-	}
-	if (next != IPPROTO_TCP)
-		return accel_not_tcp(next);
-	return routed ? ACCEL_PARSED_OPAQUE : ACCEL_PARSED_TCP;
-}
-
-static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *p)
-{
-	struct tcphdr tcp;
-	__u16 proto;
-	__u32 l4;
-
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
-		return ACCEL_PARSED_OTHER;
-	p->l3_off = ETH_HLEN;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
-			return ACCEL_PARSED_OPAQUE;
-		if (ip.protocol != IPPROTO_TCP)
-			return accel_not_tcp(ip.protocol);
-		if (ip.ihl < 5 || (ip.frag_off & bpf_htons(IP_MF_OFFSET)))
-			return ACCEL_PARSED_OPAQUE;
-		p->family = AF_INET;
-		p->ip_options = ip.ihl > 5;
-		l4 = ETH_HLEN + (__u32)ip.ihl * 4;
-		accel_ip4_to_mapped(p->saddr, ip.saddr);
-		accel_ip4_to_mapped(p->daddr, ip.daddr);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
-		int rc;
-
-		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
-			return ACCEL_PARSED_OPAQUE;
-		l4 = ETH_HLEN + sizeof(ip6);
-		rc = accel_ip6_walk(skb, ip6.nexthdr, &l4);
-		if (rc != ACCEL_PARSED_TCP)
-			return rc;
-		p->family = AF_INET6;
-		p->ip_options = ip6.nexthdr != IPPROTO_TCP;
-		accel_copy_ip(p->saddr, ip6.saddr.in6_u.u6_addr32);
-		accel_copy_ip(p->daddr, ip6.daddr.in6_u.u6_addr32);
-	} else if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD) ||
-		   proto == bpf_htons(ETH_P_MPLS_UC) || proto == bpf_htons(ETH_P_MPLS_MC) ||
-		   proto == bpf_htons(ETH_P_PPP_SES)) {
-		return ACCEL_PARSED_OPAQUE;
-	} else {
-		return ACCEL_PARSED_OTHER;
-	}
-	if (l4 > 0xffff || bpf_skb_load_bytes(skb, l4, &tcp, sizeof(tcp)))
-		return ACCEL_PARSED_OPAQUE;
-	p->l4_off = l4;
-	p->sport = tcp.source;
-	p->dport = tcp.dest;
-	p->syn = tcp.syn;
-	p->ack = tcp.ack;
-	return ACCEL_PARSED_TCP;
-}
-
-static __always_inline struct accel_tproxy_config *accel_tp_config(void)
-{
-	__u32 zero = 0;
-
-	return bpf_map_lookup_elem(&accel_tproxy_config, &zero);
-}
-
-static __always_inline int accel_rule_matches(const struct accel_tproxy_config *cfg, const struct accel_pkt *p)
-{
-	__u32 port = bpf_ntohs(p->dport);
-
-	for (__u32 i = 0; i < ACCEL_RULES_MAX; i++) {
-		struct accel_intercept_rule *r;
-		__u32 idx = i;
-
-		if (i >= cfg->rule_count)
-			break;
-		r = bpf_map_lookup_elem(&accel_tproxy_rules, &idx);
-		if (!r)
-			break;
-		if (port < r->port_min || port > r->port_max)
-			continue;
-		if ((p->daddr[0] & r->mask[0]) == r->ip[0] && (p->daddr[1] & r->mask[1]) == r->ip[1] &&
-		    (p->daddr[2] & r->mask[2]) == r->ip[2] && (p->daddr[3] & r->mask[3]) == r->ip[3])
-			return 1;
-	}
-	return 0;
-}
 
 /* The flow as the application's socket sees it (same form as sockops.c). */
 static __always_inline void accel_flow_key(struct __sk_buff *skb, const struct accel_pkt *p, struct accel_sock_key *key)
@@ -250,23 +77,17 @@ static __always_inline void accel_flow_key(struct __sk_buff *skb, const struct a
 	accel_copy_ip(key->remote_ip, p->daddr);
 }
 
-/* From the attached cgroup, and not from below a deeper attachment (or a
- * running self-test), which owns its sockets with its own settings:
- * interception or none (accel_owners.h). Deeper than the walk goes: ours,
- * so that nothing leaves unmatched. */
-static __always_inline int accel_from_cgroup(struct __sk_buff *skb, const struct accel_tproxy_config *cfg)
+/* An Ethernet frame (lo's too): TCP or not, see accel_parse_l3. UDP is
+ * not the tc programs' business (cgroup_egress.c refuses it). */
+static __always_inline int accel_parse(struct __sk_buff *skb, struct accel_pkt *p)
 {
-	if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) != cfg->cgroup_id)
-		return 0;
-	for (__u32 i = 1; i <= ACCEL_OWNER_DEPTH_MAX; i++) {
-		__u64 id = bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level + i);
+	__u16 proto;
+	int rc;
 
-		if (!id)
-			return 1;
-		if (bpf_map_lookup_elem(&accel_owners, &id))
-			return 0;
-	}
-	return 1;
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)))
+		return ACCEL_PARSED_OTHER;
+	rc = accel_parse_l3(skb, proto, ETH_HLEN, p);
+	return rc == ACCEL_PARSED_UDP ? ACCEL_PARSED_OTHER : rc;
 }
 
 /* This 4-tuple is not (or no longer) steered. */
@@ -300,15 +121,20 @@ int accel_tc_egress(struct __sk_buff *skb)
 
 	if (p.syn && !p.ack) {
 		/* A new connection: the decision is taken here, once. */
-		if (skb->mark == cfg->proxy_mark) {
-			accel_tp_count(ACCEL_TP_PROXY_SKIPPED);
-			accel_forget(&key);
-			return TC_ACT_UNSPEC;
-		}
 		if (!accel_from_cgroup(skb, cfg) || !accel_rule_matches(cfg, &p)) {
 			accel_forget(&key);
 			return TC_ACT_UNSPEC;
 		}
+		/* The proxy's own upstream connection (when the proxy runs in the
+		 * cgroup), known by the entry it stored on its socket, never by
+		 * a mark: any process with CAP_NET_RAW can set SO_MARK. */
+		if (accel_proxy_socket(skb)) {
+			accel_tp_count(ACCEL_TP_PROXY_SKIPPED);
+			accel_forget(&key);
+			return TC_ACT_UNSPEC;
+		}
+		if (skb->mark == cfg->proxy_mark)
+			accel_tp_count(ACCEL_TP_MARK_FORGED);
 		struct accel_tproxy_flow flow = { .proxy_port = cfg->proxy_port };
 
 		/* Full (or out of memory): refuse the new connection rather than
@@ -358,13 +184,14 @@ static __always_inline struct bpf_sock *accel_lookup(struct __sk_buff *skb, cons
 	return (struct bpf_sock *)bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv6), BPF_F_CURRENT_NETNS, 0);
 }
 
-static __always_inline int accel_assign(struct __sk_buff *skb, struct bpf_sock *sk, enum accel_tproxy_counter ok)
+/* Hand the packet to sk (and release it); 0 when the kernel took it. */
+static __always_inline long accel_assign(struct __sk_buff *skb, struct bpf_sock *sk, enum accel_tproxy_counter ok)
 {
 	long err = bpf_sk_assign(skb, sk, 0);
 
 	bpf_sk_release(sk);
 	accel_tp_count(err ? ACCEL_TP_ASSIGN_FAILED : ok);
-	return TC_ACT_OK;
+	return err;
 }
 
 #define TCP_SEQ_OFF 4
@@ -471,15 +298,28 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 	if (!cfg || !cfg->intercept_mark || skb->mark != cfg->intercept_mark || accel_parse(skb, &p))
 		return TC_ACT_UNSPEC;
 
-	/* A packet of a connection the proxy already accepted. */
 	sk = accel_lookup(skb, &p, p.daddr, p.dport);
+	if (!p.syn || p.ack) {
+		/* A packet of a connection the proxy already accepted. Should
+		 * the kernel not take it, it is dropped, never left to the
+		 * normal lookup (which finds the original destination's). */
+		if (sk && sk->state != BPF_TCP_LISTEN)
+			return accel_assign(skb, sk, ACCEL_TP_ASSIGNED_ESTABLISHED) ? TC_ACT_SHOT : TC_ACT_OK;
+		if (sk)
+			bpf_sk_release(sk);
+		return TC_ACT_UNSPEC;
+	}
+	/* A SYN goes to the proxy's listener and nowhere else, even when a
+	 * socket still holds its 4-tuple: given to a TIME_WAIT socket, the
+	 * kernel would look up a listener for the packet's own destination,
+	 * the original server (on this host, with --iface lo), which would
+	 * accept it unchecked. The listener gets it; while the old socket
+	 * holds the 4-tuple, the kernel drops it (the client retries). */
 	if (sk) {
-		if (sk->state != BPF_TCP_LISTEN)
-			return accel_assign(skb, sk, ACCEL_TP_ASSIGNED_ESTABLISHED);
+		if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_NEW_SYN_RECV)
+			accel_tp_count(ACCEL_TP_SYN_TUPLE_BUSY);
 		bpf_sk_release(sk);
 	}
-	if (!p.syn || p.ack)
-		return TC_ACT_UNSPEC;
 
 	/* A new connection: the listener a proxy registered, and no other.
 	 * Looked up by key, not by address, so that a socket someone else
@@ -501,7 +341,9 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 			accel_tp_count(ACCEL_TP_FOREIGN_LISTENER);
 		return accel_refuse(skb, &p);
 	}
-	accel_assign(skb, sk, ACCEL_TP_ASSIGNED_LISTENER);
+	/* Not taken: refused, never let through to the normal lookup. */
+	if (accel_assign(skb, sk, ACCEL_TP_ASSIGNED_LISTENER))
+		return accel_refuse(skb, &p);
 	/* Tell sockops.c whether the proxy runs in the attached cgroup. The
 	 * listener is now skb->sk, which is what the cgroup helper reads. */
 	if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) == cfg->cgroup_id) {

@@ -23,6 +23,7 @@ const UNIT = [
   'sys',
   'helpers/dmesg.test.js',
   'bench/report.test.js',
+  'bench/chart.test.js',
   'fastpath/joins.test.js',
 ];
 

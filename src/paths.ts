@@ -46,6 +46,14 @@ export function ownersPin(bpffs: string): string {
   return path.join(pinRoot(bpffs), OWNERS_MAP);
 }
 
+/** The node's map of the proxies' upstream sockets (socket storage),
+ * beside the map of proxy listeners and made and removed with it. */
+export const PROXY_SOCKETS_MAP = 'accel_proxy_sockets';
+
+export function proxySocketsPin(bpffs: string): string {
+  return path.join(pinRoot(bpffs), PROXY_SOCKETS_MAP);
+}
+
 /** The pin of an interception's lo program in its attachment directory:
  * while one is there, that program uses the map of proxy listeners. */
 export const LO_INGRESS_PIN = 'prog_tc_lo_ingress';

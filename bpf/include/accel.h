@@ -144,8 +144,10 @@ struct accel_tproxy_config {
 	__u32 lo_ifindex;
 	/* Put on steered packets; an ip rule routes it to a local table. */
 	__u32 intercept_mark;
-	/* Carried by the proxy's own upstream sockets (SO_MARK): never
-	 * intercepted, so the proxy cannot loop into itself. */
+	/* Carried by the proxy's own upstream sockets (SO_MARK). Not what
+	 * exempts them (a process with CAP_NET_RAW can set any mark): a SYN of
+	 * the cgroup carrying it from another socket is steered like any
+	 * other, and counted. */
 	__u32 proxy_mark;
 	__u32 rule_count;
 };
@@ -196,7 +198,35 @@ enum accel_tproxy_counter {
 	/* sockops.c: flows taken out of accel_tproxy_flows because the
 	 * application's socket closed. */
 	ACCEL_TP_FLOWS_CLOSED,
+	/* A SYN of the cgroup carrying the proxy mark from a socket that is
+	 * not one of the proxy's (accel_proxy_sockets): steered like any
+	 * other. */
+	ACCEL_TP_MARK_FORGED,
+	/* A steered SYN whose 4-tuple a proxy-side socket still holds (TIME_WAIT
+	 * or open): handed to the proxy listener all the same, never to that
+	 * socket (the kernel drops it until the old socket is gone). */
+	ACCEL_TP_SYN_TUPLE_BUSY,
+	/* cgroup_egress.c: a SYN of the cgroup to a covered destination that
+	 * leaves by a device interception does not hook, dropped; UDP of the
+	 * cgroup to a covered destination (attach --intercept-udp refuse),
+	 * refused. */
+	ACCEL_TP_UNHOOKED_REFUSED,
+	ACCEL_TP_UDP_REFUSED,
 	ACCEL_TP_MAX,
+};
+
+/* Devices at most interception hooks (attach --iface). */
+#define ACCEL_IFACES_MAX 16
+/* accel_tproxy_egress.flags: refuse UDP to covered destinations. */
+#define ACCEL_EGRESS_REFUSE_UDP 1
+
+/* Settings of the cgroup egress guard (cgroup_egress.c), one element of an
+ * ARRAY map: the devices whose tc egress program steers (a covered SYN
+ * leaving by any other is dropped), and what to do with UDP. */
+struct accel_tproxy_egress {
+	__u32 flags;
+	__u32 iface_count;
+	__u32 ifindex[ACCEL_IFACES_MAX];
 };
 
 /* Per-socket state of a spliced socket (sksplice.c), keyed by its cookie;

@@ -11,6 +11,7 @@ import { type Cgroup, cgroup2Root, hostWideScope, isHostWide, resolveCgroup } fr
 import { AccelError, ErrorCodes } from '../errors.js';
 import { ACCEPT_UNSAFE_HOST_WIDE, requireBpfObjects } from '../fastpath/install.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
+import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
 import { checkIntercept } from '../intercept/install.js';
 import { readRecord } from '../intercept/record.js';
 import { log } from '../log.js';
@@ -113,6 +114,7 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
     // Only an interception of this namespace owns what is in this namespace.
     await checkIntercept(spec.intercept, options.bpffs, own && own.netns === currentNetns() ? own : null);
     checkProxyMark(spec.intercept);
+    checkPeerProxyOutside(cg, spec.intercept);
   }
   return reconcile(cg, spec, options);
 }

@@ -47,6 +47,7 @@ const InterceptInput = z
       .max(1 << 24)
       .default(INTERCEPT_DEFAULTS.maxFlows),
     proxyPid: z.number().int().min(1).nullable().default(null),
+    udp: z.enum(['pass', 'refuse']).default(INTERCEPT_DEFAULTS.udp),
   })
   .strict();
 
@@ -88,6 +89,7 @@ export function parseSpec(input: unknown): AttachmentSpec {
       priority: intercept.priority,
       maxFlows: intercept.maxFlows,
       proxyPid: intercept.proxyPid,
+      udp: intercept.udp,
     },
   };
 }

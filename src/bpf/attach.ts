@@ -53,6 +53,25 @@ export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath:
   }
 }
 
+/** Take the link pinned at `pinPath` (a cgroup link) off its hook right
+ * away, even if another process holds it open, then remove the pin. False
+ * if nothing was pinned there. */
+export function detachLinkPinned(pinPath: string): boolean {
+  const found = withPinned(pinPath, (fd) => {
+    if (!isLinkFd(fd)) throw new AccelError(ErrorCodes.BPF_ATTACH, `${pinPath} is not a pinned link`);
+    const rc = bpf.link_detach(fd) as number;
+    if (rc < 0) throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot detach the link pinned at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    return true;
+  });
+  if (found) fs.rmSync(pinPath, { force: true });
+  return found ?? false;
+}
+
+/** Is a link pinned at `pinPath`? */
+export function linkPinned(pinPath: string): boolean {
+  return withPinned(pinPath, (fd) => isLinkFd(fd)) ?? false;
+}
+
 /** Attach `program` to the cgroup until the returned function is called
  * (used by the self-test, nothing pinned). */
 export function attachCgroupTemporary(program: Handle, cgroupPath: string): () => void {

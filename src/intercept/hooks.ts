@@ -10,7 +10,7 @@
  * Everything runs in the caller's network namespace, except that a tcx
  * hook can be checked and removed from anywhere its pin is visible.
  */
-import { type TcxDirection, attachTcxPinned, detachTcxPinned, readTcxLink, tcxProgramIds } from '../bpf/attach.js';
+import { type TcxDirection, attachTcxPinned, detachLinkPinned, detachTcxPinned, linkPinned, readTcxLink, tcxProgramIds } from '../bpf/attach.js';
 import { tcxSupported } from '../bpf/features.js';
 import { progInfo, withPinned } from '../bpf/fd.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
@@ -51,7 +51,17 @@ export interface TcHookRecord {
   progId?: number;
 }
 
-export type HookRecord = TcxHookRecord | TcHookRecord;
+/** A cgroup program of the interception (cgroup_egress.c), attached to
+ * the intercepted cgroup through a link pinned at linkPin. Not in any
+ * network namespace: removed from anywhere its pin is visible. */
+export interface CgroupHookRecord {
+  mode: 'cgroup';
+  cgroupPath: string;
+  attach: 'egress';
+  linkPin: string;
+}
+
+export type HookRecord = TcxHookRecord | TcHookRecord | CgroupHookRecord;
 
 /** tcx where the kernel has it, tc filters otherwise. ACCEL_TC_MODE=tcx|tc
  * overrides the choice (tests use it to run the fallback on new kernels). */
@@ -170,6 +180,10 @@ async function removeClsactIfUnused(dev: string): Promise<void> {
  * from any network namespace; a tc filter must be removed from the
  * namespace of its device. */
 export async function detachHook(r: HookRecord): Promise<void> {
+  if (r.mode === 'cgroup') {
+    detachLinkPinned(r.linkPin);
+    return;
+  }
   if (r.mode === 'tcx') {
     detachTcxPinned(r.linkPin);
     return;
@@ -195,6 +209,7 @@ export async function pendingHook(h: HookSpec, mode: TcMode, ifindex: number): P
  * same device and direction (answered from any namespace); tc: a filter
  * sits at its priority on the device of this namespace. */
 export async function hookPresent(r: HookRecord): Promise<boolean> {
+  if (r.mode === 'cgroup') return linkPinned(r.linkPin);
   if (r.mode === 'tcx') {
     const link = readTcxLink(r.linkPin);
     return link !== null && link.ifindex === r.ifindex && link.direction === r.direction;

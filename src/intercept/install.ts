@@ -17,12 +17,14 @@ import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
 import { ensureOwners } from '../maps/owners.js';
-import { ensureProxyListeners, readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
-import { LO_INGRESS_PIN, OWNERS_MAP, PROXY_LISTENERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
+import { readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
+import { ensureProxyMaps } from '../maps/proxy-sockets.js';
+import { LO_INGRESS_PIN, OWNERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
 import { takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
 import { type HookRecord, attachHook, detachHook, pendingHook, tcMode } from './hooks.js';
+import { EGRESS_MAP, checkEgressGuard, checkPeerProxyOutside, configureEgressGuard, installEgressGuard } from './egress-guard.js';
 import { type InterceptRecord, readRecord, removeRecord, saveRecord } from './record.js';
 import { type InterceptSettings, familiesOf } from './settings.js';
 
@@ -61,6 +63,7 @@ export async function checkIntercept(s: InterceptSettings, bpffs: string, own: I
   if (!s.rules.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs at least one --intercept rule');
   if (s.rules.length > RULES_MAX) throw new AccelError(ErrorCodes.USAGE, `at most ${RULES_MAX} intercept rules`);
   if (!s.ifaces.length) throw new AccelError(ErrorCodes.USAGE, 'interception needs --iface');
+  checkEgressGuard(s);
   if (s.interceptMark === s.proxyMark || !s.interceptMark) throw new AccelError(ErrorCodes.USAGE, 'the intercept mark must be non-zero and differ from the proxy mark');
   const indexes = new Map<string, number>();
   for (const name of new Set([...s.ifaces, 'lo'])) {
@@ -137,6 +140,7 @@ export async function checkIntercept(s: InterceptSettings, bpffs: string, own: I
  */
 export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string, bpfDir: string, s: InterceptSettings): Promise<InterceptRecord> {
   const indexes = await checkIntercept(s, bpffs);
+  checkPeerProxyOutside(cg, s);
   const record: InterceptRecord = {
     version: 2,
     cgroupId: String(cg.id),
@@ -171,7 +175,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
           pinnedOnly: true,
           creates: [TproxyMapNames.flows],
           maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
-          pinPaths: { [PROXY_LISTENERS_MAP]: ensureProxyListeners(bpffs), [OWNERS_MAP]: ownersMap },
+          pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
         });
         for (const [key, pinName] of Object.entries(TcPins)) {
           const file = path.join(pinDir, pinName);
@@ -242,6 +246,8 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
       onPartial(await attachHook({ ...h, priority: s.priority }, { onPartial }));
       if (h.dev === 'lo') failpoint('intercept-after-lo-hook');
     }
+    // Every other way out of the cgroup (cgroup_skb egress).
+    installEgressGuard(cg, bpffs, pinDir, bpfDir, s, indexes, record, () => saveRecord(record));
     record.complete = true;
     saveRecord(record);
   } catch (err) {
@@ -266,6 +272,8 @@ export async function configureIntercept(cg: Cgroup, pinDir: string, bpfDir: str
   withTproxyMaps(pinDir, (maps) =>
     maps.configure({ cgroupId: cg.id, cgroupLevel, proxyPort: s.proxyPort, loIfindex: lo, interceptMark: s.interceptMark, proxyMark: s.proxyMark }, s.rules),
   );
+  if (fs.existsSync(path.join(pinDir, EGRESS_MAP)))
+    configureEgressGuard(pinDir, s, new Map(await Promise.all(s.ifaces.map(async (d) => [d, await ip.interfaceIndex(d)] as const))));
   saveRecord({ ...record, settings: s });
   log.info(`interception of ${cg.path} now steers ${s.rules.map((r) => r.text).join(', ')} -> proxy port ${s.proxyPort} (in place)`);
 }

@@ -10,6 +10,7 @@ export const INTERCEPT_DEFAULTS = {
   /** Flows steered at once (the size of accel_tproxy_flows, ACCEL_FLOWS_MAX
    * in bpf/include/accel.h). */
   maxFlows: 16384,
+  udp: 'pass',
 } as const;
 
 export interface InterceptSettings {
@@ -28,6 +29,10 @@ export interface InterceptSettings {
    * whose listening sockets on proxyPort accel registers (accel proxy
    * registers its own). Null for accel proxy. */
   proxyPid: number | null;
+  /** UDP of the cgroup to covered destinations: 'refuse' (sendmsg fails
+   * with EPERM; browsers fall back from QUIC to TCP) or 'pass' (not
+   * policed). Changes in place. */
+  udp: 'pass' | 'refuse';
 }
 
 export function sameSettings(a: InterceptSettings, b: InterceptSettings): boolean {

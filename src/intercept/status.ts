@@ -15,6 +15,8 @@ export interface InterceptStatus {
   inThisNetns: boolean;
   /** 'tcx' links or 'tc' filters. */
   hookMode: string;
+  /** Cgroup programs of the interception (the egress guard). */
+  cgroupHooks: number;
   /** Whether every hook is in place (null: not visible from this namespace). */
   filtersPresent: boolean | null;
   counters: TproxyCounters | null;
@@ -40,7 +42,8 @@ export async function interceptStatus(observed: InterceptObserved, bpffs: string
     complete: record.complete,
     netns: record.netns,
     inThisNetns: here,
-    hookMode: [...new Set(record.added.hooks.map((h) => h.mode))].join('+') || '-',
+    hookMode: [...new Set(record.added.hooks.flatMap((h) => (h.mode === 'cgroup' ? [] : [h.mode])))].join('+') || '-',
+    cgroupHooks: record.added.hooks.filter((h) => h.mode === 'cgroup').length,
     filtersPresent,
     ...maps,
     proxyRegistered: here ? registeredProxyFamilies(bpffs, record.settings.proxyPort) : null,

@@ -25,7 +25,7 @@ import { createMap, keys, lookup, remove, u64, update } from '../bpf/map.js';
 import { BPF_ANY } from '../bpf/uapi.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
-import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, STATE_DIR, attachmentPinDir, listAttachmentIds, pinRoot, pinRootLockPath, proxyListenersPin } from '../paths.js';
+import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, STATE_DIR, attachmentPinDir, listAttachmentIds, pinRoot, pinRootLockPath, proxyListenersPin, proxySocketsPin } from '../paths.js';
 import { withLock } from '../sys/lock.js';
 import { PROXY_LISTENERS_MAX, type ProxyKey, ProxyKeyLayout, ProxyListenersMapDef, decodeProxyKey, encodeProxyKey } from './layout/tproxy.js';
 
@@ -148,7 +148,9 @@ export function removeUnusedProxyListeners(bpffs: string): boolean {
       const used = readProxyListeners(bpffs, (m) => m.entries().length > 0);
       if (used !== false) return false; // in use, or not pinned
       fs.rmSync(where, { force: true });
-      log.verbose(`removed the node's map of proxy listeners, ${where}: no attachment and no proxy uses it`);
+      // The proxies' upstream sockets: the same users, so the same end.
+      fs.rmSync(proxySocketsPin(bpffs), { force: true });
+      log.verbose(`removed the node's maps of proxy listeners and proxy sockets, ${where}: no attachment and no proxy uses them`);
       try {
         fs.rmdirSync(pinRoot(bpffs));
       } catch {

@@ -38,6 +38,10 @@ export interface ProxyOptions {
    * to (the node's map of proxy listeners); it fails the start if it
    * throws. Called before the socket accepts anything. */
   register?: (fd: number, family: Family) => void;
+  /** Marks a new upstream socket as the proxy's own before it connects
+   * (the node's map of proxy sockets): interception never steers or
+   * refuses its SYN. If it throws, the connection fails. */
+  ownSocket?: (fd: number) => void;
   /** Client connections handled at once; one more is reset (0: no limit). */
   maxConnections?: number;
   /** Close a connection after this long with no byte moving either way
@@ -261,7 +265,10 @@ export class TransparentProxy {
           port: destPort,
           mark: this.o.mark,
           timeoutMs: this.o.connectTimeoutMs,
-          onSocket: (sock, fd) => this.addUpstream(sock, fd),
+          onSocket: (sock, fd) => {
+            this.addUpstream(sock, fd);
+            this.o.ownSocket?.(fd);
+          },
         });
       } catch (err) {
         this.stats.failed++;

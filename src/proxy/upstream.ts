@@ -1,7 +1,8 @@
 /**
  * The proxy's connection to the original destination. Its socket carries
- * the proxy mark (SO_MARK) from before the SYN, so tc_tproxy.c never steers
- * it back to the proxy.
+ * the proxy mark (SO_MARK) from before the SYN, and is recorded as the
+ * proxy's own (onSocket, see ProxyOptions.ownSocket) before it connects:
+ * that record, not the mark, is what interception never steers.
  */
 import net from 'node:net';
 import { markedSocket } from '../sys/socket.js';
@@ -22,7 +23,12 @@ export function connectUpstream(o: UpstreamOptions): Promise<net.Socket> {
   // pauseOnCreate: node would otherwise start reading the fd before it is
   // connected (an unconnected socket polls as hung up, read as EOF).
   const sock = new net.Socket({ fd, allowHalfOpen: true, pauseOnCreate: true } as net.SocketConstructorOpts);
-  o.onSocket?.(sock, fd);
+  try {
+    o.onSocket?.(sock, fd);
+  } catch (err) {
+    sock.destroy();
+    return Promise.reject(err as Error);
+  }
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       sock.destroy();

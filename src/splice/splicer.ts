@@ -8,7 +8,8 @@
  *  1. Node stops reading both sockets; what it already buffered is taken.
  *  2. SO_RCVLOWAT is raised on both, so that bytes arriving from now on
  *     wait in the receive queue instead of waking anyone, the verdict
- *     program included.
+ *     program included; never so high that TCP grows the receive buffer
+ *     for it (holdInQueue).
  *  3. The bytes user space holds (the peeked first bytes, what step 1
  *     took) are written to the other side and flushed into its send queue.
  *     Only these: reading the receive queues out as well let a fast sender
@@ -35,16 +36,19 @@
 import type net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { nodeSocketFd, stopReading } from '../sys/node-internals.js';
-import { closeSocket, dupSocket, resetOnClose, setRcvLowat, shutdownWrite, socketCookie, tcpClosed, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
+import { closeSocket, dupSocket, rcvLowatWithinBuffer, resetOnClose, setRcvLowat, shutdownWrite, socketCookie, tcpClosed, tcpEstablished, tcpStreamCounts } from '../sys/socket.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { relay } from '../stream/relay.js';
 import { log } from '../log.js';
 import type { SpliceMaps } from '../maps/splice.js';
 import { type HoldableSide, SpliceHolds } from './holds.js';
 
-/** High enough that no ordinary burst reaches it (the kernel caps it at
- * half the largest receive buffer). */
-const RCVLOWAT_HOLD = 0x7fffffff;
+/** Make TCP keep arriving bytes in `fd`'s receive queue instead of calling
+ * the data-ready callback (the verdict, or node) for each: a low-water mark
+ * as high as the receive buffer allows without making TCP grow it. */
+function holdInQueue(fd: number): void {
+  setRcvLowat(fd, rcvLowatWithinBuffer(fd));
+}
 
 function fdOf(sock: net.Socket): number {
   const fd = nodeSocketFd(sock);
@@ -171,7 +175,7 @@ export class KernelSplicer {
           // (sk_psock_verdict_recv). With SO_RCVLOWAT raised first, arriving
           // bytes stop calling the verdict while the receive buffer has
           // room, and the verdict has just emptied it.
-          setRcvLowat(s.fd, RCVLOWAT_HOLD);
+          holdInQueue(s.fd);
           this.maps.deactivate(s.cookie);
         } catch (err) {
           log.debug(`cannot hold a spliced socket back: ${(err as Error).message}`);
@@ -229,7 +233,7 @@ export class KernelSplicer {
     const sides = echo ? [sa] : [sa, sb];
 
     const held = sides.map((s) => quiesce(s.sock));
-    for (const s of sides) setRcvLowat(s.fd, RCVLOWAT_HOLD);
+    for (const s of sides) holdInQueue(s.fd);
 
     // Back to node: normal readiness, our descriptors closed.
     const release = () => {

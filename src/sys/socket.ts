@@ -161,6 +161,30 @@ export function currentNetnsCookie(): bigint {
 
 /** SO_RCVLOWAT. Setting it also makes TCP re-check readiness and call the
  * socket's data-ready callback when data is queued (tcp_set_rcvlowat). */
+const SO_RCVBUF = 8;
+
+/**
+ * The largest SO_RCVLOWAT that keeps `fd`'s receive buffer as it is. TCP
+ * grows the buffer to fit a larger one (tcp_set_rcvlowat: the space for a
+ * window of that size, as far as tcp_rmem's maximum), and a buffer grown to
+ * that maximum loses TCP's own remedy for an overcommitted window: past
+ * it, tcp_clamp_window can no longer raise the buffer to what was promised,
+ * segments the sender was allowed to send are dropped, and the sender backs
+ * off exponentially (docs/kernel-notes.md, "a held socket must not sit at
+ * tcp_rmem's maximum"). A quarter of the buffer needs no growth unless
+ * fewer than a quarter of a buffer's bytes are payload.
+ */
+export function rcvLowatWithinBuffer(fd: number): number {
+  return Math.max(1, Math.floor(receiveBuffer(fd) / 4));
+}
+
+/** The receive buffer's size (SO_RCVBUF: sk_rcvbuf, overhead included). */
+export function receiveBuffer(fd: number): number {
+  const v = Buffer.alloc(4);
+  check(libcFns.getsockopt(fd, SOL_SOCKET, SO_RCVBUF, v, [4]) as number, 'SO_RCVBUF');
+  return v.readInt32LE(0);
+}
+
 export function setRcvLowat(fd: number, bytes: number): void {
   const v = Buffer.alloc(4);
   v.writeInt32LE(bytes);

@@ -1,13 +1,12 @@
 // Interception fails closed: what the tc program cannot parse never gets
 // past the proxy, devices it cannot work on are refused, flows live exactly
-// as long as their connections, and a proxy mark that does not match cannot
-// make the proxy loop into itself. In the namespaces of
+// as long as their connections, and a proxy mark that does not match is
+// refused, and cannot make the proxy loop into itself either. In the namespaces of
 // scripts/setup-netns.sh, through test/helpers/intercept.ts.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { mapInfo, withPinned } from '../../src/bpf/fd.js';
 import { CONNRATE, attachmentPinDir, interceptRecordPath, proxyRecordPath } from '../../src/paths.js';
@@ -239,7 +238,7 @@ describe('a proxy mark that does not match', () => {
     assert.match(other.stderr.trim(), /skips upstream connections marked 0x1234, not --mark 0x4321.*\[E_USAGE\]$/);
   });
 
-  it('that neither side could see (no proxy record) is caught by the proxy after one round, not an endless loop', async (t) => {
+  it("that neither side could see (no proxy record) makes no loop: the proxy's upstream is known by the record on its socket, not by its mark", async (t) => {
     const b = await interceptBench(t, { attach: false });
     // As if the proxy ran with another /run: attach cannot know its mark.
     const netns = fs.statSync(`/run/netns/${b.app}`).ino;
@@ -248,19 +247,12 @@ describe('a proxy mark that does not match', () => {
     assert.equal(a.exitCode, 0, a.stderr);
 
     const c = await nodeClient(b, SERVER4, ECHO_PORT, 1024);
-    assert.equal(c.ok, false, 'the client is not served');
-    await sleep(1500);
+    assert.ok(c.ok, JSON.stringify(c));
     const events = b.proxyEvents();
-    const loops = events.filter((e) => /loop/.test(e.reason));
-    const shown = `${events.length} events, first: ${JSON.stringify(events.slice(0, 3).map((e) => [e.action, e.source, e.reason]))}`;
-    assert.equal(loops.length, 1, shown);
-    assert.ok(events.length <= 2, `one round only: ${shown}`);
-    assert.equal(b.tproxyCounters().connections_intercepted, 2n, 'the client, and the proxy upstream once');
-    assert.equal(accepted(b, ECHO_PORT), 0, 'nothing reached the server');
-    // The proxy still serves once the mark is right.
-    const fixed = await b.attach();
-    assert.equal(fixed.exitCode, 0, fixed.stderr);
-    assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 1024)).ok);
-    assert.ok(b.proxyEvents().some((e) => e.action === 'allow' && e.destination === `${SERVER4}:${ECHO_PORT}`));
+    assert.equal(events.filter((e) => /loop/.test(e.reason)).length, 0, 'no loop');
+    const counters = b.tproxyCounters();
+    assert.equal(counters.connections_intercepted, 1n, 'the client only');
+    assert.equal(counters.proxy_packets_skipped, 1n, "the proxy's own SYN (from the cgroup) was recognised");
+    assert.equal(accepted(b, ECHO_PORT), 1, 'the server got the one connection, from the proxy');
   });
 });

@@ -44,7 +44,7 @@ async function declared(object: string) {
 }
 
 describe('accel_owners: user space makes the map the programs declare', () => {
-  for (const object of ['sockops.bpf.o', 'tc_tproxy.bpf.o']) {
+  for (const object of ['sockops.bpf.o', 'tc_tproxy.bpf.o', 'cgroup_egress.bpf.o']) {
     it(`type, key, value and size agree with the BTF of ${object}`, async () => {
       assert.deepEqual(await declared(object), { ...OwnersMapDef });
     });

@@ -30,6 +30,7 @@ interface AttachCliOptions {
   rulePriority: number;
   maxFlows: number;
   proxyPid?: number;
+  interceptUdp: 'pass' | 'refuse';
 }
 
 export function registerAttach(program: Command, globals: () => GlobalOptions): void {
@@ -84,6 +85,11 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       "interception: a transparent proxy that is not accel's (HAProxy, Envoy): its listening sockets on --proxy-port are registered as the proxy's",
       parseCount(0x7fffffff),
     )
+    .addOption(
+      new Option('--intercept-udp <what>', 'interception: UDP of the cgroup to covered destinations: refuse (sendmsg fails; QUIC falls back to TCP) or pass (not policed)')
+        .choices(['pass', 'refuse'])
+        .default(INTERCEPT_DEFAULTS.udp),
+    )
     .option('--json', 'print the result as JSON', false)
     .addHelpText(
       'after',
@@ -118,6 +124,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
               priority: opts.rulePriority,
               maxFlows: opts.maxFlows,
               proxyPid: opts.proxyPid ?? null,
+              udp: opts.interceptUdp,
             }
           : null,
       });

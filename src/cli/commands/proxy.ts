@@ -9,6 +9,7 @@ import { requirePrivileges } from '../../privileges.js';
 import { nodeSocketFd } from '../../sys/node-internals.js';
 import { netnsCookie } from '../../sys/socket.js';
 import { removeUnusedProxyListeners, withProxyListeners } from '../../maps/proxy-listeners.js';
+import { ProxySockets } from '../../maps/proxy-sockets.js';
 import { ensureBpffs } from '../../bpf/bpffs.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
@@ -58,6 +59,10 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
       checkInterceptionsOf(opts.port, opts.mark);
       const families = [...(opts.ipv4 ? [4 as const] : []), ...(opts.ipv6 ? [6 as const] : [])];
       const g = globals();
+      ensureBpffs(g.bpffs);
+      // Its upstream sockets are recorded there: interception knows them
+      // as the proxy's by that, never by their mark.
+      const sockets = ProxySockets.open(g.bpffs, g.bpfDir);
       let attachment: SpliceAttachment | null = null;
       if (opts.splice !== false) {
         try {
@@ -80,6 +85,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         idleTimeoutMs: opts.idleTimeoutMs,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
         // Interception hands new connections only to registered listeners.
+        ownSocket: (fd) => sockets.record(fd),
         register: (fd, family) => {
           ensureBpffs(g.bpffs);
           withProxyListeners(g.bpffs, (m) => m.register({ netns: netnsCookie(fd), family, port: opts.port }, fd));
@@ -111,6 +117,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
       } finally {
         withdraw();
         attachment?.close();
+        sockets.close();
         // Our listeners are closed, so out of the map; the last user of
         // the map removes it.
         removeUnusedProxyListeners(g.bpffs);

@@ -44,7 +44,8 @@ export function formatStatus(s: AttachmentStatus): string {
       ['marks', `steered 0x${ic.settings.interceptMark.toString(16)}, proxy 0x${ic.settings.proxyMark.toString(16)}`],
       ['table / priority', `${ic.settings.table} / ${ic.settings.priority}`],
       ['network namespace', `inode ${ic.netns}${ic.inThisNetns ? ' (this one)' : ' (not this one)'}`],
-      ['hooks', `${ic.hookMode}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
+      ['hooks', `${ic.hookMode}${ic.cgroupHooks ? ' + cgroup egress guard' : ''}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
+      ['udp to covered destinations', ic.settings.udp === 'refuse' ? 'refused' : 'passes (not policed)'],
       [
         'proxy listeners',
         ic.proxyRegistered === null

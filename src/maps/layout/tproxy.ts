@@ -49,6 +49,48 @@ export const ProxyKeyLayout = {
   },
 } as const;
 
+/** ACCEL_IFACES_MAX: devices one interception hooks at most. */
+export const IFACES_MAX = 16;
+/** ACCEL_EGRESS_REFUSE_UDP */
+export const EGRESS_REFUSE_UDP = 1;
+
+/** struct accel_tproxy_egress (cgroup_egress.c's settings) */
+export const TproxyEgressLayout = {
+  size: 8 + 4 * IFACES_MAX,
+  fields: {
+    flags: { offset: 0, size: 4 },
+    iface_count: { offset: 4, size: 4 },
+    ifindex: { offset: 8, size: 4 * IFACES_MAX },
+  },
+} as const;
+
+export interface TproxyEgress {
+  refuseUdp: boolean;
+  /** The devices the tc egress program is hooked on. */
+  ifindexes: number[];
+}
+
+export function encodeTproxyEgress(e: TproxyEgress): Buffer {
+  if (e.ifindexes.length > IFACES_MAX) throw new RangeError(`at most ${IFACES_MAX} interfaces`);
+  const f = TproxyEgressLayout.fields;
+  const b = Buffer.alloc(TproxyEgressLayout.size);
+  b.writeUInt32LE(e.refuseUdp ? EGRESS_REFUSE_UDP : 0, f.flags.offset);
+  b.writeUInt32LE(e.ifindexes.length, f.iface_count.offset);
+  e.ifindexes.forEach((ix, i) => b.writeUInt32LE(ix, f.ifindex.offset + 4 * i));
+  return b;
+}
+
+/** accel_proxy_sockets as bpf/include/accel_proxy_maps.h declares it. */
+export const ProxySocketsMapDef = {
+  /** BPF_MAP_TYPE_SK_STORAGE */
+  type: 24,
+  keySize: 4,
+  valueSize: 8,
+  maxEntries: 0,
+  /** BPF_F_NO_PREALLOC */
+  flags: 1,
+} as const;
+
 /** ACCEL_PROXY_LISTENERS_MAX */
 export const PROXY_LISTENERS_MAX = 1024;
 
@@ -83,6 +125,18 @@ export const TPROXY_COUNTER_ENUM = {
   syn_ip_options: 'ACCEL_TP_SYN_IP_OPTIONS',
   /** Flows removed because the application's socket closed. */
   flows_closed: 'ACCEL_TP_FLOWS_CLOSED',
+  /** SYNs of the cgroup with the proxy mark from a socket not the proxy's:
+   * steered like any other. */
+  proxy_mark_forged: 'ACCEL_TP_MARK_FORGED',
+  /** Steered SYNs whose 4-tuple a proxy-side socket still held (TIME_WAIT):
+   * given to the proxy listener, never to that socket. */
+  syn_tuple_busy: 'ACCEL_TP_SYN_TUPLE_BUSY',
+  /** SYNs of the cgroup to a covered destination leaving by a device
+   * interception does not hook, dropped (cgroup_egress.c). */
+  unhooked_refused: 'ACCEL_TP_UNHOOKED_REFUSED',
+  /** UDP of the cgroup to a covered destination, refused
+   * (--intercept-udp refuse). */
+  udp_refused: 'ACCEL_TP_UDP_REFUSED',
 } as const;
 export type TproxyCounterName = keyof typeof TPROXY_COUNTER_ENUM;
 export const TPROXY_COUNTERS = Object.keys(TPROXY_COUNTER_ENUM) as TproxyCounterName[];
@@ -94,6 +148,7 @@ export const TPROXY_BTF: BtfMirrors = {
     accel_tproxy_config: TproxyConfigLayout,
     accel_tproxy_flow: TproxyFlowLayout,
     accel_proxy_key: ProxyKeyLayout,
+    accel_tproxy_egress: TproxyEgressLayout,
   },
   enums: {
     accel_tproxy_counter: { enumerators: Object.values(TPROXY_COUNTER_ENUM), max: 'ACCEL_TP_MAX' },

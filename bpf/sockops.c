@@ -24,6 +24,9 @@
  *    application's socket went in.
  *  - Entries of closed sockets leave accel_members/accel_listeners on the
  *    state change to TCP_CLOSE (the SOCKHASH drops them by itself).
+ *  - Nested attachments (accel_owners.h): a socket of a cgroup below a
+ *    deeper attachment is that one's; this program neither inserts nor
+ *    records it, and takes its peer out of this map if it went in.
  *  - While an interception is installed, every connecting socket of the
  *    cgroup asks for that state change too: when the application's socket
  *    of a steered flow closes, its flow moves from accel_tproxy_flows to
@@ -32,9 +35,18 @@
 #include "accel_common.h"
 #include "accel_maps.h"
 #include "accel_key.h"
+#include "accel_owners.h"
 
 #define TCP_CLOSE_STATE 7
 #define TCP_LISTEN_STATE 10
+
+/* Is this socket this attachment's, not a deeper one's? */
+static __always_inline int accel_mine(struct bpf_sock_ops *skops)
+{
+	struct accel_config *cfg = accel_get_config();
+
+	return accel_owns(skops->sk, cfg ? cfg->cgroup_id : 0);
+}
 
 static __always_inline int accel_port_bypassed(__u32 port)
 {
@@ -127,6 +139,10 @@ static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
 
 	if (!sk || ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
+	if (!accel_mine(skops)) {
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_NESTED, 1);
+		return;
+	}
 	/* Marked first: without the mark, its close would not take the
 	 * record back. */
 	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -184,6 +200,18 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
+	/* A deeper attachment's socket: its peer, if it went into this map
+	 * (the client of a listener this attachment recorded before the
+	 * deeper one was made), comes out again rather than sit there alone. */
+	if (!accel_mine(skops)) {
+		if (passive) {
+			ACCEL_KEY_FROM_CTX(skops, &peer, 1, key.netns);
+			bpf_map_delete_elem(&accel_sock_hash, &peer);
+			bpf_map_delete_elem(&accel_members, &peer);
+		}
+		accel_count(ACCEL_CNT_SOCK_SKIPPED_NESTED, 1);
+		return;
+	}
 	/* Steered first: when interception runs on lo (a local destination),
 	 * the peer is local but it is the proxy, not the listener the
 	 * destination names. */

@@ -38,6 +38,14 @@ export function proxyListenersPin(bpffs: string): string {
   return path.join(pinRoot(bpffs), PROXY_LISTENERS_MAP);
 }
 
+/** The node's set of attached cgroups (bpf/include/accel_owners.h): which
+ * attachment owns a socket when attachments are nested. */
+export const OWNERS_MAP = 'accel_owners';
+
+export function ownersPin(bpffs: string): string {
+  return path.join(pinRoot(bpffs), OWNERS_MAP);
+}
+
 /** The node's map of the proxies' upstream sockets (socket storage),
  * beside the map of proxy listeners and made and removed with it. */
 export const PROXY_SOCKETS_MAP = 'accel_proxy_sockets';

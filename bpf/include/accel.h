@@ -59,6 +59,10 @@ struct accel_config {
 	 * its writer is held back (accel_backpressure.h); less if the reader
 	 * set a smaller SO_RCVBUF itself. */
 	__u32 queue_limit;
+	/* The attached cgroup's id, for nested attachments (accel_owners.h):
+	 * a socket of a cgroup below a deeper attachment is that one's. 0 (an
+	 * attachment made before this field): every socket of the subtree. */
+	__u64 cgroup_id;
 };
 
 /* A socket of the cgroup in, or about to enter, accel_sock_hash (value of
@@ -109,6 +113,9 @@ enum accel_counter {
 	ACCEL_CNT_BACKPRESSURE_ON,
 	ACCEL_CNT_BACKPRESSURE_OFF,
 	ACCEL_CNT_BYTES_HELD,
+	/* sockops.c: a socket of a cgroup below a deeper attachment, which
+	 * owns it (accel_owners.h): left to that one. */
+	ACCEL_CNT_SOCK_SKIPPED_NESTED,
 	ACCEL_CNT_MAX,
 };
 
@@ -273,5 +280,10 @@ enum accel_splice_counter {
 #define ACCEL_BYPASS_MAX 64
 #define ACCEL_LISTENERS_MAX 4096
 #define ACCEL_PROXY_LISTENERS_MAX 1024
+/* Attachments (and running self-tests) on the node at once. */
+#define ACCEL_OWNERS_MAX 4096
+/* How far below its attached cgroup a socket's cgroup may be for the
+ * attachment to know it its own (accel_owners.h). */
+#define ACCEL_OWNER_DEPTH_MAX 32
 
 #endif /* ACCEL_H */

@@ -11,6 +11,7 @@
 
 #include "accel_maps.h"
 #include "accel_key.h"
+#include "accel_owners.h"
 
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
@@ -210,9 +211,23 @@ static __always_inline int accel_rule_matches(const struct accel_tproxy_config *
 	return 0;
 }
 
+/* From the attached cgroup, and not from below a deeper attachment (or a
+ * running self-test), which owns its sockets with its own settings:
+ * interception or none (accel_owners.h). Deeper than the walk goes: ours,
+ * so that nothing leaves unmatched. */
 static __always_inline int accel_from_cgroup(struct __sk_buff *skb, const struct accel_tproxy_config *cfg)
 {
-	return bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) == cfg->cgroup_id;
+	if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) != cfg->cgroup_id)
+		return 0;
+	for (__u32 i = 1; i <= ACCEL_OWNER_DEPTH_MAX; i++) {
+		__u64 id = bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level + i);
+
+		if (!id)
+			return 1;
+		if (bpf_map_lookup_elem(&accel_owners, &id))
+			return 0;
+	}
+	return 1;
 }
 
 #endif /* ACCEL_TPROXY_MATCH_H */

@@ -5,7 +5,13 @@
  * crash (no chance to roll back) leaves a state the next plan converges
  * from.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { makePinDir, removePinDir } from '../bpf/bpffs.js';
+import { probeFeatures } from '../bpf/features.js';
+import { ancestors } from '../cgroup/cgroup.js';
+import { PinNames } from '../fastpath/pins.js';
+import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import type { Cgroup } from '../cgroup/cgroup.js';
 import { failpoint, type Failpoint } from '../failpoint.js';
 import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPath } from '../fastpath/install.js';
@@ -14,6 +20,7 @@ import { observeFastPath } from '../fastpath/pins.js';
 import { configureIntercept, installIntercept, observeIntercept, registerPeerProxy, removeIntercept } from '../intercept/install.js';
 import type { InterceptSettings } from '../intercept/settings.js';
 import { log } from '../log.js';
+import { removeOwner } from '../maps/owners.js';
 import type { JournalHandle } from './journal.js';
 import type { Plan, Step } from './plan.js';
 import { removeSelftestRecord, saveSelftestRecord, selftestRecord } from './selftest-record.js';
@@ -24,6 +31,8 @@ export interface ApplyContext {
   cgroup: Cgroup;
   pinDir: string;
   selftestParent: string;
+  /** The cgroup is the root of the cgroup2 mount. */
+  hostWide: boolean;
   journal: JournalHandle;
 }
 
@@ -40,15 +49,20 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
     // The self-test record goes after the pins: a crash in between leaves
     // a record of nothing, which the next install overwrites.
     case 'remove-fastpath':
-      await removeFastPath(ctx.pinDir, step.drainMs);
-      return removeSelftestRecord(ctx.cgroup.id);
+      await removeFastPath({ bpffs: ctx.bpffs, cgroupId: ctx.cgroup.id, dir: ctx.pinDir }, step.drainMs);
+      removeSelftestRecord(ctx.cgroup.id);
+      return adoptIntoAncestor(ctx);
     case 'clear-fastpath':
       log.warn(`removing an incomplete attachment of ${ctx.cgroup.path}: ${step.reason}`);
+      removeOwner(ctx.bpffs, ctx.cgroup.id);
       removePinDir(ctx.pinDir);
       return removeSelftestRecord(ctx.cgroup.id);
     case 'install-fastpath': {
       makePinDir(ctx.bpffs, ctx.pinDir);
-      const r = await installFastPath({ bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir, selftestParent: ctx.selftestParent }, step.spec);
+      const r = await installFastPath(
+        { bpffs: ctx.bpffs, bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir, selftestParent: ctx.selftestParent, hostWide: ctx.hostWide },
+        step.spec,
+      );
       out.withStreamVerdict = r.withStreamVerdict;
       out.selftest = r.selftest;
       // What status and verify report later: the reader kinds this kernel
@@ -59,7 +73,7 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
     case 'configure-fastpath':
       return configureFastPath(ctx.pinDir, step);
     case 'adopt-listeners':
-      out.listenersAdopted = adoptCgroupListeners(ctx.bpfDir, ctx.cgroup, ctx.pinDir);
+      out.listenersAdopted = adoptCgroupListeners(ctx.bpfDir, ctx.cgroup, ctx.pinDir, probeFeatures, deeperAttachments(ctx));
       return;
     case 'install-intercept':
       await installIntercept(ctx.cgroup, ctx.bpffs, ctx.pinDir, ctx.bpfDir, step.settings);
@@ -69,6 +83,29 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       return;
     case 'configure-intercept':
       return configureIntercept(ctx.cgroup, ctx.pinDir, ctx.bpfDir, step.settings);
+  }
+}
+
+/** The other attachments under the pin root: those below this cgroup own
+ * their subtrees' sockets and listeners. */
+function deeperAttachments(ctx: ApplyContext): Set<bigint> {
+  return new Set(listAttachmentIds(ctx.bpffs).filter((id) => id !== ctx.cgroup.id));
+}
+
+/**
+ * A nested attachment is gone: the nearest attached cgroup above it owns
+ * its subtree's sockets again, and records the listeners there that only
+ * the removed attachment knew (they would otherwise join its fast path
+ * only when they listen again). Best effort: detach needs no BPF object,
+ * and without one this is a warning.
+ */
+function adoptIntoAncestor(ctx: ApplyContext): void {
+  for (const up of ancestors(ctx.cgroup)) {
+    const dir = attachmentPinDir(ctx.bpffs, up.id);
+    if (!fs.existsSync(path.join(dir, PinNames.link))) continue;
+    const n = adoptCgroupListeners(ctx.bpfDir, up, dir, probeFeatures, new Set(listAttachmentIds(ctx.bpffs).filter((id) => id !== up.id && id !== ctx.cgroup.id)));
+    log.info(`${up.path} owns the sockets of ${ctx.cgroup.path} again${n ? ` (${n} listeners recorded)` : ''}`);
+    return;
   }
 }
 

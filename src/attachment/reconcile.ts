@@ -7,13 +7,15 @@
 import fs from 'node:fs';
 import { ensureBpffs, ownedDir } from '../bpf/bpffs.js';
 import { type Prober, requireKernelFeatures } from '../bpf/features.js';
-import { type Cgroup, cgroup2Root, resolveCgroup } from '../cgroup/cgroup.js';
-import { requireBpfObjects } from '../fastpath/install.js';
+import { type Cgroup, cgroup2Root, hostWideScope, isHostWide, resolveCgroup } from '../cgroup/cgroup.js';
+import { AccelError, ErrorCodes } from '../errors.js';
+import { ACCEPT_UNSAFE_HOST_WIDE, requireBpfObjects } from '../fastpath/install.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
 import { checkIntercept } from '../intercept/install.js';
 import { readRecord } from '../intercept/record.js';
 import { log } from '../log.js';
+import { removeUnusedOwners } from '../maps/owners.js';
 import { removeUnusedProxyListeners } from '../maps/proxy-listeners.js';
 import { attachmentPinDir, pinRoot } from '../paths.js';
 import { requirePrivileges } from '../privileges.js';
@@ -68,7 +70,15 @@ async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: Re
     let result: ApplyResult;
     try {
       const installing = p.steps.some((s) => s.kind === 'install-fastpath' && s.spec.selftest);
-      result = await apply(p, { bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg, pinDir, selftestParent: installing ? selftestParent() : '', journal });
+      result = await apply(p, {
+        bpffs: options.bpffs,
+        bpfDir: options.bpfDir,
+        cgroup: cg,
+        pinDir,
+        selftestParent: installing ? selftestParent() : '',
+        hostWide: isHostWide(cg),
+        journal,
+      });
     } finally {
       removeEmptyPinRoot(options.bpffs);
     }
@@ -84,7 +94,15 @@ async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: Re
  * before anything is touched. */
 export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOptions): Promise<ReconcileResult> {
   requirePrivileges();
-  const cg = (options.resolve ?? resolveCgroup)(spec.cgroup);
+  const cg = (options.resolve ?? ((c: string) => resolveCgroup(c, { command: 'attach' })))(spec.cgroup);
+  // Host-wide without the self-test: nobody knows which readers break, for
+  // every process. Refused before anything is touched, unless accepted.
+  if (isHostWide(cg) && !spec.fastPath.selftest && !spec.fastPath.acceptUnsafeReadersHostWide) {
+    throw new AccelError(
+      ErrorCodes.HOST_WIDE_UNSAFE,
+      `${cg.path} is the root cgroup: without the self-test nobody knows which readers this kernel breaks, for ${hostWideScope()}; nothing was attached. Drop --skip-selftest, or accept the risk with ${ACCEPT_UNSAFE_HOST_WIDE}`,
+    );
+  }
   requireKernelFeatures('fastpath', options.prober);
   if (spec.intercept) requireKernelFeatures('intercept', options.prober);
   requireBpfObjects(options.bpfDir);
@@ -106,7 +124,7 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
  * once the build output is gone (an uninstall, a broken build). */
 export async function reconcileToNothing(cgroup: string, options: ReconcileOptions): Promise<ReconcileResult> {
   requirePrivileges();
-  const cg = (options.resolve ?? resolveCgroup)(cgroup);
+  const cg = (options.resolve ?? ((c: string) => resolveCgroup(c, { command: 'detach' })))(cgroup);
   ensureBpffs(options.bpffs);
   return reconcile(cg, null, options);
 }
@@ -115,6 +133,7 @@ export async function reconcileToNothing(cgroup: string, options: ReconcileOptio
  * the node's map of proxy listeners with it once no proxy uses it. */
 function removeEmptyPinRoot(bpffs: string): void {
   removeUnusedProxyListeners(bpffs);
+  removeUnusedOwners(bpffs);
   try {
     fs.rmdirSync(pinRoot(bpffs));
   } catch {

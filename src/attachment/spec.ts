@@ -26,6 +26,7 @@ export const FastPathInput = z
       .default(DEFAULT_MAX_SOCKETS),
     streamVerdict: z.enum(['auto', 'always']).default('auto'),
     selftest: z.boolean().default(true),
+    acceptUnsafeReadersHostWide: z.boolean().default(false),
   })
   .strict();
 

@@ -41,7 +41,7 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
 
 /** Status of one cgroup's attachment, or of every attachment. */
 export async function collectStatus(bpffs: string, cgroup?: string): Promise<AttachmentStatus[]> {
-  const ids = cgroup ? [resolveCgroup(cgroup).id] : listAttachmentIds(bpffs);
+  const ids = cgroup ? [resolveCgroup(cgroup, { command: 'status' }).id] : listAttachmentIds(bpffs);
   const out: AttachmentStatus[] = [];
   for (const id of ids) {
     const s = await attachmentStatus(bpffs, id);

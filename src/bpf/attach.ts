@@ -79,6 +79,18 @@ export function attachCgroupTemporary(program: Handle, cgroupPath: string): () =
   return () => bpf.link_destroy(link);
 }
 
+/** Attach a tracing program (fentry, fexit) to the kernel function its
+ * section names, and detach it again at once: whether this kernel runs
+ * tracing programs. Throws E_BPF_ATTACH with the errno. */
+export function attachTraceBriefly(program: Handle): void {
+  const link = bpf.attach_trace(program);
+  if (!link) {
+    const errno = lastErrno();
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach a tracing program: ${describeErrno(errno)}`, { errno: errnoName(errno) });
+  }
+  bpf.link_destroy(link);
+}
+
 export type TcxDirection = 'ingress' | 'egress';
 
 const TcxAttachType = { ingress: AttachType.TCX_INGRESS, egress: AttachType.TCX_EGRESS } as const;

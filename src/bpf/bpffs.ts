@@ -70,6 +70,60 @@ function mkdirParents(dir: string, mode?: number): void {
   }
 }
 
+/** The parent of `pid`, from /proc/<pid>/stat; null when unknown. */
+function parentOf(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) && ppid > 0 ? ppid : null;
+  } catch {
+    return null;
+  }
+}
+
+function mountNamespace(pid: number | 'self'): number | null {
+  try {
+    return fs.statSync(`/proc/${pid}/ns/mnt`).ino;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The bpffs to use for `dir`: `dir` itself, unless this process runs in a
+ * mount namespace of its own that hides the host's bpffs there, as `ip
+ * netns exec` does (it remounts /sys): then the host's, as the nearest
+ * ancestor process in another mount namespace sees it (the one that ran
+ * ip netns exec), where attach and every proxy look. A bpffs mounted there
+ * instead would be one only this process sees: a proxy would register its
+ * listeners where no attachment looks. The host's directory is held open
+ * for the life of this process and named through /proc/self/fd, so it
+ * stays valid after that ancestor ends. `note` says why another path.
+ */
+export function hostBpffs(dir: string): { dir: string; note: string | null } {
+  if (isBpffs(dir)) return { dir, note: null };
+  const own = mountNamespace('self');
+  if (own === null) return { dir, note: null };
+  let pid = parentOf(process.pid);
+  for (let i = 0; pid !== null && i < 64; i++, pid = parentOf(pid)) {
+    const theirs = mountNamespace(pid);
+    if (theirs === null || theirs === own) continue;
+    let fd: number;
+    try {
+      fd = fs.openSync(path.join(`/proc/${pid}/root`, dir), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    } catch {
+      return { dir, note: null };
+    }
+    const held = `/proc/self/fd/${fd}`;
+    if (!isBpffs(held)) {
+      fs.closeSync(fd);
+      return { dir, note: null };
+    }
+    return { dir: held, note: `${dir} is not the host's bpffs in this mount namespace (ip netns exec remounts /sys): using the host's, as pid ${pid} sees it (${held})` };
+  }
+  return { dir, note: null };
+}
+
 /**
  * Ensure `mountPoint` is a bpffs, mounting one if needed (root only).
  * Returns true if this call mounted it. A directory that is not a bpffs and

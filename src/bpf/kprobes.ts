@@ -32,20 +32,26 @@ export interface KernelPlace {
 const KPROBE_PMU = 'sys/bus/event_source/devices/kprobe/type';
 const TRACEFS_DIRS = ['sys/kernel/tracing', 'sys/kernel/debug/tracing'];
 
-/** CONFIG_KPROBES from /proc/config.gz or /boot/config-<release>: true,
- * false, or null when neither can be read. */
-export function kprobesConfigured(place: KernelPlace = {}): boolean | null {
+/** The kernel's configuration, from /proc/config.gz or
+ * /boot/config-<release>, or null when neither can be read. */
+export function kernelConfig(place: KernelPlace = {}): string | null {
   const root = place.root ?? '/';
-  let text: string | null = null;
   try {
-    text = zlib.gunzipSync(fs.readFileSync(path.join(root, 'proc/config.gz'))).toString('utf8');
+    return zlib.gunzipSync(fs.readFileSync(path.join(root, 'proc/config.gz'))).toString('utf8');
   } catch {
     try {
-      text = fs.readFileSync(path.join(root, 'boot', `config-${place.release ?? os.release()}`), 'utf8');
+      return fs.readFileSync(path.join(root, 'boot', `config-${place.release ?? os.release()}`), 'utf8');
     } catch {
       return null;
     }
   }
+}
+
+/** CONFIG_KPROBES from the kernel's configuration: true, false, or null
+ * when it cannot be read. */
+export function kprobesConfigured(place: KernelPlace = {}): boolean | null {
+  const text = kernelConfig(place);
+  if (text === null) return null;
   if (/^CONFIG_KPROBES=y$/m.test(text)) return true;
   if (/^# CONFIG_KPROBES is not set$/m.test(text)) return false;
   return null;

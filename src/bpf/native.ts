@@ -104,6 +104,7 @@ export const bpf = {
   link_pin: libbpf.func('int bpf_link__pin(bpf_link *link, const char *path)'),
   link_disconnect: libbpf.func('void bpf_link__disconnect(bpf_link *link)'),
   link_destroy: libbpf.func('int bpf_link__destroy(bpf_link *link)'),
+  attach_trace: libbpf.func('bpf_link *bpf_program__attach_trace(const bpf_program *prog)'),
   attach_iter: libbpf.func('bpf_link *bpf_program__attach_iter(const bpf_program *prog, const bpf_iter_attach_opts *opts)'),
   link_fd: libbpf.func('int bpf_link__fd(const bpf_link *link)'),
   // Low-level link calls on fds (libbpf 1.1 has no tcx wrappers): for tcx,

@@ -1,6 +1,6 @@
 /** Numeric values from the kernel's uapi <linux/bpf.h> that accel uses. */
 export const ProgType = { SCHED_CLS: 3, SOCK_OPS: 13, SK_SKB: 14, SK_MSG: 16 } as const;
-export const MapType = { SOCKMAP: 15, SOCKHASH: 18, SK_STORAGE: 24 } as const;
+export const MapType = { HASH: 1, SOCKMAP: 15, SOCKHASH: 18, SK_STORAGE: 24 } as const;
 export const AttachType = {
   CGROUP_SOCK_OPS: 3,
   SK_SKB_STREAM_PARSER: 4,

@@ -90,34 +90,84 @@ function isMountRoot(dir: string): boolean {
 }
 
 /**
- * Check that `input` names an existing cgroup v2 directory other than the
- * root of the hierarchy (attaching there would touch every socket of the
- * machine).
+ * Does attaching to `cg` cover every process this host (or this cgroup
+ * namespace) runs? True for the root of the cgroup2 mount: the hierarchy's
+ * root on a host, the namespace's root inside a cgroup namespace.
  */
-export function resolveCgroup(input: string, options: { allowRoot?: boolean } = {}): Cgroup {
+export function isHostWide(cg: Cgroup): boolean {
+  return isMountRoot(cg.path);
+}
+
+/** What a host-wide attachment covers, as a user would say it. */
+export function hostWideScope(): string {
+  return inCgroupNamespace() ? 'every process of this cgroup namespace' : 'every process of this host';
+}
+
+const CGROUP_V1_SUPER_MAGIC = 0x27e0eb;
+
+/** The directory `input` would be below the cgroup2 mount of this host:
+ * its path after /sys/fs/cgroup/unified (hybrid), after a v1 controller's
+ * mount (/sys/fs/cgroup/cpu,cpuacct/x) or after /sys/fs/cgroup, placed
+ * under `mount`. */
+function sameUnder(abs: string, mount: string): string | null {
+  let rest: string;
+  for (const base of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+    if (atOrBelow(abs, base)) {
+      rest = path.relative(base, abs);
+      // Below a v1 controller's mount: its first directory is the controller.
+      if (base === '/sys/fs/cgroup' && rest && fs.existsSync(path.join(base, rest.split('/')[0] ?? ''))) {
+        try {
+          if (fs.statfsSync(path.join(base, rest.split('/')[0] ?? '')).type === CGROUP_V1_SUPER_MAGIC) rest = rest.split('/').slice(1).join('/');
+        } catch {
+          /* unreadable: keep the path as it is */
+        }
+      }
+      return path.join(mount, rest);
+    }
+  }
+  return null;
+}
+
+/** Where cgroup2 is on this host and what to pass instead of `abs`, for an
+ * error about a path that is not a cgroup2 directory; '' when no cgroup2 is
+ * mounted. */
+function cgroup2Hint(abs: string, command: string): string {
+  let mount: string;
+  try {
+    mount = cgroup2Root();
+  } catch {
+    return '; no cgroup2 filesystem is mounted on this host (mount -t cgroup2 none /sys/fs/cgroup)';
+  }
+  const same = sameUnder(abs, mount);
+  const here = `cgroup2 is mounted at ${mount} on this host`;
+  if (same === null || same === abs) return `; ${here}: accel ${command} --cgroup ${mount}/<a cgroup>`;
+  if (same === mount) return `; ${here} (its root covers ${hostWideScope()}): accel ${command} --cgroup ${mount}`;
+  if (fs.existsSync(same)) return `; ${here}, where this cgroup is ${same}: accel ${command} --cgroup ${same}`;
+  return `; ${here}, where this cgroup would be ${same} (it does not exist either): accel ${command} --cgroup ${mount}/<a cgroup>`;
+}
+
+/**
+ * Check that `input` names an existing cgroup v2 directory. The root of the
+ * cgroup2 mount is one (host-wide: isHostWide). A path that is not there,
+ * or not cgroup2 (a cgroup v1 hierarchy), is answered with where cgroup2 is
+ * mounted on this host and the command to use; `command` names the accel
+ * command in that hint.
+ */
+export function resolveCgroup(input: string, options: { command?: string } = {}): Cgroup {
+  const command = options.command ?? 'attach';
   const abs = path.resolve(input);
   let real: string;
   try {
     real = fs.realpathSync(abs);
   } catch {
-    throw new AccelError(ErrorCodes.CGROUP_NOT_FOUND, `cgroup ${abs} does not exist`);
+    throw new AccelError(ErrorCodes.CGROUP_NOT_FOUND, `cgroup ${abs} does not exist${cgroup2Hint(abs, command)}`);
   }
   const st = fs.statSync(real, { bigint: true });
-  if (!st.isDirectory()) throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not a directory, so not a cgroup`);
-  if (fs.statfsSync(real).type !== CGROUP2_SUPER_MAGIC) {
-    let hint = '';
-    try {
-      hint = ` such as ${cgroup2Root()}`;
-    } catch {
-      /* none mounted: the hint would mislead */
-    }
-    throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not in a cgroup v2 hierarchy (expected a directory under a cgroup2 mount${hint})`);
-  }
-  if (!options.allowRoot && isMountRoot(real)) {
-    const what = inCgroupNamespace()
-      ? 'the root cgroup of this cgroup namespace: attaching there would affect every socket of its processes'
-      : 'the root cgroup: attaching there would affect every socket of the machine';
-    throw new AccelError(ErrorCodes.CGROUP_ROOT, `${real} is ${what}; use a child cgroup`);
+  if (!st.isDirectory()) throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is not a directory, so not a cgroup${cgroup2Hint(real, command)}`);
+  const fsType = fs.statfsSync(real).type;
+  if (fsType !== CGROUP2_SUPER_MAGIC) {
+    const what = fsType === CGROUP_V1_SUPER_MAGIC ? 'in a cgroup v1 hierarchy, and accel needs cgroup v2' : 'not in a cgroup v2 hierarchy';
+    throw new AccelError(ErrorCodes.CGROUP_NOT_V2, `${real} is ${what}${cgroup2Hint(real, command)}`);
   }
   return { path: real, id: st.ino };
 }
@@ -151,14 +201,35 @@ export function findCgroupById(id: bigint, root?: string, maxDirs = 20000): stri
   return walkCgroups(from, maxDirs, (_dir, ino) => ino === id);
 }
 
-/** The ids of a cgroup and of every cgroup below it (bounded walk). */
-export function subtreeIds(cg: Cgroup, maxDirs = 20000): Set<bigint> {
+/** The ids of a cgroup and of every cgroup below it (bounded walk),
+ * leaving out the subtrees of the cgroups in `except` (deeper
+ * attachments). */
+export function subtreeIds(cg: Cgroup, options: { except?: ReadonlySet<bigint>; maxDirs?: number } = {}): Set<bigint> {
   const ids = new Set<bigint>();
-  walkCgroups(cg.path, maxDirs, (_dir, ino) => {
-    ids.add(ino);
+  const except = options.except ?? new Set<bigint>();
+  const skipped = new Set<string>();
+  walkCgroups(cg.path, options.maxDirs ?? 20000, (dir, ino) => {
+    if (skipped.has(path.dirname(dir)) || (ino !== cg.id && except.has(ino))) skipped.add(dir);
+    else ids.add(ino);
     return false;
   });
   return ids;
+}
+
+/** The cgroups above `cg` up to the root of its cgroup2 mount, nearest
+ * first. */
+export function ancestors(cg: Cgroup): Cgroup[] {
+  const out: Cgroup[] = [];
+  let dir = cg.path;
+  while (!isMountRoot(dir)) {
+    dir = path.dirname(dir);
+    try {
+      out.push({ path: dir, id: fs.statSync(dir, { bigint: true }).ino });
+    } catch {
+      break;
+    }
+  }
+  return out;
 }
 
 /** The inode of the initial cgroup namespace (PROC_CGROUP_INIT_INO,

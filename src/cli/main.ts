@@ -3,6 +3,7 @@
 import { Command, Option } from 'commander';
 import { LOG_LEVELS, type LogLevel, configureLogging } from '../log.js';
 import { routeLibbpfLogs } from '../bpf/log.js';
+import { hostBpffs } from '../bpf/bpffs.js';
 import { log } from '../log.js';
 import { registerAgent } from './commands/agent.js';
 import { registerAttach } from './commands/attach.js';
@@ -48,6 +49,15 @@ program.hook('preAction', (_program, command) => {
   // libbpf's own lines (verifier logs included) explain failures that the
   // error line already names: shown from --log-level verbose.
   routeLibbpfLogs((level, message) => log.log(level === 'warn' ? 'verbose' : 'debug', `libbpf: ${message}`));
+  // Under ip netns exec (a mount namespace with /sys remounted), the
+  // default bpffs is the host's, not a new one only this process sees.
+  if (program.getOptionValueSource('bpffs') === 'default') {
+    const b = hostBpffs(g.bpffs);
+    if (b.note) {
+      program.setOptionValue('bpffs', b.dir);
+      log.info(b.note);
+    }
+  }
 });
 
 registerAttach(program, globals);

@@ -20,9 +20,11 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
+import { addOwner, ensureOwners, removeOwner } from '../maps/owners.js';
 import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
 import { Programs, loadFastPath } from './objects.js';
 import { PinNames, withMaps } from './pins.js';
+import { readerKindInfo, unsafeReaders } from './readers.js';
 import { type SelfTestResult, runSelfTest } from './selftest.js';
 
 /** What the fast path of one attachment is asked to be. */
@@ -37,6 +39,9 @@ export interface FastPathSpec {
   streamVerdict: 'auto' | 'always';
   /** Prove the fast path on this kernel before installing it. */
   selftest: boolean;
+  /** On the root of the cgroup2 mount (host-wide), attach although the
+   * self-test found reader kinds this kernel breaks, or did not run. */
+  acceptUnsafeReadersHostWide: boolean;
 }
 
 /** The compiled objects install loads, all checked before anything is
@@ -51,10 +56,10 @@ export function requireBpfObjects(bpfDir: string): void {
 
 /** Plain SK_MSG first; the stream verdict only if that fails (or only with
  * it, when it is asked for). */
-async function chooseSetup(bpfDir: string, spec: FastPathSpec, selftestParent: string): Promise<{ withStreamVerdict: boolean; results: SelfTestResult[] }> {
+async function chooseSetup(bpffs: string, bpfDir: string, spec: FastPathSpec, selftestParent: string): Promise<{ withStreamVerdict: boolean; results: SelfTestResult[] }> {
   const results: SelfTestResult[] = [];
   for (const withStreamVerdict of spec.streamVerdict === 'always' ? [true] : [false, true]) {
-    const r = await runSelfTest({ bpfDir, withStreamVerdict, cgroupRoot: selftestParent, onRunning: () => failpoint('selftest-running') });
+    const r = await runSelfTest({ bpffs, bpfDir, withStreamVerdict, cgroupRoot: selftestParent, onRunning: () => failpoint('selftest-running') });
     results.push(r);
     for (const c of r.checks.filter((c) => !c.ok)) {
       const why = c.readerKind ? ` [${c.readerKind} readers are unsafe on this kernel]` : c.severity === 'warning' ? ' [known kernel defect]' : '';
@@ -69,6 +74,27 @@ async function chooseSetup(bpfDir: string, spec: FastPathSpec, selftestParent: s
   );
 }
 
+/** The option that accepts, for a host-wide attachment, reader kinds this
+ * kernel breaks: long on purpose, so that nobody types it by accident. */
+export const ACCEPT_UNSAFE_HOST_WIDE = '--accept-unsafe-readers-host-wide';
+
+/**
+ * A host-wide fast path is refused (nothing installed) when the self-test
+ * of the chosen setup found reader kinds this kernel breaks: every service
+ * of the host would be exposed, not one that chose to be. The evidence is
+ * in the message; ACCEPT_UNSAFE_HOST_WIDE accepts the risk.
+ */
+export function refuseUnsafeHostWide(chosen: SelfTestResult | undefined, where: string): void {
+  const unsafe = unsafeReaders(chosen?.readers ?? []);
+  if (!unsafe.length) return;
+  const evidence = unsafe.map((u) => `${readerKindInfo(u.kind).readers} ${readerKindInfo(u.kind).breaks} (self-test: ${u.error})`).join('; ');
+  throw new AccelError(
+    ErrorCodes.HOST_WIDE_UNSAFE,
+    `${where} is the root cgroup, and this kernel breaks some readers on the fast path: ${evidence}; nothing was attached. Attach the services that do not read that way to child cgroups, or accept the risk for every process with ${ACCEPT_UNSAFE_HOST_WIDE}`,
+    { result: { unsafeReaders: unsafe } },
+  );
+}
+
 export interface FastPathInstallResult {
   withStreamVerdict: boolean;
   selftest: SelfTestResult[];
@@ -79,8 +105,12 @@ export interface FastPathInstallResult {
  * and link sockops to the cgroup last. On failure before the link, the
  * caller's plan clears what was pinned.
  */
-export async function installFastPath(ctx: { bpfDir: string; cgroup: Cgroup; dir: string; selftestParent: string }, spec: FastPathSpec): Promise<FastPathInstallResult> {
-  const setup = spec.selftest ? await chooseSetup(ctx.bpfDir, spec, ctx.selftestParent) : { withStreamVerdict: spec.streamVerdict === 'always', results: [] };
+export async function installFastPath(
+  ctx: { bpffs: string; bpfDir: string; cgroup: Cgroup; dir: string; selftestParent: string; hostWide: boolean },
+  spec: FastPathSpec,
+): Promise<FastPathInstallResult> {
+  const setup = spec.selftest ? await chooseSetup(ctx.bpffs, ctx.bpfDir, spec, ctx.selftestParent) : { withStreamVerdict: spec.streamVerdict === 'always', results: [] };
+  if (ctx.hostWide && !spec.acceptUnsafeReadersHostWide) refuseUnsafeHostWide(setup.results.at(-1), ctx.cgroup.path);
   failpoint('attach-after-selftest');
   // libbpf pins every map in dir as it loads (LIBBPF_PIN_BY_NAME).
   const loaded = loadFastPath(ctx.bpfDir, {
@@ -89,12 +119,17 @@ export async function installFastPath(ctx: { bpfDir: string; cgroup: Cgroup; dir
     bypassPorts: spec.bypassPorts,
     queueLimit: spec.queueLimit,
     maxSockets: spec.maxSockets,
+    cgroupId: ctx.cgroup.id,
+    ownersPin: ensureOwners(ctx.bpffs),
   });
   try {
     pin(loaded.sockops.programFd(Programs.sockops), path.join(ctx.dir, PinNames.progSockops));
     pin(loaded.skmsg.programFd(Programs.skmsg), path.join(ctx.dir, PinNames.progSkmsg));
     if (loaded.streamVerdict) pin(loaded.streamVerdict.programFd(Programs.streamVerdict), path.join(ctx.dir, PinNames.progStreamVerdict));
     failpoint('attach-before-link');
+    // Owner of its subtree's sockets before its program runs on them: an
+    // attachment above leaves them alone from here on (accel_owners.h).
+    addOwner(ctx.bpffs, ctx.cgroup.id);
     attachCgroupPinned(loaded.sockops.program(Programs.sockops), ctx.cgroup.path, path.join(ctx.dir, PinNames.link));
     failpoint('attach-after-link');
   } finally {
@@ -116,7 +151,7 @@ export function configureFastPath(dir: string, settings: Pick<FastPathSpec, 'byp
 /** Record the cgroup's listeners that predate the sockops link. This
  * improves an attachment but is not needed for it: a kernel without what
  * it takes, or a failure, is a warning. */
-export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string, prober: Prober = probeFeatures): number {
+export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string, prober: Prober = probeFeatures, deeper: ReadonlySet<bigint> = new Set()): number {
   const UNTIL_THEY_LISTEN = 'listeners that existed before attach are not known to the fast path until they listen again';
   try {
     const missing = prober('listeners').filter((f) => !f.present);
@@ -124,7 +159,7 @@ export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string, pr
       log.warn(`${UNTIL_THEY_LISTEN}: this kernel lacks ${describeFeatures(missing)}`);
       return 0;
     }
-    const { adopted } = adoptListeners(bpfDir, cg, dir);
+    const { adopted } = adoptListeners(bpfDir, cg, dir, deeper);
     for (const l of adopted) log.info(`recorded a listener that predates the attachment: ${l.address.includes(':') ? `[${l.address}]` : l.address}:${l.port}`);
     return adopted.length;
   } catch (err) {
@@ -139,16 +174,21 @@ export function adoptCgroupListeners(bpfDir: string, cg: Cgroup, dir: string, pr
  * their last reference and the kernel returns the sockets to the normal
  * TCP path. Also clears a partial fast path (no link: no drain).
  */
-export async function removeFastPath(dir: string, drainMs: number): Promise<void> {
+export async function removeFastPath(ctx: { bpffs: string; cgroupId: bigint; dir: string }, drainMs: number): Promise<void> {
+  const { dir } = ctx;
   const linkPin = path.join(dir, PinNames.link);
   if (fs.existsSync(linkPin)) {
     fs.rmSync(linkPin);
     failpoint('detach-after-link');
+    // Its program no longer runs: an attachment above owns the subtree's
+    // new sockets again.
+    removeOwner(ctx.bpffs, ctx.cgroupId);
     const sockets = fs.existsSync(path.join(dir, MapNames.sockHash)) ? withMaps(dir, (m) => m.socketCount()) : 0;
     if (sockets > 0 && drainMs > 0) {
       log.info(`sockops detached; ${sockets} sockets leave the fast path in ${drainMs} ms`);
       await sleep(drainMs);
     }
   }
+  removeOwner(ctx.bpffs, ctx.cgroupId);
   removePinDir(dir);
 }

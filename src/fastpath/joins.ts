@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { kernelHasSymbol, kprobeSupport } from '../bpf/kprobes.js';
+import { tracingSupport } from '../bpf/tracing.js';
 import { AccelError } from '../errors.js';
 import { log } from '../log.js';
 import { type BpftraceSession, startBpftrace } from '../proc/bpftrace.js';
@@ -31,10 +32,11 @@ const TAG = 'accel-join';
  * whoever the CPU was running. The cast of kn is needed for bpftrace to
  * read struct kernfs_node from BTF (0.17 does not see its id without it).
  */
-export const JOIN_SCRIPT = `kprobe:${JOIN_FUNCTION}
-/(arg2 & 0xff) == 0/
+function joinScript(probe: string, sk: string, restore: string): string {
+  return `${probe}
+/${restore} == 0/
 {
-  $sk = (struct sock *)arg0;
+  $sk = ${sk};
   $kn = (struct kernfs_node *)$sk->sk_cgrp_data.cgroup->kn;
   $dport = $sk->__sk_common.skc_dport;
   $rport = (($dport & 0xff) << 8) | ($dport >> 8);
@@ -45,6 +47,14 @@ export const JOIN_SCRIPT = `kprobe:${JOIN_FUNCTION}
   }
 }
 `;
+}
+
+export const JOIN_SCRIPT = joinScript(`kprobe:${JOIN_FUNCTION}`, '(struct sock *)arg0', '(arg2 & 0xff)');
+
+/** The same through BTF, where kprobes are missing but tracing programs
+ * load: bpftrace's kfunc: probe (fentry; bpftrace 0.17 has it, the
+ * fentry: spelling came in 0.22), with the function's named arguments. */
+export const JOIN_SCRIPT_KFUNC = joinScript(`kfunc:${JOIN_FUNCTION}`, 'args->sk', 'args->restore');
 
 /** A socket that joined a sockmap, as bpftrace saw it. */
 export interface SocketJoin {
@@ -138,6 +148,9 @@ export interface TracedRun<T> {
 }
 
 export interface TraceOptions {
+  /** The compiled BPF objects: the tracing probe (bpf/trace_probe.c) is
+   * loaded from there where the kernel has no kprobes. */
+  bpfDir?: string;
   /** Install bpftrace with apt-get when missing (default: yes, unless
    * ACCEL_BPFTRACE_INSTALL=no). */
   install?: boolean;
@@ -175,9 +188,14 @@ export async function traceJoins<T>(work: () => Promise<T>, options: TraceOption
     return { method: 'map-and-counters', reason, fallbackLine: line, joins: null, result: await work() };
   };
   const kprobes = kprobeSupport();
-  if (!kprobes.available) {
-    return fallback(`no kprobes on this kernel (${kprobes.reason}): bpftrace cannot run; falling back to map and counters`, `no kprobes on this kernel (${kprobes.reason})`);
+  // Without kprobes, bpftrace's kfunc: probes, if this kernel runs tracing
+  // programs: asked by loading one.
+  const tracing = kprobes.available ? null : options.bpfDir ? tracingSupport(options.bpfDir) : { available: false, reason: 'no BPF objects to probe tracing programs with' };
+  if (tracing && !tracing.available) {
+    const why = `no kprobes on this kernel (${kprobes.reason}), and ${tracing.reason}`;
+    return fallback(`${why}: bpftrace cannot run; falling back to map and counters`, why);
   }
+  const kind = tracing ? 'kfunc' : 'kprobe';
   if (!kernelHasSymbol(JOIN_FUNCTION)) {
     const why = `${JOIN_FUNCTION} is not in /proc/kallsyms`;
     return fallback(`${why}: bpftrace has nothing to probe; falling back to map and counters`, why);
@@ -186,10 +204,10 @@ export async function traceJoins<T>(work: () => Promise<T>, options: TraceOption
   if ('why' in program) return fallback(`${program.why}; falling back to map and counters`, program.why);
   let session: BpftraceSession;
   try {
-    session = await startBpftrace(JOIN_SCRIPT, {
-      bpftrace: program.file,
-      attached: (probes) => probes.some((p) => p.fd_type === 'kprobe' && p.func === JOIN_FUNCTION),
-    });
+    session =
+      kind === 'kprobe'
+        ? await startBpftrace(JOIN_SCRIPT, { bpftrace: program.file, attached: (probes) => probes.some((p) => p.fd_type === 'kprobe' && p.func === JOIN_FUNCTION) })
+        : await startBpftrace(JOIN_SCRIPT_KFUNC, { bpftrace: program.file, attached: () => false, attachedLinks: (links) => links.some((l) => l.type === 'tracing') });
   } catch (err) {
     const why = err instanceof AccelError ? err.message : String(err);
     return fallback(`${why}; falling back to map and counters`, why);
@@ -206,7 +224,7 @@ export async function traceJoins<T>(work: () => Promise<T>, options: TraceOption
   if (lost.length) log.warn(`bpftrace: ${lost.join('; ')}: some joins may be missing`);
   return {
     method: 'bpftrace',
-    reason: `${kprobes.reason}; bpftrace ${program.installed ? 'installed with apt-get' : `at ${program.file}`}, kprobe:${JOIN_FUNCTION} attached`,
+    reason: `${tracing ? `no kprobes on this kernel (${kprobes.reason}), but ${tracing.reason}` : kprobes.reason}; bpftrace ${program.installed ? 'installed with apt-get' : `at ${program.file}`}, ${kind}:${JOIN_FUNCTION} attached`,
     fallbackLine: null,
     joins: parseJoinLines(out.lines),
     result,

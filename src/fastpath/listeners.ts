@@ -28,11 +28,13 @@ export interface AdoptedListeners {
 /**
  * Record the cgroup's untracked listeners in the maps pinned in the
  * attachment's directory `pinDir` and have sockops told of their close.
+ * Listeners of the subtrees of `deeper` (attached cgroups below: they own
+ * their sockets) are left out.
  */
-export function adoptListeners(bpfDir: string, cg: Cgroup, pinDir: string): AdoptedListeners {
+export function adoptListeners(bpfDir: string, cg: Cgroup, pinDir: string, deeper: ReadonlySet<bigint> = new Set()): AdoptedListeners {
   const obj = BpfObject.load(path.join(bpfDir, LISTENERS_OBJECT), { pinRoot: pinDir, pinnedOnly: true });
   try {
-    const ids = subtreeIds(cg);
+    const ids = subtreeIds(cg, { except: deeper });
     const mine = decodeListenerRecs(readIterator(obj.program(Programs.list))).filter((l) => ids.has(l.cgroupId));
     if (!mine.length) return { adopted: [] };
     const adopt = obj.mapFd('accel_adopt');

@@ -14,6 +14,7 @@ import { attachToMap } from '../bpf/attach.js';
 import { BpfObject, type LoadOptions } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
+import { OWNERS_MAP } from '../paths.js';
 
 export const Programs = {
   sockops: 'accel_sockops',
@@ -31,6 +32,9 @@ export interface FastPathSettings {
   /** Sockets the SOCKHASH (and the member set) may hold; a connection
    * whose sockets do not fit keeps the normal path. */
   maxSockets?: number;
+  /** The cgroup it is for (nested attachments: a socket of a cgroup
+   * below a deeper attachment is left to that one); 0: every socket. */
+  cgroupId?: bigint;
 }
 
 /** The size of accel_sock_hash in bpf/include/accel.h. */
@@ -46,6 +50,11 @@ export interface FastPathLoadOptions extends FastPathSettings {
    * wants new maps removes what an earlier attempt left there first.
    * Without it no map is pinned. */
   pinDir?: string;
+  /** With pinDir: where the node's set of attached cgroups is pinned
+   * (src/maps/owners.ts). */
+  ownersPin?: string;
+  /** Without pinDir: that map's fd, to share it unpinned (the self-test). */
+  ownersFd?: number;
 }
 
 export interface LoadedFastPath {
@@ -67,7 +76,13 @@ export function loadFastPath(bpfDir: string, options: FastPathLoadOptions): Load
     const n = options.maxSockets;
     const sized: LoadOptions = n ? { maxEntries: { [MapNames.sockHash]: n, [MapNames.members]: n } } : {};
     const { pinDir } = options;
-    const sockops = load('sockops.bpf.o', pinDir ? { ...sized, pinRoot: pinDir } : sized);
+    const owners = { [OWNERS_MAP]: options.ownersPin };
+    const sockops = load(
+      'sockops.bpf.o',
+      pinDir
+        ? { ...sized, pinRoot: pinDir, ...(options.ownersPin ? { pinPaths: owners as Record<string, string> } : {}) }
+        : { ...sized, ...(options.ownersFd !== undefined ? { reuseMaps: { [OWNERS_MAP]: options.ownersFd } } : {}) },
+    );
     // Pinned: each object sized alike, so that it fits the pins. Unpinned:
     // the maps given by fd bring their size.
     const next: LoadOptions = pinDir ? { ...sized, pinRoot: pinDir, pinnedOnly: true } : { reuseMaps: sockops.maps() };
@@ -83,7 +98,7 @@ export function loadFastPath(bpfDir: string, options: FastPathLoadOptions): Load
       listeners: fd(MapNames.listeners),
     });
     maps.setBypassPorts(options.bypassPorts);
-    maps.setConfig({ redirectEnabled: true, queueLimit: options.queueLimit });
+    maps.setConfig({ redirectEnabled: true, queueLimit: options.queueLimit, cgroupId: options.cgroupId ?? 0n });
     attachToMap(skmsg.programFd(Programs.skmsg), maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
     if (streamVerdict) attachToMap(streamVerdict.programFd(Programs.streamVerdict), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
     return { sockops, skmsg, streamVerdict, maps, close: () => opened.forEach((o) => o.close()) };

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { attachCgroupTemporary } from '../bpf/attach.js';
 import { type Cgroup, createChildCgroup, procsFile, removeCgroup, resolveCgroup } from '../cgroup/cgroup.js';
 import { log } from '../log.js';
+import { withOwner } from '../maps/owners.js';
 import { type ProbeResult, runProbe, runSplit } from '../probe/sockprobe.js';
 import type { Placement } from '../proc/run.js';
 import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
@@ -83,10 +84,15 @@ const READERS: { name: string; args: string[] }[] = [
 type Where = 'inside' | 'server inside, client outside' | 'client inside, server outside';
 const PLACEMENTS: Where[] = ['inside', 'server inside, client outside', 'client inside, server outside'];
 
-/** A sockprobe connection with both ends, or one end, in the cgroup. */
-function runPlaced(args: string[], where: Where, inside: Placement): Promise<ProbeResult> {
+/** A sockprobe connection with both ends, or one end, in the cgroup; the
+ * other end in `outside` (default: where accel runs). */
+function runPlaced(args: string[], where: Where, inside: Placement, outside: Placement = {}): Promise<ProbeResult> {
   if (where === 'inside') return runProbe(['pair', ...args], inside);
-  return runSplit({ server: args, client: args, ...(where.startsWith('server inside') ? { serverWhere: inside } : { clientWhere: inside }) });
+  return runSplit({
+    server: args,
+    client: args,
+    ...(where.startsWith('server inside') ? { serverWhere: inside, clientWhere: outside } : { clientWhere: inside, serverWhere: outside }),
+  });
 }
 
 function probeLimits(stallMs: number | undefined): string[] {
@@ -99,12 +105,12 @@ function probeLimits(stallMs: number | undefined): string[] {
  * to it, a kind the kernel breaks fails; on plain TCP, none does. A
  * failure is a warning (the check names its reader kind).
  */
-export async function runReaderChecks(inside: Placement, options: { stallMs?: number | undefined; setup?: string } = {}): Promise<SelfTestCheck[]> {
+export async function runReaderChecks(inside: Placement, options: { stallMs?: number | undefined; setup?: string; outside?: Placement } = {}): Promise<SelfTestCheck[]> {
   const checks: SelfTestCheck[] = [];
   for (const where of PLACEMENTS) {
     for (const { kind, probes } of READER_KINDS) {
       for (const probe of probes) {
-        const r = await runPlaced([...probe.args, ...probeLimits(options.stallMs)], where, inside);
+        const r = await runPlaced([...probe.args, ...probeLimits(options.stallMs)], where, inside, options.outside);
         const name = `${probe.name} (${where})`;
         checks.push({ name, ok: r.ok, error: r.error, severity: 'warning', readerKind: kind });
         log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error}): ${kind} readers are unsafe here`}`, { setup: options.setup });
@@ -115,6 +121,10 @@ export async function runReaderChecks(inside: Placement, options: { stallMs?: nu
 }
 
 export interface SelfTestOptions {
+  /** The bpffs whose set of attached cgroups the throwaway cgroup joins
+   * while the self-test runs, so that an attachment above it (the root's)
+   * leaves its sockets alone; without it, none is joined. */
+  bpffs?: string;
   bpfDir: string;
   withStreamVerdict: boolean;
   /** Parent of the throwaway cgroup. */
@@ -124,30 +134,58 @@ export interface SelfTestOptions {
   onRunning?: () => void;
 }
 
+/**
+ * Two throwaway cgroups: one the self-test attaches to, and one for the
+ * ends outside it and the plain-TCP comparisons, with nothing attached.
+ * Both are owners of their sockets while it runs (src/maps/owners.ts), so
+ * that an attachment above them (the root's, host-wide) neither takes
+ * their sockets on its fast path nor intercepts their connections: the
+ * self-test tests the setup it loads and compares with plain TCP.
+ */
 export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestResult> {
-  let cg: Cgroup | null = null;
+  const made: Cgroup[] = [];
+  try {
+    const cg = createChildCgroup(options.cgroupRoot, SELFTEST_PREFIX);
+    made.push(cg);
+    const outside = createChildCgroup(options.cgroupRoot, SELFTEST_PREFIX);
+    made.push(outside);
+    options.onRunning?.();
+    const bpffs = options.bpffs;
+    if (!bpffs) return await selfTestIn(cg, outside, options, undefined);
+    return await withOwner(bpffs, outside.id, () => withOwner(bpffs, cg.id, (fd) => selfTestIn(cg, outside, options, fd)));
+  } finally {
+    for (const c of made) await removeCgroup(c);
+  }
+}
+
+async function selfTestIn(cg: Cgroup, outsideCg: Cgroup, options: SelfTestOptions, ownersFd: number | undefined): Promise<SelfTestResult> {
   // Test seam: ACCEL_SELFTEST_QUEUE_LIMIT loads the throwaway attachment
   // with another limit than the check expects, as a kernel on which the
   // limit did not hold would behave.
   const queueLimit = Number(process.env.ACCEL_SELFTEST_QUEUE_LIMIT) || DEFAULT_QUEUE_LIMIT;
-  const loaded = loadFastPath(options.bpfDir, { withStreamVerdict: options.withStreamVerdict, bypassPorts: [], queueLimit });
+  const loaded = loadFastPath(options.bpfDir, {
+    withStreamVerdict: options.withStreamVerdict,
+    bypassPorts: [],
+    queueLimit,
+    cgroupId: cg.id,
+    ...(ownersFd !== undefined ? { ownersFd } : {}),
+  });
   let detach: (() => void) | null = null;
   try {
-    cg = createChildCgroup(options.cgroupRoot, SELFTEST_PREFIX);
-    options.onRunning?.();
     detach = attachCgroupTemporary(loaded.sockops.program(Programs.sockops), cg.path);
     const checks: SelfTestCheck[] = [];
     const inside = { cgroupProcs: procsFile(cg) };
+    const outside = { cgroupProcs: procsFile(outsideCg) };
     for (const where of PLACEMENTS) {
       for (const reader of READERS) {
-        const r = await runPlaced([...reader.args, ...probeLimits(options.stallMs)], where, inside);
+        const r = await runPlaced([...reader.args, ...probeLimits(options.stallMs)], where, inside, outside);
         const name = `${reader.name} (${where})`;
         checks.push({ name, ok: r.ok, error: r.error, severity: !r.ok && isKnownKernelDefect(r.error) ? 'warning' : 'fatal' });
         log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`, { withStreamVerdict: options.withStreamVerdict });
       }
     }
-    checks.push(...(await runReaderChecks(inside, { stallMs: options.stallMs, setup: options.withStreamVerdict ? 'with the stream verdict' : 'plain' })));
-    checks.push(await backpressureCheck(inside));
+    checks.push(...(await runReaderChecks(inside, { stallMs: options.stallMs, setup: options.withStreamVerdict ? 'with the stream verdict' : 'plain', outside })));
+    checks.push(await backpressureCheck(inside, outside));
     const bytesRedirected = loaded.maps.counters().bytes_redirected;
     if (bytesRedirected === 0n) {
       checks.push({ name: 'fast path engaged', ok: false, error: 'no byte took the fast path during the self-test', severity: 'fatal' });
@@ -162,16 +200,15 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
   } finally {
     detach?.();
     loaded.close();
-    if (cg) await removeCgroup(cg);
   }
 }
 
 /** A writer against a reader that sleeps a second: the fast path may take
  * from it what plain TCP takes, plus the queue limit and one message. */
-async function backpressureCheck(inside: { cgroupProcs: string }): Promise<SelfTestCheck> {
+async function backpressureCheck(inside: Placement, outside: Placement): Promise<SelfTestCheck> {
   const name = 'writer held back while its reader pauses';
   const args = ['slowreader', '--writer', 'epoll', '--bytes', String(64 * MB), '--pause-ms', '1000', '--timeout-s', '60'];
-  const [plain, fast] = [await runProbe(args), await runProbe(args, inside)];
+  const [plain, fast] = [await runProbe(args, outside), await runProbe(args, inside)];
   let error: string | null = null;
   if (!plain.ok || !fast.ok) error = `transfer failed: ${fast.error ?? plain.error}`;
   else {

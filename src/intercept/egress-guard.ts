@@ -17,7 +17,9 @@ import { BpfObject } from '../bpf/object.js';
 import { type Cgroup, cgroup2Root } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { IFACES_MAX, encodeTproxyEgress } from '../maps/layout/tproxy.js';
+import { ensureOwners } from '../maps/owners.js';
 import { underPinRootLock } from '../maps/proxy-listeners.js';
+import { OWNERS_MAP } from '../paths.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
 import type { InterceptRecord } from './record.js';
 import type { InterceptSettings } from './settings.js';
@@ -91,12 +93,15 @@ export function installEgressGuard(
   const linkPin = path.join(pinDir, EGRESS_LINK_PIN);
   record.added.pins.push(mapPin, progPin);
   save();
+  // The node's set of attached cgroups: made (under the pin root's lock)
+  // before that lock is taken here.
+  const ownersMap = ensureOwners(bpffs);
   underPinRootLock(() => {
     const obj = BpfObject.load(path.join(bpfDir, 'cgroup_egress.bpf.o'), {
       pinRoot: pinDir,
       pinnedOnly: true,
       creates: [EGRESS_MAP],
-      pinPaths: ensureProxyMaps(bpffs, bpfDir),
+      pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
     });
     try {
       pin(obj.programFd(EGRESS_PROGRAM), progPin);

@@ -16,9 +16,10 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { FLOWS_SLOT, RULES_MAX, TproxyMapNames, TproxyMaps, emptyFlowsSlot, fillFlowsSlot } from '../maps/tproxy.js';
+import { ensureOwners } from '../maps/owners.js';
 import { readProxyListeners, underPinRootLock, withProxyListeners } from '../maps/proxy-listeners.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
-import { LO_INGRESS_PIN, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
+import { LO_INGRESS_PIN, OWNERS_MAP, listInterceptRecordIds, proxyListenersPin } from '../paths.js';
 import { listenerHolders, takeListeners } from '../sys/peer-sockets.js';
 import { type Family, closeSocket, currentNetnsCookie, netnsCookie } from '../sys/socket.js';
 import * as ip from '../net/iproute.js';
@@ -170,6 +171,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     record.added.pins.push(flowsPin);
     saveRecord(record);
     fs.rmSync(flowsPin, { force: true });
+    const ownersMap = ensureOwners(bpffs);
     underPinRootLock(() => {
       let obj: BpfObject | null = null;
       try {
@@ -178,7 +180,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
           pinnedOnly: true,
           creates: [TproxyMapNames.flows],
           maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
-          pinPaths: ensureProxyMaps(bpffs, bpfDir),
+          pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
         });
         for (const [key, pinName] of Object.entries(TcPins)) {
           const file = path.join(pinDir, pinName);

@@ -68,7 +68,7 @@ export class FastPathMaps {
 
   config(): FastPathConfig {
     const b = lookup(this.fds.config, ZERO_KEY, ConfigLayout.size);
-    return b ? decodeConfig(b) : { redirectEnabled: false, queueLimit: 0 };
+    return b ? decodeConfig(b) : { redirectEnabled: false, queueLimit: 0, cgroupId: 0n };
   }
 
   setConfig(c: FastPathConfig): void {

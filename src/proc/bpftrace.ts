@@ -34,6 +34,24 @@ export async function perfProbesOf(pid: number): Promise<PerfProbe[]> {
   return all.filter((p) => p.pid === pid);
 }
 
+/** One entry of `bpftool -j link`: links (fentry programs are attached
+ * through them, not perf events) with the processes that hold them. */
+export interface LinkEntry {
+  id: number;
+  type: string;
+  prog_id: number;
+  pids?: { pid: number; comm: string }[];
+}
+
+/** The links a process holds. */
+export async function linksOf(pid: number): Promise<LinkEntry[]> {
+  const bpftool = findProgram('bpftool');
+  if (!bpftool) throw new AccelError(ErrorCodes.EXEC, 'bpftool not found (Debian: apt-get install bpftool)');
+  const r = await run(bpftool, ['-j', 'link'], { allowFailure: true, timeoutMs: 10_000 });
+  if (r.exitCode !== 0) throw new AccelError(ErrorCodes.EXEC, `bpftool link: ${r.stderr.trim().split('\n').pop() ?? `exit ${r.exitCode}`}`);
+  return (JSON.parse(r.stdout || '[]') as LinkEntry[]).filter((l) => l.pids?.some((p) => p.pid === pid));
+}
+
 /** bpftrace's complaints, without the ones that do not stop it. */
 export function bpftraceErrors(stderr: string): string[] {
   return stderr
@@ -52,6 +70,8 @@ export interface BpftraceSession {
 export interface BpftraceOptions {
   /** The probes are attached once this holds for the process's perf events. */
   attached: (probes: PerfProbe[]) => boolean;
+  /** Or for the links it holds (kfunc: probes attach through links). */
+  attachedLinks?: (links: LinkEntry[]) => boolean;
   /** How long compiling and attaching may take. */
   startTimeoutMs?: number;
   bpftrace?: string;
@@ -84,14 +104,14 @@ export async function startBpftrace(script: string, options: BpftraceOptions): P
       const errors = bpftraceErrors(r.stderr);
       throw new AccelError(ErrorCodes.EXEC, `bpftrace ended before attaching (exit ${r.exitCode}): ${errors.slice(-2).join('; ') || 'no message'}`);
     }
-    let probes: PerfProbe[];
+    let ready: boolean;
     try {
-      probes = await perfProbesOf(child.pid);
+      ready = options.attachedLinks ? options.attachedLinks(await linksOf(child.pid)) : options.attached(await perfProbesOf(child.pid));
     } catch (err) {
       await stop();
       throw err;
     }
-    if (options.attached(probes)) return { pid: child.pid, stop };
+    if (ready) return { pid: child.pid, stop };
     if (Date.now() > deadline) {
       const r = await stop();
       const errors = bpftraceErrors(r.stderr);

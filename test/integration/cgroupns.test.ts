@@ -112,10 +112,12 @@ echo "PROXYLOG [$(grep '"event":"connection"' ${tmp}/proxy.log | paste -sd,)]"
     assert.equal(ns.cgroup, '/', 'the shell is at the root of its cgroup namespace');
     assert.equal(BigInt(ns.app), app.id, 'a cgroup id is the same inside and out');
 
-    // Its root is refused as a root, named as the namespace's.
+    // Its root is host-wide for the namespace: without the self-test,
+    // refused before anything is touched, named as the namespace's
+    // (hostwide.test.ts attaches there).
     const root = part<{ code: string; message: string }>(out, 'ROOT');
-    assert.equal(root.code, 'E_CGROUP_ROOT');
-    assert.match(root.message, /^\/sys\/fs\/cgroup is the root cgroup of this cgroup namespace: .*; use a child cgroup$/);
+    assert.equal(root.code, 'E_HOST_WIDE_UNSAFE');
+    assert.match(root.message, /^\/sys\/fs\/cgroup is the root cgroup: .*for every process of this cgroup namespace; nothing was attached/);
 
     // The fast path: attached by the namespace's path, carrying a transfer.
     const attached = part<{ cgroup: { path: string; id: string } }>(out, 'ATTACH');

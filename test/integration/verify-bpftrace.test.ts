@@ -13,9 +13,13 @@ import { JOIN_SCRIPT, JOIN_FUNCTION } from '../../src/fastpath/joins.js';
 import { perfProbesOf, startBpftrace } from '../../src/proc/bpftrace.js';
 import { findProgram } from '../../src/proc/packages.js';
 import { run } from '../../src/proc/run.js';
-import { accel, attachOk, testCgroup } from '../helpers/env.js';
+import { tracingSupport } from '../../src/bpf/tracing.js';
+import { BPF_DIR, accel, attachOk, testCgroup } from '../helpers/env.js';
 
 const kprobes = kprobeSupport();
+// Asked as verify asks it, only where kprobes are missing: load and attach
+// a tiny fentry program.
+const tracing = kprobes.available ? null : tracingSupport(BPF_DIR);
 const bpftrace = findProgram('bpftrace');
 
 interface VerifyJson {
@@ -32,8 +36,15 @@ interface VerifyJson {
 
 describe('accel verify --bpftrace', () => {
   it(
-    'without kprobes: one line says so and why, then the map and counters with the probe transfer (ENGAGED, exit 0)',
-    { skip: kprobes.available ? 'this kernel has kprobes: the bpftrace path is tested instead' : false, timeout: 120_000 },
+    'without kprobes or tracing programs: one line says so and why, then the map and counters with the probe transfer (ENGAGED, exit 0)',
+    {
+      skip: kprobes.available
+        ? 'this kernel has kprobes: the bpftrace path is tested instead'
+        : tracing?.available
+          ? 'tracing programs load here: the kfunc path is tested instead'
+          : false,
+      timeout: 120_000,
+    },
     async (t) => {
       const cg = testCgroup(t, 'accel-test-verify-bt');
       await attachOk(t, cg);
@@ -41,7 +52,8 @@ describe('accel verify --bpftrace', () => {
       const v = await accel(['verify', '--bpftrace', '--cgroup', cg.path], { ACCEL_BPFTRACE_INSTALL: 'no' });
       assert.equal(v.exitCode, 0, v.stderr);
       const lines = v.stdout.split('\n');
-      assert.equal(lines[0], `no kprobes on this kernel (${kprobes.reason}): bpftrace cannot run; falling back to map and counters`);
+      const why = `no kprobes on this kernel (${kprobes.reason}), and ${tracing?.reason}`;
+      assert.equal(lines[0], `${why}: bpftrace cannot run; falling back to map and counters`);
       assert.match(kprobes.reason, /kprobe/);
       assert.equal(lines.filter((l) => /bpftrace/.test(l)).length, 1, 'one line about bpftrace, no hint repeated after it');
       assert.equal(lines[1], `${cg.path}: fast path ENGAGED`);
@@ -51,13 +63,43 @@ describe('accel verify --bpftrace', () => {
       assert.equal(j.exitCode, 0, j.stderr);
       const doc = JSON.parse(j.stdout) as VerifyJson;
       assert.equal(doc.method, 'map-and-counters');
-      assert.equal(doc.methodReason, `no kprobes on this kernel (${kprobes.reason})`);
+      assert.equal(doc.methodReason, why);
       const r = doc.reports[0];
       assert.ok(r?.engaged && r.probe?.ok && BigInt(r.probe.bytesRedirectedDelta) >= BigInt(r.probe.bytes));
       assert.equal(r.joins, undefined, 'no bpftrace, no joins');
 
       const plain = JSON.parse((await accel(['verify', '--cgroup', cg.path, '--json'])).stdout) as VerifyJson;
       assert.deepEqual([plain.method, plain.methodReason], ['map-and-counters', '--bpftrace not given']);
+    },
+  );
+
+  it(
+    'the tracing probe: a kernel that refuses tracing programs is named in one line, EPERM and all',
+    { skip: kprobes.available ? 'this kernel has kprobes: no tracing probe is made' : tracing?.available ? `tracing programs load here (${tracing.reason})` : false },
+    () => {
+      // This machine: locked down, a tracing program's load answers EPERM even as root.
+      assert.match(tracing?.reason ?? '', /^the kernel refuses tracing programs: loading an fentry program on tcp_bpf_update_proto as root failed with EPERM \(.*\)$/);
+      assert.equal(tracing?.reason.includes('\n'), false);
+    },
+  );
+
+  it(
+    'without kprobes but with tracing programs: bpftrace on kfunc:tcp_bpf_update_proto lists the probe sockets as they joined',
+    {
+      skip: kprobes.available ? 'this kernel has kprobes: the kprobe path is taken' : !tracing?.available ? `tracing programs do not load here: ${tracing?.reason}` : false,
+      timeout: 600_000,
+    },
+    async (t) => {
+      if (!bpftrace) return t.skip('bpftrace is not installed (this test does not install it)');
+      const cg = testCgroup(t, 'accel-test-verify-bt');
+      await attachOk(t, cg);
+      const j = await accel(['verify', '--bpftrace', '--cgroup', cg.path, '--json']);
+      assert.equal(j.exitCode, 0, j.stderr);
+      const doc = JSON.parse(j.stdout) as VerifyJson;
+      assert.equal(doc.method, 'bpftrace', doc.methodReason);
+      assert.match(doc.methodReason, /kfunc:tcp_bpf_update_proto attached$/);
+      const r = doc.reports[0];
+      assert.ok(r?.engaged && r.probe?.ok && (r.joins?.length ?? 0) >= 2, JSON.stringify(r));
     },
   );
 

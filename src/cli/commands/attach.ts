@@ -6,6 +6,8 @@ import { parseInterceptRule } from '../../net/rules.js';
 import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { DEFAULT_MAX_SOCKETS, DEFAULT_QUEUE_LIMIT } from '../../fastpath/objects.js';
+import { ACCEPT_UNSAFE_HOST_WIDE } from '../../fastpath/install.js';
+import { hostWideScope, isHostWide } from '../../cgroup/cgroup.js';
 import { type GlobalOptions, parseCount, parseMark, parsePort, parseSinglePort, parseNonNegative, collect } from '../options.js';
 import { print, printJson, table } from '../output.js';
 import { readerSafetyUnknownLine, unsafeReaderLines } from '../readers.js';
@@ -13,6 +15,7 @@ import { readerSafetyUnknownLine, unsafeReaderLines } from '../readers.js';
 interface AttachCliOptions {
   cgroup: string;
   skipSelftest: boolean;
+  acceptUnsafeReadersHostWide: boolean;
   bypassPort: number[];
   queueLimit: number;
   maxSockets: number;
@@ -38,6 +41,11 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     )
     .requiredOption('--cgroup <path>', 'cgroup v2 directory, e.g. /sys/fs/cgroup/myservice')
     .option('--skip-selftest', 'attach without first proving the fast path on this kernel', false)
+    .option(
+      ACCEPT_UNSAFE_HOST_WIDE,
+      'on the root cgroup (host-wide): attach although the self-test found reader kinds this kernel breaks (or did not run), for every process',
+      false,
+    )
     .addOption(
       new Option(
         '--stream-verdict <when>',
@@ -85,7 +93,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
     .option('--json', 'print the result as JSON', false)
     .addHelpText(
       'after',
-      '\nExamples:\n  accel attach --cgroup /sys/fs/cgroup/myservice --bypass-port 8443\n  accel attach --cgroup /sys/fs/cgroup/myservice --iface eth0 --intercept 10.200.0.0/24:8080 --proxy-port 15001',
+      '\nExamples:\n  accel attach --cgroup /sys/fs/cgroup/myservice --bypass-port 8443\n  accel attach --cgroup /sys/fs/cgroup    # host-wide: the root cgroup, every process\n  accel attach --cgroup /sys/fs/cgroup/myservice --iface eth0 --intercept 10.200.0.0/24:8080 --proxy-port 15001',
     )
     .action(async (opts: AttachCliOptions) => {
       const g = globals();
@@ -97,7 +105,14 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       }
       const spec = parseSpec({
         cgroup: opts.cgroup,
-        fastPath: { bypassPorts: opts.bypassPort, queueLimit: opts.queueLimit, maxSockets: opts.maxSockets, streamVerdict: opts.streamVerdict, selftest: !opts.skipSelftest },
+        fastPath: {
+          bypassPorts: opts.bypassPort,
+          queueLimit: opts.queueLimit,
+          maxSockets: opts.maxSockets,
+          streamVerdict: opts.streamVerdict,
+          selftest: !opts.skipSelftest,
+          acceptUnsafeReadersHostWide: opts.acceptUnsafeReadersHostWide,
+        },
         intercept: intercepting
           ? {
               ifaces: opts.iface,
@@ -121,9 +136,13 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       const intercept = status?.intercept
         ? { settings: status.intercept.settings, hookMode: status.intercept.hookMode, alreadyAttached: !kinds.includes('install-intercept') }
         : null;
+      // Said once, when the root is attached: what it covers.
+      const covers = isHostWide(r.cgroup) ? hostWideScope() : null;
       if (opts.json) {
         return printJson({
           cgroup: r.cgroup,
+          hostWide: covers !== null,
+          covers,
           pinDir: r.pinDir,
           alreadyAttached,
           recovered: r.recovered,
@@ -138,6 +157,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
         });
       }
       print(alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
+      if (covers && !alreadyAttached) print(`host-wide: ${r.cgroup.path} is the root cgroup; the fast path covers ${covers}`);
       print(
         table([
           ['pins', r.pinDir],

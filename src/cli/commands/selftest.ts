@@ -1,4 +1,6 @@
+import fs from 'node:fs';
 import type { Command } from 'commander';
+import { ownersPin } from '../../paths.js';
 import { unsafeReaders } from '../../fastpath/readers.js';
 import { runSelfTest } from '../../fastpath/selftest.js';
 import { requirePrivileges } from '../../privileges.js';
@@ -18,7 +20,10 @@ export function registerSelftest(program: Command, globals: () => GlobalOptions)
     .action(async (opts: { streamVerdict: boolean; json: boolean }) => {
       requirePrivileges();
       ensureBpffs(globals().bpffs);
-      const result = await runSelfTest({ bpfDir: globals().bpfDir, withStreamVerdict: opts.streamVerdict, cgroupRoot: cgroup2Root() });
+      // Under an attached root, its sockets are the self-test's own
+      // (src/maps/owners.ts); with nothing attached, nothing is pinned.
+      const bpffs = fs.existsSync(ownersPin(globals().bpffs)) ? globals().bpffs : undefined;
+      const result = await runSelfTest({ ...(bpffs ? { bpffs } : {}), bpfDir: globals().bpfDir, withStreamVerdict: opts.streamVerdict, cgroupRoot: cgroup2Root() });
       const r = { ...result, unsafeReaders: unsafeReaders(result.readers) };
       if (!opts.json) {
         for (const c of r.checks) print(`${c.ok ? 'ok  ' : c.severity === 'warning' ? 'WARN' : 'FAIL'}  ${c.name}${c.error ? `: ${c.error}` : ''}`);

@@ -23,7 +23,7 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
       const targets = (await collectStatus(globals().bpffs, opts.cgroup)).filter((s) => s.state === 'complete');
       const check = () => verify(targets, { probe: opts.probe || opts.bpftrace, ...(opts.cgroup ? { cgroup: opts.cgroup } : {}) });
       // --bpftrace: bpftrace around the probe transfer, or the one line that says why not.
-      const traced = opts.bpftrace ? await traceJoins(check, { say: opts.json ? () => {} : print }) : null;
+      const traced = opts.bpftrace ? await traceJoins(check, { bpfDir: globals().bpfDir, say: opts.json ? () => {} : print }) : null;
       const found: (VerifyReport & Partial<TracedReport>)[] = traced?.joins ? withJoins(traced.result, traced.joins) : (traced?.result ?? (await check()));
       const method = { method: traced?.method ?? 'map-and-counters', methodReason: traced?.reason ?? '--bpftrace not given' };
       // One report per target, in order: each with its attachment's reader safety.

@@ -19,10 +19,11 @@ export const ListenKeyLayout = {
 
 /** struct accel_config */
 export const ConfigLayout = {
-  size: 8,
+  size: 16,
   fields: {
     redirect_enabled: { offset: 0, size: 4 },
     queue_limit: { offset: 4, size: 4 },
+    cgroup_id: { offset: 8, size: 8 },
   },
 } as const;
 
@@ -76,6 +77,7 @@ export const COUNTERS = [
   'backpressure_engaged',
   'backpressure_released',
   'bytes_held',
+  'sockets_skipped_nested',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -98,6 +100,7 @@ export const COUNTER_ENUM: Record<CounterName, string> = {
   backpressure_engaged: 'ACCEL_CNT_BACKPRESSURE_ON',
   backpressure_released: 'ACCEL_CNT_BACKPRESSURE_OFF',
   bytes_held: 'ACCEL_CNT_BYTES_HELD',
+  sockets_skipped_nested: 'ACCEL_CNT_SOCK_SKIPPED_NESTED',
 };
 
 export const FASTPATH_BTF: BtfMirrors = {
@@ -144,12 +147,15 @@ export interface FastPathConfig {
   /** Bytes a fast-path socket may hold unread before its writer is held
    * back (the TCP way). */
   queueLimit: number;
+  /** The attached cgroup (nested attachments: bpf/include/accel_owners.h). */
+  cgroupId: bigint;
 }
 
 export function encodeConfig(c: FastPathConfig): Buffer {
   const b = Buffer.alloc(ConfigLayout.size);
   b.writeUInt32LE(c.redirectEnabled ? 1 : 0, ConfigLayout.fields.redirect_enabled.offset);
   b.writeUInt32LE(c.queueLimit, ConfigLayout.fields.queue_limit.offset);
+  b.writeBigUInt64LE(c.cgroupId, ConfigLayout.fields.cgroup_id.offset);
   return b;
 }
 
@@ -157,5 +163,6 @@ export function decodeConfig(b: Buffer): FastPathConfig {
   return {
     redirectEnabled: b.readUInt32LE(ConfigLayout.fields.redirect_enabled.offset) !== 0,
     queueLimit: b.readUInt32LE(ConfigLayout.fields.queue_limit.offset),
+    cgroupId: b.readBigUInt64LE(ConfigLayout.fields.cgroup_id.offset),
   };
 }

@@ -36,7 +36,8 @@
 #include <unistd.h>
 
 #define IO_TIMEOUT_S 5
-/* Bounds the round-trip samples kept: 10 s at 0.5 µs per round trip. */
+/* Round-trip samples kept: room for one every 0.5 µs, at most 20 million. */
+#define SAMPLES_PER_S (2 * 1000 * 1000)
 #define MAX_SAMPLES (20 * 1000 * 1000)
 
 struct opts {
@@ -214,16 +215,17 @@ static int cmp_double(const void *a, const void *b)
 
 static int pingpong(const struct opts *o, int fd)
 {
-	double *rtt = malloc(sizeof(double) * MAX_SAMPLES);
+	size_t n = 0,
+	       max = o->seconds * SAMPLES_PER_S < MAX_SAMPLES ? (size_t)(o->seconds * SAMPLES_PER_S) + 1 : MAX_SAMPLES;
+	double *rtt = malloc(sizeof(double) * max);
 	char *buf = malloc(o->size);
 	double stop, t0, t1;
-	size_t n = 0;
 
 	if (!rtt || !buf)
 		return 3;
 	memset(buf, 'p', o->size);
 	stop = now() + o->seconds;
-	for (t0 = now(); t0 < stop && n < MAX_SAMPLES; t0 = t1) {
+	for (t0 = now(); t0 < stop && n < max; t0 = t1) {
 		if (write_full(fd, buf, o->size) || read_full(fd, buf, o->size))
 			die("round trip");
 		t1 = now();

@@ -77,6 +77,6 @@ describe('accel bench', () => {
   it('an unknown scenario is one error line, before anything is set up', async () => {
     const r = await run(process.execPath, [CLI, 'bench', '--scenario', 'warp'], { allowFailure: true });
     assert.equal(r.exitCode, 2);
-    assert.match(r.stderr.trim(), /^accel: unknown scenario warp \(known: direct, .*\) \[E_USAGE\]$/);
+    assert.match(r.stderr.trim(), /^accel: unknown scenario warp \(known: unix, direct, .*\) \[E_USAGE\]$/);
   });
 });

@@ -39,9 +39,17 @@ static __always_inline int accel_pass(struct sk_msg_md *msg, struct bpf_sock *sk
 }
 
 /* For now: this message and the next go by TCP, which holds the writer back
- * until the peer reads. */
-static __always_inline int accel_hold(struct accel_sock_state *st, __u32 size)
+ * until the peer reads. The socket's state is made here, at its first hold:
+ * most sockets are never held, and an allocation per socket showed in
+ * connrate's profile. Without it (allocation failed) a socket cannot be held
+ * back safely: a message sent the TCP way unrecorded could be overtaken by
+ * the next one. It is redirected, as before backpressure existed. */
+static __always_inline int accel_hold(struct accel_sock_state *st, struct bpf_sock *sk, __u32 size)
 {
+	if (!st)
+		st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return -1;
 	if (!st->held) {
 		st->held = 1;
 		accel_count(ACCEL_CNT_BACKPRESSURE_ON, 1);
@@ -66,10 +74,8 @@ int accel_skmsg(struct sk_msg_md *msg)
 	if (!cfg || !cfg->redirect_enabled)
 		return accel_pass(msg, sk);
 
-	/* Without its state (allocation failed) a socket cannot be held back
-	 * safely: a message sent the TCP way unrecorded could be overtaken by
-	 * the next one. It is redirected, as before backpressure existed. */
-	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	/* No state yet: the socket was never held nor sent the TCP way. */
+	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, 0);
 	if (st && st->tcp_only)
 		return accel_passed(size);
 
@@ -85,11 +91,14 @@ int accel_skmsg(struct sk_msg_md *msg)
 		 * has drained, with half the peer's buffer free. */
 		if (!peer_view.valid || peer_view.pressure || peer_view.rx_pending || !accel_tcp_tx_done(sk) ||
 		    peer_view.queued + size > peer_view.limit / 2)
-			return accel_hold(st, size);
+			return accel_hold(st, sk, size);
 		st->held = 0;
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
-	} else if (st && peer_view.valid && (peer_view.pressure || peer_view.queued + size > peer_view.limit)) {
-		return accel_hold(st, size);
+	} else if (peer_view.valid && (peer_view.pressure || peer_view.queued + size > peer_view.limit)) {
+		int held = accel_hold(st, sk, size);
+
+		if (held >= 0)
+			return held;
 	}
 
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)

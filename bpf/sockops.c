@@ -177,8 +177,13 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 		return;
 	}
 	bpf_map_delete_elem(&accel_members, &key);
+	/* Only the stream verdict records a socket here, and only some: a
+	 * lookup is lock-free, a delete takes the bucket's lock with
+	 * interrupts off, which costs every closing connection
+	 * (htab_lru_map_delete_elem in a cpu-clock profile of connrate). */
 	cookie = bpf_get_socket_cookie(skops);
-	bpf_map_delete_elem(&accel_rx_seqs, &cookie);
+	if (bpf_map_lookup_elem(&accel_rx_seqs, &cookie))
+		bpf_map_delete_elem(&accel_rx_seqs, &cookie);
 	accel_flow_closed(&key);
 }
 

@@ -10,6 +10,8 @@ export const DEFAULT_BPF_DIR = process.env.ACCEL_BPF_DIR ?? path.join(PACKAGE_RO
 export const SOCKPROBE = process.env.ACCEL_SOCKPROBE ?? path.join(PACKAGE_ROOT, 'build', 'sockprobe');
 /** The bench's connection-rate client and server (native/connrate.c). */
 export const CONNRATE = process.env.ACCEL_CONNRATE ?? path.join(PACKAGE_ROOT, 'build', 'connrate');
+/** The same load over an AF_UNIX pair and over TCP (native/ipcpair.c). */
+export const IPCPAIR = process.env.ACCEL_IPCPAIR ?? path.join(PACKAGE_ROOT, 'build', 'ipcpair');
 /** This command line's entry point, for running accel in another place. */
 export const CLI_ENTRY = path.join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
 export const DEFAULT_BPFFS = '/sys/fs/bpf';

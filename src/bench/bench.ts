@@ -10,11 +10,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
-import { CONNRATE } from '../paths.js';
+import { CONNRATE, IPCPAIR } from '../paths.js';
 import { aptInstall, findProgram } from '../proc/packages.js';
 import { run } from '../proc/run.js';
-import { connections, latency, throughput } from './measure.js';
-import type { MetricId, Scenario, ScenarioId } from './scenarios.js';
+import { connections, latency, pair, throughput } from './measure.js';
+import { type MetricId, runsPair, type Scenario, type ScenarioId } from './scenarios.js';
 import { Site, type SiteEvidence } from './site.js';
 
 export interface BenchDurations {
@@ -40,7 +40,7 @@ export interface BenchOptions {
 export interface Sample {
   round: number;
   scenario: ScenarioId;
-  workload: 'latency-64' | 'latency-4k' | 'throughput' | 'connections';
+  workload: 'latency-64' | 'latency-4k' | 'throughput' | 'connections' | 'pair';
   values: Partial<Record<MetricId, number>>;
   detail?: Record<string, number | null>;
   error?: string;
@@ -72,7 +72,7 @@ export async function ensureTools(progress: (l: string) => void, only?: string[]
     progress(`installing ${missing.join(', ')} (apt-get)`);
     await aptInstall(missing, { updateMs: 300_000, installMs: 600_000 });
   }
-  if (!fs.existsSync(CONNRATE)) throw new AccelError(ErrorCodes.EXEC, `${CONNRATE} is missing: run npm run build`);
+  for (const native of [CONNRATE, IPCPAIR]) if (!fs.existsSync(native)) throw new AccelError(ErrorCodes.EXEC, `${native} is missing: run npm run build`);
   const versions: Record<string, string> = {};
   for (const t of tools) {
     const [file, ...args] = t.version;
@@ -82,7 +82,13 @@ export async function ensureTools(progress: (l: string) => void, only?: string[]
   return versions;
 }
 
-const WORKLOADS: Sample['workload'][] = ['latency-64', 'latency-4k', 'throughput', 'connections'];
+const WORKLOADS: Sample['workload'][] = ['latency-64', 'latency-4k', 'throughput', 'connections', 'pair'];
+
+/** The AF_UNIX limit row runs the process-pair workload only; scenarios
+ * with a proxy run all but it (ipcpair's pair connects to itself). */
+function runs(s: Scenario, workload: Sample['workload']): boolean {
+  return workload === 'pair' ? runsPair(s) : !s.unixPair;
+}
 
 async function measure(site: Site, workload: Sample['workload'], o: BenchOptions): Promise<Pick<Sample, 'values' | 'detail'>> {
   const where = site.where;
@@ -91,6 +97,11 @@ async function measure(site: Site, workload: Sample['workload'], o: BenchOptions
     const small = workload === 'latency-64';
     const r = await latency(where, t.host, t.port, small ? 64 : 4096, o.seconds.latency);
     return { values: small ? { p50_64: r.p50us, p99_64: r.p99us } : { p50_4k: r.p50us, p99_4k: r.p99us }, detail: { observations: r.observations } };
+  }
+  if (workload === 'pair') {
+    // The same seconds as the throughput run: the same load pattern as iperf3's.
+    const r = await pair(where, site.scenario.unixPair ? 'unix' : 'tcp', o.seconds.throughput);
+    return { values: { pairGbps: r.gbps, pairP50: r.p50us }, detail: { bytes: r.bytes, p99us: r.p99us, roundTrips: r.roundTrips } };
   }
   if (workload === 'throughput') {
     const t = site.target('throughput');
@@ -130,7 +141,7 @@ export async function runBench(o: BenchOptions): Promise<BenchRun> {
     for (let round = 1; round <= o.rounds; round++) {
       for (const workload of WORKLOADS) {
         o.progress(`round ${round}/${o.rounds}: ${workload}`);
-        for (const site of sites) {
+        for (const site of sites.filter((x) => runs(x.scenario, workload))) {
           checkAborted(o.signal);
           try {
             samples.push({ round, scenario: site.scenario.id, workload, ...(await measure(site, workload, o)) });

@@ -11,7 +11,7 @@ import { METRICS, type MetricId, SCENARIOS, type Summary } from './scenarios.js'
  * does not import the report, which does not import the chart. */
 export type Charted = Pick<BenchRun, 'startedAt' | 'machine' | 'settings'> & { summary: Summary };
 
-const CHARTED: MetricId[] = ['p50_64', 'p99_64', 'p50_4k', 'gbps', 'cpuPerGB', 'connPerSec'];
+const CHARTED: MetricId[] = ['p50_64', 'p99_64', 'p50_4k', 'gbps', 'cpuPerGB', 'connPerSec', 'pairGbps', 'pairP50'];
 
 /** A panel's title, which is also the facet value that groups its bars. */
 const figure = (m: MetricId) => `${METRICS[m].label} (${METRICS[m].unit}, ${METRICS[m].better} is better)`;

@@ -4,12 +4,15 @@
  *   throughput   iperf3 with 64 KB writes, one stream; machine CPU from
  *                /proc/stat and the proxy's from /proc/<pid>/stat meanwhile
  *   connections  connrate (native/connrate.c): connect, 1 byte each way, close
+ *   pair         ipcpair (native/ipcpair.c): one process pair on an AF_UNIX
+ *                stream pair or a loopback TCP connection, 64 KB writes
+ *                and 64-byte ping-pong, the same code for both transports
  * Each run is bounded by its duration plus a margin; a tool that fails or
  * prints nothing usable is an E_EXEC error naming it.
  */
 import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
-import { CONNRATE } from '../paths.js';
+import { CONNRATE, IPCPAIR } from '../paths.js';
 import { type Placement, run } from '../proc/run.js';
 
 /** /proc/stat and /proc/<pid>/stat count in USER_HZ, 100 on Linux. */
@@ -87,6 +90,30 @@ export async function connections(where: Placement, host: string, port: number, 
   if (!line) throw new AccelError(ErrorCodes.EXEC, `connrate printed no result: ${out.slice(-300)}`);
   const r = JSON.parse(line) as { connections: number; failures: number; perSecond: number };
   return { connections: r.connections, failures: r.failures, perSecond: r.perSecond };
+}
+
+export interface PairResult {
+  /** Gbit/s of 64 KB writes, received. */
+  gbps: number;
+  bytes: number;
+  /** Round-trip p50 and p99 of 64-byte messages, microseconds. */
+  p50us: number;
+  p99us: number;
+  roundTrips: number;
+}
+
+async function ipcpair(where: Placement, args: string[], seconds: number): Promise<Record<string, number>> {
+  const out = await tool(IPCPAIR, [...args, '--seconds', String(seconds)], where, seconds);
+  const line = out.split('\n').find((l) => l.startsWith('{"transport"'));
+  if (!line) throw new AccelError(ErrorCodes.EXEC, `ipcpair printed no result: ${out.slice(-300)}`);
+  return JSON.parse(line) as Record<string, number>;
+}
+
+/** The process-pair load over one transport: a stream, then a ping-pong. */
+export async function pair(where: Placement, transport: 'unix' | 'tcp', seconds: number): Promise<PairResult> {
+  const s = await ipcpair(where, ['stream', '--transport', transport, '--size', '65536'], seconds);
+  const p = await ipcpair(where, ['pingpong', '--transport', transport, '--size', '64'], seconds);
+  return { gbps: Number(s.gbps), bytes: Number(s.bytes), p50us: Number(p.p50us), p99us: Number(p.p99us), roundTrips: Number(p.roundTrips) };
 }
 
 /** Busy seconds of all CPUs since boot: user, nice, system, irq, softirq

@@ -4,7 +4,7 @@
  * (results.ts writes the files, chart.ts draws the chart).
  */
 import type { BenchRun } from './bench.js';
-import { METRICS, type MetricId, SCENARIOS, type ScenarioId, type Summary, TARGETS } from './scenarios.js';
+import { METRICS, type MetricId, PAIR_METRICS, runsPair, SCENARIOS, type ScenarioId, type Summary, TARGETS } from './scenarios.js';
 
 export interface TargetResult {
   text: string;
@@ -28,11 +28,15 @@ export function median(values: number[]): number | null {
   return v.length % 2 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
 }
 
-/** Metrics every scenario must produce (the proxy's CPU only where there is a proxy). */
-function expected(id: ScenarioId): MetricId[] {
+/** Metrics a scenario must produce: the proxy's CPU only where there is a
+ * proxy, the process-pair figures only where there is none, and the AF_UNIX
+ * limit row nothing but those. */
+export function expected(id: ScenarioId): MetricId[] {
   const all = Object.keys(METRICS) as MetricId[];
-  const proxied = SCENARIOS.find((s) => s.id === id)?.proxy !== 'none';
-  return all.filter((m) => m !== 'proxyCpuPerGB' || proxied);
+  const s = SCENARIOS.find((x) => x.id === id);
+  if (!s) return [];
+  if (s.unixPair) return [...PAIR_METRICS];
+  return all.filter((m) => (m === 'proxyCpuPerGB' ? s.proxy !== 'none' : PAIR_METRICS.includes(m) ? runsPair(s) : true));
 }
 
 export function summarize(run: BenchRun): BenchReport {
@@ -60,7 +64,7 @@ export function summarize(run: BenchRun): BenchReport {
 
 function fmt(v: number | undefined, metric: MetricId): string {
   if (v === undefined) return '-';
-  if (metric === 'gbps') return v.toFixed(2);
+  if (metric === 'gbps' || metric === 'pairGbps') return v.toFixed(2);
   if (metric === 'cpuPerGB' || metric === 'proxyCpuPerGB') return v.toFixed(3);
   return v.toFixed(metric === 'connPerSec' ? 0 : 1);
 }
@@ -74,13 +78,15 @@ const COLUMNS: [MetricId, string][] = [
   ['cpuPerGB', 'CPU s/GB'],
   ['proxyCpuPerGB', 'proxy s/GB'],
   ['connPerSec', 'conn/s'],
+  ['pairGbps', 'pair Gb/s'],
+  ['pairP50', 'pair p50'],
 ];
 
 export function formatReport(r: BenchReport): string {
   const label = (id: ScenarioId) => SCENARIOS.find((s) => s.id === id)?.label ?? id;
   const width = Math.max(...r.settings.scenarios.map((id) => label(id).length));
   const lines = [
-    `medians of ${r.settings.rounds} round(s), processes on CPUs ${r.settings.cpus}; round trips in microseconds (sockperf), throughput iperf3, connections connrate`,
+    `medians of ${r.settings.rounds} round(s), processes on CPUs ${r.settings.cpus}; round trips in microseconds (sockperf), throughput iperf3, connections connrate; pair: ipcpair, the same load over AF_UNIX or TCP`,
     '',
     `${''.padEnd(width)}  ${COLUMNS.map(([, h]) => h.padStart(10)).join(' ')}`,
     ...r.settings.scenarios.map((id) => `${label(id).padEnd(width)}  ${COLUMNS.map(([m]) => fmt(r.summary[id]?.[m], m).padStart(10)).join(' ')}`),

@@ -125,6 +125,8 @@ export class Site {
       );
     }
     if (s.fastPath || this.intercepting) await this.attach();
+    // The AF_UNIX limit row: ipcpair makes its own pair, nothing listens.
+    if (s.unixPair) return;
     // Servers after attach: sockops learns of listeners when they listen.
     await this.start('sockperf', ['server', '--tcp', '-i', LOOPBACK, '-p', String(BENCH_PORTS.latency)]);
     await this.start('iperf3', ['-s', '-B', LOOPBACK, '-p', String(BENCH_PORTS.throughput)]);

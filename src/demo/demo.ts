@@ -8,13 +8,15 @@
  * (sockperf ping-pong for round trips, iperf3 for throughput, with its
  * measuring code), on the bench's default CPU. Between the two, a live
  * connection shows both its sockets in the SOCKHASH, as `accel verify`
- * sees it. Never touches the root cgroup; bounded well under a minute.
+ * sees it. Last, the limit: the same load (ipcpair: 64 KB writes, 64-byte
+ * ping-pong) over an AF_UNIX stream pair and over the fast path, the fast
+ * path as a ratio to it. Never touches the root cgroup; bounded well under a minute.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ensureTools } from '../bench/bench.js';
-import { type LatencyResult, type ThroughputResult, latency, throughput } from '../bench/measure.js';
+import { type LatencyResult, type PairResult, type ThroughputResult, latency, pair, throughput } from '../bench/measure.js';
 import { type ScenarioId, SCENARIOS } from '../bench/scenarios.js';
 import { Site } from '../bench/site.js';
 import { AccelError, ErrorCodes } from '../errors.js';
@@ -62,6 +64,9 @@ export interface DemoReport {
   engagedConnections: string[];
   /** What sk_msg redirected during the fast-path measurements. */
   bytesRedirected: bigint;
+  /** The same process-pair load (ipcpair) over an AF_UNIX stream pair,
+   * the limit of local IPC through the socket API, and over the fast path. */
+  limit: { unix: PairResult; fastPath: PairResult };
   settings: { seconds: typeof DEMO_SECONDS; messageBytes: number; cpus: string };
   tools: Record<string, string>;
 }
@@ -121,13 +126,17 @@ export async function runDemo(options: { bpffs: string; bpfDir: string; say: (li
   const tools = await ensureTools(say, ['sockperf', 'iperf3', 'ss']);
   const workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-demo-'));
   const settings = { bpffs: options.bpffs, bpfDir: options.bpfDir, workDir, tag: String(process.pid), cpus: DEMO_CPUS, name: 'accel-demo' };
+  const pairWhat = `ipcpair, one process pair, 64 KB writes for ${DEMO_SECONDS.throughput} s then ${DEMO_MESSAGE_BYTES}-byte ping-pong for as long`;
   const what = `sockperf ping-pong with ${DEMO_MESSAGE_BYTES}-byte messages for ${DEMO_SECONDS.latency} s, then iperf3 (one stream, 64 KB writes) for ${DEMO_SECONDS.throughput} s`;
   try {
     say('1. plain TCP: a network namespace and a child cgroup of their own, client and servers in them, nothing attached');
     const before = await inSite('direct', settings, async (site) => {
       stop();
       say(`   ${site.netns}, ${site.cgroup?.path}; measuring: ${what}...`);
-      return measureSite(site, null);
+      const run = await measureSite(site, null);
+      stop();
+      say(`   and the limit, an AF_UNIX stream pair: ${pairWhat}...`);
+      return { run, unix: await pair(site.where, 'unix', DEMO_SECONDS.throughput) };
     });
     stop();
     say('2. the same with the fast path: new namespace and cgroup, `accel attach --cgroup` (self-test first), servers started');
@@ -149,11 +158,15 @@ export async function runDemo(options: { bpffs: string; bpfDir: string; say: (li
       say(`4. measuring again: ${what}...`);
       const run = await measureSite(site, { pinDir, counters: () => withMaps(pinDir, (m) => m.counters()) });
       const bytesRedirected = (run.path?.roundTrip.redirected ?? 0n) + (run.path?.throughput.redirected ?? 0n);
-      say('5. detaching, stopping the servers, removing namespace and cgroup');
-      return { run, engaged, bytesRedirected };
+      stop();
+      say(`5. the same load as the AF_UNIX pair, over the fast path: ${pairWhat}...`);
+      const fastPair = await pair(site.where, 'tcp', DEMO_SECONDS.throughput);
+      say('6. detaching, stopping the servers, removing namespace and cgroup');
+      return { run, engaged, bytesRedirected, fastPair };
     });
     return {
-      runs: [before, after.run],
+      runs: [before.run, after.run],
+      limit: { unix: before.unix, fastPath: after.fastPair },
       engagedConnections: after.engaged,
       bytesRedirected: after.bytesRedirected,
       settings: { seconds: DEMO_SECONDS, messageBytes: DEMO_MESSAGE_BYTES, cpus: DEMO_CPUS },

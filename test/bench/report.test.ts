@@ -23,6 +23,7 @@ const full = (round: number, scenario: ScenarioId, scale: number): Sample[] => [
   { round, scenario, workload: 'latency-4k', values: { p50_4k: 120 * scale, p99_4k: 240 * scale } },
   { round, scenario, workload: 'throughput', values: { gbps: 10 / scale, cpuPerGB: 0.5 * scale } },
   { round, scenario, workload: 'connections', values: { connPerSec: 1000 / scale } },
+  { round, scenario, workload: 'pair', values: { pairGbps: 20 / scale, pairP50: 4 * scale } },
 ];
 
 describe('bench report', () => {
@@ -59,5 +60,32 @@ describe('bench report', () => {
     const text = formatReport(report);
     assert.match(text, /MISS {2}app to app \+ fast path: latency p50 \(64 B\) <= 0\.9x direct {2}\(1\.20x\)/);
     assert.match(text, /no figure for: fastpath\/connPerSec/);
+  });
+
+  it('puts the fast path next to the AF_UNIX limit row, which needs only the process-pair figures', () => {
+    const pairOf = (round: number, scenario: ScenarioId, gbps: number, p50: number): Sample => ({ round, scenario, workload: 'pair', values: { pairGbps: gbps, pairP50: p50 } });
+    const samples = [1, 2, 3].flatMap((r) => [
+      pairOf(r, 'unix', 100, 3),
+      ...full(r, 'direct', 1),
+      ...full(r, 'fastpath', 0.85).filter((s) => s.workload !== 'pair'),
+      pairOf(r, 'fastpath', r === 1 ? 95 : 60, 2.9),
+    ]);
+    const report = summarize(run(samples, ['unix', 'direct', 'fastpath']));
+    assert.deepEqual(report.missing, []);
+    assert.deepEqual(Object.keys(report.summary.unix ?? {}).sort(), ['pairGbps', 'pairP50']);
+    const byText = new Map(report.targets.map((t) => [t.text, t]));
+    const tput = byText.get('app to app + fast path: throughput >= 0.9x AF_UNIX (ipcpair)');
+    assert.equal(tput?.met, false);
+    assert.ok(Math.abs((tput?.ratio ?? 0) - 0.6) < 1e-9);
+    assert.equal(byText.get('app to app + fast path: latency p50 (64 B) <= 1.0x AF_UNIX (ipcpair)')?.met, true);
+    // A fast-path row without its process-pair figures is missing them.
+    const partial = summarize(
+      run(
+        samples.filter((s) => !(s.scenario === 'fastpath' && s.workload === 'pair')),
+        ['unix', 'fastpath'],
+      ),
+    );
+    assert.deepEqual(partial.missing, ['fastpath/pairGbps', 'fastpath/pairP50']);
+    assert.match(formatReport(report), /AF_UNIX stream pair \(limit\) .* 100\.00 +3\.0$/m);
   });
 });

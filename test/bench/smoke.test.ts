@@ -39,9 +39,11 @@ describe('accel bench', () => {
     assert.equal(report.samples.filter((s) => s.error).length, 0, JSON.stringify(report.samples.filter((s) => s.error)));
     for (const s of SCENARIOS) {
       const row = report.summary[s.id] ?? {};
-      for (const m of ['p50_64', 'p99_64', 'p50_4k', 'p99_4k', 'gbps', 'cpuPerGB', 'connPerSec'] as const) {
+      const figures = s.unixPair ? (['pairGbps', 'pairP50'] as const) : (['p50_64', 'p99_64', 'p50_4k', 'p99_4k', 'gbps', 'cpuPerGB', 'connPerSec'] as const);
+      for (const m of figures) {
         assert.ok((row[m] ?? 0) > 0, `${s.id} ${m} = ${row[m]}`);
       }
+      if (s.proxy === 'none') assert.ok((row.pairGbps ?? 0) > 0 && (row.pairP50 ?? 0) > 0, `${s.id}: the process-pair figures`);
       if (s.proxy !== 'none') assert.ok(row.proxyCpuPerGB !== undefined, `${s.id}: the proxy's CPU was measured`);
     }
     assert.ok(report.targets.length >= 10 && report.targets.every((x) => x.ratio !== null));
@@ -67,7 +69,7 @@ describe('accel bench', () => {
       assert.equal(n(ev[id]?.intercept?.assign_failed), 0n);
     }
     assert.ok(n(ev.splice?.splice?.pairs_spliced) > 0n && n(ev.splice?.splice?.bytes_redirected) > 0n, 'splice: pairs spliced in the kernel');
-    for (const id of ['direct', 'haproxy'] as const) assert.equal(ev[id]?.fastPath, null, `${id}: nothing attached`);
+    for (const id of ['unix', 'direct', 'haproxy'] as const) assert.equal(ev[id]?.fastPath, null, `${id}: nothing attached`);
 
     assert.deepEqual(await benchLeftovers(), before);
   });
@@ -75,6 +77,6 @@ describe('accel bench', () => {
   it('an unknown scenario is one error line, before anything is set up', async () => {
     const r = await run(process.execPath, [CLI, 'bench', '--scenario', 'warp'], { allowFailure: true });
     assert.equal(r.exitCode, 2);
-    assert.match(r.stderr.trim(), /^accel: unknown scenario warp \(known: direct, .*\) \[E_USAGE\]$/);
+    assert.match(r.stderr.trim(), /^accel: unknown scenario warp \(known: unix, direct, .*\) \[E_USAGE\]$/);
   });
 });

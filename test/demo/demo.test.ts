@@ -36,6 +36,9 @@ describe('accel demo', () => {
       report.runs.map((x) => x.scenario),
       ['direct', 'fastpath'],
     );
+    for (const [which, p] of Object.entries(report.limit)) {
+      assert.ok(p.gbps > 0 && p.bytes > 0 && p.roundTrips > 1000 && p.p99us >= p.p50us && p.p50us > 0, `limit, ${which}: ${JSON.stringify(p)}`);
+    }
     assert.match(report.tools.sockperf ?? '', /sockperf/i, 'round trips come from sockperf');
     assert.match(report.tools.iperf3 ?? '', /iperf/i, 'throughput comes from iperf3');
     for (const x of report.runs) {

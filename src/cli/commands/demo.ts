@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { PairResult } from '../../bench/measure.js';
 import { type DemoReport, type DemoRun, type PathBytes, runDemo } from '../../demo/demo.js';
 import { AccelError, ErrorCodes } from '../../errors.js';
 import { requirePrivileges } from '../../privileges.js';
@@ -43,6 +44,15 @@ function formatDemo(r: DemoReport): string {
       ]),
     );
   }
+  const { unix, fastPath } = r.limit;
+  const pairRow = (label: string, p: PairResult) => row(label, [`${p.p50us.toFixed(1)} us`, `${p.p99us.toFixed(1)} us`, `${p.gbps.toFixed(1)} Gbit/s`]);
+  lines.push(
+    '',
+    row('', ['round trip p50', 'round trip p99', 'throughput']),
+    pairRow('AF_UNIX (limit)', unix),
+    pairRow('accel fast path', fastPath),
+    row('fast / AF_UNIX', [`${(fastPath.p50us / unix.p50us).toFixed(2)}x`, `${(fastPath.p99us / unix.p99us).toFixed(2)}x`, `${(fastPath.gbps / unix.gbps).toFixed(2)}x`]),
+  );
   lines.push(
     '',
     `  round trip: sockperf ping-pong over loopback TCP, one connection, ${s.messageBytes}-byte messages for ${s.seconds.latency} s;`,
@@ -50,6 +60,8 @@ function formatDemo(r: DemoReport): string {
     `  throughput: iperf3, one TCP stream of 64 KB writes for ${s.seconds.throughput} s: what the receiver got, per second (higher is better)`,
     `  both: client and server in their own network namespace and cgroup, on CPU ${s.cpus}, as \`accel bench\` measures them`,
     ...pathLines(after?.path ?? null),
+    '  the limit: ipcpair, the same load (one process pair, 64 KB writes, 64-byte ping-pong) over an AF_UNIX stream pair and over the fast path;',
+    '             the fast path as a ratio to AF_UNIX, the most local IPC through the socket API can do',
     '  one short run, not a benchmark: `accel bench` repeats each figure and checks the targets',
   );
   return lines.join('\n');

@@ -32,6 +32,21 @@ describe('first-bytes sniffing', () => {
     assert.deepEqual(sniff(inRecords(big, [10_000]).subarray(0, 100)), { kind: 'tls', sni: undefined }, 'known from its declared length');
   });
 
+  it('gives no name for a ClientHello with ECH or ESNI: its server_name is the outer one, not the destination', () => {
+    for (const ext of [0xfe0d, 0xffce]) {
+      for (const where of ['before', 'after'] as const) {
+        const other: [number, Buffer][] = [[ext, Buffer.from([0, 1, 2, 3])]];
+        const m = where === 'before' ? clientHelloMessage(Buffer.from('public.ok.test'), other) : clientHelloMessage(Buffer.from('public.ok.test'), [], other);
+        assert.deepEqual(sniff(inRecords(m)), { kind: 'tls', sni: undefined }, `0x${ext.toString(16)} ${where} server_name`);
+      }
+    }
+    // A GREASE-like neighbour (0xfe0c, 0xffcd) does not hide the name.
+    assert.deepEqual(sniff(inRecords(clientHelloMessage(Buffer.from('public.ok.test'), [[0xfe0c, Buffer.alloc(2)]], [[0xffcd, Buffer.alloc(2)]]))), {
+      kind: 'tls',
+      sni: 'public.ok.test',
+    });
+  });
+
   it('never reads a non-ASCII server name or Host as an ASCII one', () => {
     const tricky = Buffer.from('\xe9nternal.test', 'latin1');
     assert.deepEqual(sniff(inRecords(clientHelloMessage(tricky))), { kind: 'tls', sni: undefined });

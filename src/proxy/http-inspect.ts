@@ -15,8 +15,9 @@ export type RequestVerdict = { ok: true } | { ok: false; reason: string };
 
 export interface InspectedRelayResult extends RelayResult {
   requests: number;
-  /** Why the connection was cut, and at which request (1-based). */
-  refused?: { reason: string; request: number; host: string | undefined };
+  /** Why the connection was cut, and at which request (1-based); framing:
+   * the bytes could not be framed as every server would (not the check). */
+  refused?: { reason: string; request: number; host: string | undefined; framing?: true };
 }
 
 /** `first`: bytes already read from the client (they are framed too). */
@@ -34,7 +35,7 @@ export function relayInspected(client: net.Socket, upstream: net.Socket, first: 
     };
     function feed(chunk: Buffer): void {
       for (const item of framer.push(chunk)) {
-        if (item.kind === 'error') return cut({ reason: item.reason, request: item.inHead ? requests + 1 : requests, host: undefined });
+        if (item.kind === 'error') return cut({ reason: item.reason, request: item.inHead ? requests + 1 : requests, host: undefined, framing: true });
         if (item.kind === 'request') {
           requests++;
           const verdict = check(item.head);

@@ -77,6 +77,9 @@ export interface ProxyStats {
   active: number;
   /** Inspected connections cut at a later request the policy denies. */
   requestsDenied: number;
+  /** Inspected connections cut at a request whose framing servers might
+   * read differently (a possible smuggled request), see http-head.ts. */
+  framingRefused: number;
   /** Accepted connections that were this proxy's own upstream connections
    * steered back to it (a mark mismatch), refused. */
   loops: number;
@@ -97,7 +100,7 @@ function endpoint(address: string | undefined, port: number | undefined): string
 export class TransparentProxy {
   private servers: net.Server[] = [];
   private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = { accepted: 0, refused: 0, idleClosed: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, loops: 0 };
+  readonly stats: ProxyStats = { accepted: 0, refused: 0, idleClosed: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, framingRefused: 0, loops: 0 };
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
    * by fd, and the others by endpoint (see ownUpstream). */
@@ -289,9 +292,10 @@ export class TransparentProxy {
           return d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason };
         });
         if (r.refused) {
-          this.stats.requestsDenied++;
-          const { reason, request, host } = r.refused;
-          this.report({ event: 'connection', source, destination, action: 'deny', reason: `${reason}, request ${request}`, host, mode });
+          const { reason, request, host, framing } = r.refused;
+          if (framing) this.stats.framingRefused++;
+          else this.stats.requestsDenied++;
+          this.report({ event: 'connection', source, destination, action: 'deny', reason: `${framing ? 'refused framing: ' : ''}${reason}, request ${request}`, host, mode });
         }
         log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
       } else {

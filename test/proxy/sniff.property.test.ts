@@ -75,7 +75,10 @@ describe('sniffer properties', () => {
   });
 
   it('gives no name for a ClientHello with ECH or ESNI anywhere among its extensions, in any records', () => {
-    const encrypted = fc.tuple(fc.constantFrom(...ENCRYPTED_NAME_EXTENSIONS), fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)));
+    const encrypted = fc.tuple(
+      fc.constantFrom(...ENCRYPTED_NAME_EXTENSIONS),
+      fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+    );
     fc.assert(
       fc.property(hostName, otherExtensions, otherExtensions, encrypted, fc.boolean(), fc.nat(), cuts, ({ sent }, before, after, ech, first, where, recordCuts) => {
         const side = first ? before : after;

@@ -19,6 +19,7 @@ const UNIT = [
   'maps',
   'net',
   'proxy',
+  'splice',
   'stream',
   'sys',
   'helpers/dmesg.test.js',

@@ -40,6 +40,9 @@ export interface ProxyOptions {
   register?: (fd: number, family: Family) => void;
   /** Client connections handled at once; one more is reset (0: no limit). */
   maxConnections?: number;
+  /** Of them, from one source address (IPv6: one /64); one more from that
+   * source is reset (0: no limit). */
+  maxConnectionsPerSource?: number;
   /** Close a connection after this long with no byte moving either way
    * (0: never). */
   idleTimeoutMs?: number;
@@ -66,8 +69,10 @@ export interface ConnectionEvent {
 export interface ProxyStats {
   /** Connections taken in (refused ones are not). */
   accepted: number;
-  /** Reset at once: maxConnections were being handled. */
+  /** Reset at once: maxConnections were being handled, or
+   * maxConnectionsPerSource from its source (counted in refusedPerSource too). */
   refused: number;
+  refusedPerSource: number;
   /** Closed after idleTimeoutMs with nothing moving. */
   idleClosed: number;
   allowed: number;
@@ -100,7 +105,20 @@ function endpoint(address: string | undefined, port: number | undefined): string
 export class TransparentProxy {
   private servers: net.Server[] = [];
   private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = { accepted: 0, refused: 0, idleClosed: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, framingRefused: 0, loops: 0 };
+  readonly stats: ProxyStats = {
+    accepted: 0,
+    refused: 0,
+    refusedPerSource: 0,
+    idleClosed: 0,
+    allowed: 0,
+    denied: 0,
+    failed: 0,
+    spliced: 0,
+    active: 0,
+    requestsDenied: 0,
+    framingRefused: 0,
+    loops: 0,
+  };
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
    * by fd, and the others by endpoint (see ownUpstream). */
@@ -110,7 +128,7 @@ export class TransparentProxy {
   private readonly idle: IdleTimeout;
 
   constructor(private readonly o: ProxyOptions) {
-    this.limit = new ConnectionLimit(o.maxConnections ?? 0, 'proxy');
+    this.limit = new ConnectionLimit(o.maxConnections ?? 0, 'proxy', o.maxConnectionsPerSource ?? 0);
     this.idle = new IdleTimeout(o.idleTimeoutMs ?? 0, (label) => {
       this.stats.idleClosed++;
       log.info(`closed ${label}: nothing moved for ${o.idleTimeoutMs} ms`);
@@ -205,8 +223,10 @@ export class TransparentProxy {
   }
 
   private async handle(client: net.Socket): Promise<void> {
-    if (!this.limit.admit(client, this.stats.active)) {
+    const admission = this.limit.admit(client, this.stats.active);
+    if (!admission.ok) {
       this.stats.refused++;
+      if (admission.why === 'source') this.stats.refusedPerSource++;
       return;
     }
     this.stats.accepted++;

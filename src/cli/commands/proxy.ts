@@ -16,7 +16,7 @@ import { KernelSplicer } from '../../splice/splicer.js';
 import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveUntilSignal } from '../serve.js';
-import { MAX_CONNECTIONS_DEFAULT } from '../splice-server.js';
+import { MAX_CONNECTIONS_DEFAULT, MAX_PER_SOURCE_HELP } from '../splice-server.js';
 
 interface ProxyCliOptions {
   port: number;
@@ -30,6 +30,7 @@ interface ProxyCliOptions {
   backlog: number;
   splice?: boolean;
   maxConnections: number;
+  maxConnectionsPerSource: number;
   idleTimeoutMs: number;
 }
 
@@ -47,6 +48,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 5000)
     .option('--backlog <n>', 'listen backlog', parseNonNegative, 1024)
     .option('--max-connections <n>', 'client connections handled at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
+    .option('--max-connections-per-source <n>', MAX_PER_SOURCE_HELP, parseNonNegative, 0)
     // Envoy's TCP proxy closes idle connections after an hour by default too.
     .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
@@ -77,6 +79,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         sniffTimeoutMs: opts.sniffTimeoutMs,
         backlog: opts.backlog,
         maxConnections: opts.maxConnections,
+        maxConnectionsPerSource: opts.maxConnectionsPerSource,
         idleTimeoutMs: opts.idleTimeoutMs,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
         // Interception hands new connections only to registered listeners.

@@ -12,10 +12,11 @@ import { ipToBytes } from '../maps/layout/shared.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
-import { type NameFacts, chooseDataPath, factsOf, readFirstBytes } from './admission.js';
+import { type BindName, type NameFacts, chooseDataPath, decideWithBinding, factsOf, readFirstBytes } from './admission.js';
+import { NameBinder } from './name-binding.js';
 import { closeGracefully } from '../stream/drain.js';
 import { ConnectionLimit, IdleTimeout } from '../stream/limits.js';
-import { relayInspected } from './http-inspect.js';
+import { type RequestVerdict, relayInspected } from './http-inspect.js';
 import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
 
@@ -46,6 +47,9 @@ export interface ProxyOptions {
   /** Close a connection after this long with no byte moving either way
    * (0: never). */
   idleTimeoutMs?: number;
+  /** Longest wait for the resolver when a name is checked against the
+   * destination (see name-binding.ts). */
+  resolveTimeoutMs?: number;
 }
 
 export interface Splicer {
@@ -82,6 +86,11 @@ export interface ProxyStats {
   active: number;
   /** Inspected connections cut at a later request the policy denies. */
   requestsDenied: number;
+  /** Names (SNI, Host) checked against the destination, and of them those
+   * that were not its (or could not be verified): the policy took them
+   * as unknown. */
+  namesChecked: number;
+  namesUnverified: number;
   /** Inspected connections cut at a request whose framing servers might
    * read differently (a possible smuggled request), see http-head.ts. */
   framingRefused: number;
@@ -116,6 +125,8 @@ export class TransparentProxy {
     spliced: 0,
     active: 0,
     requestsDenied: 0,
+    namesChecked: 0,
+    namesUnverified: 0,
     framingRefused: 0,
     loops: 0,
   };
@@ -126,8 +137,16 @@ export class TransparentProxy {
   private readonly upstreamsByLocal = new Map<string, Upstream>();
   private readonly limit: ConnectionLimit;
   private readonly idle: IdleTimeout;
+  private readonly bindName: BindName;
 
   constructor(private readonly o: ProxyOptions) {
+    const binder = new NameBinder({ timeoutMs: o.resolveTimeoutMs ?? 1000 });
+    this.bindName = async (name, destination) => {
+      const b = await binder.check(name, destination);
+      this.stats.namesChecked++;
+      if (!b.bound) this.stats.namesUnverified++;
+      return b;
+    };
     this.limit = new ConnectionLimit(o.maxConnections ?? 0, 'proxy', o.maxConnectionsPerSource ?? 0);
     this.idle = new IdleTimeout(o.idleTimeoutMs ?? 0, (label) => {
       this.stats.idleClosed++;
@@ -270,7 +289,7 @@ export class TransparentProxy {
         first = r.bytes;
         facts = factsOf(r.sniffed);
       }
-      const decision: Decision = this.o.policy.decide({ destination: destHost, port: destPort, ...facts });
+      const decision: Decision = (await decideWithBinding(this.o.policy, { destination: destHost, port: destPort, ...facts }, this.bindName)).decision;
       if (decision.action === 'deny') {
         this.stats.denied++;
         this.report({ event: 'connection', source, destination, action: 'deny', reason: decision.reason, sni: facts.sni, host: facts.host });
@@ -307,9 +326,10 @@ export class TransparentProxy {
         const r = await splicer.splice(client, upstream, first);
         log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
       } else if (mode === 'inspect') {
+        const verdict = ({ decision: d }: { decision: Decision }): RequestVerdict => (d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason });
         const r = await relayInspected(client, upstream, first, (head) => {
-          const d = this.o.policy.decide({ destination: destHost, port: destPort, protocol: 'http', host: head.name });
-          return d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason };
+          const decided = decideWithBinding(this.o.policy, { destination: destHost, port: destPort, protocol: 'http', host: head.name }, this.bindName);
+          return decided instanceof Promise ? decided.then(verdict) : verdict(decided);
         });
         if (r.refused) {
           const { reason, request, host, framing } = r.refused;

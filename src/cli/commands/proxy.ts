@@ -26,6 +26,7 @@ interface ProxyCliOptions {
   ipv6: boolean;
   connectTimeoutMs: number;
   sniffTimeoutMs: number;
+  resolveTimeoutMs: number;
   graceMs: number;
   backlog: number;
   splice?: boolean;
@@ -45,6 +46,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--no-ipv6', 'no IPv6 listener')
     .option('--connect-timeout-ms <ms>', 'upstream connect timeout', parseNonNegative, 10000)
     .option('--sniff-timeout-ms <ms>', 'how long to wait for first bytes when the policy looks at SNI/Host', parseNonNegative, 1000)
+    .option('--resolve-timeout-ms <ms>', 'how long to wait for the resolver when an SNI or Host is checked against the destination address', parseNonNegative, 1000)
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 5000)
     .option('--backlog <n>', 'listen backlog', parseNonNegative, 1024)
     .option('--max-connections <n>', 'client connections handled at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
@@ -77,6 +79,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         families,
         connectTimeoutMs: opts.connectTimeoutMs,
         sniffTimeoutMs: opts.sniffTimeoutMs,
+        resolveTimeoutMs: opts.resolveTimeoutMs,
         backlog: opts.backlog,
         maxConnections: opts.maxConnections,
         maxConnectionsPerSource: opts.maxConnectionsPerSource,

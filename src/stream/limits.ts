@@ -15,7 +15,6 @@
  */
 import net from 'node:net';
 import { log } from '../log.js';
-import { ipToBytes } from '../maps/layout/shared.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
 import { tcpBytesMoved } from '../sys/socket.js';
 
@@ -28,11 +27,32 @@ export type Admission = { ok: true } | { ok: false; why: 'total' | 'source' };
  */
 export function sourceKey(address: string | undefined): string {
   if (!address || !net.isIP(address)) return '?';
-  const bytes = ipToBytes(address);
-  const mapped = bytes.subarray(0, 12).equals(V4_MAPPED);
-  return mapped ? bytes.subarray(12).join('.') : `${bytes.subarray(0, 8).toString('hex')}/64`;
+  if (net.isIPv4(address)) return address;
+  const groups = ipv6Groups(address);
+  const mapped = groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff;
+  if (mapped) return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join('.');
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
 }
-const V4_MAPPED = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` and a dotted
+ * IPv4 tail expanded). */
+function ipv6Groups(address: string): number[] {
+  const parse = (part: string): number[] =>
+    part === ''
+      ? []
+      : part.split(':').flatMap((g) => {
+          if (!g.includes('.')) return [parseInt(g, 16)];
+          const o = g.split('.').map(Number);
+          return [(o[0]! << 8) | o[1]!, (o[2]! << 8) | o[3]!];
+        });
+  const [head = '', tail] = address.split('::');
+  const h = parse(head);
+  const t = tail === undefined ? [] : parse(tail);
+  return [...h, ...Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
 
 /** At most `max` connections open, at most `perSource` of them from one
  * source (see sourceKey); 0: no limit. */

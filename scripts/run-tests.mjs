@@ -20,6 +20,7 @@ const UNIT = [
   'maps',
   'net',
   'proxy',
+  'splice',
   'state',
   'stream',
   'sys',

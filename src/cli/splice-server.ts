@@ -15,6 +15,7 @@ export interface SpliceServerCliOptions {
   host: string;
   graceMs: number;
   maxConnections: number;
+  maxConnectionsPerSource: number;
   idleTimeoutMs: number;
   metricsAddr?: string;
 }
@@ -31,13 +32,16 @@ interface Server {
   stop(graceMs: number): Promise<void>;
 }
 
-/** --port, --host, --grace-ms, --max-connections and --idle-timeout-ms. */
+export const MAX_PER_SOURCE_HELP = 'of them, from one source address (IPv6: one /64); one more is reset and counted as refused and refusedPerSource (0: no limit)';
+
+/** --port, --host, --grace-ms, --max-connections(-per-source) and --idle-timeout-ms. */
 export function spliceServerOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--port <port>', 'TCP port to listen on', parseSinglePort)
     .option('--host <address>', 'address to listen on (:: takes IPv4 too)', '::')
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 2000)
     .option('--max-connections <n>', 'clients connected at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
+    .option('--max-connections-per-source <n>', MAX_PER_SOURCE_HELP, parseNonNegative, 0)
     .option(
       '--idle-timeout-ms <ms>',
       'close a connection after this long with no byte moving either way, in the kernel or not (0: never)',
@@ -60,6 +64,7 @@ export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions
       host: opts.host,
       splicer: new KernelSplicer(attachment.maps),
       maxConnections: opts.maxConnections,
+      maxConnectionsPerSource: opts.maxConnectionsPerSource,
       idleTimeoutMs: opts.idleTimeoutMs,
     });
     const endpoint = await server.start();

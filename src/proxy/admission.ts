@@ -5,7 +5,8 @@
  * can be tested without privileges.
  */
 import type net from 'node:net';
-import type { ConnectionFacts, Decision } from './policy.js';
+import type { Binding } from './name-binding.js';
+import type { ConnectionFacts, Decision, Policy } from './policy.js';
 import { SNIFF_LIMIT, type Sniffed, sniff } from './sniff.js';
 
 export type NameFacts = Pick<ConnectionFacts, 'protocol' | 'sni' | 'host'>;
@@ -44,6 +45,37 @@ export function factsOf(s: Sniffed): NameFacts {
   if (s.kind === 'tls') return { protocol: 'tls', sni: s.sni };
   if (s.kind === 'http') return { protocol: 'http', host: s.host };
   return {};
+}
+
+/** Checks that a name belongs to the destination (NameBinder.check). */
+export type BindName = (name: string, destination: string) => Promise<Binding>;
+
+const sameDecision = (a: Decision, b: Decision) => a.action === b.action && a.reason === b.reason && a.splice === b.splice && a.dependsOnHost === b.dependsOnHost;
+
+/**
+ * The policy's decision once the connection's name (SNI or Host) is bound
+ * to its destination: a name that is not an address's of the destination
+ * (or cannot be verified in time) counts as no name, "unknown". The
+ * resolver is asked only when the name changes the decision: the policy
+ * decides with the name trusted and without it, and only if those differ
+ * is the name checked (a rule before any name rule, or a name no rule
+ * names, costs no lookup).
+ */
+export function decideWithBinding(policy: Policy, facts: ConnectionFacts, bind: BindName): Decided | Promise<Decided> {
+  const trusted = policy.decide(facts);
+  const name = facts.sni ?? facts.host;
+  if (name === undefined) return { decision: trusted };
+  const untrusted = policy.decide({ ...facts, sni: undefined, host: undefined });
+  if (sameDecision(trusted, untrusted)) return { decision: trusted };
+  return bind(name, facts.destination).then((binding) =>
+    binding.bound ? { decision: trusted, binding } : { decision: { ...untrusted, reason: `${untrusted.reason}; ${name} unverified: ${binding.why}` }, binding },
+  );
+}
+
+/** binding: present when the name was checked. */
+export interface Decided {
+  decision: Decision;
+  binding?: Binding;
 }
 
 export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';

@@ -23,7 +23,17 @@ type State =
 const CRLF = Buffer.from('\r\n');
 /** Longest chunk-size line (with extensions) or trailer line we wait for. */
 const LINE_LIMIT = 4096;
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[ \t]*(;[^\r\n]*)?$/;
+/** chunk-size [ chunk-ext ] (RFC 9112 7.1.1): hex digits, then only
+ * `;name` or `;name=value` (a token or a quoted string), whitespace only
+ * around `;` and `=`. Servers differ on anything else (a bare `;`, a
+ * space before the line ends, a control byte), so it is refused. */
+const TOKEN = "[!#$%&'*+.^_`|~0-9A-Za-z-]+";
+const QUOTED = '"(?:[\\t !#-\\[\\]-~]|\\\\[\\t -~])*"';
+const CHUNK_EXT = `(?:[ \\t]*;[ \\t]*${TOKEN}(?:[ \\t]*=[ \\t]*(?:${TOKEN}|${QUOTED}))?)*`;
+const CHUNK_LINE = new RegExp(`^([0-9A-Fa-f]+)${CHUNK_EXT}$`);
+/** Largest chunk size followed (2^53 - 1: exact in a number). Bigger ones,
+ * which a server might read modulo 2^64 or refuse, are refused. */
+const MAX_CHUNK = BigInt(Number.MAX_SAFE_INTEGER);
 
 export class RequestFramer {
   private pending: Buffer = Buffer.alloc(0);
@@ -91,9 +101,11 @@ export class RequestFramer {
           this.state = line === '' ? { at: 'head' } : s;
           return { kind: 'body', bytes: this.take(i + 2) };
         }
-        const m = CHUNK_SIZE.exec(line);
-        if (!m) return { kind: 'error', reason: 'malformed chunk size', inHead: false };
-        const size = parseInt(m[1] ?? '', 16);
+        const m = CHUNK_LINE.exec(line);
+        if (!m) return { kind: 'error', reason: 'malformed chunk size or extension', inHead: false };
+        const digits = (m[1] ?? '').replace(/^0+(?=.)/, '');
+        if (digits.length > 16 || BigInt(`0x${digits}`) > MAX_CHUNK) return { kind: 'error', reason: 'chunk size too large', inHead: false };
+        const size = Number(BigInt(`0x${digits}`));
         this.state = size === 0 ? { at: 'trailers' } : { at: 'chunk-data', left: size };
         return { kind: 'body', bytes: this.take(i + 2) };
       }

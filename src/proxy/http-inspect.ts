@@ -7,7 +7,7 @@
  * stays sent. Responses go back untouched.
  */
 import type net from 'node:net';
-import { RequestFramer } from './http-framing.js';
+import { type Framed, RequestFramer } from './http-framing.js';
 import type { RequestHead } from './http-head.js';
 import { type RelayResult, closeTogether } from '../stream/relay.js';
 
@@ -15,48 +15,83 @@ export type RequestVerdict = { ok: true } | { ok: false; reason: string };
 
 export interface InspectedRelayResult extends RelayResult {
   requests: number;
-  /** Why the connection was cut, and at which request (1-based). */
-  refused?: { reason: string; request: number; host: string | undefined };
+  /** Why the connection was cut, and at which request (1-based); framing:
+   * the bytes could not be framed as every server would (not the check). */
+  refused?: { reason: string; request: number; host: string | undefined; framing?: true };
 }
 
-/** `first`: bytes already read from the client (they are framed too). */
-export function relayInspected(client: net.Socket, upstream: net.Socket, first: Buffer, check: (head: RequestHead) => RequestVerdict): Promise<InspectedRelayResult> {
+/** `first`: bytes already read from the client (they are framed too).
+ * `check` may answer later (a name lookup): the client is paused meanwhile
+ * and nothing after that request goes upstream before the answer. */
+export function relayInspected(
+  client: net.Socket,
+  upstream: net.Socket,
+  first: Buffer,
+  check: (head: RequestHead) => RequestVerdict | Promise<RequestVerdict>,
+): Promise<InspectedRelayResult> {
   return new Promise((resolve) => {
     const framer = new RequestFramer();
     let requests = 0;
     let refused: InspectedRelayResult['refused'];
+    /** Framed items not yet forwarded, in order. */
+    const queue: Framed[] = [];
+    let checking = false;
+    let clientEnded = false;
 
     const cut = (why: NonNullable<InspectedRelayResult['refused']>) => {
       refused = why;
+      queue.length = 0;
       client.off('data', feed);
       client.resetAndDestroy();
       upstream.resetAndDestroy();
     };
-    function feed(chunk: Buffer): void {
-      for (const item of framer.push(chunk)) {
-        if (item.kind === 'error') return cut({ reason: item.reason, request: item.inHead ? requests + 1 : requests, host: undefined });
+    const alive = () => !refused && !client.destroyed && !upstream.destroyed;
+    async function pump(): Promise<void> {
+      if (checking) return;
+      while (queue.length && !refused) {
+        const item = queue.shift()!;
+        if (item.kind === 'error') return cut({ reason: item.reason, request: item.inHead ? requests + 1 : requests, host: undefined, framing: true });
         if (item.kind === 'request') {
           requests++;
-          const verdict = check(item.head);
+          let verdict = check(item.head);
+          if (verdict instanceof Promise) {
+            checking = true;
+            client.pause();
+            verdict = await verdict;
+            checking = false;
+            if (!alive()) return;
+            if (!upstream.writableNeedDrain) client.resume();
+          }
           if (!verdict.ok) return cut({ reason: verdict.reason, request: requests, host: item.head.name });
         }
         // The rest of this batch is already in memory; pausing bounds the next.
         if (!upstream.write(item.bytes)) client.pause();
       }
+      if (clientEnded && !refused && !upstream.writableEnded) upstream.end();
+    }
+    function feed(chunk: Buffer): void {
+      queue.push(...framer.push(chunk));
+      void pump();
     }
 
     closeTogether(client, upstream, (reset) =>
       resolve({ up: upstream.bytesWritten, down: client.bytesWritten, reset: reset && !refused, requests, ...(refused ? { refused } : {}) }),
     );
-    upstream.on('drain', () => client.resume());
-    client.on('end', () => upstream.end());
+    upstream.on('drain', () => {
+      if (!checking) client.resume();
+    });
+    const onEnd = () => {
+      clientEnded = true;
+      void pump();
+    };
+    client.on('end', onEnd);
     upstream.pipe(client);
     feed(first);
     if (refused) return;
     // An end seen while the first bytes were read is not seen again.
-    if (client.readableEnded) upstream.end();
+    if (client.readableEnded) onEnd();
     if (upstream.readableEnded) client.end();
     client.on('data', feed);
-    client.resume();
+    if (!checking) client.resume();
   });
 }

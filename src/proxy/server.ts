@@ -12,10 +12,11 @@ import { ipToBytes } from '../maps/layout/shared.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
-import { type NameFacts, chooseDataPath, factsOf, readFirstBytes } from './admission.js';
+import { type BindName, type NameFacts, chooseDataPath, decideWithBinding, factsOf, readFirstBytes } from './admission.js';
+import { NameBinder } from './name-binding.js';
 import { closeGracefully } from '../stream/drain.js';
 import { ConnectionLimit, IdleTimeout } from '../stream/limits.js';
-import { relayInspected } from './http-inspect.js';
+import { type RequestVerdict, relayInspected } from './http-inspect.js';
 import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
 
@@ -44,9 +45,15 @@ export interface ProxyOptions {
   ownSocket?: (fd: number) => void;
   /** Client connections handled at once; one more is reset (0: no limit). */
   maxConnections?: number;
+  /** Of them, from one source address (IPv6: one /64); one more from that
+   * source is reset (0: no limit). */
+  maxConnectionsPerSource?: number;
   /** Close a connection after this long with no byte moving either way
    * (0: never). */
   idleTimeoutMs?: number;
+  /** Longest wait for the resolver when a name is checked against the
+   * destination (see name-binding.ts). */
+  resolveTimeoutMs?: number;
 }
 
 export interface Splicer {
@@ -70,8 +77,10 @@ export interface ConnectionEvent {
 export interface ProxyStats {
   /** Connections taken in (refused ones are not). */
   accepted: number;
-  /** Reset at once: maxConnections were being handled. */
+  /** Reset at once: maxConnections were being handled, or
+   * maxConnectionsPerSource from its source (counted in refusedPerSource too). */
   refused: number;
+  refusedPerSource: number;
   /** Closed after idleTimeoutMs with nothing moving. */
   idleClosed: number;
   allowed: number;
@@ -81,6 +90,14 @@ export interface ProxyStats {
   active: number;
   /** Inspected connections cut at a later request the policy denies. */
   requestsDenied: number;
+  /** Names (SNI, Host) checked against the destination, and of them those
+   * that were not its (or could not be verified): the policy took them
+   * as unknown. */
+  namesChecked: number;
+  namesUnverified: number;
+  /** Inspected connections cut at a request whose framing servers might
+   * read differently (a possible smuggled request), see http-head.ts. */
+  framingRefused: number;
   /** Accepted connections that were this proxy's own upstream connections
    * steered back to it (a mark mismatch), refused. */
   loops: number;
@@ -101,7 +118,22 @@ function endpoint(address: string | undefined, port: number | undefined): string
 export class TransparentProxy {
   private servers: net.Server[] = [];
   private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = { accepted: 0, refused: 0, idleClosed: 0, allowed: 0, denied: 0, failed: 0, spliced: 0, active: 0, requestsDenied: 0, loops: 0 };
+  readonly stats: ProxyStats = {
+    accepted: 0,
+    refused: 0,
+    refusedPerSource: 0,
+    idleClosed: 0,
+    allowed: 0,
+    denied: 0,
+    failed: 0,
+    spliced: 0,
+    active: 0,
+    requestsDenied: 0,
+    namesChecked: 0,
+    namesUnverified: 0,
+    framingRefused: 0,
+    loops: 0,
+  };
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
    * by fd, and the others by endpoint (see ownUpstream). */
@@ -109,9 +141,17 @@ export class TransparentProxy {
   private readonly upstreamsByLocal = new Map<string, Upstream>();
   private readonly limit: ConnectionLimit;
   private readonly idle: IdleTimeout;
+  private readonly bindName: BindName;
 
   constructor(private readonly o: ProxyOptions) {
-    this.limit = new ConnectionLimit(o.maxConnections ?? 0, 'proxy');
+    const binder = new NameBinder({ timeoutMs: o.resolveTimeoutMs ?? 1000 });
+    this.bindName = async (name, destination) => {
+      const b = await binder.check(name, destination);
+      this.stats.namesChecked++;
+      if (!b.bound) this.stats.namesUnverified++;
+      return b;
+    };
+    this.limit = new ConnectionLimit(o.maxConnections ?? 0, 'proxy', o.maxConnectionsPerSource ?? 0);
     this.idle = new IdleTimeout(o.idleTimeoutMs ?? 0, (label) => {
       this.stats.idleClosed++;
       log.info(`closed ${label}: nothing moved for ${o.idleTimeoutMs} ms`);
@@ -206,8 +246,10 @@ export class TransparentProxy {
   }
 
   private async handle(client: net.Socket): Promise<void> {
-    if (!this.limit.admit(client, this.stats.active)) {
+    const admission = this.limit.admit(client, this.stats.active);
+    if (!admission.ok) {
       this.stats.refused++;
+      if (admission.why === 'source') this.stats.refusedPerSource++;
       return;
     }
     this.stats.accepted++;
@@ -251,7 +293,7 @@ export class TransparentProxy {
         first = r.bytes;
         facts = factsOf(r.sniffed);
       }
-      const decision: Decision = this.o.policy.decide({ destination: destHost, port: destPort, ...facts });
+      const decision: Decision = (await decideWithBinding(this.o.policy, { destination: destHost, port: destPort, ...facts }, this.bindName)).decision;
       if (decision.action === 'deny') {
         this.stats.denied++;
         this.report({ event: 'connection', source, destination, action: 'deny', reason: decision.reason, sni: facts.sni, host: facts.host });
@@ -291,14 +333,16 @@ export class TransparentProxy {
         const r = await splicer.splice(client, upstream, first);
         log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
       } else if (mode === 'inspect') {
+        const verdict = ({ decision: d }: { decision: Decision }): RequestVerdict => (d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason });
         const r = await relayInspected(client, upstream, first, (head) => {
-          const d = this.o.policy.decide({ destination: destHost, port: destPort, protocol: 'http', host: head.name });
-          return d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason };
+          const decided = decideWithBinding(this.o.policy, { destination: destHost, port: destPort, protocol: 'http', host: head.name }, this.bindName);
+          return decided instanceof Promise ? decided.then(verdict) : verdict(decided);
         });
         if (r.refused) {
-          this.stats.requestsDenied++;
-          const { reason, request, host } = r.refused;
-          this.report({ event: 'connection', source, destination, action: 'deny', reason: `${reason}, request ${request}`, host, mode });
+          const { reason, request, host, framing } = r.refused;
+          if (framing) this.stats.framingRefused++;
+          else this.stats.requestsDenied++;
+          this.report({ event: 'connection', source, destination, action: 'deny', reason: `${framing ? 'refused framing: ' : ''}${reason}, request ${request}`, host, mode });
         }
         log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
       } else {

@@ -26,5 +26,9 @@ function sniffHttp(buf: Buffer): Sniffed {
   const end = headEnd(buf.subarray(0, HEAD_LIMIT));
   if (end < 0) return buf.length >= HEAD_LIMIT ? { kind: 'http', host: undefined } : { kind: 'incomplete' };
   const parsed = parseRequestHead(buf.subarray(0, end));
-  return parsed.ok ? { kind: 'http', host: parsed.head.name } : { kind: 'other' };
+  if (parsed.ok) return { kind: 'http', host: parsed.head.name };
+  // A request whose head is refused is still HTTP (without a name): a
+  // connection decided by Host is then inspected, and the inspection
+  // refuses that head, instead of relaying it unchecked as "other".
+  return parsed.isRequest ? { kind: 'http', host: undefined } : { kind: 'other' };
 }

@@ -9,6 +9,11 @@
  *   handshake: type(1)=1 length(3) client_version(2) random(32)
  *     session_id<1> cipher_suites<2> compression<1> extensions<2>
  *   extension server_name (0): list<2> { name_type(1)=0 name<2> }
+ *
+ * A hello that carries encrypted_client_hello (ECH, 0xfe0d) or the draft
+ * encrypted_server_name (ESNI, 0xffce) has no name either: its server_name
+ * is the outer, public one (a client-facing server's), not the name of
+ * the server the client wants, which is encrypted.
  */
 import { nameOfSni } from './names.js';
 
@@ -21,6 +26,9 @@ const RECORD_HEADER = 5;
 const HANDSHAKE = 22;
 const CLIENT_HELLO = 1;
 const NO_NAME: HelloSniffed = { kind: 'tls', sni: undefined };
+const SERVER_NAME = 0;
+/** Extensions whose presence means the real name is encrypted. */
+export const ENCRYPTED_NAME_EXTENSIONS: readonly number[] = [0xfe0d /* ECH */, 0xffce /* ESNI draft */];
 
 export function sniffClientHello(buf: Buffer): HelloSniffed {
   const fragments: Buffer[] = [];
@@ -58,7 +66,7 @@ function notHello(p: number): HelloSniffed {
 }
 
 /** The one host_name of the ClientHello body; undefined when there is none,
- * more than one, or the body is malformed. */
+ * more than one, an encrypted one beside it, or the body is malformed. */
 function serverName(body: Buffer): string | undefined {
   let p = 2 + 32;
   const skip = (lengthBytes: 1 | 2): boolean => {
@@ -81,7 +89,8 @@ function serverName(body: Buffer): string | undefined {
     const len = body.readUInt16BE(p + 2);
     p += 4;
     if (p + len > extEnd) return undefined;
-    if (type === 0) {
+    if (ENCRYPTED_NAME_EXTENSIONS.includes(type)) return undefined;
+    if (type === SERVER_NAME) {
       if (seen) return undefined;
       seen = true;
       const names = hostNames(body.subarray(p, p + len));

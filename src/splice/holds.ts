@@ -19,6 +19,13 @@
  * held and up to every POLL_IDLE_MS while nothing is: one system call when
  * nothing is held. What the kernel takes between the verdict's report and
  * the hold is what arrives in that time.
+ *
+ * Each tick does a bounded amount of work, whatever the number of spliced
+ * sockets: at most `budget` new holds (and stale reports cleared), and at
+ * most `budget` held sockets looked at for release, taken round-robin (a
+ * socket looked at goes to the back of the line), so that with thousands
+ * held a tick still stays short and no held socket waits more than
+ * ceil(held / budget) ticks for its look.
  */
 import { sendBacklog } from '../sys/socket.js';
 import { log } from '../log.js';
@@ -29,6 +36,24 @@ import type { SpliceMaps } from '../maps/splice.js';
  * costs the round trips of the pairs it splices a little on a busy CPU. */
 const POLL_MS = 2;
 const POLL_IDLE_MS = 16;
+/** Sockets held, and held sockets looked at, per tick (each a few system
+ * calls). */
+export const HOLD_BUDGET_DEFAULT = 256;
+
+/** The first `n` of `queue`, moved to its back (a Set keeps insertion
+ * order): round-robin over a set whose members come and go. */
+export function takeRoundRobin<T>(queue: Set<T>, n: number): T[] {
+  const taken: T[] = [];
+  for (const item of queue) {
+    if (taken.length >= n) break;
+    taken.push(item);
+  }
+  for (const item of taken) {
+    queue.delete(item);
+    queue.add(item);
+  }
+  return taken;
+}
 
 /** One spliced source socket, as the poller drives it. */
 export interface HoldableSide {
@@ -48,7 +73,11 @@ export class SpliceHolds {
   private timer: NodeJS.Timeout | null = null;
   private period = POLL_MS;
 
-  constructor(private readonly maps: SpliceMaps) {}
+  constructor(
+    private readonly maps: SpliceMaps,
+    /** Work per tick, see above. */
+    private readonly budget = HOLD_BUDGET_DEFAULT,
+  ) {}
 
   add(side: HoldableSide): void {
     this.sides.set(side.cookie, side);
@@ -58,7 +87,7 @@ export class SpliceHolds {
   private schedule(ms: number): void {
     this.period = ms;
     this.timer = setTimeout(() => {
-      const busy = this.poll();
+      const busy = this.tick();
       if (this.sides.size) this.schedule(busy ? POLL_MS : Math.min(this.period * 2, POLL_IDLE_MS));
       else this.timer = null;
     }, ms).unref();
@@ -88,20 +117,22 @@ export class SpliceHolds {
     side.release();
   }
 
-  /** Returns whether any socket is held (or was just reported). */
-  private poll(): boolean {
+  /** One poll: hold what the verdict reported, release what drained, each
+   * within the budget. Returns whether any socket is held (or was just
+   * reported). */
+  tick(): boolean {
     const reported = this.maps.heldCookies();
+    let work = 0;
     for (const cookie of reported) {
+      if (work >= this.budget) break; // the rest stay reported: next tick
       const side = this.sides.get(cookie);
-      if (!side) {
-        this.maps.unhold(cookie);
-        continue;
-      }
-      if (this.holding.has(side)) continue;
-      if (side.hold()) this.holding.add(side);
+      if (side && this.holding.has(side)) continue;
+      work++;
+      if (!side) this.maps.unhold(cookie);
+      else if (side.hold()) this.holding.add(side);
       else this.maps.unhold(cookie);
     }
-    for (const side of this.holding) {
+    for (const side of takeRoundRobin(this.holding, this.budget)) {
       if (this.drained(side)) this.releaseNow(side);
     }
     return reported.length > 0 || this.holding.size > 0;
@@ -110,8 +141,9 @@ export class SpliceHolds {
   private drained(side: HoldableSide): boolean {
     try {
       const d = side.destination();
+      if (d.inKernel > 0n) return false;
       const { queued, sndbuf } = sendBacklog(d.fd);
-      return d.inKernel <= 0n && queued * 4 < sndbuf;
+      return queued * 4 < sndbuf;
     } catch (err) {
       log.debug(`held socket's destination: ${(err as Error).message}`);
       return true; // gone: nothing to wait for

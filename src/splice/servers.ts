@@ -23,6 +23,8 @@ export interface SpliceServerOptions {
   /** Clients connected at once (a relay pair is two); one more is reset
    * (0: no limit). */
   maxConnections?: number;
+  /** Of them, from one source address (IPv6: one /64) (0: no limit). */
+  maxConnectionsPerSource?: number;
   /** Close a connection (a relay pair, or a client waiting alone) after
    * this long with no byte moving either way (0: never). */
   idleTimeoutMs?: number;
@@ -31,8 +33,10 @@ export interface SpliceServerOptions {
 export interface SpliceServerStats {
   /** Clients taken in (refused ones are not). */
   accepted: number;
-  /** Reset at once: maxConnections clients were connected. */
+  /** Reset at once: maxConnections clients were connected, or
+   * maxConnectionsPerSource from its source (counted in refusedPerSource too). */
   refused: number;
+  refusedPerSource: number;
   /** Connections closed after idleTimeoutMs with nothing moving. */
   idleClosed: number;
   spliced: number;
@@ -44,12 +48,12 @@ export interface SpliceServerStats {
 abstract class SpliceServer {
   private server: net.Server | null = null;
   protected readonly open = new Set<net.Socket>();
-  readonly stats: SpliceServerStats = { accepted: 0, refused: 0, idleClosed: 0, spliced: 0, closed: 0, abandoned: 0, active: 0 };
+  readonly stats: SpliceServerStats = { accepted: 0, refused: 0, refusedPerSource: 0, idleClosed: 0, spliced: 0, closed: 0, abandoned: 0, active: 0 };
   private readonly limit: ConnectionLimit;
   private readonly idle: IdleTimeout;
 
   constructor(protected readonly o: SpliceServerOptions) {
-    this.limit = new ConnectionLimit(o.maxConnections ?? 0, `server on port ${o.port}`);
+    this.limit = new ConnectionLimit(o.maxConnections ?? 0, `server on port ${o.port}`, o.maxConnectionsPerSource ?? 0);
     this.idle = new IdleTimeout(o.idleTimeoutMs ?? 0, (label) => {
       this.stats.idleClosed++;
       log.info(`closed ${label}: nothing moved for ${o.idleTimeoutMs} ms`);
@@ -65,8 +69,10 @@ abstract class SpliceServer {
 
   async start(): Promise<string> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
-      if (!this.limit.admit(sock, this.open.size)) {
+      const admission = this.limit.admit(sock, this.open.size);
+      if (!admission.ok) {
         this.stats.refused++;
+        if (admission.why === 'source') this.stats.refusedPerSource++;
         return;
       }
       this.stats.accepted++;

@@ -1,7 +1,7 @@
 /**
  * Bounds on what a server keeps open (accel proxy, echo, relay): a maximum
- * number of connections, past which a new one is reset at once and counted,
- * and an idle timeout, after which a connection on which no byte moved
+ * number of connections, and of connections from one source, past which a
+ * new one is reset at once and counted, and an idle timeout, after which a connection on which no byte moved
  * either way is closed.
  *
  * Whether bytes moved is asked of the kernel as well as of node. The bytes
@@ -13,42 +13,113 @@
  * node's own counters grow then. A connection is idle when neither moved
  * on any of its sockets.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { log } from '../log.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
 import { tcpBytesMoved } from '../sys/socket.js';
 
-/** At most `max` connections open (0: no limit). */
+export type Admission = { ok: true } | { ok: false; why: 'total' | 'source' };
+
+/**
+ * The key of a client's source: its IPv4 address, or the /64 of its IPv6
+ * address (one host holds a whole /64 and may use any address in it). An
+ * IPv4-mapped address counts as the IPv4 one.
+ */
+export function sourceKey(address: string | undefined): string {
+  if (!address || !net.isIP(address)) return '?';
+  if (net.isIPv4(address)) return address;
+  const groups = ipv6Groups(address);
+  const mapped = groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff;
+  if (mapped) return [groups[6]! >> 8, groups[6]! & 0xff, groups[7]! >> 8, groups[7]! & 0xff].join('.');
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` and a dotted
+ * IPv4 tail expanded). */
+function ipv6Groups(address: string): number[] {
+  const parse = (part: string): number[] =>
+    part === ''
+      ? []
+      : part.split(':').flatMap((g) => {
+          if (!g.includes('.')) return [parseInt(g, 16)];
+          const o = g.split('.').map(Number);
+          return [(o[0]! << 8) | o[1]!, (o[2]! << 8) | o[3]!];
+        });
+  const [head = '', tail] = address.split('::');
+  const h = parse(head);
+  const t = tail === undefined ? [] : parse(tail);
+  return [...h, ...Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+/** At most `max` connections open, at most `perSource` of them from one
+ * source (see sourceKey); 0: no limit. */
 export class ConnectionLimit {
   private full = false;
+  /** Open connections per source; a source leaves with its last one. */
+  private readonly bySource = new Map<string, number>();
+  /** Sources refused since they reached perSource (logged once each). */
+  private readonly sourcesFull = new Set<string>();
 
   constructor(
     private readonly max: number,
     private readonly server: string,
+    private readonly perSource = 0,
   ) {}
 
   /**
    * May `sock` stay, with `open` connections open before it? If not it is
-   * reset at once and false returned (the caller counts it). The first
-   * refusal after the limit is reached is logged, and so is the first
-   * connection taken again.
+   * reset at once and the reason returned (the caller counts it). The first
+   * refusal after a limit is reached is logged (per source for the
+   * per-source limit), and so is the first connection taken again.
    */
-  admit(sock: net.Socket, open: number): boolean {
-    if (this.max === 0 || open < this.max) {
-      if (this.full) {
-        this.full = false;
-        log.info(`${this.server}: below ${this.max} connections again, taking new ones`);
+  admit(sock: net.Socket, open: number): Admission {
+    const key = this.perSource ? sourceKey(sock.remoteAddress) : '';
+    if (this.max !== 0 && open >= this.max) {
+      if (!this.full) {
+        this.full = true;
+        log.warn(`${this.server}: ${open} connections open, the maximum (--max-connections): refusing new ones`);
       }
-      return true;
+      return refuse(sock, 'total');
     }
-    if (!this.full) {
-      this.full = true;
-      log.warn(`${this.server}: ${open} connections open, the maximum (--max-connections): refusing new ones`);
+    if (this.full) {
+      this.full = false;
+      log.info(`${this.server}: below ${this.max} connections again, taking new ones`);
     }
-    sock.on('error', () => {});
-    sock.resetAndDestroy();
-    return false;
+    if (!this.perSource) return { ok: true };
+    const n = this.bySource.get(key) ?? 0;
+    if (n >= this.perSource) {
+      if (!this.sourcesFull.has(key)) {
+        this.sourcesFull.add(key);
+        log.warn(`${this.server}: ${n} connections open from ${key}, the maximum per source (--max-connections-per-source): refusing its new ones`);
+      }
+      return refuse(sock, 'source');
+    }
+    this.sourcesFull.delete(key);
+    this.bySource.set(key, n + 1);
+    sock.once('close', () => {
+      const left = (this.bySource.get(key) ?? 1) - 1;
+      if (left > 0) this.bySource.set(key, left);
+      else {
+        this.bySource.delete(key);
+        this.sourcesFull.delete(key);
+      }
+    });
+    return { ok: true };
   }
+
+  /** Connections open from `address`'s source (as admitted here). */
+  openFrom(address: string): number {
+    return this.bySource.get(sourceKey(address)) ?? 0;
+  }
+}
+
+function refuse(sock: net.Socket, why: 'total' | 'source'): Admission {
+  sock.on('error', () => {});
+  sock.resetAndDestroy();
+  return { ok: false, why };
 }
 
 /** One connection under watch: more of its sockets may join it. */

@@ -56,7 +56,17 @@ let benches = 0;
 
 export async function interceptBench(
   t: TestContext,
-  options: { proxy?: boolean; attach?: boolean; proxyArgs?: string[]; attachArgs?: string[]; proxyInCgroup?: boolean } = {},
+  options: {
+    proxy?: boolean;
+    attach?: boolean;
+    proxyArgs?: string[];
+    attachArgs?: string[];
+    proxyInCgroup?: boolean;
+    /** Files the proxy sees as /etc/hosts and /etc/resolv.conf: it runs in
+     * a private mount namespace where they are bind-mounted (the host's
+     * files stay untouched). */
+    proxyEtc?: { hosts: string; resolvConf: string };
+  } = {},
 ): Promise<InterceptBench> {
   ensureBpffs(BPFFS);
   const prefix = `ic${process.pid % 1000}${benches++}-`;
@@ -79,7 +89,28 @@ export async function interceptBench(
     accel: (args) => run(process.execPath, [CLI, ...args], { netns: app, allowFailure: true, timeoutMs: 120_000 }),
     async startProxy(extra = []) {
       // Outside the cgroup, the proxy's sockets stay off the sk_msg fast path.
-      const p = spawn(process.execPath, [CLI, '--log-format', 'json', 'proxy', '--port', String(PROXY_PORT), '--grace-ms', '500', ...extra], {
+      const argv = [CLI, '--log-format', 'json', 'proxy', '--port', String(PROXY_PORT), '--grace-ms', '500', ...extra];
+      const etc = options.proxyEtc;
+      // unshare and nsenter exec (no fork): the pid is the proxy's.
+      const [file, args] = etc
+        ? [
+            'unshare',
+            [
+              '--mount',
+              '--propagation',
+              'private',
+              'sh',
+              '-c',
+              'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"',
+              'sh',
+              etc.hosts,
+              etc.resolvConf,
+              process.execPath,
+              ...argv,
+            ],
+          ]
+        : [process.execPath, argv];
+      const p = spawn(file, args, {
         netns: app,
         ...(options.proxyInCgroup === false ? {} : { cgroupProcs: cg.procs }),
         watchStderr: true,

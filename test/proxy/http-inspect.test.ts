@@ -86,6 +86,14 @@ describe('inspected HTTP relay', () => {
     }
   });
 
+  it('cuts a body that a server could read as a second request for a denied Host, and marks it as refused framing', async () => {
+    const smuggled = `GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: ${get('blocked.test').length}\r\n\r\n${get('blocked.test')}`;
+    const r = await throughInspector([get('a.test'), smuggled]);
+    assert.equal(r.upstreamGot, get('a.test'), 'nothing of the ambiguous request went upstream');
+    assert.deepEqual(r.result.refused, { reason: 'a body on GET', request: 2, host: undefined, framing: true });
+    assert.equal(r.clientError, 'ECONNRESET');
+  });
+
   it('relays an allowed connection to the end, half-close included', async () => {
     const r = await throughInspector([get('a.test'), get('b.test')]);
     assert.equal(r.result.refused, undefined);

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { RequestFramer } from '../../src/proxy/http-framing.js';
 import { type Sniffed, SNIFF_LIMIT, sniff } from '../../src/proxy/sniff.js';
+import { ENCRYPTED_NAME_EXTENSIONS } from '../../src/proxy/tls-hello.js';
 import { clientHelloMessage, inRecords } from '../helpers/tls-hello.js';
 
 const RUNS = { numRuns: 300 };
@@ -15,10 +16,11 @@ const hostName = fc.tuple(fc.domain(), fc.array(fc.boolean(), { minLength: 1 }))
   sent: [...name].map((c, i) => (upper[i % upper.length] ? c.toUpperCase() : c)).join(''),
   expected: name.toLowerCase(),
 }));
-/** Extensions other than server_name, to move it around in the hello. */
+/** Extensions other than server_name (and ECH/ESNI, which hide it), to
+ * move it around in the hello. */
 const otherExtensions = fc.array(
   fc.tuple(
-    fc.integer({ min: 1, max: 0xffff }),
+    fc.integer({ min: 1, max: 0xffff }).filter((t) => !ENCRYPTED_NAME_EXTENSIONS.includes(t)),
     fc.uint8Array({ maxLength: 300 }).map((a) => Buffer.from(a)),
   ),
   { maxLength: 4 },
@@ -67,6 +69,23 @@ describe('sniffer properties', () => {
         const last = seen.at(-1);
         if (stream.length <= SNIFF_LIMIT) assert.deepEqual(last, { kind: 'tls', sni: expected });
         else assert.deepEqual(last, { kind: 'tls', sni: undefined });
+      }),
+      RUNS,
+    );
+  });
+
+  it('gives no name for a ClientHello with ECH or ESNI anywhere among its extensions, in any records', () => {
+    const encrypted = fc.tuple(
+      fc.constantFrom(...ENCRYPTED_NAME_EXTENSIONS),
+      fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+    );
+    fc.assert(
+      fc.property(hostName, otherExtensions, otherExtensions, encrypted, fc.boolean(), fc.nat(), cuts, ({ sent }, before, after, ech, first, where, recordCuts) => {
+        const side = first ? before : after;
+        const i = where % (side.length + 1);
+        const withEch = [...side.slice(0, i), ech, ...side.slice(i)];
+        const message = clientHelloMessage(Buffer.from(sent), first ? withEch : before, first ? after : withEch);
+        assert.deepEqual(sniff(inRecords(message, at(recordCuts, message.length))), { kind: 'tls', sni: undefined });
       }),
       RUNS,
     );

@@ -32,6 +32,21 @@ describe('first-bytes sniffing', () => {
     assert.deepEqual(sniff(inRecords(big, [10_000]).subarray(0, 100)), { kind: 'tls', sni: undefined }, 'known from its declared length');
   });
 
+  it('gives no name for a ClientHello with ECH or ESNI: its server_name is the outer one, not the destination', () => {
+    for (const ext of [0xfe0d, 0xffce]) {
+      for (const where of ['before', 'after'] as const) {
+        const other: [number, Buffer][] = [[ext, Buffer.from([0, 1, 2, 3])]];
+        const m = where === 'before' ? clientHelloMessage(Buffer.from('public.ok.test'), other) : clientHelloMessage(Buffer.from('public.ok.test'), [], other);
+        assert.deepEqual(sniff(inRecords(m)), { kind: 'tls', sni: undefined }, `0x${ext.toString(16)} ${where} server_name`);
+      }
+    }
+    // A GREASE-like neighbour (0xfe0c, 0xffcd) does not hide the name.
+    assert.deepEqual(sniff(inRecords(clientHelloMessage(Buffer.from('public.ok.test'), [[0xfe0c, Buffer.alloc(2)]], [[0xffcd, Buffer.alloc(2)]]))), {
+      kind: 'tls',
+      sni: 'public.ok.test',
+    });
+  });
+
   it('never reads a non-ASCII server name or Host as an ASCII one', () => {
     const tricky = Buffer.from('\xe9nternal.test', 'latin1');
     assert.deepEqual(sniff(inRecords(clientHelloMessage(tricky))), { kind: 'tls', sni: undefined });
@@ -57,8 +72,10 @@ describe('first-bytes sniffing', () => {
 
   it('gives no name where a server might read another one', () => {
     assert.deepEqual(http('GET / HTTP/1.1\r\nHost: a.test\r\nHost: blocked.test\r\n\r\n'), { kind: 'http', host: undefined }, 'two Host fields');
-    assert.equal(http('GET / HTTP/1.1\r\nX: y\r\n Host: blocked.test\r\n\r\n').kind, 'other', 'folded line');
-    assert.equal(http('GET / HTTP/1.1\r\nHost : blocked.test\r\n\r\n').kind, 'other', 'space before the colon');
+    // Refused heads are still HTTP, so a Host policy inspects (and refuses) them.
+    assert.deepEqual(http('GET / HTTP/1.1\r\nX: y\r\n Host: blocked.test\r\n\r\n'), { kind: 'http', host: undefined }, 'folded line');
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost : blocked.test\r\n\r\n'), { kind: 'http', host: undefined }, 'space before the colon');
+    assert.deepEqual(http('GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n'), { kind: 'http', host: undefined }, 'CL and TE');
     assert.equal(http('GET / HTTP/1.1\nHost: a.test\r\n\r\n').kind, 'other', 'bare LF');
   });
 

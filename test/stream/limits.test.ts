@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ConnectionLimit, IdleTimeout } from '../../src/stream/limits.js';
+import { type Admission, ConnectionLimit, IdleTimeout, sourceKey } from '../../src/stream/limits.js';
 import { stopReading } from '../../src/sys/node-internals.js';
 import { tcpBytesMoved } from '../../src/sys/socket.js';
 import { nodeSocketFd } from '../../src/sys/node-internals.js';
@@ -32,8 +32,8 @@ async function listen(onConnection: (sock: net.Socket) => void): Promise<number>
 }
 
 /** A client connection and how it ended (null while open). */
-function client(port: number) {
-  const sock = net.connect({ port, host: '127.0.0.1' });
+function client(port: number, from?: string) {
+  const sock = net.connect({ port, host: '127.0.0.1', ...(from ? { localAddress: from } : {}) });
   sockets.push(sock);
   const c = { sock, data: '', ended: null as string | null, at: 0 };
   sock.on('data', (d) => (c.data += String(d)));
@@ -57,7 +57,7 @@ describe('ConnectionLimit', () => {
     const open = new Set<net.Socket>();
     let refused = 0;
     const port = await listen((sock) => {
-      if (!limit.admit(sock, open.size)) {
+      if (!limit.admit(sock, open.size).ok) {
         refused++;
         return;
       }
@@ -88,10 +88,49 @@ describe('ConnectionLimit', () => {
     [b, d].forEach((x) => x.sock.destroy());
   });
 
+  it('resets a source past its own maximum, and counts it as such, while other sources still get in', async () => {
+    const limit = new ConnectionLimit(0, 'test', 2);
+    const refusals: Admission[] = [];
+    const port = await listen((sock) => {
+      const a = limit.admit(sock, 0);
+      if (!a.ok) return refusals.push(a);
+      sock.pipe(sock);
+    });
+    const a = client(port, '127.0.0.1');
+    const b = client(port, '127.0.0.1');
+    a.sock.write('a');
+    b.sock.write('b');
+    assert.ok(await until(() => a.data === 'a' && b.data === 'b', 2000));
+    const c = client(port, '127.0.0.1');
+    c.sock.write('c');
+    assert.ok(await until(() => c.ended !== null, 2000), 'the third from 127.0.0.1 is closed');
+    assert.equal(c.ended, 'ECONNRESET');
+    assert.deepEqual(refusals, [{ ok: false, why: 'source' }]);
+    const other = client(port, '127.0.0.2');
+    other.sock.write('o');
+    assert.ok(await until(() => other.data === 'o', 2000), 'another source is taken');
+    assert.equal(limit.openFrom('127.0.0.1'), 2);
+    a.sock.destroy();
+    assert.ok(await until(() => limit.openFrom('127.0.0.1') === 1, 2000), 'a closed connection leaves its source');
+    const d = client(port, '127.0.0.1');
+    d.sock.write('d');
+    assert.ok(await until(() => d.data === 'd', 2000), 'taken again below the per-source maximum');
+    assert.equal(refusals.length, 1);
+    [b, d, other].forEach((x) => x.sock.destroy());
+    assert.ok(await until(() => limit.openFrom('127.0.0.1') === 0 && limit.openFrom('127.0.0.2') === 0, 2000), 'no source left behind');
+  });
+
+  it('keys a source by its IPv4 address (mapped or not) or the /64 of its IPv6 address', () => {
+    assert.equal(sourceKey('10.0.0.1'), sourceKey('::ffff:10.0.0.1'));
+    assert.notEqual(sourceKey('10.0.0.1'), sourceKey('10.0.0.2'));
+    assert.equal(sourceKey('fd00:1:2:3::1'), sourceKey('fd00:1:2:3:aaaa:bbbb:cccc:dddd'));
+    assert.notEqual(sourceKey('fd00:1:2:3::1'), sourceKey('fd00:1:2:4::1'));
+  });
+
   it('0 means no limit', async () => {
     const limit = new ConnectionLimit(0, 'test');
     const port = await listen((sock) => {
-      assert.ok(limit.admit(sock, 1_000_000));
+      assert.ok(limit.admit(sock, 1_000_000).ok);
       sock.destroy();
     });
     const c = client(port);

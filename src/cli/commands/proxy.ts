@@ -18,7 +18,7 @@ import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from
 import { toJson } from '../output.js';
 import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
 import { serveUntilSignal } from '../serve.js';
-import { MAX_CONNECTIONS_DEFAULT } from '../splice-server.js';
+import { MAX_CONNECTIONS_DEFAULT, MAX_PER_SOURCE_HELP } from '../splice-server.js';
 
 interface ProxyCliOptions {
   port: number;
@@ -28,10 +28,12 @@ interface ProxyCliOptions {
   ipv6: boolean;
   connectTimeoutMs: number;
   sniffTimeoutMs: number;
+  resolveTimeoutMs: number;
   graceMs: number;
   backlog: number;
   splice?: boolean;
   maxConnections: number;
+  maxConnectionsPerSource: number;
   idleTimeoutMs: number;
   metricsAddr?: string;
 }
@@ -47,9 +49,11 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--no-ipv6', 'no IPv6 listener')
     .option('--connect-timeout-ms <ms>', 'upstream connect timeout', parseNonNegative, 10000)
     .option('--sniff-timeout-ms <ms>', 'how long to wait for first bytes when the policy looks at SNI/Host', parseNonNegative, 1000)
+    .option('--resolve-timeout-ms <ms>', 'how long to wait for the resolver when an SNI or Host is checked against the destination address', parseNonNegative, 1000)
     .option('--grace-ms <ms>', 'on SIGTERM/SIGINT, how long open connections may continue', parseNonNegative, 5000)
     .option('--backlog <n>', 'listen backlog', parseNonNegative, 1024)
     .option('--max-connections <n>', 'client connections handled at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
+    .option('--max-connections-per-source <n>', MAX_PER_SOURCE_HELP, parseNonNegative, 0)
     // Envoy's TCP proxy closes idle connections after an hour by default too.
     .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
@@ -83,8 +87,10 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         families,
         connectTimeoutMs: opts.connectTimeoutMs,
         sniffTimeoutMs: opts.sniffTimeoutMs,
+        resolveTimeoutMs: opts.resolveTimeoutMs,
         backlog: opts.backlog,
         maxConnections: opts.maxConnections,
+        maxConnectionsPerSource: opts.maxConnectionsPerSource,
         idleTimeoutMs: opts.idleTimeoutMs,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
         // Interception hands new connections only to registered listeners.

@@ -11,7 +11,7 @@ import { readSelftestRecord } from '../attachment/selftest-record.js';
 import { fastPathStatus, type FastPathStatus } from '../fastpath/status.js';
 import { observeFastPath } from '../fastpath/pins.js';
 import { interceptStatus, type InterceptStatus } from '../intercept/status.js';
-import { observeIntercept } from '../intercept/install.js';
+import { observeIntercept } from '../intercept/remove.js';
 import type { Counters } from '../maps/layout/fastpath.js';
 import type { TproxyCounters } from '../maps/layout/tproxy.js';
 import { attachmentPinDir } from '../paths.js';

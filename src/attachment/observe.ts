@@ -1,7 +1,7 @@
 /** The observed state of one cgroup's attachment: what its pins, its
  * interception record and the kernel say is there now. */
 import { type FastPathObserved, observeFastPath } from '../fastpath/pins.js';
-import { type InterceptObserved, observeIntercept } from '../intercept/install.js';
+import { type InterceptObserved, observeIntercept } from '../intercept/remove.js';
 import type { Journal } from './journal.js';
 
 export interface Observed {

@@ -12,7 +12,7 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import { ACCEPT_UNSAFE_HOST_WIDE, requireBpfObjects } from '../fastpath/install.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
-import { checkIntercept } from '../intercept/install.js';
+import { checkIntercept } from '../intercept/check.js';
 import { readRecord } from '../intercept/record.js';
 import { log } from '../log.js';
 import { removeUnusedOwners } from '../maps/owners.js';

@@ -4,7 +4,9 @@ import path from 'node:path';
 import type { TproxyCounters } from '../maps/layout/tproxy.js';
 import { TproxyMapNames } from '../maps/tproxy.js';
 import { hookPresent } from './hooks.js';
-import { type InterceptObserved, registeredProxyFamilies, withTproxyMaps } from './install.js';
+import { registeredProxyFamilies } from './check.js';
+import { withTproxyMaps } from './maps.js';
+import type { InterceptObserved } from './remove.js';
 import type { Family } from '../sys/socket.js';
 import type { InterceptSettings } from './settings.js';
 

@@ -7,7 +7,7 @@ import type { Observed } from '../../src/attachment/observe.js';
 import { type Step, plan } from '../../src/attachment/plan.js';
 import { type AttachmentSpec, parseSpec } from '../../src/attachment/spec.js';
 import type { FastPathObserved } from '../../src/fastpath/pins.js';
-import type { InterceptObserved } from '../../src/intercept/install.js';
+import type { InterceptObserved } from '../../src/intercept/remove.js';
 import type { InterceptRecord } from '../../src/intercept/record.js';
 
 const spec = (over: Record<string, unknown> = {}, intercept: Record<string, unknown> | null = null): AttachmentSpec =>

@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 import { ensureBpffs } from '../../src/bpf/bpffs.js';
 import { cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { attachmentPinDir } from '../../src/paths.js';
-import { withTproxyMaps } from '../../src/intercept/install.js';
+import { withTproxyMaps } from '../../src/intercept/maps.js';
 import { interceptRecordPath as statePath } from '../../src/paths.js';
 import type { Counters } from '../../src/maps/layout/fastpath.js';
 import type { TproxyCounters } from '../../src/maps/layout/tproxy.js';

@@ -103,7 +103,10 @@ describe('proxy identity: only the proxy’s registered listeners receive interc
     const foreign = await foreignListener(t, b);
     const r = await b.attach();
     assert.equal(r.exitCode, 3, r.stderr);
-    assert.match(r.stderr.trim().split('\n').pop() ?? '', /the listener on 127\.0\.0\.1:15001 is not an accel proxy's.*\[E_PROXY_NOT_REGISTERED\]/);
+    assert.match(
+      r.stderr.trim().split('\n').pop() ?? '',
+      /the listener on 127\.0\.0\.1:15001 \(held by process \d+ [^)]*\) is not an accel proxy's.*add --proxy-pid \d+ .*\[E_PROXY_NOT_REGISTERED\]/,
+    );
     assert.equal(fs.existsSync(attachmentPinDir(BPFFS, b.cg.id)), false, 'nothing attached');
     assert.deepEqual(accepted(foreign), []);
 

@@ -13,14 +13,13 @@
  * when nothing is in it.
  */
 import fs from 'node:fs';
-import { ownedDir } from '../bpf/bpffs.js';
-import { closeFd, mapInfo, openPinned, pin, withPinned } from '../bpf/fd.js';
-import { createMap, keys, remove, u32, u64, update } from '../bpf/map.js';
+import { closeFd, withPinned } from '../bpf/fd.js';
+import { keys, remove, u32, u64, update } from '../bpf/map.js';
 import { MapType } from '../bpf/uapi.js';
-import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
 import { OWNERS_MAP, listAttachmentIds, ownersPin, pinRoot } from '../paths.js';
 import { underPinRootLock } from './proxy-listeners.js';
+import { openOrCreateNodeMap } from './node-map.js';
 
 /** ACCEL_OWNERS_MAX in bpf/include/accel.h. */
 export const OWNERS_MAX = 4096;
@@ -29,41 +28,10 @@ export const OWNERS_MAX = 4096;
 export const OwnersMapDef = { type: MapType.HASH, keySize: 8, valueSize: 4, maxEntries: OWNERS_MAX, flags: 0 } as const;
 const DEFINITION = OwnersMapDef;
 
-function checkDefinition(fd: number, where: string): void {
-  const info = mapInfo(fd);
-  const differ = (['type', 'keySize', 'valueSize', 'maxEntries', 'flags'] as const).filter((k) => info[k] !== DEFINITION[k]);
-  if (differ.length) {
-    throw new AccelError(
-      ErrorCodes.BPF_MAP,
-      `the map pinned at ${where} is not accel's set of attached cgroups: ${differ.map((k) => `${k} ${info[k]}, not ${DEFINITION[k]}`).join('; ')} (pinned by another version of accel?)`,
-    );
-  }
-}
-
 /** The pinned map's fd, made and pinned first if missing. Call under the
  * lock; the caller closes the fd. */
 function openOrCreate(bpffs: string): number {
-  const where = ownersPin(bpffs);
-  ownedDir(pinRoot(bpffs));
-  let fd = openPinned(where);
-  if (fd === null) {
-    fd = createMap(DEFINITION.type, OWNERS_MAP, DEFINITION.keySize, DEFINITION.valueSize, DEFINITION.maxEntries);
-    try {
-      pin(fd, where);
-    } catch (err) {
-      closeFd(fd);
-      if (!isAccelError(err) || err.errno !== 'EEXIST') throw err;
-      fd = openPinned(where);
-      if (fd === null) throw err;
-    }
-  }
-  try {
-    checkDefinition(fd, where);
-  } catch (err) {
-    closeFd(fd);
-    throw err;
-  }
-  return fd;
+  return openOrCreateNodeMap(pinRoot(bpffs), ownersPin(bpffs), OWNERS_MAP, DEFINITION, 'set of attached cgroups');
 }
 
 /** Make sure the map is pinned (a sockops object loaded with its pin path

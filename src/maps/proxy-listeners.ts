@@ -20,14 +20,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ownedDir } from '../bpf/bpffs.js';
-import { closeFd, mapInfo, openPinned, pin, withPinned } from '../bpf/fd.js';
-import { createMap, keys, lookup, remove, u64, update } from '../bpf/map.js';
+import { closeFd, withPinned } from '../bpf/fd.js';
+import { keys, lookup, remove, u64, update } from '../bpf/map.js';
 import { BPF_ANY } from '../bpf/uapi.js';
-import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
 import { LO_INGRESS_PIN, PROXY_LISTENERS_MAP, STATE_DIR, attachmentPinDir, listAttachmentIds, pinRoot, pinRootLockPath, proxyListenersPin, proxySocketsPin } from '../paths.js';
 import { withLock, withLockAsync } from '../sys/lock.js';
 import { PROXY_LISTENERS_MAX, type ProxyKey, ProxyKeyLayout, ProxyListenersMapDef, decodeProxyKey, encodeProxyKey } from './layout/tproxy.js';
+import { openOrCreateNodeMap } from './node-map.js';
 
 /** The map as tc_tproxy.c declares it; a pin that differs is refused. */
 const DEFINITION = ProxyListenersMapDef;
@@ -73,43 +73,10 @@ export function underPinRootLockAsync<T>(fn: () => Promise<T>): Promise<T> {
   return withLockAsync(pinRootLockPath(), fn);
 }
 
-function checkDefinition(fd: number, where: string): void {
-  const info = mapInfo(fd);
-  const differ = (['type', 'keySize', 'valueSize', 'maxEntries', 'flags'] as const).filter((k) => info[k] !== DEFINITION[k]);
-  if (differ.length) {
-    throw new AccelError(
-      ErrorCodes.BPF_MAP,
-      `the map pinned at ${where} is not accel's map of proxy listeners: ${differ.map((k) => `${k} ${info[k]}, not ${DEFINITION[k]}`).join('; ')} (pinned by another version of accel?)`,
-    );
-  }
-}
-
 /** The pinned map's fd, made and pinned first if missing (the pin root
  * too). Call under the lock; the caller closes the fd. */
 function openOrCreate(bpffs: string): number {
-  const where = proxyListenersPin(bpffs);
-  ownedDir(pinRoot(bpffs));
-  let fd = openPinned(where);
-  if (fd === null) {
-    fd = createMap(DEFINITION.type, PROXY_LISTENERS_MAP, DEFINITION.keySize, DEFINITION.valueSize, DEFINITION.maxEntries);
-    try {
-      pin(fd, where);
-      log.verbose(`made the node's map of proxy listeners, ${where}`);
-    } catch (err) {
-      closeFd(fd);
-      // Someone without the lock (an older accel) pinned one meanwhile.
-      if (!isAccelError(err) || err.errno !== 'EEXIST') throw err;
-      fd = openPinned(where);
-      if (fd === null) throw err;
-    }
-  }
-  try {
-    checkDefinition(fd, where);
-  } catch (err) {
-    closeFd(fd);
-    throw err;
-  }
-  return fd;
+  return openOrCreateNodeMap(pinRoot(bpffs), proxyListenersPin(bpffs), PROXY_LISTENERS_MAP, DEFINITION, 'map of proxy listeners');
 }
 
 /** Make sure the map is pinned, so that a program loaded with it as pin

@@ -14,24 +14,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ownedDir } from '../bpf/bpffs.js';
-import { closeFd, mapInfo, openPinned } from '../bpf/fd.js';
+import { closeFd } from '../bpf/fd.js';
 import { update, u64 } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { PROXY_LISTENERS_MAP, PROXY_SOCKETS_MAP, pinRoot, proxySocketsPin } from '../paths.js';
 import { ProxySocketsMapDef } from './layout/tproxy.js';
+import { openNodeMap } from './node-map.js';
 import { ensureProxyListeners, underPinRootLock } from './proxy-listeners.js';
-
-function checkDefinition(fd: number, where: string): void {
-  const info = mapInfo(fd);
-  const differ = (['type', 'keySize', 'valueSize', 'flags'] as const).filter((k) => info[k] !== ProxySocketsMapDef[k]);
-  if (differ.length) {
-    throw new AccelError(
-      ErrorCodes.BPF_MAP,
-      `the map pinned at ${where} is not accel's map of proxy sockets: ${differ.map((k) => `${k} ${info[k]}, not ${ProxySocketsMapDef[k]}`).join('; ')} (pinned by another version of accel?)`,
-    );
-  }
-}
 
 /** Make sure both node maps are pinned (call under the pin root lock);
  * returns their pin paths, for an object that includes accel_proxy_maps.h. */
@@ -54,14 +44,8 @@ export class ProxySockets {
     return underPinRootLock(() => {
       ensureProxyMaps(bpffs, bpfDir);
       const where = proxySocketsPin(bpffs);
-      const fd = openPinned(where);
+      const fd = openNodeMap(where, ProxySocketsMapDef, 'map of proxy sockets');
       if (fd === null) throw new AccelError(ErrorCodes.BPF_MAP, `the map of proxy sockets is not pinned at ${where}`);
-      try {
-        checkDefinition(fd, where);
-      } catch (err) {
-        closeFd(fd);
-        throw err;
-      }
       return new ProxySockets(fd);
     });
   }

@@ -68,7 +68,7 @@ describe('inside a cgroup namespace', { skip: kernelLacks('fastpath', 'intercept
     // A command run in app ($cg is exported).
     const inApp = (cmd: string) => `bash -c 'echo $$ > $cg/cgroup.procs; exec ${cmd}'`;
     const hooks = `Promise.all([import('${PACKAGE_ROOT}/dist/src/bpf/attach.js'), import('${PACKAGE_ROOT}/dist/src/bpf/uapi.js')]).then(([a, u]) => console.log(JSON.stringify({ sockops: a.queryCgroupPrograms(process.argv[1], u.AttachType.CGROUP_SOCK_OPS).length, tcx: a.tcxProgramIds(1, 'ingress').length + a.tcxProgramIds(1, 'egress').length })))`;
-    const readConfig = `import('${PACKAGE_ROOT}/dist/src/intercept/install.js').then((m) => console.log(JSON.stringify(m.withTproxyMaps(process.argv[1], (x) => x.config()), (k, v) => (typeof v === 'bigint' ? String(v) : v))))`;
+    const readConfig = `import('${PACKAGE_ROOT}/dist/src/intercept/maps.js').then((m) => console.log(JSON.stringify(m.withTproxyMaps(process.argv[1], (x) => x.config()), (k, v) => (typeof v === 'bigint' ? String(v) : v))))`;
     const inner = `
 set -e
 mount -t cgroup2 none /sys/fs/cgroup

@@ -31,6 +31,8 @@
  *    cgroup asks for that state change too: when the application's socket
  *    of a steered flow closes, its flow moves from accel_tproxy_flows to
  *    accel_tproxy_closed, so live flows are never crowded out by dead ones.
+ *    The interception's maps are reached through the fast path's slots
+ *    (accel_intercept_flows.h), empty without an interception.
  */
 #include "accel_common.h"
 #include "accel_maps.h"

@@ -45,7 +45,7 @@
  * it); a new SYN on the same 4-tuple decides afresh.
  */
 #include "accel_common.h"
-#include "accel_maps.h"
+#include "accel_intercept_maps.h"
 #include "accel_proxy_maps.h"
 #include "accel_key.h"
 #include "accel_tproxy_match.h"
@@ -53,9 +53,10 @@
 #define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
-/* The flows being steered (see accel_maps.h): made when this object is
- * loaded, sized by attach --max-flows, then put in accel_tproxy_flows_slot
- * for sockops.c. Its definition must match struct accel_tproxy_flows_map. */
+/* The flows being steered (see accel_intercept_maps.h): made when this
+ * object is loaded, sized by attach --max-flows, then put in
+ * accel_tproxy_flows_slot for sockops.c. Its definition must match struct
+ * accel_tproxy_flows_map (accel_intercept_flows.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { linkInfo, mapInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
-import { CLOSED_FLOWS, FLOWS_SLOT } from '../maps/tproxy.js';
+import { FLOWS_SLOT } from '../maps/tproxy.js';
 
 export const PinNames = {
   link: 'link_sockops',
@@ -18,9 +18,13 @@ export const PinNames = {
 } as const;
 
 /** Without one of these, the fast path was made by another version of
- * accel (the flow slot and the closed flows came with flows that end with
- * their connections), and the next attach makes it anew. */
-export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners, FLOWS_SLOT, CLOSED_FLOWS];
+ * accel (the flow slot came with flows that end with their connections),
+ * and the next attach makes it anew. No map of the interception's: those
+ * are made with an interception (src/intercept/maps.ts). The closed and
+ * counters slots are not required either: a fast path made before the
+ * interception's maps moved out of it has its own instead, and its
+ * interception joins them (interceptOwnMaps). */
+export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners, FLOWS_SLOT];
 
 /** The settings a complete fast path runs with, read back from the kernel. */
 export interface FastPathObservedSettings {

@@ -9,13 +9,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BpfObject } from '../bpf/object.js';
-import { pin, withPinnedMaps } from '../bpf/fd.js';
+import { pin } from '../bpf/fd.js';
 import type { Cgroup } from '../cgroup/cgroup.js';
 import { kernelCgroupLevel } from '../cgroup/level.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
-import { FLOWS_SLOT, TproxyMapNames, fillFlowsSlot } from '../maps/tproxy.js';
+import { TproxyMapNames } from '../maps/tproxy.js';
 import { ensureOwners } from '../maps/owners.js';
 import { underPinRootLock } from '../maps/proxy-listeners.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
@@ -27,7 +27,7 @@ import { type InterceptRecord, readRecord, saveRecord } from './record.js';
 import { type InterceptSettings } from './settings.js';
 import { acquireShared } from './shared.js';
 import { checkIntercept } from './check.js';
-import { withTproxyMaps } from './maps.js';
+import { fillSlots, interceptOwnMaps, withTproxyMaps } from './maps.js';
 import { registerPeerProxy } from './peer-proxy.js';
 import { undoIntercept } from './remove.js';
 
@@ -56,17 +56,18 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     // The record names proxyPid before anything is registered: its undo
     // takes the registration out.
     registerPeerProxy(bpffs, s);
-    // Programs, pinned beside the fast path's, on its maps (by name), and
-    // on the node's map of proxy listeners: made if missing, and joined
-    // under the lock its last user removes it with. Pinned under that
-    // lock too: the pinned lo program is what marks the map as in use.
-    // The flow map is the interception's own, made here at its size: one
-    // left by an earlier interception (the plan removed it, or a crash did
-    // not) is not reused.
-    const flowsPin = path.join(pinDir, TproxyMapNames.flows);
-    record.added.pins.push(flowsPin);
+    // Programs, pinned beside the fast path's, on the node's map of proxy
+    // listeners: made if missing, and joined under the lock its last user
+    // removes it with. Pinned under that lock too: the pinned lo program is
+    // what marks the map as in use. The interception's maps are its own,
+    // made here (the flows at their size), recorded first: one left by an
+    // earlier interception (the plan removed it, or a crash did not) is
+    // not reused. On a fast path of an earlier build they are all but the
+    // flows its own, and joined (interceptOwnMaps).
+    const ownMaps = interceptOwnMaps(pinDir);
+    for (const name of ownMaps) record.added.pins.push(path.join(pinDir, name));
     saveRecord(record);
-    fs.rmSync(flowsPin, { force: true });
+    for (const name of ownMaps) fs.rmSync(path.join(pinDir, name), { force: true });
     const ownersMap = ensureOwners(bpffs);
     underPinRootLock(() => {
       let obj: BpfObject | null = null;
@@ -74,7 +75,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
         obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), {
           pinRoot: pinDir,
           pinnedOnly: true,
-          creates: [TproxyMapNames.flows],
+          creates: ownMaps,
           maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
           pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
         });
@@ -86,8 +87,8 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
         }
         // Before any hook: sockops must watch the sockets whose SYNs will be
         // steered, to take their flows out when they close.
-        const flowsFd = obj.mapFd(TproxyMapNames.flows);
-        withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => fillFlowsSlot(need(FLOWS_SLOT), flowsFd));
+        const loaded = obj;
+        fillSlots(pinDir, (name) => loaded.mapFd(name));
       } finally {
         obj?.close();
       }

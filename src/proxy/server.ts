@@ -247,6 +247,9 @@ export class TransparentProxy {
   }
 
   private report(e: ConnectionEvent): void {
+    // winston formats a line before any transport weighs its level: an
+    // allowed connection's line costs nothing unless it is shown.
+    if (e.action === 'allow' && !log.isInfoEnabled()) return;
     const line = `${e.action} ${e.source} -> ${e.destination} (${e.reason}${e.sni ? `, sni ${e.sni}` : ''}${e.host ? `, host ${e.host}` : ''}${e.mode ? `, ${e.mode}` : ''})`;
     if (e.action === 'allow') log.info(line, e);
     else log.warn(line, e);
@@ -339,7 +342,7 @@ export class TransparentProxy {
       if (mode === 'splice' && splicer) {
         this.stats.spliced++;
         const r = await splicer.splice(client, upstream, first);
-        log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
       } else if (mode === 'inspect') {
         const verdict = ({ decision: d }: { decision: Decision }): RequestVerdict => (d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason });
         const r = await relayInspected(client, upstream, first, (head) => {
@@ -352,11 +355,11 @@ export class TransparentProxy {
           else this.stats.requestsDenied++;
           this.report({ event: 'connection', source, destination, action: 'deny', reason: `${framing ? 'refused framing: ' : ''}${reason}, request ${request}`, host, mode });
         }
-        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
       } else {
         if (first.length) upstream.write(first);
         const r = await relay(client, upstream);
-        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down${r.reset ? ', reset' : ''}`);
       }
     } catch (err) {
       this.stats.failed++;

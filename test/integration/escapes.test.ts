@@ -76,6 +76,28 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
     assert.equal(b.proxyEvents().filter((e) => /loop/.test(e.reason)).length, 0, 'no loop');
   });
 
+  it("the proxy's cgroup/sock_create program records the proxy's sockets only: a root process of the same cgroup, mark forged or not, is steered and denied", async (t) => {
+    const b = await interceptBench(t, { proxyArgs: ['--policy', policyFile(t, DENY_ECHO)] });
+    const listening = JSON.parse(b.proxy?.lines().find((l) => l.includes('"event":"listening"')) ?? '{}') as { ownSockets?: string };
+    assert.equal(listening.ownSockets, 'sock_create', 'the proxy in its cgroup has the kernel record its sockets');
+
+    // Root, with every capability, in the proxy's own cgroup: the program
+    // is there, and it must not take these sockets for the proxy's.
+    for (const extra of [[], ['--mark', PROXY_MARK]]) {
+      const r = await run('/usr/bin/python3', [CLIENT, 'tcp', SERVER4, String(ECHO_PORT), ...extra], { ...b.appWhere, allowFailure: true, timeoutMs: 30_000 });
+      const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as ClientResult;
+      assert.equal(out.ok, false, `root of the cgroup got through (${extra.join(' ') || 'no mark'}): ${r.stdout}`);
+    }
+    assert.equal(accepted(b, ECHO_PORT), 0, 'nothing reached the denied server');
+    assert.equal(b.proxyEvents().filter((e) => e.action === 'deny' && e.destination === `${SERVER4}:${ECHO_PORT}`).length, 2, 'both were steered to the proxy and denied');
+
+    // The proxy's own upstream connection leaves unsteered, with its mark.
+    const allowed = await client(b.appWhere, ['tcp', SERVER4, String(HTTP_PORT), '--host', 'a.test']);
+    assert.ok(allowed.ok, JSON.stringify(allowed));
+    assert.ok(b.tproxyCounters().proxy_packets_skipped >= 1n, "the proxy's own SYN was recognised");
+    assert.equal(b.proxyEvents().filter((e) => /loop/.test(e.reason)).length, 0, 'no loop');
+  });
+
   it('a SYN reusing the 4-tuple of a proxy-side TIME_WAIT socket goes to the proxy, never to the real service behind it (--iface lo)', async (t) => {
     const policy = policyFile(t, { default: 'allow', rules: [{ action: 'deny', host: 'secret.test', name: 'no secret' }] });
     // Both names are the service's address (a name counts only at an

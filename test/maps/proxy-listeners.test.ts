@@ -47,8 +47,8 @@ describe('accel_proxy_listeners: user space makes the map tc_tproxy.bpf.o declar
     assert.equal(member('key').name, 'accel_proxy_key');
   });
 
-  it('accel_proxy_sockets, which user space checks a pin against, is what tc_tproxy.bpf.o, cgroup_egress.bpf.o and proxy_sockets.bpf.o declare', async () => {
-    for (const object of ['tc_tproxy.bpf.o', 'cgroup_egress.bpf.o', 'proxy_sockets.bpf.o']) {
+  it('accel_proxy_sockets, which user space checks a pin against, is what tc_tproxy.bpf.o, cgroup_egress.bpf.o, proxy_sockets.bpf.o and proxy_sock_create.bpf.o declare', async () => {
+    for (const object of ['tc_tproxy.bpf.o', 'cgroup_egress.bpf.o', 'proxy_sockets.bpf.o', 'proxy_sock_create.bpf.o']) {
       const r = await run('bpftool', ['-j', 'btf', 'dump', 'file', path.join(BPF_DIR, object)]);
       const types = (JSON.parse(r.stdout) as { types: BtfType[] }).types;
       const byId = new Map(types.map((t) => [t.id, t]));

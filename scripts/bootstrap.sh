@@ -17,7 +17,7 @@ fi
 # agent with a real Prometheus (started by the test on loopback; its promtool
 # checks the exposition); bpftrace: verify --bpftrace's runner is tested
 # with a uprobe (kprobes and kfunc probes are tested where the kernel has them).
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat python3 sockperf iperf3 haproxy clang-format prometheus bpftrace)
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat python3 sockperf iperf3 haproxy clang-format prometheus bpftrace iptables)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,6 +10,8 @@ import { AccelError, ErrorCodes } from './errors.js';
 
 export const FAILPOINTS = [
   // attachment/apply.ts: around every step of a plan (<when>:<step kind>).
+  'before:fence-intercept',
+  'after:fence-intercept',
   'before:remove-intercept',
   'after:remove-intercept',
   'before:remove-fastpath',
@@ -28,6 +30,8 @@ export const FAILPOINTS = [
   'after:configure-intercept',
   'before:register-proxy',
   'after:register-proxy',
+  'before:unfence-intercept',
+  'after:unfence-intercept',
   // fastpath/install.ts
   'selftest-running',
   'attach-after-selftest',
@@ -39,6 +43,8 @@ export const FAILPOINTS = [
   'intercept-before-filters',
   'intercept-after-lo-hook',
   'intercept-undo-after-hooks',
+  // intercept/fence.ts: the fence's maps written, its link not yet made.
+  'fence-before-link',
   // state/store.ts: a state file written and fsynced, not yet renamed.
   'state-before-rename',
 ] as const;

@@ -7,6 +7,7 @@
  * rollback leaves. Every point is listed here, so a test can walk them all.
  */
 import { AccelError, ErrorCodes } from './errors.js';
+import { seam } from './seams.js';
 
 export const FAILPOINTS = [
   // attachment/apply.ts: around every step of a plan (<when>:<step kind>).
@@ -54,7 +55,7 @@ export type Failpoint = (typeof FAILPOINTS)[number];
 let errorThrown = false;
 
 export function failpoint(name: Failpoint): void {
-  const asked = process.env.ACCEL_FAILPOINT;
+  const asked = seam('ACCEL_FAILPOINT');
   if (asked === name) process.kill(process.pid, 'SIGKILL');
   if (asked === `error:${name}` && !errorThrown) {
     errorThrown = true;

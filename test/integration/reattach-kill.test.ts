@@ -94,12 +94,23 @@ async function probe(b: InterceptBench, what: string, maxTimeS: number): Promise
   return 'blocked';
 }
 
-async function expectConverged(b: InterceptBench, s: Settings, what: string): Promise<void> {
+interface Status {
+  state: string;
+  fenced: boolean;
+  intercept: { complete: boolean; filtersPresent: boolean; settings: { rules: { text: string }[] } } | null;
+}
+
+async function status(b: InterceptBench, what: string): Promise<Status | undefined> {
   const st = await cli(b, ['status', '--cgroup', b.cg.path, '--json']);
   assert.equal(st.exitCode, 0, `${what}: status: ${st.stderr}`);
-  const a = (JSON.parse(st.stdout) as { attachments: { intercept: { complete: boolean; filtersPresent: boolean; settings: { rules: { text: string }[] } } | null }[] })
-    .attachments[0];
-  assert.equal(a?.intercept?.complete, true, `${what}: interception complete`);
+  return (JSON.parse(st.stdout) as { attachments: Status[] }).attachments[0];
+}
+
+async function expectConverged(b: InterceptBench, s: Settings, what: string): Promise<void> {
+  const a = (await status(b, what)) as Status;
+  assert.equal(a.state, 'complete', `${what}: state`);
+  assert.equal(a.fenced, false, `${what}: status shows no fence`);
+  assert.equal(a.intercept?.complete, true, `${what}: interception complete`);
   assert.equal(a.intercept.filtersPresent, true, `${what}: every hook in place`);
   assert.deepEqual(
     a.intercept.settings.rules.map((r) => r.text),
@@ -130,6 +141,7 @@ describe('a re-attach killed at any step', { skip: kernelLacks('intercept') }, (
       assert.notEqual(killed.exitCode, 0, `${what}: the failpoint was reached: ${killed.stdout}`);
       assert.doesNotMatch(killed.stderr, /\[E_[A-Z_]+\]/, `${what}: killed, not failed`);
       outcome[point] = await probe(b, what, 3);
+      if (ONLY_THE_FENCE.includes(point)) assert.equal((await status(b, what))?.fenced, true, `${what}: status shows the fence`);
       const again = await cli(b, attachArgs(b, to));
       assert.equal(again.exitCode, 0, `${what}: the next attach: ${again.stderr}`);
       await expectConverged(b, to, what);

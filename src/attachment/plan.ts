@@ -8,6 +8,13 @@
  * installed on the complete fast path. An interception whose hooks, ip
  * rules and routes stay as they are is configured in place instead, so its
  * live connections keep their flows.
+ *
+ * An interception replaced by another (a re-attach that cannot change in
+ * place) is fenced first: the fence (intercept/fence.ts) drops the
+ * cgroup's covered SYNs from before the old interception goes until after
+ * the new one is complete, so a crash at any step in between leaves the
+ * cgroup policed. A fence left by such a crash stays until an interception
+ * is complete again (or none is asked for).
  */
 import type { FastPathSpec } from '../fastpath/install.js';
 import { type InterceptSettings, changesInPlace, sameSettings } from '../intercept/settings.js';
@@ -15,6 +22,8 @@ import type { Observed } from './observe.js';
 import type { AttachmentSpec } from './spec.js';
 
 export type Step =
+  /** The rules of the complete interception about to be replaced, fenced. */
+  | { kind: 'fence-intercept'; settings: InterceptSettings }
   | { kind: 'remove-intercept' }
   | { kind: 'remove-fastpath'; drainMs: number }
   /** A partial fast path (pins without a link): nothing live to drain. */
@@ -27,7 +36,10 @@ export type Step =
   | { kind: 'configure-intercept'; settings: InterceptSettings }
   /** A kept interception of a proxy that is not accel's: its listeners
    * registered again (it may have restarted). */
-  | { kind: 'register-proxy'; settings: InterceptSettings };
+  | { kind: 'register-proxy'; settings: InterceptSettings }
+  /** The interception in place (or none, if none is asked for) polices
+   * alone again. */
+  | { kind: 'unfence-intercept' };
 
 export type StepKind = Step['kind'];
 
@@ -48,9 +60,16 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
 
   const fastPathStays = desired !== null && fp.kind === 'complete';
   const interceptKept = fastPathStays && ic.kind === 'complete' && desired.intercept !== null && changesInPlace(ic.record.settings, desired.intercept);
-  if (ic.kind !== 'absent' && !interceptKept) steps.push({ kind: 'remove-intercept' });
+  const removing = ic.kind !== 'absent' && !interceptKept;
+  // Only a complete interception polices, and only on the fast path's maps
+  // can the fence be made: one that stays.
+  const fencing = removing && fastPathStays && desired.intercept !== null && ic.kind === 'complete';
+  if (fencing) steps.push({ kind: 'fence-intercept', settings: ic.record.settings });
+  if (removing) steps.push({ kind: 'remove-intercept' });
+  const unfencing = fencing || observed.fenced;
 
   if (desired === null) {
+    if (unfencing) steps.push({ kind: 'unfence-intercept' });
     if (fp.kind === 'complete') steps.push({ kind: 'remove-fastpath', drainMs: options.drainMs });
     if (fp.kind === 'partial') steps.push({ kind: 'clear-fastpath', reason: fp.reason });
     return { steps, notes };
@@ -76,5 +95,6 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
   // registered again (it may have restarted; install-intercept registers
   // them itself, recorded first).
   if (desired.intercept?.proxyPid && interceptKept) steps.push({ kind: 'register-proxy', settings: desired.intercept });
+  if (unfencing) steps.push({ kind: 'unfence-intercept' });
   return { steps, notes };
 }

@@ -19,6 +19,9 @@ export interface AttachmentStatus extends FastPathStatus, ReaderSafetyStatus {
   interrupted: Journal | null;
   /** Transparent interception of this cgroup, if any. */
   intercept: InterceptStatus | null;
+  /** A re-attach's fence is left (intercept/fence.ts): the cgroup's
+   * covered connections are refused until attach converges. */
+  fenced: boolean;
 }
 
 export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise<AttachmentStatus | null> {
@@ -30,12 +33,22 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
     cgroupId,
     cgroupPath: findCgroupById(cgroupId),
     pinDir: dir,
-    state: fp.kind === 'complete' && !observed.interrupted ? 'complete' : 'partial',
-    reason: fp.kind === 'partial' ? fp.reason : fp.kind === 'absent' ? 'no fast path pinned' : observed.interrupted ? 'an operation was interrupted' : null,
+    state: fp.kind === 'complete' && !observed.interrupted && !observed.fenced ? 'complete' : 'partial',
+    reason:
+      fp.kind === 'partial'
+        ? fp.reason
+        : fp.kind === 'absent'
+          ? 'no fast path pinned'
+          : observed.interrupted
+            ? 'an operation was interrupted'
+            : observed.fenced
+              ? 'a re-attach left its fence: covered connections are refused until attach converges'
+              : null,
     interrupted: observed.interrupted,
     ...fastPathStatus(dir, fp),
     ...readerSafetyStatus(cgroupId),
     intercept: await interceptStatus(observed.intercept, bpffs, dir),
+    fenced: observed.fenced,
   };
 }
 

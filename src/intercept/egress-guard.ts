@@ -25,7 +25,7 @@ import type { InterceptRecord } from './record.js';
 import type { InterceptSettings } from './settings.js';
 
 export const EGRESS_MAP = 'accel_tproxy_egress';
-const EGRESS_PROGRAM = 'accel_cgroup_egress';
+export const EGRESS_PROGRAM = 'accel_cgroup_egress';
 const EGRESS_PROG_PIN = 'prog_cgroup_egress';
 const EGRESS_LINK_PIN = 'link_cgroup_egress';
 
@@ -93,23 +93,41 @@ export function installEgressGuard(
   const linkPin = path.join(pinDir, EGRESS_LINK_PIN);
   record.added.pins.push(mapPin, progPin);
   save();
+  withEgressGuardObject(bpffs, pinDir, bpfDir, { creates: [EGRESS_MAP] }, (obj) => {
+    pin(obj.programFd(EGRESS_PROGRAM), progPin);
+    configureEgressGuard(pinDir, s, indexes);
+    record.added.hooks.push({ mode: 'cgroup', cgroupPath: cg.path, attach: 'egress', linkPin });
+    record.added.pins.push(linkPin);
+    save();
+    attachCgroupPinned(obj.program(EGRESS_PROGRAM), cg.path, linkPin);
+  });
+}
+
+/**
+ * cgroup_egress.bpf.o loaded on the attachment's pinned maps and the
+ * node's (proxy listeners and sockets, attached cgroups), under the pin
+ * root's lock; `own` names the maps it makes itself (and where they are
+ * pinned, if not by name in pinDir). Closed after `fn`.
+ */
+export function withEgressGuardObject<T>(
+  bpffs: string,
+  pinDir: string,
+  bpfDir: string,
+  own: { creates: string[]; pinPaths?: Record<string, string> },
+  fn: (obj: BpfObject) => T,
+): T {
   // The node's set of attached cgroups: made (under the pin root's lock)
   // before that lock is taken here.
   const ownersMap = ensureOwners(bpffs);
-  underPinRootLock(() => {
+  return underPinRootLock(() => {
     const obj = BpfObject.load(path.join(bpfDir, 'cgroup_egress.bpf.o'), {
       pinRoot: pinDir,
       pinnedOnly: true,
-      creates: [EGRESS_MAP],
-      pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
+      creates: own.creates,
+      pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap, ...own.pinPaths },
     });
     try {
-      pin(obj.programFd(EGRESS_PROGRAM), progPin);
-      configureEgressGuard(pinDir, s, indexes);
-      record.added.hooks.push({ mode: 'cgroup', cgroupPath: cg.path, attach: 'egress', linkPin });
-      record.added.pins.push(linkPin);
-      save();
-      attachCgroupPinned(obj.program(EGRESS_PROGRAM), cg.path, linkPin);
+      return fn(obj);
     } finally {
       obj.close();
     }

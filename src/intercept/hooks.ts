@@ -16,6 +16,7 @@ import { progInfo, withPinned } from '../bpf/fd.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
 import * as ip from '../net/iproute.js';
+import { seam } from '../seams.js';
 
 export type TcMode = 'tcx' | 'tc';
 export type HookDirection = TcxDirection;
@@ -63,17 +64,14 @@ export interface CgroupHookRecord {
 
 export type HookRecord = TcxHookRecord | TcHookRecord | CgroupHookRecord;
 
-/** tcx where the kernel has it, tc filters otherwise. ACCEL_TC_MODE=tcx|tc
- * overrides the choice (tests use it to run the fallback on new kernels). */
+/** tcx where the kernel has it, tc filters otherwise. The seam
+ * ACCEL_TC_MODE=tcx|tc overrides the choice (tests use it to run the
+ * fallback on new kernels). */
 export function tcMode(): TcMode {
-  const forced = process.env.ACCEL_TC_MODE;
+  const forced = seam('ACCEL_TC_MODE');
   if (!forced) return tcxSupported() ? 'tcx' : 'tc';
-  if (forced === 'tc') return 'tc';
-  if (forced === 'tcx') {
-    if (!tcxSupported()) throw new AccelError(ErrorCodes.KERNEL_FEATURE, 'ACCEL_TC_MODE=tcx, but this kernel has no tcx links (6.6+)');
-    return 'tcx';
-  }
-  throw new AccelError(ErrorCodes.USAGE, `ACCEL_TC_MODE must be tcx or tc, not "${forced}"`);
+  if (forced === 'tcx' && !tcxSupported()) throw new AccelError(ErrorCodes.KERNEL_FEATURE, 'ACCEL_TC_MODE=tcx, but this kernel has no tcx links (6.6+)');
+  return forced;
 }
 
 function withProgram<T>(progPin: string, fn: (fd: number) => T): T {

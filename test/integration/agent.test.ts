@@ -328,10 +328,7 @@ describe('accel agent', () => {
     assert.ok(before && after);
     assert.notEqual(after.prog_sockops, before.prog_sockops, 'sockops replaced');
     assert.notEqual(after.prog_skmsg, before.prog_skmsg, 'sk_msg replaced');
-    assert.deepEqual(
-      { id: readBuildRecord(pod.id)?.buildId, how: readBuildRecord(pod.id)?.how },
-      { id: fastPathBuildId(v1), how: 'upgraded' },
-    );
+    assert.deepEqual({ id: readBuildRecord(pod.id)?.buildId, how: readBuildRecord(pod.id)?.how }, { id: fastPathBuildId(v1), how: 'upgraded' });
     assert.equal(finished, false, 'the transfer was still running across the upgrade');
     const metrics = await (await fetch(`http://${second.metrics}/metrics`)).text();
     assert.match(metrics, /^accel_agent_attachments\{state="upgraded"\} 1$/m);

@@ -235,6 +235,7 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 SEC("sockops")
 int accel_sockops(struct bpf_sock_ops *skops)
 {
+	accel_build_variant();
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		accel_on_listen(skops);

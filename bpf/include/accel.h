@@ -63,6 +63,11 @@ struct accel_config {
 	 * a socket of a cgroup below a deeper attachment is that one's. 0 (an
 	 * attachment made before this field): every socket of the subtree. */
 	__u64 cgroup_id;
+#ifdef ACCEL_TEST_LAYOUT_VARIANT
+	/* Only in a test build (test/integration/upgrade.test.ts): a map
+	 * whose layout changed, which an upgrade must refuse to carry over. */
+	__u64 test_layout_variant;
+#endif
 };
 
 /* A socket of the cgroup in, or about to enter, accel_sock_hash (value of

@@ -194,10 +194,10 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
 
   gauge(
     'accel_agent_attachments',
-    'Cgroups the agent selects, by state: attached (by this process), adopted (found as asked after a restart), failed (retried).',
+    'Cgroups the agent selects, by state: attached (by this process), adopted (found as asked after a restart), upgraded (found running another build of the programs, replaced in place), failed (retried).',
     ['state'],
     (g) => {
-      const n = { attached: 0, adopted: 0, failed: 0 };
+      const n = { attached: 0, adopted: 0, upgraded: 0, failed: 0 };
       for (const t of agent.tracked.values()) n[t.state]++;
       for (const [state, v] of Object.entries(n)) g.set({ state }, v);
     },

@@ -18,6 +18,8 @@ import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPat
 import type { SelfTestResult } from '../fastpath/selftest.js';
 import { observeFastPath } from '../fastpath/pins.js';
 import { fenceIntercept, unfence } from '../intercept/fence.js';
+import { removeBuildRecord } from '../fastpath/build.js';
+import { upgradeFastPath } from '../fastpath/upgrade.js';
 import { configureIntercept, installIntercept } from '../intercept/install.js';
 import { registerPeerProxy } from '../intercept/peer-proxy.js';
 import { observeIntercept, removeIntercept } from '../intercept/remove.js';
@@ -63,6 +65,7 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       log.warn(`removing an incomplete attachment of ${ctx.cgroup.path}: ${step.reason}`);
       removeOwner(ctx.bpffs, ctx.cgroup.id);
       removePinDir(ctx.pinDir);
+      removeBuildRecord(ctx.cgroup.id);
       return removeSelftestRecord(ctx.cgroup.id);
     case 'install-fastpath': {
       makePinDir(ctx.bpffs, ctx.pinDir);
@@ -77,6 +80,9 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       saveSelftestRecord(ctx.cgroup.id, selftestRecord(r.selftest, r.withStreamVerdict));
       return;
     }
+    case 'upgrade-fastpath':
+      upgradeFastPath({ bpffs: ctx.bpffs, bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir }, step.from);
+      return;
     case 'configure-fastpath':
       return configureFastPath(ctx.pinDir, step);
     case 'adopt-listeners':

@@ -30,6 +30,9 @@ export type Step =
   | { kind: 'clear-fastpath'; reason: string }
   | { kind: 'install-fastpath'; spec: FastPathSpec }
   | { kind: 'configure-fastpath'; bypassPorts: number[]; queueLimit: number }
+  /** A complete fast path of another build: its programs replaced in place,
+   * its maps kept (src/fastpath/upgrade.ts). */
+  | { kind: 'upgrade-fastpath'; from: string | null; to: string }
   | { kind: 'adopt-listeners' }
   | { kind: 'install-intercept'; settings: InterceptSettings }
   /** New rules, proxy port or proxy mark, written to the maps in place. */
@@ -51,8 +54,9 @@ export interface Plan {
 
 const samePorts = (a: number[], b: number[]) => JSON.stringify([...a].sort((x, y) => x - y)) === JSON.stringify([...b].sort((x, y) => x - y));
 
-/** `desired` null: reconcile to nothing (detach). */
-export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number }): Plan {
+/** `desired` null: reconcile to nothing (detach). `buildId`: the build of
+ * the fast path's programs this accel would install (none: no upgrade). */
+export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number; buildId?: string }): Plan {
   const steps: Step[] = [];
   const notes: string[] = [];
   const fp = observed.fastPath;
@@ -77,6 +81,7 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
 
   if (fp.kind === 'complete') {
     const want = desired.fastPath;
+    if (options.buildId !== undefined && fp.buildId !== options.buildId) steps.push({ kind: 'upgrade-fastpath', from: fp.buildId, to: options.buildId });
     if (!samePorts(fp.bypassPorts, want.bypassPorts) || fp.queueLimit !== want.queueLimit) {
       steps.push({ kind: 'configure-fastpath', bypassPorts: want.bypassPorts, queueLimit: want.queueLimit });
     }

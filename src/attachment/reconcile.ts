@@ -9,7 +9,9 @@ import { ensureBpffs, ownedDir } from '../bpf/bpffs.js';
 import { type Prober, probeFeatures, requireKernelFeatures } from '../bpf/features.js';
 import { type Cgroup, cgroup2Root, hostWideScope, isHostWide, resolveCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
+import { fastPathBuildId } from '../fastpath/build.js';
 import { ACCEPT_UNSAFE_HOST_WIDE, requireBpfObjects } from '../fastpath/install.js';
+import { checkUpgrade } from '../fastpath/upgrade.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
 import { checkIntercept } from '../intercept/check.js';
@@ -72,8 +74,11 @@ async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: Re
       for (const name of await removeOrphanSelftestCgroups(selftestParent())) log.info(`removed the self-test cgroup ${name} of a process that died`);
     }
     const observed = observe(pinDir, cg.id, interrupted);
-    const p = plan(desired, observed, { drainMs: options.drainMs ?? 100 });
+    const p = plan(desired, observed, { drainMs: options.drainMs ?? 100, ...(desired ? { buildId: fastPathBuildId(options.bpfDir) } : {}) });
     for (const n of p.notes) log.warn(n);
+    // An upgrade whose maps cannot be carried over is refused before any step.
+    const upgrade = p.steps.find((s) => s.kind === 'upgrade-fastpath');
+    if (upgrade) checkUpgrade({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg, dir: pinDir }, upgrade.from);
     log.verbose(`plan for ${cg.path}: ${p.steps.map((s) => s.kind).join(', ') || 'nothing to do'}`);
     let result: ApplyResult;
     try {

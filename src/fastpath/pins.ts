@@ -9,6 +9,7 @@ import path from 'node:path';
 import { linkInfo, mapInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
 import { FLOWS_SLOT } from '../maps/tproxy.js';
+import { readBuildRecord } from './build.js';
 
 export const PinNames = {
   link: 'link_sockops',
@@ -35,7 +36,9 @@ export interface FastPathObservedSettings {
 }
 
 export type FastPathObserved =
-  { kind: 'absent' } | { kind: 'partial'; reason: string } | ({ kind: 'complete'; linkId: number; progIds: Record<string, number> } & FastPathObservedSettings);
+  | { kind: 'absent' }
+  | { kind: 'partial'; reason: string }
+  | ({ kind: 'complete'; linkId: number; progIds: Record<string, number>; buildId: string | null } & FastPathObservedSettings);
 
 export function observeFastPath(dir: string, cgroupId: bigint): FastPathObserved {
   if (!fs.existsSync(dir)) return { kind: 'absent' };
@@ -50,7 +53,9 @@ export function observeFastPath(dir: string, cgroupId: bigint): FastPathObserved
     if (id !== null) progIds[name] = id;
   }
   const settings = withMaps(dir, (m) => ({ bypassPorts: m.bypassPorts(), queueLimit: m.config().queueLimit, maxSockets: mapInfo(m.fds.sockHash).maxEntries }));
-  return { kind: 'complete', linkId: link.id, progIds, withStreamVerdict: PinNames.progStreamVerdict in progIds, ...settings };
+  // The build of its programs, as recorded (null: none recorded).
+  const buildId = readBuildRecord(cgroupId)?.buildId ?? null;
+  return { kind: 'complete', linkId: link.id, progIds, buildId, withStreamVerdict: PinNames.progStreamVerdict in progIds, ...settings };
 }
 
 const MAP_PIN_NAMES = Object.values(MapNames);

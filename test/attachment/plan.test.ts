@@ -18,6 +18,7 @@ const complete = (over: Partial<Extract<FastPathObserved, { kind: 'complete' }>>
   kind: 'complete',
   linkId: 7,
   progIds: {},
+  buildId: null,
   withStreamVerdict: false,
   bypassPorts: [],
   queueLimit: 4 << 20,
@@ -58,6 +59,17 @@ describe('plan: attach', () => {
   });
   it('the same ports in another order are no change', () => {
     assert.deepEqual(kinds(plan(spec({ bypassPorts: [9, 7] }), observed(complete({ bypassPorts: [9, 7] })), opts).steps), ['adopt-listeners']);
+  });
+  it('another build of the programs: upgraded in place, first, and only then configured; the same build is adopted', () => {
+    const p = plan(spec({ bypassPorts: [7] }), observed(complete({ buildId: 'aaaaaaaaaaaaaaaa' })), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' });
+    assert.deepEqual(kinds(p.steps), ['upgrade-fastpath', 'configure-fastpath', 'adopt-listeners']);
+    assert.deepEqual(p.steps[0], { kind: 'upgrade-fastpath', from: 'aaaaaaaaaaaaaaaa', to: 'bbbbbbbbbbbbbbbb' });
+    assert.deepEqual(kinds(plan(spec(), observed(complete({ buildId: 'bbbbbbbbbbbbbbbb' })), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['adopt-listeners']);
+    // No record (an accel before build ids): another build.
+    assert.deepEqual(kinds(plan(spec(), observed(complete()), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['upgrade-fastpath', 'adopt-listeners']);
+    // Nothing to upgrade on a fast path installed anew, nor on detach.
+    assert.deepEqual(kinds(plan(spec(), observed({ kind: 'absent' }), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['install-fastpath', 'adopt-listeners']);
+    assert.deepEqual(kinds(plan(null, observed(complete()), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['remove-fastpath']);
   });
   it('what cannot change in place is a note, not a reinstall that would cut live connections', () => {
     const p = plan(spec({ maxSockets: 10, streamVerdict: 'always' }), observed(complete()), opts);

@@ -121,7 +121,7 @@ counters() { ${ns.node} -e "import('${PACKAGE_ROOT}/dist/src/fastpath/pins.js').
     const plan: { pair: Pair; step: Step; attached: Set<string>; tag: string }[] = [];
     for (const [p, pair] of PAIRS.entries()) {
       const bg = pair.transfers.map((x) => `"${x.client} ${PORT[x.server]}"`).join(' ');
-      const transfers = pair.transfers.map((x, j) => `r${j}=$(client ${x.client} ${PORT[x.server]} ${x.units * MB}); k${j + 1}=$(counters)`).join('; ');
+      const transfers = pair.transfers.map((x, j) => `r${j}=$(client ${x.client} ${PORT[x.server]} ${x.units * MB} || true); k${j + 1}=$(counters)`).join('; ');
       for (const [o, order] of ORDERS.entries()) {
         const attached = new Set<string>();
         for (const [s, step] of order.entries()) {

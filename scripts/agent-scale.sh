@@ -35,7 +35,7 @@ mkdir -p "$ROOT/kubepods/burstable"
 for i in $(seq 1 "$N"); do mkdir "$ROOT/kubepods/burstable/pod$i"; done
 printf 'cgroupRoot: %s\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { selftest: false }\n' "$ROOT" >"$TMP/agent.yaml"
 t0=$(ms)
-NODE_FLAGS=${ACCEL_AGENT_NODE_FLAGS-}
+NODE_FLAGS=${ACCEL_AGENT_NODE_FLAGS-$(sed -n 's|^ExecStart=/usr/bin/node \(.*\) /opt/accel/dist/src/cli/main.js agent.*|\1|p' deploy/systemd/accel-agent.service)}
 SNAPDIR=${ACCEL_SCALE_HEAPSNAPSHOT:-}
 [ -n "$SNAPDIR" ] && NODE_FLAGS="$NODE_FLAGS --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=$SNAPDIR"
 echo "node flags: ${NODE_FLAGS:-(none)}"

@@ -72,7 +72,7 @@ STAMP="bookworm $PACKAGES $MIRROR"
 if [ ! -s "$DIR/rootfs.tar" ] || [ "$(cat "$DIR/rootfs.stamp" 2>/dev/null)" != "$STAMP" ]; then
   echo "build-image: making a Debian 12 root filesystem (mmdebstrap: $PACKAGES)"
   rm -f "$DIR/rootfs.tar" "$DIR/rootfs.stamp"
-  mmdebstrap --quiet --variant=essential --include="$PACKAGES" \
+  mmdebstrap --quiet --format=tar --variant=essential --include="$PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
     bookworm "$DIR/rootfs.tar.part" \

@@ -55,7 +55,9 @@ sleep 3
 rss() {
   awk '/^(VmRSS|VmHWM)/ { printf "%s %d MB  ", $1, $2 / 1024 }' "/proc/$AGENT/status"
   awk '/^(RssAnon|RssFile)/ { printf "%s %d MB  ", $1, $2 / 1024 }' "/proc/$AGENT/status"
-  echo
+  # malloc's main heap ([heap]) apart from the other anonymous mappings (V8's heap, thread arenas).
+  awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "anon" : $6) } /^Rss:/ { if (name == "[heap]") h += $2; else if (name == "anon") a += $2 } END { printf "malloc [heap] %d MB, other anonymous %d MB  ", h / 1024, a / 1024 }' "/proc/$AGENT/smaps"
+  echo "open fds: $(find "/proc/$AGENT/fd" -mindepth 1 | wc -l)"
 }
 echo "agent memory, all attached: $(rss)"
 ADDR=$(sed -n 's/.*"metrics":"\([^"]*\)".*/\1/p' "$TMP/out")

@@ -20,13 +20,14 @@ import { reconcileTo, reconcileToNothing } from '../attachment/reconcile.js';
 import { type SelfTestRecord, saveSelftestRecord, selftestRecord } from '../attachment/selftest-record.js';
 import type { AttachmentSpec } from '../attachment/spec.js';
 import { cgroup2Root } from '../cgroup/cgroup.js';
+import { libcFns } from '../bpf/native.js';
 import { isAccelError } from '../errors.js';
 import { fastPathBuildId } from '../fastpath/build.js';
 import { PinNames } from '../fastpath/pins.js';
 import { log } from '../log.js';
 import { attachmentPinDir } from '../paths.js';
 import { type AgentConfig, loadAgentConfig } from './config.js';
-import { type Target, compileSelections, desiredTargets } from './desired.js';
+import { type CompiledSelection, type Target, compileSelections, desiredTargets } from './desired.js';
 import type { PodSource } from './kube.js';
 import { type OwnedEntry, readOwned, writeOwned } from './owned.js';
 import { cgroupStillThere } from './scan.js';
@@ -86,7 +87,7 @@ export class Agent {
   };
   ready = false;
   private config: AgentConfig;
-  private compiled: ReturnType<typeof compileSelections>;
+  private compiled: CompiledSelection[];
   private root: string;
   private owned: Map<bigint, OwnedEntry>;
   private pods: PodSource | null = null;
@@ -163,9 +164,19 @@ export class Agent {
     if (desired.truncated && !this.stats.lastScanTruncated)
       log.warn(`the scan of ${this.root} stopped at maxScan (${this.config.maxScan}) directories: cgroups beyond it are not seen`);
     this.stats.lastScanTruncated = desired.truncated;
+    const worked = () => Object.values(this.stats.reconciles).reduce((a, b) => a + b, 0);
+    const before = worked();
+    let trimmedAt = before;
+    // After loading objects, malloc's free memory goes back (libcFns.malloc_trim).
+    const trim = (every: number) => {
+      if (worked() - trimmedAt < every) return;
+      trimmedAt = worked();
+      libcFns.malloc_trim(0);
+    };
     for (const t of desired.targets.values()) {
       if (this.stopped) return;
       await this.ensure(t);
+      trim(20);
     }
     // Until the pods are listed, an attachment of a pod is not known to be unwanted.
     const podsKnown = !this.pods || this.pods.synced();
@@ -183,7 +194,9 @@ export class Agent {
         continue;
       }
       await this.release(id, p, tr?.target.rel ?? entry.path, exists ? 'deselected' : 'removed');
+      trim(20);
     }
+    trim(1);
     this.stats.lastProgressAt = Date.now();
     if (!this.ready && podsKnown) {
       this.ready = true;

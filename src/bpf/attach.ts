@@ -54,9 +54,11 @@ export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath:
     if (rc < 0) {
       throw new AccelError(ErrorCodes.BPFFS, `cannot pin link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
     }
-    bpf.link_disconnect(link);
   } finally {
-    bpf.link_destroy(link); // closes our fd; a pinned link stays attached
+    // Closes our fd; the pin holds the link, which stays attached. Not
+    // disconnected first: libbpf then frees the bpf_link but leaves its fd
+    // open (one fd per attachment, for the life of the agent).
+    bpf.link_destroy(link);
   }
 }
 

@@ -159,6 +159,10 @@ export const libcFns = {
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
   flock: libc.func('int flock(int fd, int operation)'),
   getsockname: libc.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)'),
+  // Give the free memory of malloc's heaps back to the kernel: each object
+  // load parses the kernel's BTF (megabytes, freed right after), which
+  // leaves a long-running agent's heap large and holed otherwise.
+  malloc_trim: libc.func('int malloc_trim(size_t pad)'),
 };
 
 export { PrintFn };

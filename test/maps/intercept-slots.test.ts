@@ -4,26 +4,9 @@
 // otherwise the kernel refuses to put them in the slots at install time.
 // Read from the objects' BTF, as libbpf reads a map definition.
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { describe, it } from 'node:test';
 import { SlotNames, TproxyMapNames } from '../../src/maps/tproxy.js';
-import { run } from '../../src/proc/run.js';
-import { BPF_DIR } from '../helpers/env.js';
-
-interface BtfType {
-  id: number;
-  kind: string;
-  name: string;
-  size?: number;
-  type_id?: number;
-  nr_elems?: number;
-  members?: { name: string; type_id: number }[];
-}
-
-async function btf(object: string): Promise<Map<number, BtfType>> {
-  const r = await run('bpftool', ['-j', 'btf', 'dump', 'file', path.join(BPF_DIR, object)]);
-  return new Map((JSON.parse(r.stdout) as { types: BtfType[] }).types.map((t) => [t.id, t]));
-}
+import { type BtfType, btfTypes } from '../helpers/btf.js';
 
 const mapVars = (types: Map<number, BtfType>) => [...types.values()].filter((t) => t.kind === 'VAR').map((t) => t.name);
 
@@ -70,14 +53,14 @@ const SLOTTED = [
 describe("the fast path's objects and the interception's maps", () => {
   it('no object of the fast path declares a map of the interception', async () => {
     for (const object of FAST_PATH_OBJECTS) {
-      const declared = mapVars(await btf(object));
+      const declared = mapVars(await btfTypes(object));
       assert.deepEqual(
         Object.values(TproxyMapNames).filter((m) => declared.includes(m)),
         [],
         `${object} declares none of the interception's maps`,
       );
     }
-    const sockops = mapVars(await btf('sockops.bpf.o'));
+    const sockops = mapVars(await btfTypes('sockops.bpf.o'));
     assert.deepEqual(
       Object.values(SlotNames).filter((s) => !sockops.includes(s)),
       [],
@@ -86,8 +69,8 @@ describe("the fast path's objects and the interception's maps", () => {
   });
 
   it("each slot's inner map template agrees with the interception's map it holds (tc_tproxy.bpf.o)", async () => {
-    const sockops = await btf('sockops.bpf.o');
-    const tproxy = await btf('tc_tproxy.bpf.o');
+    const sockops = await btfTypes('sockops.bpf.o');
+    const tproxy = await btfTypes('tc_tproxy.bpf.o');
     for (const [slot, template, inner] of SLOTTED) {
       const t = [...sockops.values()].find((x) => x.kind === 'STRUCT' && x.name === template);
       assert.ok(t, `the template of ${slot}, struct ${template}, is in sockops.bpf.o`);

@@ -142,7 +142,8 @@ describe('local fast path', () => {
 
   it('a FIONREAD reader whose writer is held back counts every byte with the stream verdict (kernel 929e30f93125)', async (t) => {
     const cg = testCgroup(t);
-    await attachOk(t, cg, ['--stream-verdict', 'always']);
+    // A small queue limit, so that the sleeping reader holds its writer back.
+    await attachOk(t, cg, ['--stream-verdict', 'always', '--queue-limit', String(256 * 1024)]);
     const r = await runProbe(['pair', '--reader', 'fionread', '--bytes', String(16 * MB), '--back', String(MB), '--sizes', 'mix', '--stall-ms', '3000'], { cgroupProcs: cg.procs });
     assert.ok(r.ok, `fionread: ${r.error}`);
     const c = maps(cg, (m) => m.counters());

@@ -56,6 +56,24 @@ struct {
 	__type(value, struct accel_tproxy_flow);
 } accel_tproxy_closed SEC(".maps");
 
+/*
+ * SYNs that tc_tproxy.c left to the kernel because a proxy-side TIME_WAIT
+ * socket held their 4-tuple: the kernel retires that socket and looks up a
+ * listener for the packet's own destination, and sk_lookup.c, which runs in
+ * that lookup, hands it the proxy listener named here instead (and takes
+ * the entry out). Keyed like struct accel_sock_key from the TIME_WAIT
+ * socket's side (local: the original destination), netns 0: the maps of
+ * an interception serve one network namespace. LRU: an entry whose SYN
+ * never reached the lookup is crowded out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, ACCEL_TW_SYNS_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, struct accel_proxy_key);
+} accel_tproxy_tw SEC(".maps");
+
 /* Must match struct accel_tproxy_counters_map (accel_intercept_flows.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -100,6 +100,36 @@ export function attachTraceBriefly(program: Handle): void {
   bpf.link_destroy(link);
 }
 
+/**
+ * Attach the SK_LOOKUP program `progFd` to the network namespace of this
+ * thread with a link, after the programs already there, and pin the link
+ * at `pinPath`. As with tcx, our fd is closed either way: once pinned, the
+ * link lives as long as the pin (or the namespace).
+ */
+export function attachNetnsPinned(progFd: number, pinPath: string): void {
+  let nsFd: number;
+  try {
+    nsFd = fs.openSync('/proc/thread-self/ns/net', fs.constants.O_RDONLY);
+  } catch (err) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, 'cannot open this network namespace', { cause: err });
+  }
+  let fd: number;
+  try {
+    fd = bpf.link_create(progFd, nsFd, AttachType.SK_LOOKUP, null) as number;
+  } finally {
+    closeFd(nsFd);
+  }
+  if (fd < 0) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach an sk_lookup link to this network namespace: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
+  }
+  try {
+    const rc = bpf.obj_pin(fd, pinPath) as number;
+    if (rc < 0) throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the sk_lookup link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+  } finally {
+    closeFd(fd);
+  }
+}
+
 export type TcxDirection = 'ingress' | 'egress';
 
 const TcxAttachType = { ingress: AttachType.TCX_INGRESS, egress: AttachType.TCX_EGRESS } as const;

@@ -8,8 +8,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { attachNetnsPinned, detachLinkPinned } from '../bpf/attach.js';
 import { BpfObject } from '../bpf/object.js';
-import { pin } from '../bpf/fd.js';
+import { pin, withPinned } from '../bpf/fd.js';
 import type { Cgroup } from '../cgroup/cgroup.js';
 import { kernelCgroupLevel } from '../cgroup/level.js';
 import { AccelError, ErrorCodes } from '../errors.js';
@@ -32,6 +33,8 @@ import { registerPeerProxy } from './peer-proxy.js';
 import { undoIntercept } from './remove.js';
 
 export const TcPins = { egress: 'prog_tc_egress', loIngress: LO_INGRESS_PIN } as const;
+const SK_LOOKUP_PIN = 'prog_sk_lookup';
+const SK_LOOKUP_LINK = 'link_sk_lookup';
 const LinkPins = { egress: (dev: string) => `link_tc_egress_${dev}`, loIngress: 'link_tc_lo_ingress' } as const;
 const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
 /**
@@ -92,6 +95,18 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
       } finally {
         obj?.close();
       }
+      // The listener lookup of a SYN that retires a proxy-side TIME_WAIT
+      // socket, on the maps just made.
+      let lookupObj: BpfObject | null = null;
+      try {
+        lookupObj = BpfObject.load(path.join(bpfDir, 'sk_lookup.bpf.o'), { pinRoot: pinDir, pinnedOnly: true, pinPaths: ensureProxyMaps(bpffs, bpfDir) });
+        const file = path.join(pinDir, SK_LOOKUP_PIN);
+        record.added.pins.push(file);
+        saveRecord(record);
+        pin(lookupObj.programFd('accel_sk_lookup'), file);
+      } finally {
+        lookupObj?.close();
+      }
     });
     failpoint('intercept-after-programs');
     withTproxyMaps(pinDir, (maps) =>
@@ -110,6 +125,17 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
 
     // The rule, route and accept_local this namespace's interceptions share.
     await acquireShared(record);
+    // sk_lookup.c on this namespace, before any tc hook (detached after
+    // them); only then may tc_tproxy.c leave a SYN to a TIME_WAIT socket.
+    const skLookup = { mode: 'netns' as const, attach: 'sk_lookup' as const, linkPin: path.join(pinDir, SK_LOOKUP_LINK) };
+    record.added.hooks.push(skLookup);
+    saveRecord(record);
+    detachLinkPinned(skLookup.linkPin); // one left by a crashed attempt
+    const lookupProg = path.join(pinDir, SK_LOOKUP_PIN);
+    if (withPinned(lookupProg, (fd) => attachNetnsPinned(fd, skLookup.linkPin)) === null) {
+      throw new AccelError(ErrorCodes.NOT_ATTACHED, `no program is pinned at ${lookupProg}`);
+    }
+    withTproxyMaps(pinDir, (maps) => maps.setSkLookup(true));
     failpoint('intercept-before-filters');
     // lo first: steered packets must find their receiver from the start.
     const hooks = [

@@ -31,8 +31,8 @@ const pinned = (pinDir: string, name: string) => fs.existsSync(path.join(pinDir,
  * there the interception joins them and makes only its flows, as then.
  */
 export function interceptOwnMaps(pinDir: string): string[] {
-  if (!pinned(pinDir, SlotNames.closed)) return [TproxyMapNames.flows];
-  return [TproxyMapNames.flows, TproxyMapNames.config, TproxyMapNames.rules, TproxyMapNames.closed, TproxyMapNames.counters];
+  if (!pinned(pinDir, SlotNames.closed)) return [TproxyMapNames.flows, TproxyMapNames.tw];
+  return [TproxyMapNames.flows, TproxyMapNames.config, TproxyMapNames.rules, TproxyMapNames.closed, TproxyMapNames.counters, TproxyMapNames.tw];
 }
 
 /** In the order the slots are filled: the flows last, as a flow map in

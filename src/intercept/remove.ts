@@ -25,8 +25,8 @@ export async function undoIntercept(record: InterceptRecord, bpffs: string, pinD
     await releaseShared(record);
     unregisterPeerProxy(bpffs, record);
   } else {
-    // The hooks went with the namespace; tcx link pins did not.
-    for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
+    // The hooks went with the namespace; tcx and sk_lookup link pins did not.
+    for (const h of record.added.hooks) if (h.mode === 'tcx' || h.mode === 'netns') fs.rmSync(h.linkPin, { force: true });
     emptySlots(pinDir);
   }
   for (const file of pins) fs.rmSync(file, { force: true });

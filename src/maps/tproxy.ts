@@ -9,6 +9,7 @@ import {
   type TproxyConfig,
   TproxyConfigLayout,
   type TproxyCounters,
+  TP_F_SK_LOOKUP,
   decodeTproxyConfig,
   encodeInterceptRule,
   encodeTproxyConfig,
@@ -26,6 +27,8 @@ export const TproxyMapNames = {
   flows: 'accel_tproxy_flows',
   closed: 'accel_tproxy_closed',
   counters: 'accel_tproxy_counters',
+  /** SYNs retiring a proxy-side TIME_WAIT socket (sk_lookup.c). */
+  tw: 'accel_tproxy_tw',
 } as const;
 
 /** ARRAY_OF_MAPS with one slot each, made with the fast path's maps
@@ -53,11 +56,11 @@ export function emptySlot(slotFd: number): void {
   remove(slotFd, u32(0));
 }
 
-/** Proxy port 0 and no rule in the settings map `configFd`: the programs
- * steer nothing. */
+/** Proxy port 0, no rule and no flag in the settings map `configFd`: the
+ * programs steer nothing, and leave no SYN to sk_lookup.c. */
 export function disableTproxyConfig(configFd: number): void {
   const b = lookup(configFd, u32(0), TproxyConfigLayout.size);
-  if (b) update(configFd, u32(0), encodeTproxyConfig({ ...decodeTproxyConfig(b), proxyPort: 0, ruleCount: 0 }));
+  if (b) update(configFd, u32(0), encodeTproxyConfig({ ...decodeTproxyConfig(b), proxyPort: 0, ruleCount: 0, flags: 0 }));
 }
 
 export interface TproxyFds {
@@ -77,10 +80,20 @@ export class TproxyMaps {
 
   /** Rules first, then the settings that make them count: the programs
    * never see a rule_count beyond the rules written. */
-  configure(config: Omit<TproxyConfig, 'ruleCount'>, rules: InterceptRule[]): void {
+  configure(config: Omit<TproxyConfig, 'ruleCount' | 'flags'>, rules: InterceptRule[]): void {
     if (rules.length > RULES_MAX) throw new RangeError(`at most ${RULES_MAX} intercept rules`);
     rules.forEach((r, i) => update(this.fds.rules, u32(i), encodeInterceptRule(r)));
-    update(this.fds.config, u32(0), encodeTproxyConfig({ ...config, ruleCount: rules.length }));
+    // The flags stay as they are: they say what is attached, not settings.
+    const flags = this.config()?.flags ?? 0;
+    update(this.fds.config, u32(0), encodeTproxyConfig({ ...config, ruleCount: rules.length, flags }));
+  }
+
+  /** Say whether sk_lookup.c is attached (TP_F_SK_LOOKUP): set only once
+   * its link is, cleared before it goes. */
+  setSkLookup(on: boolean): void {
+    const c = this.config();
+    if (!c) return;
+    update(this.fds.config, u32(0), encodeTproxyConfig({ ...c, flags: on ? c.flags | TP_F_SK_LOOKUP : c.flags & ~TP_F_SK_LOOKUP }));
   }
 
   /** Switch interception off (proxy port 0) before the programs go away. */

@@ -109,6 +109,8 @@ function writeFence(pinDir: string, cg: Cgroup, cgroupLevel: number, s: Intercep
         interceptMark: s.interceptMark,
         proxyMark: s.proxyMark,
         ruleCount: s.rules.length,
+        // No sk_lookup: the fence's SYNs are dropped, never handed on.
+        flags: 0,
       }),
     );
     update(need(FENCE_MAPS[EGRESS_MAP]), u32(0), encodeTproxyEgress({ refuseUdp: s.udp === 'refuse', ifindexes: [] }));

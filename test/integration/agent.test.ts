@@ -15,6 +15,7 @@ import { observeFastPath } from '../../src/fastpath/pins.js';
 import { ownedRecordPath } from '../../src/agent/owned.js';
 import { attachmentPinDir, STATE_DIR } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
+import { byteExact, transfer } from '../helpers/transfer.js';
 import { run, spawn, type Spawned } from '../../src/proc/run.js';
 import { PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
 import { BPF_DIR, BPFFS, CLI, MB, accel, fastPathBytes, maps, nothingAttached, stopProcess, waitFor } from '../helpers/env.js';
@@ -263,14 +264,7 @@ describe('accel agent', () => {
     await first.event((e) => e.event === 'attached' && e.cgroup === pod.rel);
     const link = linkId(pod);
     // About 5 s of paced traffic both ways.
-    const held = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(160 * MB), '--back', String(160 * MB), '--sizes', '65536', '--pace-us', '2000'], {
-      cgroupProcs: pod.procs,
-    });
-    t.after(() => held.kill());
-    let finished = false;
-    void held.result.then(() => (finished = true));
-    held.release();
-    await waitFor(() => maps(pod, (m) => m.counters().bytes_redirected) > BigInt(8 * MB), 10_000);
+    const { probe: held, finished } = await transfer(t, pod);
     first.proc.kill('SIGKILL');
     await first.proc.done;
     const second = await startAgent(t, config, ['--detach-on-exit']);
@@ -278,16 +272,10 @@ describe('accel agent', () => {
     assert.deepEqual(adopted.steps, []);
     assert.equal(second.events().filter((e) => e.event === 'attached' || e.event === 'updated').length, 0, 'adopted, not re-created');
     assert.equal(linkId(pod), link, 'the same link');
-    assert.equal(finished, false, 'the transfer was still running across the restart');
+    assert.equal(finished(), false, 'the transfer was still running across the restart');
     const metrics = await (await fetch(`http://${second.metrics}/metrics`)).text();
     assert.match(metrics, /^accel_agent_attachments\{state="adopted"\} 1$/m);
-    const r = await held.result;
-    assert.ok(r.ok, r.error ?? '');
-    assert.deepEqual(
-      r.sides.map((s) => s.received),
-      [160 * MB, 160 * MB],
-    );
-    assert.ok(r.sides.every((s) => !s.reset));
+    await byteExact(held);
     // --detach-on-exit: SIGTERM removes what the agent owns.
     await stopProcess(second.proc, 10_000);
     assert.deepEqual(nothingAttached(pod), { programs: [], pinDir: false });
@@ -309,14 +297,7 @@ describe('accel agent', () => {
     };
     const before = progOf();
     assert.equal(readBuildRecord(pod.id)?.buildId, fastPathBuildId(BPF_DIR));
-    const held = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(160 * MB), '--back', String(160 * MB), '--sizes', '65536', '--pace-us', '2000'], {
-      cgroupProcs: pod.procs,
-    });
-    t.after(() => held.kill());
-    let finished = false;
-    void held.result.then(() => (finished = true));
-    held.release();
-    await waitFor(() => maps(pod, (m) => m.counters().bytes_redirected) > BigInt(8 * MB), 10_000);
+    const { probe: held, finished } = await transfer(t, pod);
     first.proc.kill('SIGKILL');
     await first.proc.done;
     const second = await startAgent(t, config, [], ['--bpf-dir', v1]);
@@ -329,17 +310,11 @@ describe('accel agent', () => {
     assert.notEqual(after.prog_sockops, before.prog_sockops, 'sockops replaced');
     assert.notEqual(after.prog_skmsg, before.prog_skmsg, 'sk_msg replaced');
     assert.deepEqual({ id: readBuildRecord(pod.id)?.buildId, how: readBuildRecord(pod.id)?.how }, { id: fastPathBuildId(v1), how: 'upgraded' });
-    assert.equal(finished, false, 'the transfer was still running across the upgrade');
+    assert.equal(finished(), false, 'the transfer was still running across the upgrade');
     const metrics = await (await fetch(`http://${second.metrics}/metrics`)).text();
     assert.match(metrics, /^accel_agent_attachments\{state="upgraded"\} 1$/m);
     assert.match(metrics, /^accel_agent_reconciles_total\{result="upgraded"\} 1$/m);
-    const r = await held.result;
-    assert.ok(r.ok, r.error ?? '');
-    assert.deepEqual(
-      r.sides.map((s) => s.received),
-      [160 * MB, 160 * MB],
-    );
-    assert.ok(r.sides.every((s) => !s.reset));
+    await byteExact(held);
     assert.ok(fastPathBytes(maps(pod, (m) => m.counters())) >= BigInt(320 * MB), 'all of it on the fast path');
   });
 

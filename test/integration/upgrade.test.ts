@@ -13,9 +13,10 @@ import type { Cgroup } from '../../src/cgroup/cgroup.js';
 import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { PinNames } from '../../src/fastpath/pins.js';
 import { attachmentPinDir } from '../../src/paths.js';
-import { type HeldProbe, runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
+import { runProbe } from '../../src/probe/sockprobe.js';
 import { LAYOUT_VARIANT, PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
-import { BPF_DIR, BPFFS, MB, accel, attachOk, fastPathBytes, maps, testCgroup, waitFor } from '../helpers/env.js';
+import { BPF_DIR, BPFFS, MB, accel, attachOk, fastPathBytes, maps, testCgroup } from '../helpers/env.js';
+import { TRANSFER, byteExact, transfer } from '../helpers/transfer.js';
 
 /** What runs where, as the kernel says: the cgroup link (id, program) and
  * the SOCKHASH's sk_msg program. */
@@ -23,36 +24,6 @@ function running(cg: Cgroup): { linkId: number; sockops: number; skmsg: number[]
   const link = withPinned(path.join(attachmentPinDir(BPFFS, cg.id), PinNames.link), (fd) => linkInfo(fd));
   assert.ok(link, 'the cgroup link is pinned');
   return { linkId: link.id, sockops: link.progId, skmsg: maps(cg, (m) => mapProgramIds(m.fds.sockHash, AttachType.SK_MSG_VERDICT)) };
-}
-
-const TRANSFER = 160 * MB;
-
-/** About 5 s of paced traffic both ways on one connection of the fast path,
- * running once this returns. */
-async function transfer(t: { after: (fn: () => void) => void }, cg: Cgroup & { procs: string }): Promise<{ probe: HeldProbe; finished: () => boolean }> {
-  const probe = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(TRANSFER), '--back', String(TRANSFER), '--sizes', '65536', '--pace-us', '2000'], {
-    cgroupProcs: cg.procs,
-  });
-  t.after(() => probe.kill());
-  let finished = false;
-  void probe.result.then(() => (finished = true));
-  probe.release();
-  assert.ok(await waitFor(() => maps(cg, (m) => m.counters().bytes_redirected) > BigInt(8 * MB), 10_000), 'the transfer is on the fast path');
-  return { probe, finished: () => finished };
-}
-
-async function byteExact(probe: HeldProbe): Promise<void> {
-  const r = await probe.result;
-  assert.ok(r.ok, r.error ?? '');
-  assert.deepEqual(
-    r.sides.map((s) => s.received),
-    [TRANSFER, TRANSFER],
-    'every byte arrived (sockprobe checks each against the stream)',
-  );
-  assert.ok(
-    r.sides.every((s) => !s.reset),
-    'none reset',
-  );
 }
 
 describe('upgrade in place', () => {

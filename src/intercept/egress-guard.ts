@@ -8,13 +8,12 @@
  * the rest (the link is a hook of the record; its pin is also among the
  * record's pins, so that it goes even when the network namespace is gone).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { attachCgroupPinned } from '../bpf/attach.js';
 import { pin, withPinnedMaps } from '../bpf/fd.js';
 import { update, u32 } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
-import { type Cgroup, cgroup2Root } from '../cgroup/cgroup.js';
+import { type Cgroup, processCgroup2Dir } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { IFACES_MAX, encodeTproxyEgress } from '../maps/layout/tproxy.js';
 import { ensureOwners } from '../maps/owners.js';
@@ -43,18 +42,13 @@ export function checkEgressGuard(s: InterceptSettings): void {
  */
 export function checkPeerProxyOutside(cg: Cgroup, s: InterceptSettings): void {
   if (s.proxyPid === null) return;
-  let text: string;
+  let where: string | null;
   try {
-    text = fs.readFileSync(`/proc/${s.proxyPid}/cgroup`, 'utf8');
+    where = processCgroup2Dir(s.proxyPid);
   } catch {
     throw new AccelError(ErrorCodes.USAGE, `no process ${s.proxyPid} (--proxy-pid)`);
   }
-  const rel = text
-    .split('\n')
-    .find((l) => l.startsWith('0::'))
-    ?.slice(3);
-  if (rel === undefined) return; // no cgroup2 membership shown: not in ours
-  const where = path.join(cgroup2Root(), rel);
+  if (where === null) return; // no cgroup2 membership shown, or outside this namespace: not in ours
   if (where === cg.path || where.startsWith(`${cg.path}/`)) {
     throw new AccelError(
       ErrorCodes.USAGE,

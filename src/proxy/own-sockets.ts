@@ -20,7 +20,7 @@ import path from 'node:path';
 import { attachCgroupTemporary } from '../bpf/attach.js';
 import { lookup, u32, update } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
-import { cgroup2Root, isHostWide, resolveCgroup } from '../cgroup/cgroup.js';
+import { isHostWide, processCgroup2Dir, resolveCgroup } from '../cgroup/cgroup.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
 import { underPinRootLock } from '../maps/proxy-listeners.js';
 import { PROXY_SOCKETS_MAP, pinRoot } from '../paths.js';
@@ -39,23 +39,12 @@ export interface KernelOwnSockets {
   close(): void;
 }
 
-/** This process's cgroup directory (cgroup v2), or null. */
-function ownCgroup(): string | null {
-  const line = fs
-    .readFileSync('/proc/self/cgroup', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('0::'));
-  const rel = line?.slice(3);
-  if (!rel || rel.includes('..')) return null;
-  return path.join(cgroup2Root(), rel);
-}
-
 /** Attach, or say why not. */
 export function openKernelOwnSockets(bpffs: string, bpfDir: string, mark: number): KernelOwnSockets | { unavailable: string } {
   if (fs.statSync('/proc/self/ns/pid').ino !== INIT_PID_NS_INODE) return { unavailable: 'not in the initial pid namespace' };
   let cgroupDir: string | null;
   try {
-    cgroupDir = ownCgroup();
+    cgroupDir = processCgroup2Dir('self');
   } catch (err) {
     return { unavailable: `cannot read its cgroup: ${(err as Error).message}` };
   }

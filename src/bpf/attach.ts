@@ -113,18 +113,25 @@ export function attachNetnsPinned(progFd: number, pinPath: string): void {
   } catch (err) {
     throw new AccelError(ErrorCodes.BPF_ATTACH, 'cannot open this network namespace', { cause: err });
   }
-  let fd: number;
   try {
-    fd = bpf.link_create(progFd, nsFd, AttachType.SK_LOOKUP, null) as number;
+    createLinkPinned(progFd, nsFd, AttachType.SK_LOOKUP, pinPath, { attaching: 'an sk_lookup link to this network namespace', kind: 'sk_lookup' });
   } finally {
     closeFd(nsFd);
   }
+}
+
+/** bpf_link_create(progFd, target, type), then pin the link at `pinPath`
+ * and close this process's fd: the pin holds the link. */
+function createLinkPinned(progFd: number, target: number, type: number, pinPath: string, what: { attaching: string; kind: string }): void {
+  const fd = bpf.link_create(progFd, target, type, null) as number;
   if (fd < 0) {
-    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach an sk_lookup link to this network namespace: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach ${what.attaching}: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
   }
   try {
     const rc = bpf.obj_pin(fd, pinPath) as number;
-    if (rc < 0) throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the sk_lookup link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    if (rc < 0) {
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the ${what.kind} link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    }
   } finally {
     closeFd(fd);
   }
@@ -142,20 +149,10 @@ const TcxAttachType = { ingress: AttachType.TCX_INGRESS, egress: AttachType.TCX_
  * fails, closing it detaches the program again.
  */
 export function attachTcxPinned(progFd: number, ifindex: number, direction: TcxDirection, pinPath: string): void {
-  const fd = bpf.link_create(progFd, ifindex, TcxAttachType[direction], null) as number;
-  if (fd < 0) {
-    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach a tcx ${direction} link to ifindex ${ifindex} (of this network namespace): ${describeErrno(-fd)}`, {
-      errno: errnoName(-fd),
-    });
-  }
-  try {
-    const rc = bpf.obj_pin(fd, pinPath) as number;
-    if (rc < 0) {
-      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the tcx link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
-    }
-  } finally {
-    closeFd(fd);
-  }
+  createLinkPinned(progFd, ifindex, TcxAttachType[direction], pinPath, {
+    attaching: `a tcx ${direction} link to ifindex ${ifindex} (of this network namespace)`,
+    kind: 'tcx',
+  });
 }
 
 export interface TcxLink {

@@ -164,6 +164,8 @@ export const libcFns = {
   // load parses the kernel's BTF (megabytes, freed right after), which
   // leaves a long-running agent's heap large and holed otherwise.
   malloc_trim: libc.func('int malloc_trim(size_t pad)'),
+  // malloc's tunables (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD: src/agent/malloc.ts).
+  mallopt: libc.func('int mallopt(int param, int value)'),
 };
 
 export { PrintFn };

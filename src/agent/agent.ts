@@ -74,6 +74,12 @@ export interface AgentStats {
 }
 
 const MAX_BACKOFF_MS = 30_000;
+
+/** A turn of the event loop. A reconcile is synchronous work (object loads,
+ * map writes) behind a promise: a thousand of them in one tick kept /healthz
+ * and /metrics unanswered for minutes, and V8's own tasks (incremental
+ * marking, the memory reducer) waiting with them. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 const TRIM_EVERY_MS = 5_000;
 
 function sameTarget(a: Target, b: Target): boolean {
@@ -183,6 +189,7 @@ export class Agent {
     for (const t of desired.targets.values()) {
       if (this.stopped) return;
       await this.ensure(t);
+      await turn();
       trim(20);
     }
     // Until the pods are listed, an attachment of a pod is not known to be unwanted.
@@ -201,6 +208,7 @@ export class Agent {
         continue;
       }
       await this.release(id, p, tr?.target.rel ?? entry.path, exists ? 'deselected' : 'removed');
+      await turn();
       trim(20);
     }
     trim(1);

@@ -332,6 +332,20 @@ describe('accel agent', () => {
     for (const cg of fresh) assert.ok(linkId(cg) !== null, `${cg.rel} attached`);
   });
 
+  it('answers while it attaches: a scrape made as the first tick starts is served before that tick has attached all 12 cgroups', async (t) => {
+    const tree = testTree(t);
+    const config = path.join(tmpDir(t), 'agent.yaml');
+    fs.writeFileSync(config, `cgroupRoot: ${tree.root}\npollIntervalMs: 200\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { selftest: false }\n`);
+    const N = 12;
+    const pods = Array.from({ length: N }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(301 + i)}`));
+    const agent = await startAgent(t, config);
+    // The agent's own count at the time it served the scrape.
+    const exposition = await scrape(agent.metrics);
+    const attached = Number(/^accel_agent_reconciles_total\{result="attached"\} (\d+)$/m.exec(exposition)?.[1]);
+    assert.ok(attached < N, `the scrape was served after ${attached} of ${N} attachments`);
+    assert.ok(await waitFor(() => agent.events().filter((e) => e.event === 'attached' && pods.some((c) => c.rel === e.cgroup)).length === N, 60_000), 'then all attached');
+  });
+
   it('kill -9 and restart during a transfer: the new agent adopts without a step, every byte arrives, none reset; --detach-on-exit removes everything', async (t) => {
     const tree = testTree(t);
     const pod = tree.mk(`kubepods.slice/kubepods-pod${sd(uid(4))}.slice`);

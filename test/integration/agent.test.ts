@@ -5,6 +5,7 @@
 // /metrics are what the tests read, with the kernel's view beside them.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -148,6 +149,22 @@ function echoOnce(host: string, port: number, bytes: number): Promise<number> {
   });
 }
 
+/** One scrape on a connection of its own, closed after it (a kept-alive
+ * one would be an open fd of the agent's). */
+function scrape(address: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`http://${address}/metrics`, { agent: false, headers: { connection: 'close' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(30_000, () => req.destroy(new Error('scrape timed out')));
+  });
+}
+
 function tmpDir(t: TestContext): string {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-agent-'));
   t.after(() => fs.rmSync(d, { recursive: true, force: true }));
@@ -253,6 +270,80 @@ describe('accel agent', () => {
     await stopProcess(agent.proc);
     assert.ok(agent.events().some((e) => e.event === 'stopped'));
     for (const cg of [podSystemd, web, late, newPod]) assert.ok(linkId(cg) !== null, `${cg.rel} still attached after SIGTERM`);
+  });
+
+  it('holds no file descriptor per attachment: its open fds stay flat across attaching, polls, scrapes, a configuration reload, removed and new cgroups', async (t) => {
+    const tree = testTree(t);
+    const config = path.join(tmpDir(t), 'agent.yaml');
+    const write = (bypass: number) =>
+      fs.writeFileSync(
+        config,
+        `cgroupRoot: ${tree.root}\npollIntervalMs: 200\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { bypassPorts: [${bypass}], selftest: false }\n`,
+      );
+    write(9001);
+    // A first pod: whatever the agent opens once per process is open after it.
+    const first = tree.mk(`kubepods/burstable/pod${uid(100)}`);
+    const agent = await startAgent(t, config);
+    await agent.event((e) => e.event === 'attached' && e.cgroup === first.rel);
+    const fds = () => fs.readdirSync(`/proc/${agent.proc.pid}/fd`).length;
+    const scans = async () => Number(/^accel_agent_scans_total (\d+)$/m.exec(await scrape(agent.metrics))?.[1]);
+    /** Wait for `n` more polls of the cgroup tree, scraping as it goes. */
+    const polls = async (n: number) => {
+      const until = (await scans()) + n;
+      for (let i = 0; i < 200 && (await scans()) < until; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok((await scans()) >= until, `${n} more polls`);
+    };
+    const count = (e: Record<string, unknown>[], event: string, cgs: Cg[]) => e.filter((x) => x.event === event && cgs.some((c) => c.rel === x.cgroup)).length;
+    await polls(2);
+    const base = fds();
+    // What may come and go besides: the scrape's connection while it closes.
+    const slack = 2;
+    const seen: Record<string, number> = { base };
+    const check = async (phase: string) => {
+      await polls(3);
+      seen[phase] = fds();
+      assert.ok(seen[phase] <= base + slack, `open fds of the agent: ${JSON.stringify(seen)} (at most ${base} + ${slack})`);
+    };
+
+    const N = 12;
+    const pods = Array.from({ length: N }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(101 + i)}`));
+    assert.ok(await waitFor(() => count(agent.events(), 'attached', pods) === N, 60_000), 'all attached');
+    await check('attached');
+    for (let i = 0; i < 3; i++) await scrape(agent.metrics);
+    await check('polled and scraped');
+
+    // A configuration change applied in place to every attachment (their maps opened and written).
+    write(9002);
+    agent.proc.kill('SIGHUP');
+    assert.ok(await waitFor(() => count(agent.events(), 'updated', [first, ...pods]) === N + 1, 60_000), 'all updated');
+    assert.deepEqual(
+      maps(pods[0] as Cg, (m) => m.bypassPorts()),
+      [9002],
+    );
+    await check('reloaded');
+
+    // Half of the pods go, as many new ones come.
+    const gone = pods.slice(0, N / 2);
+    for (const cg of gone) await removeCgroup({ path: cg.path, id: cg.id });
+    assert.ok(await waitFor(() => count(agent.events(), 'detached', gone) === gone.length, 60_000), 'the removed ones detached');
+    const fresh = Array.from({ length: N / 2 }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(201 + i)}`));
+    assert.ok(await waitFor(() => count(agent.events(), 'attached', fresh) === fresh.length, 60_000), 'the new ones attached');
+    await check('removed and added');
+    for (const cg of fresh) assert.ok(linkId(cg) !== null, `${cg.rel} attached`);
+  });
+
+  it('answers while it attaches: a scrape made as the first tick starts is served before that tick has attached all 12 cgroups', async (t) => {
+    const tree = testTree(t);
+    const config = path.join(tmpDir(t), 'agent.yaml');
+    fs.writeFileSync(config, `cgroupRoot: ${tree.root}\npollIntervalMs: 200\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { selftest: false }\n`);
+    const N = 12;
+    const pods = Array.from({ length: N }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(301 + i)}`));
+    const agent = await startAgent(t, config);
+    // The agent's own count at the time it served the scrape.
+    const exposition = await scrape(agent.metrics);
+    const attached = Number(/^accel_agent_reconciles_total\{result="attached"\} (\d+)$/m.exec(exposition)?.[1]);
+    assert.ok(attached < N, `the scrape was served after ${attached} of ${N} attachments`);
+    assert.ok(await waitFor(() => agent.events().filter((e) => e.event === 'attached' && pods.some((c) => c.rel === e.cgroup)).length === N, 60_000), 'then all attached');
   });
 
   it('kill -9 and restart during a transfer: the new agent adopts without a step, every byte arrives, none reset; --detach-on-exit removes everything', async (t) => {

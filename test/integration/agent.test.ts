@@ -7,105 +7,19 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
-import { cgroup2Root, createChildCgroup, removeCgroup } from '../../src/cgroup/cgroup.js';
+import { describe, it } from 'node:test';
+import { removeCgroup } from '../../src/cgroup/cgroup.js';
 import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { observeFastPath } from '../../src/fastpath/pins.js';
 import { ownedRecordPath } from '../../src/agent/owned.js';
 import { attachmentPinDir, STATE_DIR } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { byteExact, transfer } from '../helpers/transfer.js';
-import { run, spawn, type Spawned } from '../../src/proc/run.js';
+import { type Cg, linkId, sd, startAgent, testTree, tmpDir, uid } from '../helpers/agent.js';
+import { run, spawn } from '../../src/proc/run.js';
 import { PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
 import { BPF_DIR, BPFFS, CLI, MB, accel, fastPathBytes, maps, nothingAttached, stopProcess, waitFor } from '../helpers/env.js';
-
-interface Cg {
-  path: string;
-  id: bigint;
-  procs: string;
-  rel: string;
-}
-
-const uid = (n: number) => `7a1b2c3d-0000-4000-8000-${String(n).padStart(12, '0')}`;
-const sd = (u: string) => u.replace(/-/g, '_');
-
-/** Agents of this file still running. */
-const running = new Set<Spawned>();
-
-/** A test-owned cgroup tree; everything in it is detached and removed at the end. */
-function testTree(t: TestContext) {
-  const root = createChildCgroup(cgroup2Root(), 'accel-agent-test');
-  const made: Cg[] = [];
-  const mk = (rel: string): Cg => {
-    fs.mkdirSync(path.join(root.path, rel), { recursive: true });
-    const p = path.join(root.path, rel);
-    const cg = { path: p, id: fs.statSync(p, { bigint: true }).ino, procs: path.join(p, 'cgroup.procs'), rel };
-    made.push(cg);
-    return cg;
-  };
-  t.after(async () => {
-    // Agents first: a running agent would attach again what is detached here.
-    await Promise.all([...running].map((p) => stopProcess(p)));
-    for (const cg of made) {
-      if (fs.existsSync(attachmentPinDir(BPFFS, cg.id))) await accel(['detach', '--cgroup-id', String(cg.id), '--drain-ms', '0']);
-    }
-    fs.rmSync(ownedRecordPath(), { force: true });
-    // Deepest first.
-    const dirs: string[] = [];
-    const walk = (d: string) => {
-      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
-      dirs.push(d);
-    };
-    if (fs.existsSync(root.path)) walk(root.path);
-    for (const d of dirs) await removeCgroup({ path: d, id: 0n });
-  });
-  return { root: root.path, mk };
-}
-
-interface Agent {
-  proc: Spawned;
-  metrics: string;
-  /** The first event line after `from` lines matching. */
-  event(match: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  events(): Record<string, unknown>[];
-}
-
-async function startAgent(t: TestContext, config: string, extra: string[] = [], globals: string[] = []): Promise<Agent> {
-  const proc = spawn(process.execPath, [CLI, ...globals, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], { watchStderr: false });
-  running.add(proc);
-  void proc.done.then(() => running.delete(proc));
-  t.after(() => stopProcess(proc));
-  const events = () =>
-    proc
-      .lines()
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  const listening = await proc.waitForLine((l) => l.includes('"event":"listening"'));
-  if (!listening) throw new Error(`the agent did not start: ${(await proc.done).stderr}`);
-  return {
-    proc,
-    metrics: (JSON.parse(listening) as { metrics: string }).metrics,
-    events,
-    event: async (match, timeoutMs = 20_000) => {
-      let found: Record<string, unknown> | undefined;
-      const ok = await waitFor(() => (found = events().find(match)) !== undefined, timeoutMs);
-      assert.ok(
-        ok && found,
-        `no such event; the agent said:\n${events()
-          .map((e) => JSON.stringify(e))
-          .join('\n')}`,
-      );
-      return found;
-    },
-  };
-}
-
-const linkId = (cg: Cg) => {
-  const o = observeFastPath(attachmentPinDir(BPFFS, cg.id), cg.id);
-  return o.kind === 'complete' ? o.linkId : null;
-};
 
 function writeConfig(file: string, root: string, webGlobs: string[], webBypass: number[], selftest = false): void {
   fs.writeFileSync(
@@ -163,12 +77,6 @@ function scrape(address: string): Promise<string> {
     req.on('error', reject);
     req.setTimeout(30_000, () => req.destroy(new Error('scrape timed out')));
   });
-}
-
-function tmpDir(t: TestContext): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-agent-'));
-  t.after(() => fs.rmSync(d, { recursive: true, force: true }));
-  return d;
 }
 
 describe('accel agent', () => {

@@ -5,7 +5,8 @@
  * self-test runs a probe of each kind with its throwaway attachment; a kind
  * whose probe fails is unsafe on this kernel. That is a warning, not a
  * refusal: the fast path still attaches, and services that read that way
- * are kept off it with --bypass-port.
+ * are kept off it with --bypass-port. A kind may also be probed behind a
+ * held writer (heldProbes), where its bytes arrive by TCP.
  *
  * Nothing here names a kernel version: the probe's outcome is the verdict,
  * so a kernel that fixes a defect passes its probe and the warning goes.
@@ -25,9 +26,24 @@ export interface ReaderKindInfo {
   /** sockprobe runs of this kind (options after the subcommand); each runs
    * in every placement of the self-test. */
   probes: { name: string; args: string[] }[];
+  /** Runs of this kind behind a held writer: the reader starts late, the
+   * self-test's queue limit is small, so its writer is held back and the
+   * bytes arrive by TCP. Only with both ends on the fast path (a crossing
+   * connection is never held), and only while the kind's other probes
+   * passed (once one failed, the verdict is in). */
+  heldProbes: { name: string; args: string[] }[];
 }
 
 const MB = 1 << 20;
+
+/** The self-test's queue limit while it runs probes behind a held writer:
+ * small, so that a reader that starts late holds its writer back. */
+export const HELD_QUEUE_LIMIT = 64 * 1024;
+
+/** sockprobe options for a reader behind a held writer: 1 MiB (16 times
+ * HELD_QUEUE_LIMIT) written while the reader sleeps 20 ms, so all but the
+ * first queue limit's worth arrives by TCP. */
+export const HELD_WRITER_ARGS: readonly string[] = ['--bytes', `${MB}`, '--back', `${64 * 1024}`, '--read-delay-ms', '20'];
 
 export const READER_KINDS: readonly ReaderKindInfo[] = [
   {
@@ -36,6 +52,10 @@ export const READER_KINDS: readonly ReaderKindInfo[] = [
     breaks: 'get an early end of stream',
     docs: 'docs/kernel-notes.md#splice2-readers-get-an-early-end-of-stream',
     probes: [{ name: 'splice(2) reader', args: ['--reader', 'splice', '--back-reader', 'splice', '--bytes', `${4 * MB}`, '--back', `${4 * MB}`] }],
+    // splice(2) reads the TCP queue, not the redirect queue: behind a held
+    // writer it read the held bytes first ("byte 0 differs", plain setup)
+    // or stalled (with the stream verdict) on 6.18.44.
+    heldProbes: [{ name: 'splice(2) reader behind a held writer', args: ['--reader', 'splice', ...HELD_WRITER_ARGS] }],
   },
   {
     kind: 'blocking-after-half-close',
@@ -57,6 +77,9 @@ export const READER_KINDS: readonly ReaderKindInfo[] = [
         args: ['--reader', 'blocking', '--back-reader', 'blocking', '--bytes', '1000', '--back', `${256 * 1024}`, '--read-at-half-close', '--reply-delay-ms', '100'],
       },
     ],
+    // A blocking reader behind a held writer is one of the self-test's
+    // fatal checks (selftest.ts); the half-close is what breaks this kind.
+    heldProbes: [],
   },
 ];
 

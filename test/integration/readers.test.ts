@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { type ReaderKind, type ReaderSafety, type UnsafeReader, readerSafety } from '../../src/fastpath/readers.js';
-import { runReaderChecks } from '../../src/fastpath/selftest.js';
-import { selftestRecordPath } from '../../src/paths.js';
-import { accel, attachOk, testCgroup } from '../helpers/env.js';
+import { type ReaderKind, type UnsafeReader, readerSafety } from '../../src/fastpath/readers.js';
+import { type SelfTestResult, runReaderChecks, runSelfTest } from '../../src/fastpath/selftest.js';
+import { ownersPin, selftestRecordPath } from '../../src/paths.js';
+import { BPFFS, BPF_DIR, accel, attachOk, testCgroup } from '../helpers/env.js';
 
 /** A test cgroup whose self-test record goes with it even when detach
  * failed to remove it (the subject under test). */
@@ -24,6 +24,8 @@ interface SafetyFields {
   unsafeReaders: UnsafeReader[];
 }
 
+const HELD_FIONREAD = 'FIONREAD-sized reader behind a held writer (inside)';
+
 const kinds = (u: UnsafeReader[]) => u.map((x) => x.kind).sort();
 const WARNING = {
   splice:
@@ -37,8 +39,17 @@ describe('reader kinds unsafe on this kernel', () => {
     const cg = readersCgroup(t);
     const attached = await accel(['attach', '--cgroup', cg.path, '--json']);
     assert.equal(attached.exitCode, 0, attached.stderr);
-    const a = JSON.parse(attached.stdout) as SafetyFields & { selftest: { ok: boolean; readers: ReaderSafety[] }[] };
+    const a = JSON.parse(attached.stdout) as SafetyFields & { withStreamVerdict: boolean; selftest: Pick<SelfTestResult, 'ok' | 'checks' | 'readers'>[] };
     assert.ok(a.selftest.at(-1)?.ok, 'the self-test passed: unsafe reader kinds are warnings, not a refusal');
+    // On this kernel (929e30f93125) the plain setup fails the FIONREAD
+    // reader behind a held writer, its first fatal failure, where it stops;
+    // --stream-verdict auto then attaches the stream verdict, which passes.
+    assert.equal(a.withStreamVerdict, true, 'auto chose the stream verdict');
+    assert.deepEqual(
+      a.selftest[0]?.checks.filter((c) => !c.ok).map((c) => c.name),
+      [HELD_FIONREAD],
+      'the plain setup stopped at the held FIONREAD reader',
+    );
     assert.equal(a.readerSafety?.state, 'tested');
     const splice = a.unsafeReaders.find((u) => u.kind === 'splice');
     assert.ok(splice, `splice(2) readers are unsafe here: ${JSON.stringify(a.unsafeReaders)}`);
@@ -145,5 +156,29 @@ describe('reader kinds unsafe on this kernel', () => {
       fast.filter((c) => c.name.endsWith('(inside)') && c.readerKind === 'splice').every((c) => !c.ok),
       'the splice(2) reader fails on the fast path',
     );
+  });
+
+  // Held bytes arrive by TCP, which FIONREAD does not count on a kernel with
+  // 929e30f93125 unless the stream verdict takes them (docs/kernel-notes.md).
+  it('the self-test finds a FIONREAD reader behind a held writer broken without the stream verdict and working with it', async (t) => {
+    const parent = testCgroup(t, 'accel-test-selfheld');
+    const bpffs = fs.existsSync(ownersPin(BPFFS)) ? { bpffs: BPFFS } : {};
+    const results: SelfTestResult[] = [];
+    for (const withStreamVerdict of [false, true]) results.push(await runSelfTest({ ...bpffs, bpfDir: BPF_DIR, withStreamVerdict, cgroupRoot: parent.path }));
+    const [plain, sv] = results.map((r) => ({ r, held: r.checks.find((c) => c.name === HELD_FIONREAD) }));
+    const failed = (r: SelfTestResult) => r.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.error}`);
+    assert.ok(plain?.held && sv?.held, 'both setups probed the held FIONREAD reader');
+    assert.equal(plain.held.ok, false, `plain: ${failed(plain.r).join('; ')}`);
+    assert.equal(plain.held.error, 'FIONREAD reported 0 while data was readable');
+    assert.equal(plain.held.severity, 'fatal');
+    assert.equal(plain.r.ok, false, 'the plain setup fails its self-test');
+    assert.equal(sv.held.ok, true, `with the stream verdict: ${sv.held.error}`);
+    assert.equal(sv.r.ok, true, `with the stream verdict: ${failed(sv.r).join('; ')}`);
+    // The probes held their writers back, or they would prove nothing.
+    for (const { r } of [plain, sv])
+      assert.deepEqual(
+        r.checks.filter((c) => c.name.startsWith('writers held back for')),
+        [],
+      );
   });
 });

@@ -1,19 +1,21 @@
 /**
  * Reader kinds that a kernel can break on the fast path while every other
- * reader keeps working: a splice(2) reader (an early end of stream), and a
- * blocking reader after its own half-close (a spurious EAGAIN). The
+ * reader keeps working: a splice(2) reader (an early end of stream), a
+ * blocking reader after its own half-close (a spurious EAGAIN), and a
+ * FIONREAD-sized reader whose writer is held back (FIONREAD 0). The
  * self-test runs a probe of each kind with its throwaway attachment; a kind
  * whose probe fails is unsafe on this kernel. That is a warning, not a
  * refusal: the fast path still attaches, and services that read that way
- * are kept off it with --bypass-port. A kind may also be probed behind a
- * held writer (heldProbes), where its bytes arrive by TCP.
+ * are kept off it with --bypass-port (or, for the last, attached with the
+ * stream verdict). A kind may also be probed behind a held writer
+ * (heldProbes), where its bytes arrive by TCP.
  *
  * Nothing here names a kernel version: the probe's outcome is the verdict,
  * so a kernel that fixes a defect passes its probe and the warning goes.
  * Pure: the probes are run by selftest.ts.
  */
 
-export type ReaderKind = 'splice' | 'blocking-after-half-close';
+export type ReaderKind = 'splice' | 'blocking-after-half-close' | 'fionread-behind-held-writer';
 
 export interface ReaderKindInfo {
   kind: ReaderKind;
@@ -23,6 +25,8 @@ export interface ReaderKindInfo {
   breaks: string;
   /** The kernel note, from the repository root. */
   docs: string;
+  /** What a user does about it (default: keep such services off the fast path). */
+  remedy?: string;
   /** sockprobe runs of this kind (options after the subcommand); each runs
    * in every placement of the self-test. */
   probes: { name: string; args: string[] }[];
@@ -81,6 +85,20 @@ export const READER_KINDS: readonly ReaderKindInfo[] = [
     // fatal checks (selftest.ts); the half-close is what breaks this kind.
     heldProbes: [],
   },
+  {
+    // Held bytes arrive by TCP, which FIONREAD does not count on kernels
+    // with 929e30f93125 unless the stream verdict moves them to the psock.
+    // The stream verdict fixes it, but costs bulk throughput about two
+    // thirds on such kernels, for every service of the cgroup: a warning,
+    // as for the kinds above, and the choice is the user's.
+    kind: 'fionread-behind-held-writer',
+    readers: 'FIONREAD-sized readers behind a held writer',
+    breaks: 'see FIONREAD 0 with bytes to read once they fall a queue limit behind',
+    docs: 'docs/kernel-notes.md#fionread-behind-a-held-writer',
+    remedy: 'attach with --stream-verdict always (it counts them, at a cost in bulk throughput), or keep such a service off it: --bypass-port <port of such a service>',
+    probes: [],
+    heldProbes: [{ name: 'FIONREAD-sized reader behind a held writer', args: ['--reader', 'fionread', ...HELD_WRITER_ARGS] }],
+  },
 ];
 
 export function readerKindInfo(kind: ReaderKind): ReaderKindInfo {
@@ -90,11 +108,12 @@ export function readerKindInfo(kind: ReaderKind): ReaderKindInfo {
 }
 
 /** What a failed probe saw, from sockprobe's error text. */
-export type ReaderSymptom = 'premature EOF' | 'spurious EAGAIN' | 'stall' | 'wrong bytes' | 'reset' | 'error';
+export type ReaderSymptom = 'premature EOF' | 'spurious EAGAIN' | 'FIONREAD 0' | 'stall' | 'wrong bytes' | 'reset' | 'error';
 
 export function readerSymptom(error: string): ReaderSymptom {
   if (error.startsWith('premature EOF')) return 'premature EOF';
   if (error.startsWith('spurious EAGAIN')) return 'spurious EAGAIN';
+  if (error.startsWith('FIONREAD reported 0')) return 'FIONREAD 0';
   if (/stalled|timeout/.test(error)) return 'stall';
   if (/differs from the stream|received more than|other bytes|short read/.test(error)) return 'wrong bytes';
   if (/ECONNRESET|reset/i.test(error)) return 'reset';

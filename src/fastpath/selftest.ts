@@ -11,9 +11,7 @@
  *
  * The readers are probed first behind a held writer too: with a small
  * queue limit and a reader that starts late, the writer is held back and
- * its bytes arrive by TCP, which a kernel with 929e30f93125 hides from
- * FIONREAD unless the stream verdict takes them. That failure is what
- * makes `--stream-verdict auto` attach the stream verdict.
+ * its bytes arrive by TCP; every one must still be read, in order.
  *
  * Then the reader kinds a kernel may break on the fast path alone
  * (readers.ts): a failure of one of those is a warning that names the
@@ -86,18 +84,21 @@ const READERS: { name: string; args: string[] }[] = [
   { name: 'echo with half-close', args: ['--reader', 'blocking', '--bytes', `${4 * MB}`, '--back', `${4 * MB}`, '--sizes', 'mix'] },
   { name: 'epoll reader', args: ['--reader', 'epoll', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
   { name: 'epoll edge-triggered reader', args: ['--reader', 'epoll-et', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
-  { name: 'FIONREAD-sized reader', args: ['--reader', 'fionread', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
+  // Below the queue limit, so it is never held back: behind a held writer
+  // it is a reader kind of its own (readers.ts). At 16 MB it was held now
+  // and then, and failed 1 run in 4 on a kernel with 929e30f93125.
+  { name: 'FIONREAD-sized reader', args: ['--reader', 'fionread', '--bytes', `${3 * MB}`, '--back', `${MB}`] },
 ];
 
 type Where = 'inside' | 'server inside, client outside' | 'client inside, server outside';
 /** The readers above behind a held writer (readers.ts, HELD_WRITER_ARGS):
- * held bytes arrive by TCP, which FIONREAD does not count on kernels with
- * 929e30f93125 (docs/kernel-notes.md). Both ends inside only. */
+ * held bytes arrive by TCP, and every one of them must still be read.
+ * Both ends inside only. The FIONREAD-sized reader is a reader kind there
+ * (readers.ts): kernels with 929e30f93125 hide held bytes from FIONREAD. */
 const HELD_READERS: { name: string; args: string[] }[] = [
   { name: 'blocking reader behind a held writer', args: ['--reader', 'blocking', ...HELD_WRITER_ARGS] },
   { name: 'epoll reader behind a held writer', args: ['--reader', 'epoll', ...HELD_WRITER_ARGS] },
   { name: 'epoll edge-triggered reader behind a held writer', args: ['--reader', 'epoll-et', ...HELD_WRITER_ARGS] },
-  { name: 'FIONREAD-sized reader behind a held writer', args: ['--reader', 'fionread', ...HELD_WRITER_ARGS] },
 ];
 
 const PLACEMENTS: Where[] = ['inside', 'server inside, client outside', 'client inside, server outside'];

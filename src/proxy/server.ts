@@ -59,6 +59,11 @@ export interface ProxyOptions {
   /** Longest wait for the resolver when a name is checked against the
    * destination (see name-binding.ts). */
   resolveTimeoutMs?: number;
+  /** Listening sockets made (and registered) by another process, a
+   * worker's (workers.ts): served as they are, instead of making them. */
+  listeners?: { fd: number; family: Family }[];
+  /** The worker this process is (--workers), named in its events. */
+  worker?: number;
 }
 
 export interface Splicer {
@@ -77,6 +82,8 @@ export interface ConnectionEvent {
   /** relay-fastpath: relayed because the client hop is on the sk_msg fast
    * path; inspect: HTTP relayed request by request, each Host checked. */
   mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect';
+  /** The worker that served it (--workers). */
+  worker?: number;
 }
 
 export interface ProxyStats {
@@ -167,25 +174,30 @@ export class TransparentProxy {
   /** Listen on every family it can; fails only if none works. */
   async start(): Promise<string[]> {
     const listening: string[] = [];
-    for (const family of this.o.families) {
+    const given = this.o.listeners;
+    for (const family of given ? given.map((l) => l.family) : this.o.families) {
       const address = family === 4 ? '127.0.0.1' : '::1';
       let fd: number;
-      try {
-        fd = transparentListener(family, address, this.o.port, this.o.backlog);
-      } catch (err) {
-        if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
-          await this.stop(0);
-          throw new AccelError(ErrorCodes.ADDRESS_IN_USE, `port ${this.o.port} on ${address} is already in use`);
+      const made = given?.find((l) => l.family === family);
+      if (made) fd = made.fd;
+      else {
+        try {
+          fd = transparentListener(family, address, this.o.port, this.o.backlog);
+        } catch (err) {
+          if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
+            await this.stop(0);
+            throw new AccelError(ErrorCodes.ADDRESS_IN_USE, `port ${this.o.port} on ${address} is already in use`);
+          }
+          log.warn(`no IPv${family} listener: ${(err as Error).message}`);
+          continue;
         }
-        log.warn(`no IPv${family} listener: ${(err as Error).message}`);
-        continue;
-      }
-      try {
-        this.o.register?.(fd, family);
-      } catch (err) {
-        closeSocket(fd);
-        await this.stop(0);
-        throw err;
+        try {
+          this.o.register?.(fd, family);
+        } catch (err) {
+          closeSocket(fd);
+          await this.stop(0);
+          throw err;
+        }
       }
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
         void this.handle(sock);
@@ -246,10 +258,11 @@ export class TransparentProxy {
     sock.once('close', () => this.open.delete(sock));
   }
 
-  private report(e: ConnectionEvent): void {
+  private report(event: ConnectionEvent): void {
     // winston formats a line before any transport weighs its level: an
     // allowed connection's line costs nothing unless it is shown.
-    if (e.action === 'allow' && !log.isInfoEnabled()) return;
+    if (event.action === 'allow' && !log.isInfoEnabled()) return;
+    const e = this.o.worker === undefined ? event : { ...event, worker: this.o.worker };
     const line = `${e.action} ${e.source} -> ${e.destination} (${e.reason}${e.sni ? `, sni ${e.sni}` : ''}${e.host ? `, host ${e.host}` : ''}${e.mode ? `, ${e.mode}` : ''})`;
     if (e.action === 'allow') log.info(line, e);
     else log.warn(line, e);

@@ -45,6 +45,16 @@ describe('accel proxy --workers', { skip: kernelLacks('intercept') }, () => {
     for (const host of [SERVER4, SERVER6]) assert.ok((await nodeClient(b, host, ECHO_PORT, 4 << 20)).ok, `${host}: 4 MB byte-exact`);
     const served = new Set(b.proxyEvents().map((e) => e.worker));
     assert.deepEqual([...served].sort(), [0, 1], 'both workers served connections');
+    // SIGTERM: every worker stops, and the final counters add up theirs.
+    const pids = workerPids(b);
+    const proxy = b.proxy;
+    await b.stopProxy('SIGTERM');
+    const done = await proxy?.done;
+    assert.equal(done?.exitCode, 0);
+    const stopped = JSON.parse(done?.stdout.split('\n').find((l) => l.includes('"event":"stopped"')) ?? '{}') as { stats?: { accepted: number; allowed: number } };
+    assert.equal(stopped.stats?.accepted, 2 * 16 + 2, 'every connection counted once');
+    assert.equal(stopped.stats?.allowed, 2 * 16 + 2);
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), `worker ${pid} is gone`);
   });
 
   // Worker 0's socket is the registered one: killing it also moves the

@@ -20,6 +20,7 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
 const SO_MARK = 36;
 const SO_SNDBUF = 7;
 const SOL_IP = 0;
@@ -77,10 +78,13 @@ function sockaddr(family: Family, address: string, port: number): Buffer {
   return b;
 }
 
-/** A listening, non-blocking, transparent socket on address:port. */
-export function transparentListener(family: Family, address: string, port: number, backlog: number): number {
+/** A listening, non-blocking, transparent socket on address:port; with
+ * reusePort, one of a SO_REUSEPORT group (the kernel spreads the port's new
+ * connections over the group's sockets). */
+export function transparentListener(family: Family, address: string, port: number, backlog: number, reusePort = false): number {
   const fd = newSocket(family);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR');
+  if (reusePort) setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, 'SO_REUSEPORT');
   if (family === 4) {
     setInt(fd, SOL_IP, IP_TRANSPARENT, 1, 'IP_TRANSPARENT (needs CAP_NET_ADMIN)');
   } else {

@@ -1,0 +1,215 @@
+// Upgrades in place of the interception's programs, with an intercepted
+// connection (application -> tc -> accel proxy -> server) transferring both
+// ways the whole time: a second build whose tc, sk_lookup and egress guard
+// programs differ (test/helpers/builds.ts) takes over every hook (tcx links
+// or tc filters, the cgroup link, the netns link) and back again; a build
+// whose interception maps changed layout is refused, nothing changed.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { linkInfo, withPinned } from '../../src/bpf/fd.js';
+import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
+import { interceptBuildId } from '../../src/intercept/build.js';
+import { withTproxyMaps } from '../../src/intercept/maps.js';
+import { readRecord } from '../../src/intercept/record.js';
+import { attachmentPinDir, SOCKPROBE } from '../../src/paths.js';
+import { parseProbeOutput, type ProbeResult } from '../../src/probe/sockprobe.js';
+import { run, spawn } from '../../src/proc/run.js';
+import { INTERCEPT_LAYOUT_VARIANT, PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
+import { BPF_DIR, BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
+import { kernelLacks, requireFeature } from '../helpers/features.js';
+import { ECHO_PORT, HTTP_PORT, type InterceptBench, PROBE_PORT, PROXY_PORT, SERVER4, interceptBench, nodeClient } from '../helpers/intercept.js';
+
+const TRANSFER = 96 * MB;
+
+/** What runs on each hook of the interception, as the kernel says: the
+ * link (tcx, cgroup, netns) or the tc filter, its program's id and tag. */
+async function running(b: InterceptBench): Promise<{ hook: string; linkId: number | null; progId: number; tag: string }[]> {
+  const record = readRecord(b.cg.id);
+  assert.ok(record?.complete, 'a complete interception');
+  const out = [];
+  for (const h of record.added.hooks) {
+    let linkId: number | null = null;
+    let progId: number;
+    if (h.mode === 'tc') {
+      const r = await run('tc', ['-j', 'filter', 'show', 'dev', h.dev, h.direction], { netns: b.app });
+      const filters = JSON.parse(r.stdout) as { pref: number; options?: { prog?: { id: number } } }[];
+      const f = filters.find((x) => x.pref === h.priority && x.options?.prog);
+      assert.ok(f?.options?.prog, `a tc filter at priority ${h.priority} on ${h.dev} ${h.direction}`);
+      progId = f.options.prog.id;
+    } else {
+      const info = withPinned(h.linkPin, (fd) => linkInfo(fd));
+      assert.ok(info, `a link pinned at ${h.linkPin}`);
+      ({ id: linkId, progId } = info);
+    }
+    const prog = JSON.parse((await run('bpftool', ['-j', 'prog', 'show', 'id', String(progId)])).stdout) as { tag: string };
+    out.push({ hook: h.mode === 'tc' || h.mode === 'tcx' ? `${h.mode} ${h.dev} ${h.direction}` : h.mode, linkId, progId, tag: prog.tag });
+  }
+  return out;
+}
+
+const flows = (b: InterceptBench) => withTproxyMaps(attachmentPinDir(BPFFS, b.cg.id), (m) => m.flows().length);
+
+/** An intercepted connection transferring both ways, paced (a few seconds):
+ * a sockprobe client in the application's place to a sockprobe server at
+ * the remote's real address, through the proxy. Running once this returns
+ * (its flow is in the map). */
+async function interceptedTransfer(t: { after: (fn: () => Promise<void>) => void }, b: InterceptBench): Promise<{ result: Promise<ProbeResult>; finished: () => boolean }> {
+  const paced = ['--duplex', '--bytes', String(TRANSFER), '--back', String(TRANSFER), '--sizes', '65536', '--pace-us', '2000'];
+  const server = spawn(SOCKPROBE, ['server', '--family', '6', '--port', String(PROBE_PORT), ...paced], { netns: b.remote });
+  t.after(() => stopProcess(server));
+  assert.ok(await server.waitForLine((l) => l.includes('"event":"listening"')), 'the sockprobe server listens');
+  const flowsBefore = flows(b);
+  const client = spawn(SOCKPROBE, ['client', '--host', SERVER4, '--port', String(PROBE_PORT), '--reader', 'epoll', ...paced], b.appWhere);
+  t.after(() => stopProcess(client));
+  const result = Promise.all([server.done, client.done]).then(([s, c]) => {
+    const srv = parseProbeOutput(s.stdout, s.exitCode, s.stderr);
+    const cli = parseProbeOutput(c.stdout, c.exitCode, c.stderr);
+    const ok = srv.ok && cli.ok;
+    return { ok, sides: [...srv.sides, ...cli.sides], error: ok ? null : (srv.error ?? cli.error), stderr: srv.stderr + cli.stderr };
+  });
+  let finished = false;
+  void result.then(() => (finished = true));
+  assert.ok(await waitFor(() => flows(b) > flowsBefore, 10_000), 'the connection was intercepted (its flow is in the map)');
+  return { result, finished: () => finished };
+}
+
+/** Every byte both ways, none reset, and through the proxy. */
+async function byteExact(b: InterceptBench, result: Promise<ProbeResult>): Promise<void> {
+  const r = await result;
+  assert.ok(r.ok, r.error ?? '');
+  assert.deepEqual(
+    r.sides.map((s) => s.received),
+    [TRANSFER, TRANSFER],
+    'every byte arrived (sockprobe checks each against the stream)',
+  );
+  assert.ok(
+    r.sides.every((s) => !s.reset),
+    'none reset',
+  );
+  assert.ok(await waitFor(() => b.proxyEvents().some((e) => e.destination === `${SERVER4}:${PROBE_PORT}`), 5000), 'through the proxy');
+}
+
+function withTcMode(t: { after: (fn: () => void) => void }, mode: 'tcx' | 'tc'): void {
+  const saved = process.env.ACCEL_TC_MODE;
+  process.env.ACCEL_TC_MODE = mode;
+  t.after(() => {
+    if (saved === undefined) delete process.env.ACCEL_TC_MODE;
+    else process.env.ACCEL_TC_MODE = saved;
+  });
+}
+
+interface AttachOut {
+  steps: string[];
+  upgraded: { from: string; to: string } | null;
+  interceptUpgraded: { from: string | null; to: string } | null;
+}
+
+describe('upgrade in place of the interception', { skip: kernelLacks('intercept') }, () => {
+  for (const mode of ['tcx', 'tc'] as const) {
+    it(`a build whose interception programs differ takes over every hook (${mode}) during an intercepted transfer: same links, new programs, maps kept, every byte in order; and back (rollback)`, async (t) => {
+      if (mode === 'tcx' && !requireFeature(t, 'tcx links')) return;
+      withTcMode(t, mode);
+      const v1 = await variantBuild(t, 'programs', PROGRAM_VARIANT);
+      const b = await interceptBench(t);
+      const base = interceptBuildId(BPF_DIR);
+      const to = interceptBuildId(v1);
+      assert.notEqual(to, base);
+      assert.deepEqual({ id: readRecord(b.cg.id)?.build?.buildId, how: readRecord(b.cg.id)?.build?.how }, { id: base, how: 'installed' });
+      const before = await running(b);
+      assert.deepEqual(
+        before.map((h) => h.hook),
+        ['netns', `${mode} lo ingress`, `${mode} ${b.iface} egress`, 'cgroup'],
+      );
+      const { result, finished } = await interceptedTransfer(t, b);
+
+      const attachV1 = () => b.accel(['--bpf-dir', v1, 'attach', ...interceptArgs(b), '--json']);
+      const r = await attachV1();
+      assert.equal(r.exitCode, 0, r.stdout + r.stderr);
+      const out = JSON.parse(r.stdout) as AttachOut;
+      assert.deepEqual(out.steps, ['upgrade-fastpath', 'adopt-listeners', 'upgrade-intercept']);
+      assert.deepEqual(out.interceptUpgraded, { from: base, to });
+      const after = await running(b);
+      for (const [i, h] of after.entries()) {
+        const old = before[i];
+        assert.ok(old);
+        assert.equal(h.linkId, old.linkId, `${h.hook}: the same link`);
+        assert.notEqual(h.progId, old.progId, `${h.hook}: another program`);
+        assert.notEqual(h.tag, old.tag, `${h.hook}: the new build's code (another tag)`);
+      }
+      const rec = readRecord(b.cg.id);
+      assert.deepEqual({ id: rec?.build?.buildId, how: rec?.build?.how, from: rec?.build?.from }, { id: to, how: 'upgraded', from: base });
+      if (mode === 'tc') {
+        // The record names the filters' new programs: detach knows them.
+        const tc = rec?.added.hooks.filter((h) => h.mode === 'tc') ?? [];
+        assert.deepEqual(
+          tc.map((h) => h.mode === 'tc' && h.progId),
+          after.filter((h) => h.hook.startsWith('tc ')).map((h) => h.progId),
+        );
+      }
+      const status = await b.accel(['status', '--cgroup', b.cg.path]);
+      assert.match(status.stdout, new RegExp(`build\\s+${to}, upgraded in place from ${base}`), status.stdout);
+      assert.equal(finished(), false, 'the transfer was still running across the upgrade');
+      await byteExact(b, result);
+
+      // New connections are steered by the new programs.
+      const seen = b.proxyEvents().length;
+      assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, MB)).ok);
+      assert.ok(await waitFor(() => b.proxyEvents().length > seen, 5000), 'a new connection went through the proxy');
+
+      // The same build again: nothing replaced.
+      const again = await attachV1();
+      assert.equal(again.exitCode, 0, again.stdout + again.stderr);
+      assert.deepEqual((JSON.parse(again.stdout) as AttachOut).steps, ['adopt-listeners']);
+      assert.deepEqual(await running(b), after);
+
+      // Rollback: the first build, in place, the same way.
+      const back = await interceptedTransfer(t, b);
+      const rb = await b.accel(['attach', ...interceptArgs(b), '--json']);
+      assert.equal(rb.exitCode, 0, rb.stdout + rb.stderr);
+      assert.deepEqual((JSON.parse(rb.stdout) as AttachOut).interceptUpgraded, { from: to, to: base });
+      const rolled = await running(b);
+      assert.deepEqual(
+        rolled.map((h) => [h.hook, h.linkId, h.tag]),
+        before.map((h) => [h.hook, h.linkId, h.tag]),
+        'the first build runs again on the same links',
+      );
+      assert.equal(back.finished(), false, 'the transfer was still running across the rollback');
+      await byteExact(b, back.result);
+      const tp = b.tproxyCounters();
+      assert.equal(tp.assign_failed, 0n);
+      assert.equal(tp.no_listener, 0n);
+    });
+  }
+
+  it('a build whose interception maps changed layout is refused with E_UPGRADE_MAP_LAYOUT before any step (the fast path is not upgraded either), nothing changed, traffic flowing', async (t) => {
+    const bad = await variantBuild(t, 'intercept-layout', INTERCEPT_LAYOUT_VARIANT);
+    const b = await interceptBench(t);
+    const fastBuild = readBuildRecord(b.cg.id);
+    const record = readRecord(b.cg.id);
+    const before = await running(b);
+    const { result, finished } = await interceptedTransfer(t, b);
+
+    const r = await b.accel(['--bpf-dir', bad, 'attach', ...interceptArgs(b), '--json']);
+    assert.equal(r.exitCode, 4, r.stdout + r.stderr);
+    const err = JSON.parse(r.stdout) as { code: string; message: string; misfits: string[] };
+    assert.equal(err.code, 'E_UPGRADE_MAP_LAYOUT');
+    assert.match(err.message, /interception/);
+    assert.match(err.message, /accel_tproxy_tw/);
+    assert.match(err.message, /Nothing was changed/);
+    assert.ok(err.misfits.length > 0);
+    assert.notEqual(fastPathBuildId(bad), fastBuild?.buildId, 'the fast path would have been upgraded');
+    assert.deepEqual(readBuildRecord(b.cg.id), fastBuild, 'the fast path kept its build');
+    assert.deepEqual(readRecord(b.cg.id), record, 'the interception kept its record');
+    assert.deepEqual(await running(b), before, 'the same links and programs');
+    assert.equal(finished(), false);
+    await byteExact(b, result);
+    assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, MB)).ok, 'new connections still intercepted');
+  });
+});
+
+/** The arguments of attach for the bench's interception (as interceptBench
+ * attaches it). */
+function interceptArgs(b: InterceptBench): string[] {
+  const rules = [`10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`, `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`];
+  return ['--cgroup', b.cg.path, '--skip-selftest', '--iface', b.iface, ...rules.flatMap((r) => ['--intercept', r]), '--proxy-port', String(PROXY_PORT)];
+}

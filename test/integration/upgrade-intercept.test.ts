@@ -9,17 +9,13 @@ import { describe, it } from 'node:test';
 import { linkInfo, withPinned } from '../../src/bpf/fd.js';
 import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { interceptBuildId } from '../../src/intercept/build.js';
-import { withTproxyMaps } from '../../src/intercept/maps.js';
 import { readRecord } from '../../src/intercept/record.js';
-import { attachmentPinDir, SOCKPROBE } from '../../src/paths.js';
-import { parseProbeOutput, type ProbeResult } from '../../src/probe/sockprobe.js';
-import { run, spawn } from '../../src/proc/run.js';
+import { run } from '../../src/proc/run.js';
 import { INTERCEPT_LAYOUT_VARIANT, PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
-import { BPF_DIR, BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
+import { BPF_DIR, MB, waitFor } from '../helpers/env.js';
 import { kernelLacks, requireFeature } from '../helpers/features.js';
-import { ECHO_PORT, HTTP_PORT, type InterceptBench, PROBE_PORT, PROXY_PORT, SERVER4, interceptBench, nodeClient } from '../helpers/intercept.js';
-
-const TRANSFER = 96 * MB;
+import { ECHO_PORT, HTTP_PORT, type InterceptBench, PROXY_PORT, SERVER4, interceptBench, nodeClient } from '../helpers/intercept.js';
+import { interceptedByteExact, interceptedTransfer } from '../helpers/intercepted-transfer.js';
 
 /** What runs on each hook of the interception, as the kernel says: the
  * link (tcx, cgroup, netns) or the tc filter, its program's id and tag. */
@@ -45,48 +41,6 @@ async function running(b: InterceptBench): Promise<{ hook: string; linkId: numbe
     out.push({ hook: h.mode === 'tc' || h.mode === 'tcx' ? `${h.mode} ${h.dev} ${h.direction}` : h.mode, linkId, progId, tag: prog.tag });
   }
   return out;
-}
-
-const flows = (b: InterceptBench) => withTproxyMaps(attachmentPinDir(BPFFS, b.cg.id), (m) => m.flows().length);
-
-/** An intercepted connection transferring both ways, paced (a few seconds):
- * a sockprobe client in the application's place to a sockprobe server at
- * the remote's real address, through the proxy. Running once this returns
- * (its flow is in the map). */
-async function interceptedTransfer(t: { after: (fn: () => Promise<void>) => void }, b: InterceptBench): Promise<{ result: Promise<ProbeResult>; finished: () => boolean }> {
-  const paced = ['--duplex', '--bytes', String(TRANSFER), '--back', String(TRANSFER), '--sizes', '65536', '--pace-us', '2000'];
-  const server = spawn(SOCKPROBE, ['server', '--family', '6', '--port', String(PROBE_PORT), ...paced], { netns: b.remote });
-  t.after(() => stopProcess(server));
-  assert.ok(await server.waitForLine((l) => l.includes('"event":"listening"')), 'the sockprobe server listens');
-  const flowsBefore = flows(b);
-  const client = spawn(SOCKPROBE, ['client', '--host', SERVER4, '--port', String(PROBE_PORT), '--reader', 'epoll', ...paced], b.appWhere);
-  t.after(() => stopProcess(client));
-  const result = Promise.all([server.done, client.done]).then(([s, c]) => {
-    const srv = parseProbeOutput(s.stdout, s.exitCode, s.stderr);
-    const cli = parseProbeOutput(c.stdout, c.exitCode, c.stderr);
-    const ok = srv.ok && cli.ok;
-    return { ok, sides: [...srv.sides, ...cli.sides], error: ok ? null : (srv.error ?? cli.error), stderr: srv.stderr + cli.stderr };
-  });
-  let finished = false;
-  void result.then(() => (finished = true));
-  assert.ok(await waitFor(() => flows(b) > flowsBefore, 10_000), 'the connection was intercepted (its flow is in the map)');
-  return { result, finished: () => finished };
-}
-
-/** Every byte both ways, none reset, and through the proxy. */
-async function byteExact(b: InterceptBench, result: Promise<ProbeResult>): Promise<void> {
-  const r = await result;
-  assert.ok(r.ok, r.error ?? '');
-  assert.deepEqual(
-    r.sides.map((s) => s.received),
-    [TRANSFER, TRANSFER],
-    'every byte arrived (sockprobe checks each against the stream)',
-  );
-  assert.ok(
-    r.sides.every((s) => !s.reset),
-    'none reset',
-  );
-  assert.ok(await waitFor(() => b.proxyEvents().some((e) => e.destination === `${SERVER4}:${PROBE_PORT}`), 5000), 'through the proxy');
 }
 
 function withTcMode(t: { after: (fn: () => void) => void }, mode: 'tcx' | 'tc'): void {
@@ -120,7 +74,7 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
         before.map((h) => h.hook),
         ['netns', `${mode} lo ingress`, `${mode} ${b.iface} egress`, 'cgroup'],
       );
-      const { result, finished } = await interceptedTransfer(t, b);
+      const transfer = await interceptedTransfer(t, b);
 
       const attachV1 = () => b.accel(['--bpf-dir', v1, 'attach', ...interceptArgs(b), '--json']);
       const r = await attachV1();
@@ -148,8 +102,8 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
       }
       const status = await b.accel(['status', '--cgroup', b.cg.path]);
       assert.match(status.stdout, new RegExp(`build\\s+${to}, upgraded in place from ${base}`), status.stdout);
-      assert.equal(finished(), false, 'the transfer was still running across the upgrade');
-      await byteExact(b, result);
+      assert.equal(transfer.finished(), false, 'the transfer was still running across the upgrade');
+      await interceptedByteExact(b, transfer);
 
       // New connections are steered by the new programs.
       const seen = b.proxyEvents().length;
@@ -174,7 +128,7 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
         'the first build runs again on the same links',
       );
       assert.equal(back.finished(), false, 'the transfer was still running across the rollback');
-      await byteExact(b, back.result);
+      await interceptedByteExact(b, back);
       const tp = b.tproxyCounters();
       assert.equal(tp.assign_failed, 0n);
       assert.equal(tp.no_listener, 0n);
@@ -187,7 +141,7 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
     const fastBuild = readBuildRecord(b.cg.id);
     const record = readRecord(b.cg.id);
     const before = await running(b);
-    const { result, finished } = await interceptedTransfer(t, b);
+    const transfer = await interceptedTransfer(t, b);
 
     const r = await b.accel(['--bpf-dir', bad, 'attach', ...interceptArgs(b), '--json']);
     assert.equal(r.exitCode, 4, r.stdout + r.stderr);
@@ -201,8 +155,8 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
     assert.deepEqual(readBuildRecord(b.cg.id), fastBuild, 'the fast path kept its build');
     assert.deepEqual(readRecord(b.cg.id), record, 'the interception kept its record');
     assert.deepEqual(await running(b), before, 'the same links and programs');
-    assert.equal(finished(), false);
-    await byteExact(b, result);
+    assert.equal(transfer.finished(), false);
+    await interceptedByteExact(b, transfer);
     assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, MB)).ok, 'new connections still intercepted');
   });
 });

@@ -35,6 +35,7 @@ import { pin, progInfo, withPinned } from '../bpf/fd.js';
 import { BpfObject } from '../bpf/object.js';
 import type { Cgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
+import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { ensureOwners } from '../maps/owners.js';
 import { underPinRootLock } from '../maps/proxy-listeners.js';
@@ -197,6 +198,7 @@ export async function upgradeIntercept(ctx: InterceptUpgradeContext, from: strin
         undo.push(async () => swapLink(h.linkPin, progPin));
         replaced.push(h.mode === 'tcx' ? `tcx ${h.direction} link on ${h.dev}` : h.mode === 'cgroup' ? 'egress guard (cgroup link)' : 'sk_lookup (netns link)');
       }
+      if ((h.mode === 'tc' || h.mode === 'tcx') && h.dev === 'lo' && h.direction === 'ingress') failpoint('intercept-upgrade-after-lo-hook');
     }
   } catch (err) {
     for (const u of undo.reverse()) {

@@ -5,17 +5,19 @@
 // or tc filters, the cgroup link, the netns link) and back again; a build
 // whose interception maps changed layout is refused, nothing changed.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { describe, it } from 'node:test';
 import { linkInfo, withPinned } from '../../src/bpf/fd.js';
 import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { interceptBuildId } from '../../src/intercept/build.js';
 import { readRecord } from '../../src/intercept/record.js';
+import { attachmentPinDir } from '../../src/paths.js';
 import { run } from '../../src/proc/run.js';
 import { INTERCEPT_LAYOUT_VARIANT, PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
-import { BPF_DIR, MB, waitFor } from '../helpers/env.js';
+import { BPF_DIR, BPFFS, CLI, MB, waitFor } from '../helpers/env.js';
 import { kernelLacks, requireFeature } from '../helpers/features.js';
 import { ECHO_PORT, HTTP_PORT, type InterceptBench, PROXY_PORT, SERVER4, interceptBench, nodeClient } from '../helpers/intercept.js';
-import { interceptedByteExact, interceptedTransfer } from '../helpers/intercepted-transfer.js';
+import { INTERCEPTED_TRANSFER, interceptedByteExact, interceptedTransfer } from '../helpers/intercepted-transfer.js';
 
 /** What runs on each hook of the interception, as the kernel says: the
  * link (tcx, cgroup, netns) or the tc filter, its program's id and tag. */
@@ -50,6 +52,11 @@ function withTcMode(t: { after: (fn: () => void) => void }, mode: 'tcx' | 'tc'):
     if (saved === undefined) delete process.env.ACCEL_TC_MODE;
     else process.env.ACCEL_TC_MODE = saved;
   });
+}
+
+/** accel in the application's namespace, with more environment (seams). */
+function cliIn(b: InterceptBench, args: string[], env: Record<string, string> = {}) {
+  return run(process.execPath, [CLI, ...args], { netns: b.app, allowFailure: true, timeoutMs: 120_000, env: { ...process.env, ...env } as Record<string, string> });
 }
 
 interface AttachOut {
@@ -134,6 +141,72 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
       assert.equal(tp.no_listener, 0n);
     });
   }
+
+  it('an upgrade that fails half way puts every hook back on the old programs; one killed half way is finished by the next attach, or undone by detach (tc filters: the record names both programs)', async (t) => {
+    withTcMode(t, 'tc');
+    const v1 = await variantBuild(t, 'programs', PROGRAM_VARIANT);
+    const b = await interceptBench(t);
+    const pinDir = attachmentPinDir(BPFFS, b.cg.id);
+    const before = await running(b);
+    const record = readRecord(b.cg.id);
+    const transfer = await interceptedTransfer(t, b, 3 * INTERCEPTED_TRANSFER);
+    const toV1 = ['--bpf-dir', v1, 'attach', ...interceptArgs(b), '--json'];
+
+    // Failed half way: every hook back on the old programs, nothing left.
+    const failed = await cliIn(b, toV1, { ACCEL_FAILPOINT: 'error:intercept-upgrade-after-lo-hook' });
+    assert.notEqual(failed.exitCode, 0);
+    assert.match(failed.stdout, /failpoint intercept-upgrade-after-lo-hook/);
+    assert.deepEqual(await running(b), before, 'every hook on its old program');
+    assert.deepEqual(readRecord(b.cg.id), record, 'the record as it was');
+    assert.deepEqual(
+      fs.readdirSync(pinDir).filter((n) => n.endsWith('_new')),
+      [],
+      'no temporary pin left',
+    );
+
+    // Killed half way: sk_lookup and lo on the new build, the rest on the
+    // old one; the lo filter's record names both programs.
+    const killed = await cliIn(b, toV1, { ACCEL_FAILPOINT: 'intercept-upgrade-after-lo-hook' });
+    assert.notEqual(killed.exitCode, 0);
+    assert.doesNotMatch(killed.stderr, /\[E_[A-Z_]+\]/, 'killed, not failed');
+    const half = await running(b);
+    assert.deepEqual(
+      half.map((h, i) => h.tag !== before[i]?.tag),
+      [true, true, false, false],
+      'netns and lo swapped, egress and the guard not yet',
+    );
+    const lo = readRecord(b.cg.id)?.added.hooks.find((h) => h.mode === 'tc' && h.dev === 'lo');
+    assert.ok(lo?.mode === 'tc');
+    assert.deepEqual([lo.progId, lo.replacing], [before[1]?.progId, half[1]?.progId]);
+    assert.equal(readRecord(b.cg.id)?.build?.buildId, interceptBuildId(BPF_DIR), 'the old build recorded');
+
+    const again = await cliIn(b, toV1);
+    assert.equal(again.exitCode, 0, again.stdout + again.stderr);
+    assert.ok((JSON.parse(again.stdout) as AttachOut).steps.includes('upgrade-intercept'));
+    assert.ok(
+      (await running(b)).every((h, i) => h.tag !== before[i]?.tag),
+      'every hook on the new build',
+    );
+    assert.equal(readRecord(b.cg.id)?.build?.buildId, interceptBuildId(v1));
+    assert.equal(transfer.finished(), false, 'the transfer was still running across all of it');
+    await interceptedByteExact(b, transfer);
+
+    // Killed half way back to the first build, then detached: no filter of
+    // it is left (the lo filter holds a program the record names as the
+    // one it was being replaced with).
+    const back = await cliIn(b, ['attach', ...interceptArgs(b), '--json'], { ACCEL_FAILPOINT: 'intercept-upgrade-after-lo-hook' });
+    assert.notEqual(back.exitCode, 0);
+    const d = await b.accel(['detach', '--cgroup', b.cg.path, '--drain-ms', '0']);
+    assert.equal(d.exitCode, 0, d.stderr);
+    for (const [dev, direction] of [
+      ['lo', 'ingress'],
+      [b.iface, 'egress'],
+    ]) {
+      const shown = await run('tc', ['filter', 'show', 'dev', String(dev), String(direction)], { netns: b.app });
+      assert.doesNotMatch(shown.stdout, /accel_tc/, `no accel filter left on ${dev} ${direction}`);
+    }
+    assert.equal(fs.existsSync(pinDir), false, 'pins gone');
+  });
 
   it('a build whose interception maps changed layout is refused with E_UPGRADE_MAP_LAYOUT before any step (the fast path is not upgraded either), nothing changed, traffic flowing', async (t) => {
     const bad = await variantBuild(t, 'intercept-layout', INTERCEPT_LAYOUT_VARIANT);

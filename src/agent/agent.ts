@@ -285,7 +285,7 @@ export class Agent {
         } else if (cached && t.spec.fastPath.selftest) saveSelftestRecord(t.id, cached.record);
       }
       // Found running another build, replaced in place: upgraded, not re-created.
-      const upgraded = kinds.includes('upgrade-fastpath') && !kinds.includes('install-fastpath');
+      const upgraded = (kinds.includes('upgrade-fastpath') || kinds.includes('upgrade-intercept')) && !kinds.includes('install-fastpath');
       const event = upgraded ? 'upgraded' : prev && prev.applied !== null ? 'updated' : 'attached';
       this.tracked.set(t.id, {
         target: t,

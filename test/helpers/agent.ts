@@ -10,7 +10,7 @@ import { ownedRecordPath } from '../../src/agent/owned.js';
 import { cgroup2Root, createChildCgroup, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { observeFastPath } from '../../src/fastpath/pins.js';
 import { attachmentPinDir } from '../../src/paths.js';
-import { spawn, type Spawned } from '../../src/proc/run.js';
+import { type Placement, spawn, type Spawned } from '../../src/proc/run.js';
 import { BPFFS, CLI, accel, stopProcess, waitFor } from './env.js';
 
 export interface Cg {
@@ -66,8 +66,25 @@ export interface Agent {
   events(): Record<string, unknown>[];
 }
 
-export async function startAgent(t: TestContext, config: string, extra: string[] = [], globals: string[] = [], env?: Record<string, string>): Promise<Agent> {
-  const proc = spawn(process.execPath, [CLI, ...globals, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], { watchStderr: false, ...(env ? { env } : {}) });
+/** Stop every agent still running (before what they attached is detached). */
+export async function stopAgents(): Promise<void> {
+  await Promise.all([...running].map((p) => stopProcess(p)));
+}
+
+/** `where`: where the agent runs (e.g. the network namespace of an interception). */
+export async function startAgent(
+  t: TestContext,
+  config: string,
+  extra: string[] = [],
+  globals: string[] = [],
+  env?: Record<string, string>,
+  where: Placement = {},
+): Promise<Agent> {
+  const proc = spawn(process.execPath, [CLI, ...globals, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], {
+    watchStderr: false,
+    ...(env ? { env } : {}),
+    ...where,
+  });
   running.add(proc);
   void proc.done.then(() => running.delete(proc));
   t.after(() => stopProcess(proc));

@@ -9,15 +9,21 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { removeCgroup } from '../../src/cgroup/cgroup.js';
+import { cgroup2Root, createChildCgroup, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { observeFastPath } from '../../src/fastpath/pins.js';
 import { ownedRecordPath } from '../../src/agent/owned.js';
 import { attachmentPinDir, STATE_DIR } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { byteExact, transfer } from '../helpers/transfer.js';
-import { type Cg, linkId, sd, startAgent, testTree, tmpDir, uid } from '../helpers/agent.js';
+import { type Cg, linkId, sd, startAgent, stopAgents, testTree, tmpDir, uid } from '../helpers/agent.js';
 import { run, spawn } from '../../src/proc/run.js';
+import { linkInfo, withPinned } from '../../src/bpf/fd.js';
+import { interceptBuildId } from '../../src/intercept/build.js';
+import { readRecord } from '../../src/intercept/record.js';
+import { kernelLacks } from '../helpers/features.js';
+import { HTTP_PORT, type InterceptBench, PROXY_PORT, interceptBench } from '../helpers/intercept.js';
+import { INTERCEPTED_TRANSFER, interceptedByteExact, interceptedTransfer } from '../helpers/intercepted-transfer.js';
 import { PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
 import { BPF_DIR, BPFFS, CLI, MB, accel, fastPathBytes, maps, nothingAttached, stopProcess, waitFor } from '../helpers/env.js';
 
@@ -316,6 +322,93 @@ describe('accel agent', () => {
     await byteExact(held);
     assert.ok(fastPathBytes(maps(pod, (m) => m.counters())) >= BigInt(320 * MB), 'all of it on the fast path');
   });
+
+  it(
+    'kill -9 and upgrade with an intercepted connection running (application -> tc -> proxy -> server): the restarted agent adopts, the agent of a second build upgrades the fast path and the interception in place, every byte in order, none reset',
+    { skip: kernelLacks('intercept') },
+    async (t) => {
+      const v1 = await variantBuild(t, 'agent-intercept', PROGRAM_VARIANT);
+      // Hooks run in the order registered: the agents stop before the bench
+      // detaches (a running agent would attach again), the parent goes last.
+      t.after(() => stopAgents());
+      t.after(() => fs.rmSync(ownedRecordPath(), { force: true }));
+      const parent = createChildCgroup(cgroup2Root(), 'accel-agent-ic');
+      let b: InterceptBench;
+      try {
+        // The agent runs in the application's network namespace, where the
+        // interception lives; the bench's proxy runs in the cgroup.
+        b = await interceptBench(t, { attach: false, cgroupParent: parent.path });
+      } finally {
+        t.after(() => removeCgroup(parent));
+      }
+      const rel = path.basename(b.cg.path);
+      const config = path.join(tmpDir(t), 'agent.yaml');
+      const intercept = {
+        ifaces: [b.iface],
+        rules: [`10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`, `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`],
+        proxyPort: PROXY_PORT,
+      };
+      fs.writeFileSync(
+        config,
+        [
+          `cgroupRoot: ${parent.path}`,
+          'pollIntervalMs: 200',
+          'selections:',
+          '  - name: app',
+          '    cgroups: ["accel-ic-*"]',
+          '    fastPath: { selftest: false }',
+          `    intercept: ${JSON.stringify(intercept)}`,
+          '',
+        ].join('\n'),
+      );
+      const inApp = { netns: b.app };
+      const first = await startAgent(t, config, [], [], undefined, inApp);
+      const attached = await first.event((e) => e.event === 'attached' && e.cgroup === rel);
+      assert.ok((attached.steps as string[]).includes('install-intercept'), JSON.stringify(attached));
+      const record = readRecord(b.cg.id);
+      assert.equal(record?.build?.buildId, interceptBuildId(BPF_DIR));
+      // The programs on the interception's links (tcx, cgroup, netns), as the kernel says.
+      const linkProgs = () => (readRecord(b.cg.id)?.added.hooks ?? []).flatMap((h) => (h.mode === 'tc' ? [] : [withPinned(h.linkPin, (fd) => linkInfo(fd))?.progId ?? null]));
+      const progsBefore = linkProgs();
+      assert.ok(progsBefore.length >= 2 && progsBefore.every((id) => id !== null));
+
+      // kill -9 and restart on the same build: adopted, nothing replaced.
+      const held = await interceptedTransfer(t, b, 2 * INTERCEPTED_TRANSFER);
+      first.proc.kill('SIGKILL');
+      await first.proc.done;
+      const second = await startAgent(t, config, [], [], undefined, inApp);
+      const adopted = await second.event((e) => e.event === 'adopted' && e.cgroup === rel);
+      assert.deepEqual(adopted.steps, []);
+      assert.deepEqual(readRecord(b.cg.id), record, 'the interception as it was: same hooks, same build');
+      assert.deepEqual(linkProgs(), progsBefore, 'the same programs');
+      assert.equal(held.finished(), false, 'the transfer was still running across the restart');
+      await interceptedByteExact(b, held);
+
+      // kill -9, then the agent of a second build: both upgraded in place.
+      const across = await interceptedTransfer(t, b, 2 * INTERCEPTED_TRANSFER);
+      second.proc.kill('SIGKILL');
+      await second.proc.done;
+      const third = await startAgent(t, config, [], ['--bpf-dir', v1], undefined, inApp);
+      const upgraded = await third.event((e) => e.event === 'upgraded' && e.cgroup === rel);
+      assert.deepEqual(upgraded.steps, ['upgrade-fastpath', 'adopt-listeners', 'upgrade-intercept']);
+      assert.equal(third.events().filter((e) => e.event === 'attached' || e.event === 'adopted').length, 0, 'upgraded, neither re-created nor merely adopted');
+      const after = readRecord(b.cg.id);
+      assert.deepEqual({ id: after?.build?.buildId, how: after?.build?.how }, { id: interceptBuildId(v1), how: 'upgraded' });
+      assert.deepEqual(
+        after?.added.hooks.map((h) => h.mode),
+        record?.added.hooks.map((h) => h.mode),
+        'the same hooks',
+      );
+      const progsAfter = linkProgs();
+      assert.ok(
+        progsAfter.every((id, i) => id !== null && id !== progsBefore[i]),
+        `every link runs a new program: ${progsBefore.join(',')} -> ${progsAfter.join(',')}`,
+      );
+      assert.equal(readBuildRecord(b.cg.id)?.buildId, fastPathBuildId(v1));
+      assert.equal(across.finished(), false, 'the transfer was still running across the upgrade');
+      await interceptedByteExact(b, across);
+    },
+  );
 
   it('a real Prometheus scrapes the agent: its series are there and its counters grow across a transfer; promtool accepts the exposition', async (t) => {
     const tree = testTree(t);

@@ -25,6 +25,11 @@ const SEAMS = {
   /** attachment/reconcile.ts: the attach preflight finds this kernel
    * feature (its name in `accel features`) absent. */
   ACCEL_FEATURE_ABSENT: z.string().min(1),
+  /** sys/socket.ts: accel proxy's listeners defer each accept until the
+   * connection's first bytes (TCP_DEFER_ACCEPT, seconds), so every client
+   * writes before the proxy's socket exists: the fast path's establishment
+   * race, lost by every connection. */
+  ACCEL_PROXY_DEFER_ACCEPT: z.coerce.number().int().positive(),
 } as const;
 
 export type SeamName = keyof typeof SEAMS;

@@ -85,8 +85,10 @@ export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';
  * weighed a Host rule is inspected: each later request on it may name
  * another Host, which neither the kernel (splice) nor a blind relay would
  * see. Otherwise: splice when the rule allows it and a splicer exists,
- * unless the client hop is on the sk_msg fast path (splicing it would split
- * its stream).
+ * unless a hop, the client's or the upstream's, is on the sk_msg fast path
+ * (its bytes move by sk_msg, which the splice neither sees nor counts: the
+ * stream would split, or a half-close wait forever for bytes it cannot
+ * count).
  */
 export function chooseDataPath(decision: Decision, facts: NameFacts, o: { canSplice: boolean; onFastPath: () => boolean }): DataPath {
   if (facts.protocol === 'http' && decision.dependsOnHost) return 'inspect';

@@ -345,7 +345,14 @@ export class TransparentProxy {
         return;
       }
       const splicer = this.o.splicer ?? null;
-      const mode = chooseDataPath(decision, facts, { canSplice: splicer !== null, onFastPath: () => this.o.onFastPath?.(client) ?? false });
+      const mode = chooseDataPath(decision, facts, {
+        canSplice: splicer !== null,
+        // Either hop: an upstream socket on the fast path (a local server of
+        // the cgroup) sends by sk_msg, past its TCP send stream, where the
+        // splicer counts what it owes before it forwards a half-close: that
+        // count would never complete, and the close never be forwarded.
+        onFastPath: () => (this.o.onFastPath?.(client) ?? false) || (this.o.onFastPath?.(upstream) ?? false),
+      });
       this.stats.allowed++;
       this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, sni: facts.sni, host: facts.host, mode });
       if (mode === 'splice' && splicer) {

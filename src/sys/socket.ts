@@ -14,6 +14,7 @@
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from '../bpf/errno.js';
 import { lastErrno, libcFns } from '../bpf/native.js';
+import { seam } from '../seams.js';
 
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
@@ -26,6 +27,7 @@ const SO_SNDBUF = 7;
 const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
 const SOL_IPV6 = 41;
+const TCP_DEFER_ACCEPT = 9;
 const IPV6_V6ONLY = 26;
 const IPV6_TRANSPARENT = 75;
 const AF_INET = 2;
@@ -85,6 +87,10 @@ export function transparentListener(family: Family, address: string, port: numbe
   const fd = newSocket(family);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR');
   if (reusePort) setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, 'SO_REUSEPORT');
+  // A test seam only: each accept waits for the connection's first bytes,
+  // so every client writes before the proxy's socket is established.
+  const deferAcceptS = seam('ACCEL_PROXY_DEFER_ACCEPT');
+  if (deferAcceptS !== undefined) setInt(fd, SOL_TCP, TCP_DEFER_ACCEPT, deferAcceptS, 'TCP_DEFER_ACCEPT');
   if (family === 4) {
     setInt(fd, SOL_IP, IP_TRANSPARENT, 1, 'IP_TRANSPARENT (needs CAP_NET_ADMIN)');
   } else {

@@ -32,10 +32,17 @@ export function parseListenAddress(text: string): { host: string; port: number }
   return { host: (m[1] ?? m[2]) as string, port };
 }
 
-/** Until what was written is sent, or the connection is gone. */
+/** A scraper that stops reading is cut off after this long. */
+const STALLED_SCRAPE_MS = 30_000;
+
+/** Until what was written is sent, or the connection is gone: a scraper
+ * that reads nothing for STALLED_SCRAPE_MS is cut off, so that it holds
+ * neither the scrape's series nor the server's close. */
 function drained(res: http.ServerResponse): Promise<void> {
   return new Promise((resolve) => {
+    const timer = setTimeout(() => res.destroy(), STALLED_SCRAPE_MS);
     const done = () => {
+      clearTimeout(timer);
       res.off('drain', done);
       res.off('close', done);
       resolve();

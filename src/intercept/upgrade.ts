@@ -89,6 +89,17 @@ function pinTemporary(fd: number, pinPath: string): void {
  */
 function loadNewPrograms(ctx: InterceptUpgradeContext): string[] {
   const at = (name: string) => path.join(ctx.dir, name);
+  try {
+    return loadNewProgramsAt(ctx, at);
+  } catch (err) {
+    // A load that failed part way (the verifier, ENOMEM) leaves no
+    // temporary pin behind: nothing else would remove it.
+    for (const name of [...Object.values(TcPins), SK_LOOKUP_PIN, EGRESS_PROG_PIN]) fs.rmSync(temporary(at(name)), { force: true });
+    throw err;
+  }
+}
+
+function loadNewProgramsAt(ctx: InterceptUpgradeContext, at: (name: string) => string): string[] {
   const pins: string[] = [];
   const ownersMap = ensureOwners(ctx.bpffs);
   underPinRootLock(() => {
@@ -176,8 +187,13 @@ export async function upgradeIntercept(ctx: InterceptUpgradeContext, from: strin
   const to = interceptBuildId(ctx.bpfDir);
   const original: InterceptRecord = structuredClone(record);
   const pins = loadNewPrograms(ctx);
-  const undo: (() => Promise<void>)[] = [];
+  const undo: { hook: number; tcNext: number | null; run: () => Promise<void> }[] = [];
   const replaced: string[] = [];
+  // Until the last hook is swapped the record names no build: killed half
+  // way, the next attach of either build (this one, or the old one rolled
+  // back to) finds another build and swaps every hook to its own.
+  delete record.build;
+  saveRecord(record);
   try {
     for (const [i, h] of record.added.hooks.entries()) {
       const progPin = programPinOf(h, ctx.dir);
@@ -190,23 +206,42 @@ export async function upgradeIntercept(ctx: InterceptUpgradeContext, from: strin
         saveRecord(record);
         const filter = { dev: h.dev, direction: h.direction, priority: h.priority };
         await ip.replaceBpfFilter(filter, next);
-        undo.push(() => ip.replaceBpfFilter(filter, progPin));
-        record.added.hooks[i] = { ...h, progId: nextId };
+        // The record keeps naming both programs until every hook is swapped.
+        undo.push({ hook: i, tcNext: nextId, run: () => ip.replaceBpfFilter(filter, progPin) });
         replaced.push(`tc ${h.direction} filter on ${h.dev} (tc filter replace at priority ${h.priority})`);
       } else {
         swapLink(h.linkPin, next);
-        undo.push(async () => swapLink(h.linkPin, progPin));
+        undo.push({ hook: i, tcNext: null, run: async () => swapLink(h.linkPin, progPin) });
         replaced.push(h.mode === 'tcx' ? `tcx ${h.direction} link on ${h.dev}` : h.mode === 'cgroup' ? 'egress guard (cgroup link)' : 'sk_lookup (netns link)');
       }
       if ((h.mode === 'tc' || h.mode === 'tcx') && h.dev === 'lo' && h.direction === 'ingress') failpoint('intercept-upgrade-after-lo-hook');
     }
   } catch (err) {
+    // Back to the original record, but a tc filter whose old program could
+    // not be put back keeps both names (detach takes either as ours) and
+    // the record no build (the next attach swaps it again).
+    const back = structuredClone(original);
     for (const u of undo.reverse()) {
-      await u().catch((e: unknown) => log.error(`while putting the old interception programs of ${ctx.cgroup.path} back: ${(e as Error).message}`));
+      try {
+        await u.run();
+      } catch (e) {
+        log.error(`while putting the old interception programs of ${ctx.cgroup.path} back: ${(e as Error).message}`);
+        const h = back.added.hooks[u.hook];
+        if (h?.mode === 'tc' && u.tcNext !== null) back.added.hooks[u.hook] = { ...h, replacing: u.tcNext };
+        delete back.build;
+      }
     }
-    saveRecord(original);
+    saveRecord(back);
     for (const p of pins) fs.rmSync(temporary(p), { force: true });
     throw err;
+  }
+  for (const u of undo) {
+    const h = record.added.hooks[u.hook];
+    if (h?.mode === 'tc' && u.tcNext !== null) {
+      const swapped = { ...h, progId: u.tcNext };
+      delete swapped.replacing;
+      record.added.hooks[u.hook] = swapped;
+    }
   }
   for (const p of pins) fs.renameSync(temporary(p), p);
   record.build = interceptBuild(to, 'upgraded', from);

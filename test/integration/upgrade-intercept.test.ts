@@ -142,7 +142,7 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
     });
   }
 
-  it('an upgrade that fails half way puts every hook back on the old programs; one killed half way is finished by the next attach, or undone by detach (tc filters: the record names both programs)', async (t) => {
+  it('an upgrade that fails half way puts every hook back on the old programs; one killed half way is finished by the next attach of either build, or undone by detach (tc filters: the record names both programs)', async (t) => {
     withTcMode(t, 'tc');
     const v1 = await variantBuild(t, 'programs', PROGRAM_VARIANT);
     const b = await interceptBench(t);
@@ -178,7 +178,18 @@ describe('upgrade in place of the interception', { skip: kernelLacks('intercept'
     const lo = readRecord(b.cg.id)?.added.hooks.find((h) => h.mode === 'tc' && h.dev === 'lo');
     assert.ok(lo?.mode === 'tc');
     assert.deepEqual([lo.progId, lo.replacing], [before[1]?.progId, half[1]?.progId]);
-    assert.equal(readRecord(b.cg.id)?.build?.buildId, interceptBuildId(BPF_DIR), 'the old build recorded');
+    assert.equal(readRecord(b.cg.id)?.build, undefined, 'no build recorded while the hooks are mixed');
+
+    // The first build run again (a rollback after the crash): no build
+    // recorded is another build, so every hook goes back to its programs.
+    const rolledBack = await cliIn(b, ['attach', ...interceptArgs(b), '--json']);
+    assert.equal(rolledBack.exitCode, 0, rolledBack.stdout + rolledBack.stderr);
+    assert.deepEqual(
+      (await running(b)).map((h) => h.tag),
+      before.map((h) => h.tag),
+      'every hook on the first build again',
+    );
+    assert.equal(readRecord(b.cg.id)?.build?.buildId, interceptBuildId(BPF_DIR));
 
     const again = await cliIn(b, toV1);
     assert.equal(again.exitCode, 0, again.stdout + again.stderr);

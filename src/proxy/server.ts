@@ -114,21 +114,9 @@ export interface ProxyStats {
   loops: number;
 }
 
-/** An upstream socket of the proxy, for the loop guard. */
-interface Upstream {
-  sock: net.Socket;
-  /** Its local endpoint as endpoint() writes it, once read. */
-  local: string | null;
-}
-
-function endpoint(address: string | undefined, port: number | undefined): string {
-  return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-export class TransparentProxy {
-  private servers: net.Server[] = [];
-  private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = {
+/** Every counter at zero. */
+export function zeroStats(): ProxyStats {
+  return {
     accepted: 0,
     refused: 0,
     refusedPerSource: 0,
@@ -144,6 +132,23 @@ export class TransparentProxy {
     framingRefused: 0,
     loops: 0,
   };
+}
+
+/** An upstream socket of the proxy, for the loop guard. */
+interface Upstream {
+  sock: net.Socket;
+  /** Its local endpoint as endpoint() writes it, once read. */
+  local: string | null;
+}
+
+function endpoint(address: string | undefined, port: number | undefined): string {
+  return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+export class TransparentProxy {
+  private servers: net.Server[] = [];
+  private readonly open = new Set<net.Socket>();
+  readonly stats: ProxyStats = zeroStats();
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
    * and the others by endpoint (see ownUpstream). */

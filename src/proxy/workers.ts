@@ -27,12 +27,13 @@
  * the proxy, so nothing is given away that was not.
  */
 import { type ChildProcess, fork } from 'node:child_process';
+import os from 'node:os';
 import { z } from 'zod';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import { type Family, closeSocket, transparentListener } from '../sys/socket.js';
 import type { KernelOwnSockets } from './own-sockets.js';
-import type { ProxyStats } from './server.js';
+import { type ProxyStats, zeroStats } from './server.js';
 
 /** Set in a worker's environment: which worker it is and its sockets. */
 export const WORKER_ENV = 'ACCEL_PROXY_WORKER';
@@ -70,7 +71,10 @@ export function workerContext(): WorkerContext | null {
   return r.data;
 }
 
-export type ToWorker = { type: 'start'; kernelOwnsSockets: boolean } | { type: 'stop' };
+/** start carries the policy the supervisor loaded (its JSON value and
+ * where it came from): every worker, a replacement too, enforces that one,
+ * whatever the file says by then. */
+export type ToWorker = { type: 'start'; kernelOwnsSockets: boolean; policy: { value: unknown; source: string } } | { type: 'stop' };
 
 const StatsSchema = z.record(z.string(), z.number());
 const FromWorkerSchema = z.discriminatedUnion('type', [z.object({ type: z.literal('ready') }), z.object({ type: z.literal('stats'), stats: StatsSchema })]);
@@ -87,6 +91,8 @@ export interface WorkersOptions {
   /** Makes `fd` the socket interception hands the port's connections to. */
   register(fd: number, family: Family): void;
   kernelOwned: KernelOwnSockets | null;
+  /** The policy every worker enforces (ToWorker's start). */
+  policy: { value: unknown; source: string };
 }
 
 interface Slot {
@@ -98,25 +104,20 @@ interface Slot {
   exited: Promise<void>;
 }
 
-const ZERO: ProxyStats = {
-  accepted: 0,
-  refused: 0,
-  refusedPerSource: 0,
-  idleClosed: 0,
-  allowed: 0,
-  denied: 0,
-  failed: 0,
-  spliced: 0,
-  active: 0,
-  requestsDenied: 0,
-  namesChecked: 0,
-  namesUnverified: 0,
-  framingRefused: 0,
-  loops: 0,
-};
+const ZERO: ProxyStats = zeroStats();
 
 function add(into: ProxyStats, s: ProxyStats, withActive: boolean): void {
   for (const k of Object.keys(ZERO) as (keyof ProxyStats)[]) if (k !== 'active' || withActive) into[k] += s[k] ?? 0;
+}
+
+/** Does this kernel release let bpf_sk_assign (and sk_lookup) take a
+ * socket of a SO_REUSEPORT group, choosing within it? Linux 6.5 and later
+ * (before, it is refused with ESOCKTNOSUPPORT). */
+export function reuseportGroupsAssignable(release: string): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release);
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 6 || (major === 6 && minor >= 5);
 }
 
 export class ProxyWorkers {
@@ -135,6 +136,12 @@ export class ProxyWorkers {
   /** Make the sockets, register, start every worker and wait until each
    * serves; the endpoints listened on. On failure nothing stays. */
   async start(): Promise<string[]> {
+    if (!reuseportGroupsAssignable(os.release())) {
+      throw new AccelError(
+        ErrorCodes.KERNEL_FEATURE,
+        `--workers ${this.o.workers} needs Linux 6.5 or later, where bpf_sk_assign takes a socket of a SO_REUSEPORT group (before, it refuses one, and every intercepted connection would fail); this kernel is ${os.release()}: run one worker`,
+      );
+    }
     try {
       this.families = this.firstSockets();
       for (let i = 1; i < this.o.workers; i++) this.slots.push(this.newSlot(i));
@@ -158,6 +165,11 @@ export class ProxyWorkers {
     for (const family of this.o.families) {
       const address = family === 4 ? '127.0.0.1' : '::1';
       try {
+        // Anything already on the port (another accel proxy, any service,
+        // a SO_REUSEPORT group of its own) makes this plain bind fail: a
+        // group socket alone would join such a group and take a share of
+        // connections accel does not own.
+        closeSocket(transparentListener(family, address, this.o.port, this.o.backlog));
         listeners.push({ fd: transparentListener(family, address, this.o.port, this.o.backlog, true), family });
       } catch (err) {
         if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
@@ -214,7 +226,9 @@ export class ProxyWorkers {
         if (!ready) reject(new AccelError(ErrorCodes.EXEC, `proxy worker ${slot.index} exited before serving (${signal ?? `exit ${code}`})`));
         this.exited(slot, child, signal ?? `exit ${code}`);
       });
-      child.once('error', (err) => reject(new AccelError(ErrorCodes.EXEC, `proxy worker ${slot.index}: ${err.message}`)));
+      // 'on': a send to a worker that is dying fails again (EPIPE); an
+      // unhandled second error would end the supervisor.
+      child.on('error', (err) => reject(new AccelError(ErrorCodes.EXEC, `proxy worker ${slot.index}: ${err.message}`)));
       // Recognised by the kernel as the proxy's before it may connect
       // anywhere: only then is it told to start.
       try {
@@ -224,7 +238,7 @@ export class ProxyWorkers {
         reject(err as Error);
         return;
       }
-      child.send({ type: 'start', kernelOwnsSockets: this.o.kernelOwned !== null } satisfies ToWorker);
+      child.send({ type: 'start', kernelOwnsSockets: this.o.kernelOwned !== null, policy: this.o.policy } satisfies ToWorker);
     });
   }
 
@@ -242,16 +256,32 @@ export class ProxyWorkers {
    * moved off them), a new worker with new sockets takes the slot. */
   private async replace(slot: Slot): Promise<void> {
     const old = slot.listeners;
-    const fresh = this.newSlot(slot.index).listeners;
-    for (const l of old) {
-      if (this.registered.get(l.family) !== slot.index) continue;
-      const live = this.slots.find((s) => s !== slot && s.child !== null);
-      const to = live ? (live.listeners.find((x) => x.family === l.family) as WorkerListener) : (fresh.find((x) => x.family === l.family) as WorkerListener);
-      this.o.register(to.fd, l.family);
-      this.registered.set(l.family, live ? live.index : slot.index);
+    // The dead worker's sockets leave the group whatever happens next: a
+    // socket nobody accepts from would keep its share of new connections
+    // waiting for good.
+    let fresh: WorkerListener[] | null = null;
+    let failure: unknown = null;
+    try {
+      fresh = this.newSlot(slot.index).listeners;
+    } catch (err) {
+      failure = err;
     }
-    for (const l of old) closeSocket(l.fd);
-    slot.listeners = fresh;
+    try {
+      for (const l of old) {
+        if (this.registered.get(l.family) !== slot.index) continue;
+        const live = this.slots.find((s) => s !== slot && s.child !== null);
+        const to = live ? live.listeners.find((x) => x.family === l.family) : fresh?.find((x) => x.family === l.family);
+        // No socket to move to: closing this one takes it out of the map,
+        // and interception refuses the port's connections until a worker is back.
+        if (!to) continue;
+        this.o.register(to.fd, l.family);
+        this.registered.set(l.family, live ? live.index : slot.index);
+      }
+    } finally {
+      for (const l of old) closeSocket(l.fd);
+      slot.listeners = fresh ?? [];
+    }
+    if (!fresh) throw failure;
     const lived = Date.now() - slot.startedAt;
     if (lived < RESTART_BACKOFF_MS) await new Promise((r) => setTimeout(r, RESTART_BACKOFF_MS));
     if (this.stopping) return;

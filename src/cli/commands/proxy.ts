@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { checkInterceptionsOf } from '../../attachment/proxy-mark.js';
 import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { log } from '../../log.js';
-import { Policy } from '../../proxy/policy.js';
+import { Policy, readPolicyFile } from '../../proxy/policy.js';
 import { announceProxy } from '../../proxy/record.js';
 import { type ProxyOptions, type ProxyStats, TransparentProxy } from '../../proxy/server.js';
 import { type FromWorker, MAX_WORKERS, ProxyWorkers, STATS_PERIOD_MS, type ToWorker, type WorkerContext, workerContext } from '../../proxy/workers.js';
@@ -69,7 +69,8 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
       requirePrivileges();
       const worker = workerContext();
       if (worker) return runWorker(opts, globals(), worker);
-      const policy = opts.policy ? Policy.load(opts.policy) : Policy.allowAll();
+      const policyValue = { value: opts.policy ? readPolicyFile(opts.policy) : {}, source: opts.policy ?? 'policy' };
+      const policy = Policy.parse(policyValue.value, policyValue.source);
       checkInterceptionsOf(opts.port, opts.mark);
       const families = [...(opts.ipv4 ? [4 as const] : []), ...(opts.ipv6 ? [6 as const] : [])];
       const g = globals();
@@ -98,6 +99,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
           args: process.argv.slice(2),
           register,
           kernelOwned: 'unavailable' in kernelOwned ? null : kernelOwned,
+          policy: policyValue,
         });
         serving = { start: () => workers.start(), stop: (ms) => workers.stop(ms), stats: () => workers.stats(), splice: null, workers: () => workers.pids() };
       } else {
@@ -114,8 +116,12 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
       }
       let withdraw = () => {};
       let metrics: Awaited<ReturnType<typeof serveServerMetrics>> | null = null;
+      // Started and not yet stopped: stopped in `finally` should anything
+      // after the start fail (a metrics address in use), workers included.
+      let running = false;
       try {
         const endpoints = await serving.start();
+        running = true;
         const splice = serving.splice;
         metrics = opts.metricsAddr
           ? await serveServerMetrics(
@@ -140,12 +146,16 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
             ...(serving.workers ? { workers: serving.workers() } : {}),
             ...(metrics ? { metrics: metrics.address } : {}),
           },
-          () => serving.stop(opts.graceMs),
+          () => {
+            running = false;
+            return serving.stop(opts.graceMs);
+          },
           opts.graceMs,
           () => serving.stats(),
         );
         log.info(`proxy stopped: ${toJson(serving.stats()).replace(/\s+/g, ' ')}`);
       } finally {
+        if (running) await serving.stop(0);
         await metrics?.close();
         withdraw();
         attachment?.close();
@@ -216,7 +226,6 @@ function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[],
  * supervisor is gone. Limits (--max-connections...) hold per worker.
  */
 async function runWorker(opts: ProxyCliOptions, g: GlobalOptions, w: WorkerContext): Promise<void> {
-  const policy = opts.policy ? Policy.load(opts.policy) : Policy.allowAll();
   const send = (m: FromWorker) => {
     if (process.connected) process.send?.(m);
   };
@@ -225,6 +234,17 @@ async function runWorker(opts: ProxyCliOptions, g: GlobalOptions, w: WorkerConte
     process.once('disconnect', () => resolve(null));
   });
   if (start?.type !== 'start') return;
+  // A stop (message, the supervisor gone, a signal) is heard from here on,
+  // also while the proxy starts. Not once() for the signals: a listener
+  // must stay while the proxy stops (see serve.ts).
+  let wake = () => {};
+  const stopped = new Promise<void>((resolve) => (wake = resolve));
+  const onMessage = (m: ToWorker) => m.type === 'stop' && wake();
+  process.on('message', onMessage);
+  process.once('disconnect', wake);
+  process.on('SIGTERM', wake);
+  process.on('SIGINT', wake);
+  const policy = Policy.parse(start.policy.value, start.policy.source);
   const sockets = ProxySockets.open(g.bpffs, g.bpfDir);
   const attachment = openSplice(opts, g);
   const proxy = new TransparentProxy({
@@ -240,27 +260,19 @@ async function runWorker(opts: ProxyCliOptions, g: GlobalOptions, w: WorkerConte
     ownSocket: (fd) => sockets.record(fd),
     kernelOwnsSockets: start.kernelOwnsSockets,
   });
+  let report: NodeJS.Timeout | undefined;
   try {
     await proxy.start();
     send({ type: 'ready' });
-    const report = setInterval(() => send({ type: 'stats', stats: { ...proxy.stats } }), STATS_PERIOD_MS);
-    // Not once() for the signals: a listener must stay while the proxy
-    // stops (see serve.ts).
-    const stop = () => {};
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-    await new Promise<void>((resolve) => {
-      process.on('message', (m: ToWorker) => m.type === 'stop' && resolve());
-      process.once('disconnect', resolve);
-      process.once('SIGTERM', resolve);
-      process.once('SIGINT', resolve);
-    });
+    report = setInterval(() => send({ type: 'stats', stats: { ...proxy.stats } }), STATS_PERIOD_MS);
+    await stopped;
     await proxy.stop(opts.graceMs);
-    clearInterval(report);
-    process.off('SIGTERM', stop);
-    process.off('SIGINT', stop);
     send({ type: 'stats', stats: { ...proxy.stats } });
   } finally {
+    clearInterval(report);
+    process.off('message', onMessage);
+    process.off('SIGTERM', wake);
+    process.off('SIGINT', wake);
     attachment?.close();
     sockets.close();
     if (process.connected) process.disconnect();

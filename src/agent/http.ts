@@ -33,14 +33,19 @@ export function parseListenAddress(text: string): { host: string; port: number }
 }
 
 /** A scraper that stops reading is cut off after this long. */
-const STALLED_SCRAPE_MS = 30_000;
+export const STALLED_SCRAPE_MS = 30_000;
+
+export interface ServeOptions {
+  /** A scraper that reads nothing for this long is cut off (default STALLED_SCRAPE_MS). */
+  stalledScrapeMs?: number;
+}
 
 /** Until what was written is sent, or the connection is gone: a scraper
- * that reads nothing for STALLED_SCRAPE_MS is cut off, so that it holds
- * neither the scrape's series nor the server's close. */
-function drained(res: http.ServerResponse): Promise<void> {
+ * that reads nothing for stalledMs is cut off, so that it holds neither
+ * the scrape's series nor the server's close. */
+function drained(res: http.ServerResponse, stalledMs: number): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => res.destroy(), STALLED_SCRAPE_MS);
+    const timer = setTimeout(() => res.destroy(), stalledMs);
     const done = () => {
       clearTimeout(timer);
       res.off('drain', done);
@@ -58,7 +63,7 @@ function drained(res: http.ServerResponse): Promise<void> {
  * before the next one's, so that a scrape of a thousand attachments (some
  * 18,000 series) never holds them all, nor their text in one string.
  */
-async function writeExposition(res: http.ServerResponse, e: Endpoints): Promise<void> {
+async function writeExposition(res: http.ServerResponse, e: Endpoints, stalledMs: number): Promise<void> {
   const registry = e.metrics;
   try {
     let first = true;
@@ -67,7 +72,7 @@ async function writeExposition(res: http.ServerResponse, e: Endpoints): Promise<
       e.written?.(name);
       if (res.destroyed) return;
       if (first) res.writeHead(200, { 'content-type': registry.contentType });
-      if (!res.write(first ? text : `\n\n${text}`)) await drained(res);
+      if (!res.write(first ? text : `\n\n${text}`)) await drained(res, stalledMs);
       first = false;
     }
     if (first) res.writeHead(200, { 'content-type': registry.contentType });
@@ -83,8 +88,9 @@ async function writeExposition(res: http.ServerResponse, e: Endpoints): Promise<
   }
 }
 
-export async function serveEndpoints(address: string, e: Endpoints): Promise<{ address: string; close(): Promise<void> }> {
+export async function serveEndpoints(address: string, e: Endpoints, options: ServeOptions = {}): Promise<{ address: string; close(): Promise<void> }> {
   const { host, port } = parseListenAddress(address);
+  const stalledMs = options.stalledScrapeMs ?? STALLED_SCRAPE_MS;
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8') => {
@@ -95,7 +101,7 @@ export async function serveEndpoints(address: string, e: Endpoints): Promise<{ a
     if (url === ENDPOINT_PATHS.metrics) {
       e.refresh()
         .then(
-          () => writeExposition(res, e),
+          () => writeExposition(res, e, stalledMs),
           (err: unknown) => {
             log.error(`/metrics: ${(err as Error).message}`);
             send(500, `${(err as Error).message}\n`);

@@ -72,9 +72,10 @@ export interface UpgradeResult {
 }
 
 /** Upgrade the complete fast path pinned in `dir` to the build in `bpfDir`
- * (see above). `from`: the build it runs, as recorded. */
+ * (see above). `from`: the build it runs, as recorded. The caller has run
+ * checkUpgrade before any step of its plan (reconcile does): a refusal
+ * here, after other steps, would come too late to change nothing. */
 export function upgradeFastPath(ctx: { bpffs: string; bpfDir: string; cgroup: Cgroup; dir: string }, from: string | null): UpgradeResult {
-  checkUpgrade(ctx, from);
   const to = fastPathBuildId(ctx.bpfDir);
   const pinOf = (name: string) => path.join(ctx.dir, name);
   const withStreamVerdict = fs.existsSync(pinOf(PinNames.progStreamVerdict));

@@ -31,7 +31,7 @@ import os from 'node:os';
 import { z } from 'zod';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
-import { type Family, closeSocket, transparentListener } from '../sys/socket.js';
+import { type Family, closeSocket, requirePortFree, transparentListener } from '../sys/socket.js';
 import type { KernelOwnSockets } from './own-sockets.js';
 import { type ProxyStats, zeroStats } from './server.js';
 
@@ -165,11 +165,12 @@ export class ProxyWorkers {
     for (const family of this.o.families) {
       const address = family === 4 ? '127.0.0.1' : '::1';
       try {
-        // Anything already on the port (another accel proxy, any service,
-        // a SO_REUSEPORT group of its own) makes this plain bind fail: a
-        // group socket alone would join such a group and take a share of
-        // connections accel does not own.
-        closeSocket(transparentListener(family, address, this.o.port, this.o.backlog));
+        // Anything already listening on the port (another accel proxy, any
+        // service, a SO_REUSEPORT group of its own) makes this plain bind
+        // fail: a group socket alone would join such a group and take a
+        // share of connections accel does not own. A bind only: it never
+        // listens, so it never takes a connection it would drop.
+        requirePortFree(family, address, this.o.port);
         listeners.push({ fd: transparentListener(family, address, this.o.port, this.o.backlog, true), family });
       } catch (err) {
         if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {

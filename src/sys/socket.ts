@@ -103,6 +103,21 @@ export function transparentListener(family: Family, address: string, port: numbe
   return fd;
 }
 
+/** Refuses (E_ADDRESS_IN_USE) when anything listens on address:port: a
+ * listener, a SO_REUSEPORT group, or one on the wildcard address. A bind
+ * only, closed at once: it never listens, so no connection ever waits on
+ * it. Options as transparentListener's, without SO_REUSEPORT (which would
+ * let it share the port with a group of the same user) and without
+ * IP_TRANSPARENT (not needed to bind a local address): no privilege. */
+export function requirePortFree(family: Family, address: string, port: number): void {
+  const fd = newSocket(family);
+  setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR');
+  if (family === 6) setInt(fd, SOL_IPV6, IPV6_V6ONLY, 1, 'IPV6_V6ONLY');
+  const addr = sockaddr(family, address, port);
+  check(libcFns.bind(fd, addr, addr.length) as number, `bind ${family === 6 ? `[${address}]` : address}:${port}`, fd);
+  libcFns.close(fd);
+}
+
 /** An unconnected, non-blocking TCP socket whose packets carry `mark`. */
 export function markedSocket(family: Family, mark: number): number {
   const fd = newSocket(family);

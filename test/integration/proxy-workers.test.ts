@@ -37,24 +37,30 @@ describe('accel proxy --workers', { skip: kernelLacks('intercept') }, () => {
   // A SO_REUSEPORT socket would join any group already on the port and take
   // a share of its connections: a port anything holds is refused, as it is
   // for one worker.
-  it('refuses a port that a SO_REUSEPORT listener of another program holds, instead of joining its group', async (t) => {
-    const holder = spawn('python3', [
-      '-c',
-      'import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEPORT,1)\ns.bind(("127.0.0.1",0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)',
-    ]);
-    t.after(() => stopProcess(holder));
-    const port = Number(await holder.waitForLine((l) => /^\d+$/.test(l)));
-    assert.ok(port > 0, 'the other program listens');
-    // In a cgroup of its own: the proxy attaches its sock_create program to its cgroup.
-    const cg = testCgroup(t, 'accel-test-workers');
-    const r = await run(process.execPath, [CLI, 'proxy', '--workers', '2', '--no-splice', '--port', String(port)], {
-      cgroupProcs: cg.procs,
-      allowFailure: true,
-      timeoutMs: 30_000,
+  const holders: [string, string][] = [
+    ['a SO_REUSEPORT listener of another program holds, instead of joining its group', 's.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEPORT,1)\n'],
+    ['a plain listener of another program holds', ''],
+  ];
+  for (const [what, option] of holders) {
+    it(`refuses a port that ${what}`, async (t) => {
+      const holder = spawn('python3', [
+        '-c',
+        `import socket,time\ns=socket.socket()\n${option}s.bind(("127.0.0.1",0))\ns.listen()\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)`,
+      ]);
+      t.after(() => stopProcess(holder));
+      const port = Number(await holder.waitForLine((l) => /^\d+$/.test(l)));
+      assert.ok(port > 0, 'the other program listens');
+      // In a cgroup of its own: the proxy attaches its sock_create program to its cgroup.
+      const cg = testCgroup(t, 'accel-test-workers');
+      const r = await run(process.execPath, [CLI, 'proxy', '--workers', '2', '--no-splice', '--port', String(port)], {
+        cgroupProcs: cg.procs,
+        allowFailure: true,
+        timeoutMs: 30_000,
+      });
+      assert.equal(r.exitCode, 3, `refused, not serving: ${r.stdout} ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use.*\\[E_ADDRESS_IN_USE\\]`));
     });
-    assert.equal(r.exitCode, 3, `refused, not serving: ${r.stdout} ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use.*\\[E_ADDRESS_IN_USE\\]`));
-  });
+  }
 
   it('serves intercepted connections from more than one worker, every byte arriving (IPv4, IPv6)', async (t) => {
     const b = await interceptBench(t, { proxyArgs: ['--workers', '2', '--no-splice'] });

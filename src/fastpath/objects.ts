@@ -96,6 +96,7 @@ export function loadFastPath(bpfDir: string, options: FastPathLoadOptions): Load
       bypass: fd(MapNames.bypass),
       members: fd(MapNames.members),
       listeners: fd(MapNames.listeners),
+      shortcuts: fd(MapNames.shortcuts),
     });
     maps.setBypassPorts(options.bypassPorts);
     maps.setConfig({ redirectEnabled: true, queueLimit: options.queueLimit, cgroupId: options.cgroupId ?? 0n });

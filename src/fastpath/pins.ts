@@ -19,8 +19,18 @@ export const PinNames = {
 
 /** Without one of these, the fast path was made by another version of
  * accel (the flow slot and the closed flows came with flows that end with
- * their connections), and the next attach makes it anew. */
-export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners, FLOWS_SLOT, CLOSED_FLOWS];
+ * their connections, the shortcuts with accel proxy's shortcut), and the next attach makes it anew. */
+export const REQUIRED_MAP_PINS = [
+  MapNames.sockHash,
+  MapNames.counters,
+  MapNames.config,
+  MapNames.bypass,
+  MapNames.members,
+  MapNames.listeners,
+  MapNames.shortcuts,
+  FLOWS_SLOT,
+  CLOSED_FLOWS,
+];
 
 /** The settings a complete fast path runs with, read back from the kernel. */
 export interface FastPathObservedSettings {
@@ -63,6 +73,7 @@ export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
         bypass: need(MapNames.bypass),
         members: need(MapNames.members),
         listeners: need(MapNames.listeners),
+        shortcuts: need(MapNames.shortcuts),
       }),
     ),
   );

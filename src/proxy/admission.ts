@@ -78,7 +78,7 @@ export interface Decided {
   binding?: Binding;
 }
 
-export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';
+export type DataPath = 'inspect' | 'shortcut' | 'splice' | 'relay' | 'relay-fastpath';
 
 /**
  * How an allowed connection's bytes flow. An HTTP connection whose decision
@@ -86,10 +86,14 @@ export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';
  * another Host, which neither the kernel (splice) nor a blind relay would
  * see. Otherwise: splice when the rule allows it and a splicer exists,
  * unless the client hop is on the sk_msg fast path (splicing it would split
- * its stream).
+ * its stream). The shortcut (client and server both local, on the fast
+ * path) comes first where the rule allows splicing: it takes the proxy out
+ * of the data path altogether.
  */
-export function chooseDataPath(decision: Decision, facts: NameFacts, o: { canSplice: boolean; onFastPath: () => boolean }): DataPath {
+export function chooseDataPath(decision: Decision, facts: NameFacts, o: { canSplice: boolean; onFastPath: () => boolean; canShortcut?: () => boolean }): DataPath {
   if (facts.protocol === 'http' && decision.dependsOnHost) return 'inspect';
-  if (!o.canSplice || !decision.splice) return 'relay';
+  if (!decision.splice) return 'relay';
+  if (o.canShortcut?.()) return 'shortcut';
+  if (!o.canSplice) return 'relay';
   return o.onFastPath() ? 'relay-fastpath' : 'splice';
 }

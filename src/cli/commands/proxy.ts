@@ -14,6 +14,7 @@ import { ensureBpffs } from '../../bpf/bpffs.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
+import { ShortcutMaps } from '../../proxy/shortcut-maps.js';
 import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
@@ -32,6 +33,7 @@ interface ProxyCliOptions {
   graceMs: number;
   backlog: number;
   splice?: boolean;
+  shortcut: boolean;
   maxConnections: number;
   maxConnectionsPerSource: number;
   idleTimeoutMs: number;
@@ -58,6 +60,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
     .option('--no-splice', 'relay every connection in user space')
+    .option('--no-shortcut', 'never let a local client and a local server of an allowed connection send to each other directly (sk_msg shortcut)')
     .option('--metrics-addr <host:port>', 'serve /metrics, /healthz and /readyz there (e.g. 127.0.0.1:9478; port 0 picks one); none by default')
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
     .action(async (opts: ProxyCliOptions) => {
@@ -93,6 +96,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         maxConnectionsPerSource: opts.maxConnectionsPerSource,
         idleTimeoutMs: opts.idleTimeoutMs,
         splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+        shortcuts: opts.shortcut ? new ShortcutMaps(g.bpffs) : null,
         // Interception hands new connections only to registered listeners.
         ownSocket: (fd) => sockets.record(fd),
         register: (fd, family) => {

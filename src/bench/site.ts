@@ -120,6 +120,7 @@ export class Site {
           '--grace-ms',
           '200',
           s.proxy === 'splice' ? '--splice' : '--no-splice',
+          ...(s.shortcut ? [] : ['--no-shortcut']),
         ],
         (l) => l.includes('"event":"listening"'),
       );

@@ -137,17 +137,14 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
-  // todo: passed alone (7.5 s), timed out once in a run of the whole file
-  // (a connection of the concurrent batch never completed); not yet
-  // understood, so it runs and reports without failing the suite.
-  it('1,000 concurrent connections, then 3,000 in a row, every map back to empty', { todo: 'intermittent timeout under investigation' }, async (t) => {
+  it('1,000 concurrent connections, then 10,000 in a row, every map back to empty', async (t) => {
     const b = await localBench(t);
     const c = await cases(b, ['many', '1000', '1000'], 300_000);
-    assert.ok(c.ok, JSON.stringify(c));
-    const s = await cases(b, ['many', '3000', '1'], 300_000);
+    assert.ok(c.ok, `${JSON.stringify(c)} ${JSON.stringify(b.fastCounters(), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+    const s = await cases(b, ['many', '10000', '1'], 300_000);
     assert.ok(s.ok, JSON.stringify(s));
     const m = modes(b);
-    assert.equal(m.length, 4000);
+    assert.equal(m.length, 11_000);
     assert.ok(
       m.every((x) => x === 'shortcut'),
       `every connection took the shortcut (${m.filter((x) => x !== 'shortcut').length} did not)`,

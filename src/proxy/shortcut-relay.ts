@@ -13,17 +13,29 @@ import { type RelayResult, closeTogether } from '../stream/relay.js';
 import type { ShortcutPlan } from './shortcut-maps.js';
 
 /** Relay `from` into `to` (first `initial`), telling `relayed` the running
- * count of bytes written into `to` each time it grew. */
+ * count of bytes the kernel has taken from `to` each time it grew. At once:
+ * the sender waits for it to take the shortcut again, and a write Node
+ * completes synchronously (the usual case) calls its callback only on the
+ * next tick, by which time the other side may have answered and the sender
+ * sent again. So the count is read after each write as well: what was
+ * given to `to` less what Node still holds (writableLength). */
 function direction(from: net.Socket, to: net.Socket, initial: Buffer, relayed: (n: bigint) => void): void {
-  let written = 0n;
+  let given = 0n;
+  let told = 0n;
   let waiting = false;
+  const tell = () => {
+    const taken = given - BigInt(to.writableLength);
+    if (taken > told) {
+      told = taken;
+      relayed(taken);
+    }
+  };
   const send = (chunk: Buffer) => {
+    given += BigInt(chunk.length);
     const ok = to.write(chunk, (err) => {
-      if (err) return;
-      written += BigInt(chunk.length);
-      // At once: the sender waits for it to take the shortcut again.
-      relayed(written);
+      if (!err) tell();
     });
+    tell();
     if (!ok && !waiting) {
       waiting = true;
       from.pause();

@@ -164,14 +164,15 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
 
   it('a connection kept inspected (HTTP by Host) or denied never gets a shortcut', async (t) => {
     const b = await localBench(t, {
-      policy: { default: 'deny', rules: [{ action: 'allow', host: 'allowed.test', ports: LOCAL_PORT }] },
+      policy: { default: 'deny', rules: [{ action: 'allow', host: 'localhost', ports: LOCAL_PORT }] },
     });
     const http = (hostName: string) =>
       run('curl', ['-sS', '--max-time', '10', '-H', `Host: ${hostName}`, `http://127.0.0.1:${LOCAL_PORT}/`], { ...b.appWhere, allowFailure: true, timeoutMs: 20_000 });
     const server = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--http', String(LOCAL_PORT)], b.appWhere);
     t.after(() => stopProcess(server));
     assert.ok(await server.waitForLine((l) => l.includes('"event":"listening"')));
-    await http('allowed.test');
+    // localhost: a name /etc/hosts binds to the destination, as the policy now asks.
+    await http('localhost');
     await http('denied.test');
     const ev = b.proxyEvents();
     assert.deepEqual(

@@ -17,7 +17,7 @@
  * refused. Everything else passes: the program only ever says no.
  */
 #include "accel_common.h"
-#include "accel_maps.h"
+#include "accel_intercept_maps.h"
 #include "accel_proxy_maps.h"
 #include "accel_tproxy_match.h"
 

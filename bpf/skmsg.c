@@ -71,6 +71,7 @@ int accel_skmsg(struct sk_msg_md *msg)
 	struct accel_sock_key peer;
 	__u32 size = msg->size;
 
+	accel_build_variant();
 	if (!sk)
 		return SK_PASS;
 	if (!cfg || !cfg->redirect_enabled)

@@ -31,11 +31,14 @@
  *    cgroup asks for that state change too: when the application's socket
  *    of a steered flow closes, its flow moves from accel_tproxy_flows to
  *    accel_tproxy_closed, so live flows are never crowded out by dead ones.
+ *    The interception's maps are reached through the fast path's slots
+ *    (accel_intercept_flows.h), empty without an interception.
  */
 #include "accel_common.h"
 #include "accel_maps.h"
 #include "accel_key.h"
 #include "accel_owners.h"
+#include "accel_intercept_flows.h"
 
 #define TCP_CLOSE_STATE 7
 #define TCP_LISTEN_STATE 10
@@ -84,50 +87,6 @@ static __always_inline int accel_dest_listens(const struct accel_sock_key *key)
 		return 0;
 	lk.family = AF_INET6;
 	return bpf_map_lookup_elem(&accel_listeners, &lk) != NULL;
-}
-
-/* The steered flow this connection is, or NULL. The flow is keyed as the
- * application's socket sees it: for the proxy's side (passive) that is the
- * reversed key. */
-static __always_inline struct accel_tproxy_flow *accel_steered(struct bpf_sock_ops *skops,
-							       const struct accel_sock_key *key, int passive)
-{
-	struct accel_sock_key app;
-	void *flows = accel_tp_flows();
-
-	if (!flows)
-		return NULL;
-	if (!passive)
-		return bpf_map_lookup_elem(flows, key);
-	ACCEL_KEY_FROM_CTX(skops, &app, 1, key->netns);
-	return bpf_map_lookup_elem(flows, &app);
-}
-
-/* A connecting socket while an interception is installed: its close must be
- * seen, whether or not its SYN gets steered (the flow is made after this). */
-static __always_inline void accel_on_connect(struct bpf_sock_ops *skops)
-{
-	if (accel_tp_flows())
-		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
-}
-
-/* The application's socket of a steered flow closed (this runs before a
- * RST the close sends): the flow leaves the live set for the closed one,
- * where the socket's last packets still find it. Only the application's
- * socket has its own view as a flow key; the proxy's side never matches. */
-static __always_inline void accel_flow_closed(const struct accel_sock_key *key)
-{
-	struct accel_tproxy_flow *flow;
-	void *flows = accel_tp_flows();
-
-	if (!flows)
-		return;
-	flow = bpf_map_lookup_elem(flows, key);
-	if (!flow)
-		return;
-	bpf_map_update_elem(&accel_tproxy_closed, key, flow, BPF_ANY);
-	bpf_map_delete_elem(flows, key);
-	accel_tp_count(ACCEL_TP_FLOWS_CLOSED);
 }
 
 static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
@@ -192,21 +151,16 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 	accel_flow_closed(&key);
 }
 
-/* Does this connecting socket carry the mark of the interception's proxy
- * (its upstream sockets, accel proxy --mark)? A mark is no privilege: a
- * socket that forges it only makes its peer count its bytes
- * (accel_shortcut.h); a shortcut is made by the proxy alone. A field read
- * for a socket without a mark. */
-static __always_inline int accel_proxy_marked(struct bpf_sock_ops *skops)
+/* Does this connecting socket carry a mark, as accel proxy's upstream
+ * sockets do (accel proxy --mark, set by proxy_sock_create.c or by the
+ * proxy itself)? Any mark: the fast path's object declares no map of the
+ * interception's, so the proxy mark's value is not known here. A mark is
+ * no privilege: a marked socket only makes its peer count its bytes and
+ * look up a shortcut (accel_shortcut.h); a shortcut is made by the proxy
+ * alone. A field read. */
+static __always_inline int accel_proxy_marked(const struct bpf_sock *sk)
 {
-	struct bpf_sock *sk = skops->sk;
-	struct accel_tproxy_config *tp;
-	__u32 zero = 0;
-
-	if (!sk || !sk->mark)
-		return 0;
-	tp = bpf_map_lookup_elem(&accel_tproxy_config, &zero);
-	return tp && tp->proxy_mark && sk->mark == tp->proxy_mark;
+	return sk && sk->mark;
 }
 
 /* This socket stays off the fast path; so does `peer`, if it went in. */
@@ -225,6 +179,9 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	struct accel_tproxy_flow *flow = NULL;
 	struct accel_member self = {};
 	struct accel_member *peer_member;
+	/* Read once: the verifier refuses a ctx pointer the compiler offsets
+	 * once and dereferences at two places (sk->mark, self.sk). */
+	struct bpf_sock *sk = skops->sk;
 	int facing = 0;
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
@@ -277,13 +234,13 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 		return;
 	} else if (flow) {
 		facing = 1;
-	} else if (accel_proxy_marked(skops)) {
+	} else if (accel_proxy_marked(sk)) {
 		self.flags = ACCEL_MEMBER_PROXY;
 	}
 
 	/* Its address and cookie, for skmsg.c's look at a peer's receive
 	 * queue (accel_backpressure.h). */
-	self.sk = (__u64)skops->sk;
+	self.sk = (__u64)sk;
 	self.cookie = bpf_get_socket_cookie(skops);
 	/* A socket with a ULP (kTLS, MPTCP) is refused by the map, and any
 	 * socket by a full map or member set: it keeps the normal path, and so
@@ -306,7 +263,6 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	 * proxy's upstream socket connected to. Its state is made here, before
 	 * it can send; without it (allocation failed) it never takes one. */
 	if (facing) {
-		struct bpf_sock *sk = skops->sk;
 		struct accel_sock_state *st;
 
 		st = sk ? bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : NULL;
@@ -319,6 +275,7 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 SEC("sockops")
 int accel_sockops(struct bpf_sock_ops *skops)
 {
+	accel_build_variant();
 	switch (skops->op) {
 	case BPF_SOCK_OPS_TCP_LISTEN_CB:
 		accel_on_listen(skops);

@@ -19,7 +19,10 @@
  * listener an accel proxy registered for the proxy port in this network
  * namespace (accel_proxy_maps.h), never whatever else listens there nor a
  * socket (TIME_WAIT, say) that still holds its 4-tuple; any other packet to
- * the proxy's socket for that 4-tuple. What the kernel does not take is
+ * the proxy's socket for that 4-tuple. The one exception: a SYN that finds
+ * a proxy-side TIME_WAIT socket, when sk_lookup.c is attached, goes up
+ * unassigned for the kernel to retire that socket, and sk_lookup.c hands
+ * it to the proxy listener (accel_tproxy_tw). What the kernel does not take is
  * refused or dropped, never left to the normal lookup. The
  * kernel then delivers it to that socket although its destination is the
  * original server; the ip rule on the mark supplies the local route this
@@ -45,7 +48,7 @@
  * it); a new SYN on the same 4-tuple decides afresh.
  */
 #include "accel_common.h"
-#include "accel_maps.h"
+#include "accel_intercept_maps.h"
 #include "accel_proxy_maps.h"
 #include "accel_key.h"
 #include "accel_tproxy_match.h"
@@ -53,9 +56,10 @@
 #define TC_ACT_UNSPEC (-1)
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
-/* The flows being steered (see accel_maps.h): made when this object is
- * loaded, sized by attach --max-flows, then put in accel_tproxy_flows_slot
- * for sockops.c. Its definition must match struct accel_tproxy_flows_map. */
+/* The flows being steered (see accel_intercept_maps.h): made when this
+ * object is loaded, sized by attach --max-flows, then put in
+ * accel_tproxy_flows_slot for sockops.c. Its definition must match struct
+ * accel_tproxy_flows_map (accel_intercept_flows.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -287,11 +291,24 @@ static __always_inline int accel_foreign_listener(struct __sk_buff *skb, const s
 	return listening;
 }
 
+/* The key of accel_tproxy_tw: the 4-tuple as the proxy-side socket holds
+ * it (local: the packet's destination), as sk_lookup.c builds it. */
+static __always_inline void accel_tw_key(const struct accel_pkt *p, struct accel_sock_key *key)
+{
+	__builtin_memset(key, 0, sizeof(*key));
+	key->family = p->family;
+	key->local_port = bpf_ntohs(p->dport);
+	key->remote_port = bpf_ntohs(p->sport);
+	accel_copy_ip(key->local_ip, p->daddr);
+	accel_copy_ip(key->remote_ip, p->saddr);
+}
+
 SEC("tc")
 int accel_tc_lo_ingress(struct __sk_buff *skb)
 {
 	struct accel_tproxy_config *cfg = accel_tp_config();
 	struct accel_proxy_key pk = {};
+	int time_wait = 0, busy = 0;
 	struct bpf_sock *sk;
 	struct accel_pkt p;
 
@@ -311,13 +328,16 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 	}
 	/* A SYN goes to the proxy's listener and nowhere else, even when a
 	 * socket still holds its 4-tuple: given to a TIME_WAIT socket, the
-	 * kernel would look up a listener for the packet's own destination,
-	 * the original server (on this host, with --iface lo), which would
-	 * accept it unchecked. The listener gets it; while the old socket
-	 * holds the 4-tuple, the kernel drops it (the client retries). */
+	 * kernel retires it and looks up a listener for the packet's own
+	 * destination, the original server (on this host, with --iface lo),
+	 * which would accept it unchecked. Unless sk_lookup.c runs in that
+	 * lookup (below), the listener gets it; while the old socket holds
+	 * the 4-tuple, the kernel drops it (the client retries). */
 	if (sk) {
-		if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_NEW_SYN_RECV)
-			accel_tp_count(ACCEL_TP_SYN_TUPLE_BUSY);
+		if (sk->state == BPF_TCP_TIME_WAIT)
+			time_wait = 1;
+		else if (sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_NEW_SYN_RECV)
+			busy = 1;
 		bpf_sk_release(sk);
 	}
 
@@ -341,6 +361,25 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 			accel_tp_count(ACCEL_TP_FOREIGN_LISTENER);
 		return accel_refuse(skb, &p);
 	}
+	/* A TIME_WAIT socket holds the 4-tuple and sk_lookup.c is attached:
+	 * the SYN goes up unassigned, the kernel retires the old socket as for
+	 * any SYN, and sk_lookup.c gives the listener lookup that follows the
+	 * proxy listener recorded here. Not recorded: dropped, never left to
+	 * a lookup that would find the original server's. */
+	if (time_wait && (cfg->flags & ACCEL_TP_F_SK_LOOKUP)) {
+		struct accel_sock_key tw;
+
+		bpf_sk_release(sk);
+		accel_tw_key(&p, &tw);
+		if (bpf_map_update_elem(&accel_tproxy_tw, &tw, &pk, BPF_ANY)) {
+			accel_tp_count(ACCEL_TP_TW_DROPPED);
+			return TC_ACT_SHOT;
+		}
+		accel_tp_count(ACCEL_TP_SYN_TW_RETIRED);
+		return TC_ACT_OK;
+	}
+	if (time_wait || busy)
+		accel_tp_count(ACCEL_TP_SYN_TUPLE_BUSY);
 	/* Not taken: refused, never let through to the normal lookup. */
 	if (accel_assign(skb, sk, ACCEL_TP_ASSIGNED_LISTENER))
 		return accel_refuse(skb, &p);

@@ -8,14 +8,22 @@
  * process forks: the parent writes, the child reads. Pinning is the
  * caller's (taskset), as for the bench's other tools.
  *
- *   ipcpair stream   --transport unix|tcp [--host H] --seconds S [--size B] [--read-size B]
+ *   ipcpair stream   --transport unix|tcp [--host H] --seconds S [--size B] [--read-size B] [--sndbuf B]
  *       the parent writes B-byte chunks (default 65536) for S seconds, then
  *       shuts down; the child reads until EOF. Prints
  *       {"transport":..,"bytes":N,"seconds":T,"gbps":G}, T measured from the
- *       first write to the child's EOF.
+ *       first write to the child's EOF. --sndbuf sets the writer's send
+ *       buffer with SO_SNDBUFFORCE (root; the kernel doubles it): on AF_UNIX
+ *       that is how many bytes the writer may have unread before it sleeps,
+ *       so a large one lets the writer run ahead of its reader as the fast
+ *       path's redirect does (up to the fast path's queue limit).
  *   ipcpair pingpong --transport unix|tcp [--host H] --seconds S [--size B]
  *       B-byte messages (default 64) sent and echoed back, one at a time.
  *       Prints {"transport":..,"roundTrips":N,"p50us":..,"p99us":..}.
+ *
+ * --cpus A,B (either command) pins the parent (writer, pinger) to CPU A and
+ * the child (reader, echo) to CPU B after the fork, e.g. 0,1 for a round
+ * trip that always crosses CPUs, 0,0 for one that never does.
  *
  * Every socket call is bounded (5 s timeouts), so a stalled path ends in an
  * error, never a hang.
@@ -25,6 +33,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -47,6 +56,8 @@ struct opts {
 	double seconds;
 	size_t size;
 	size_t read_size;
+	long sndbuf;
+	int cpu[2]; /* parent's and child's CPU, or -1 */
 };
 
 static double now(void)
@@ -102,6 +113,27 @@ static void make_pair(const struct opts *o, int fds[2])
 	}
 	set_timeouts(fds[0]);
 	set_timeouts(fds[1]);
+	if (o->sndbuf > 0) {
+		int v = (int)o->sndbuf;
+		socklen_t l = sizeof(v);
+
+		if (setsockopt(fds[0], SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof(v)))
+			die("SO_SNDBUFFORCE");
+		if (!getsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &v, &l))
+			fprintf(stderr, "ipcpair: writer's SO_SNDBUF %d\n", v);
+	}
+}
+
+static void pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set))
+		die("sched_setaffinity");
 }
 
 static int read_full(int fd, char *buf, size_t n)
@@ -243,13 +275,14 @@ static int pingpong(const struct opts *o, int fd)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: ipcpair stream|pingpong --transport unix|tcp [--host H] --seconds S [--size B] [--read-size B]\n");
+		"usage: ipcpair stream|pingpong --transport unix|tcp [--host H] --seconds S [--size B] [--read-size B]\n"
+		"                [--sndbuf B] [--cpus A,B]\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	struct opts o = { .host = "127.0.0.1", .seconds = 0 };
+	struct opts o = { .host = "127.0.0.1", .seconds = 0, .cpu = { -1, -1 } };
 	int fds[2], report[2], status, rc;
 	pid_t child;
 
@@ -271,7 +304,12 @@ int main(int argc, char **argv)
 			o.size = (size_t)atol(v);
 		else if (!strcmp(a, "--read-size"))
 			o.read_size = (size_t)atol(v);
-		else
+		else if (!strcmp(a, "--sndbuf"))
+			o.sndbuf = atol(v);
+		else if (!strcmp(a, "--cpus")) {
+			if (sscanf(v, "%d,%d", &o.cpu[0], &o.cpu[1]) != 2 || o.cpu[0] < 0 || o.cpu[1] < 0)
+				usage();
+		} else
 			usage();
 	}
 	if (!o.transport || (strcmp(o.transport, "unix") && strcmp(o.transport, "tcp")) || o.seconds <= 0 ||
@@ -281,7 +319,7 @@ int main(int argc, char **argv)
 		o.size = !strcmp(o.cmd, "stream") ? 65536 : 64;
 	if (!o.read_size)
 		o.read_size = o.size;
-	if (o.size > (64u << 20) || o.read_size > (64u << 20))
+	if (o.size > (64u << 20) || o.read_size > (64u << 20) || o.sndbuf < 0 || o.sndbuf > (1l << 30))
 		usage();
 	signal(SIGPIPE, SIG_IGN);
 	make_pair(&o, fds);
@@ -293,10 +331,12 @@ int main(int argc, char **argv)
 	if (child == 0) {
 		close(fds[0]);
 		close(report[0]);
+		pin_to(o.cpu[1]);
 		_exit(!strcmp(o.cmd, "stream") ? stream_reader(fds[1], report[1], o.read_size) : echo(fds[1], o.size));
 	}
 	close(fds[1]);
 	close(report[1]);
+	pin_to(o.cpu[0]);
 	rc = !strcmp(o.cmd, "stream") ? stream(&o, fds[0], report[0]) : pingpong(&o, fds[0]);
 	close(fds[0]);
 	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || (WEXITSTATUS(status) && !rc)) {

@@ -16,8 +16,13 @@ fi
 # lint` checks the C code's format; prometheus: the agent test scrapes the
 # agent with a real Prometheus (started by the test on loopback; its promtool
 # checks the exposition); bpftrace: verify --bpftrace's runner is tested
-# with a uprobe (kprobes and kfunc probes are tested where the kernel has them).
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat python3 sockperf iperf3 haproxy clang-format prometheus bpftrace)
+# with a uprobe (kprobes and kfunc probes are tested where the kernel has them);
+# mmdebstrap, podman and runc: the image test builds the container image from
+# Debian packages (scripts/build-image.sh, about 2 minutes) and runs the agent
+# from it (runc: crun refuses hosts with cgroup v1 and v2 side by side);
+# iptables: the bench's inbound scenario steers arriving connections with a
+# TPROXY rule inside its own network namespace.
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 make gcc libc6-dev util-linux curl socat python3 sockperf iperf3 haproxy clang-format prometheus bpftrace iptables mmdebstrap podman runc)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

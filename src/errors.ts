@@ -31,6 +31,9 @@ export const ErrorCodes = {
   /** A file in accel's state directory that does not parse, or names
    * what accel would not touch. */
   STATE: 'E_STATE',
+  /** An upgrade refused, nothing changed: a map of the running fast path
+   * has a layout the new build's programs cannot use. */
+  UPGRADE_MAP_LAYOUT: 'E_UPGRADE_MAP_LAYOUT',
   INTERNAL: 'E_INTERNAL',
 } as const;
 
@@ -63,6 +66,7 @@ const EXIT_STATUS: Record<ErrorCode, number> = {
   E_BENCH_INCOMPLETE: 4,
   E_BUSY: 4,
   E_STATE: 3,
+  E_UPGRADE_MAP_LAYOUT: 4,
   E_INTERRUPTED: 130,
   E_INTERNAL: 1,
 };

@@ -7,9 +7,12 @@
  * rollback leaves. Every point is listed here, so a test can walk them all.
  */
 import { AccelError, ErrorCodes } from './errors.js';
+import { seam } from './seams.js';
 
 export const FAILPOINTS = [
   // attachment/apply.ts: around every step of a plan (<when>:<step kind>).
+  'before:fence-intercept',
+  'after:fence-intercept',
   'before:remove-intercept',
   'after:remove-intercept',
   'before:remove-fastpath',
@@ -28,6 +31,8 @@ export const FAILPOINTS = [
   'after:configure-intercept',
   'before:register-proxy',
   'after:register-proxy',
+  'before:unfence-intercept',
+  'after:unfence-intercept',
   // fastpath/install.ts
   'selftest-running',
   'attach-after-selftest',
@@ -39,6 +44,8 @@ export const FAILPOINTS = [
   'intercept-before-filters',
   'intercept-after-lo-hook',
   'intercept-undo-after-hooks',
+  // intercept/fence.ts: the fence's maps written, its link not yet made.
+  'fence-before-link',
   // state/store.ts: a state file written and fsynced, not yet renamed.
   'state-before-rename',
 ] as const;
@@ -48,7 +55,7 @@ export type Failpoint = (typeof FAILPOINTS)[number];
 let errorThrown = false;
 
 export function failpoint(name: Failpoint): void {
-  const asked = process.env.ACCEL_FAILPOINT;
+  const asked = seam('ACCEL_FAILPOINT');
   if (asked === name) process.kill(process.pid, 'SIGKILL');
   if (asked === `error:${name}` && !errorThrown) {
     errorThrown = true;

@@ -87,6 +87,12 @@ export function selftestRecordPath(cgroupId: bigint): string {
   return path.join(STATE_DIR, `cgroup-${cgroupId}.selftest.json`);
 }
 
+/** Which build of the fast path's programs one cgroup's attachment runs
+ * (src/fastpath/build.ts): what tells adopting it from upgrading it. */
+export function fastPathBuildRecordPath(cgroupId: bigint): string {
+  return path.join(STATE_DIR, `cgroup-${cgroupId}.build.json`);
+}
+
 /** Cgroup ids of every interception record. */
 export function listInterceptRecordIds(): bigint[] {
   if (!fs.existsSync(STATE_DIR)) return [];

@@ -63,6 +63,11 @@ struct accel_config {
 	 * a socket of a cgroup below a deeper attachment is that one's. 0 (an
 	 * attachment made before this field): every socket of the subtree. */
 	__u64 cgroup_id;
+#ifdef ACCEL_TEST_LAYOUT_VARIANT
+	/* Only in a test build (test/integration/upgrade.test.ts): a map
+	 * whose layout changed, which an upgrade must refuse to carry over. */
+	__u64 test_layout_variant;
+#endif
 };
 
 /* A socket of the cgroup in, or about to enter, accel_sock_hash (value of
@@ -199,7 +204,14 @@ struct accel_tproxy_config {
 	 * other, and counted. */
 	__u32 proxy_mark;
 	__u32 rule_count;
+	/* ACCEL_TP_F_*: set by user space. */
+	__u32 flags;
 };
+
+/* accel_tproxy_config.flags: sk_lookup.c is attached to the network
+ * namespace (set once its link is, cleared before it goes): a SYN that
+ * finds a proxy-side TIME_WAIT socket may be left to the kernel. */
+#define ACCEL_TP_F_SK_LOOKUP 1
 
 /* A connection being steered to the proxy (value of accel_tproxy_flows,
  * and of accel_tproxy_closed once the application's socket has closed). */
@@ -261,6 +273,14 @@ enum accel_tproxy_counter {
 	 * refused. */
 	ACCEL_TP_UNHOOKED_REFUSED,
 	ACCEL_TP_UDP_REFUSED,
+	/* A steered SYN whose 4-tuple a proxy-side TIME_WAIT socket holds, left
+	 * to the kernel to retire that socket (recorded in accel_tproxy_tw);
+	 * sk_lookup.c then handing it to the proxy listener; and such SYNs
+	 * dropped instead (the record could not be written, or no proxy
+	 * listener was there when the kernel looked one up). */
+	ACCEL_TP_SYN_TW_RETIRED,
+	ACCEL_TP_TW_ASSIGNED,
+	ACCEL_TP_TW_DROPPED,
 	ACCEL_TP_MAX,
 };
 
@@ -329,6 +349,8 @@ enum accel_splice_counter {
 #define ACCEL_BYPASS_MAX 64
 #define ACCEL_LISTENERS_MAX 4096
 #define ACCEL_PROXY_LISTENERS_MAX 1024
+/* SYNs on their way to retire a TIME_WAIT socket (accel_tproxy_tw). */
+#define ACCEL_TW_SYNS_MAX 4096
 /* Attachments (and running self-tests) on the node at once. */
 #define ACCEL_OWNERS_MAX 4096
 /* How far below its attached cgroup a socket's cgroup may be for the

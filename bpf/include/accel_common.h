@@ -28,4 +28,20 @@ static __always_inline struct sk_psock *accel_psock_of(struct sock *sk)
 	return ud ? bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock)) : NULL;
 }
 
+/* A test build (test/integration/upgrade.test.ts) is compiled with
+ * -DACCEL_TEST_PROGRAM_VARIANT=<n>: its programs then differ from the normal
+ * build's (one store to the stack) and do the same, which is what an
+ * upgrade to a build whose programs changed needs. Nothing otherwise. */
+#ifdef ACCEL_TEST_PROGRAM_VARIANT
+#define accel_build_variant()                                          \
+	do {                                                           \
+		volatile __u32 __variant = ACCEL_TEST_PROGRAM_VARIANT; \
+		(void)__variant;                                       \
+	} while (0)
+#else
+#define accel_build_variant() \
+	do {                  \
+	} while (0)
+#endif
+
 #endif /* ACCEL_COMMON_H */

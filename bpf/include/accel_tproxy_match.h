@@ -9,7 +9,7 @@
 #ifndef ACCEL_TPROXY_MATCH_H
 #define ACCEL_TPROXY_MATCH_H
 
-#include "accel_maps.h"
+#include "accel_intercept_maps.h"
 #include "accel_key.h"
 #include "accel_owners.h"
 

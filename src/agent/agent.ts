@@ -7,7 +7,9 @@
  *
  * Only what changed is touched: a cgroup seen before with the same spec is
  * left alone; a cgroup seen for the first time whose attachment already is
- * as asked (a restarted agent) is adopted, with no step taken.
+ * as asked (a restarted agent) is adopted, with no step taken; one that
+ * runs another build of the fast path's programs (the agent was upgraded)
+ * has them replaced in place and is reported upgraded.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,17 +20,19 @@ import { reconcileTo, reconcileToNothing } from '../attachment/reconcile.js';
 import { type SelfTestRecord, saveSelftestRecord, selftestRecord } from '../attachment/selftest-record.js';
 import type { AttachmentSpec } from '../attachment/spec.js';
 import { cgroup2Root } from '../cgroup/cgroup.js';
+import { libcFns } from '../bpf/native.js';
 import { isAccelError } from '../errors.js';
+import { fastPathBuildId } from '../fastpath/build.js';
 import { PinNames } from '../fastpath/pins.js';
 import { log } from '../log.js';
 import { attachmentPinDir } from '../paths.js';
 import { type AgentConfig, loadAgentConfig } from './config.js';
-import { type Target, compileSelections, desiredTargets } from './desired.js';
+import { type CompiledSelection, type Target, compileSelections, desiredTargets } from './desired.js';
 import type { PodSource } from './kube.js';
 import { type OwnedEntry, readOwned, writeOwned } from './owned.js';
 import { cgroupStillThere } from './scan.js';
 
-export type AttachmentState = 'attached' | 'adopted' | 'failed';
+export type AttachmentState = 'attached' | 'adopted' | 'upgraded' | 'failed';
 
 export interface Tracked {
   target: Target;
@@ -41,7 +45,7 @@ export interface Tracked {
 }
 
 export type AgentEvent =
-  | { event: 'attached' | 'updated' | 'adopted'; cgroup: string; id: string; selection: string; steps: string[]; pod?: string }
+  | { event: 'attached' | 'updated' | 'adopted' | 'upgraded'; cgroup: string; id: string; selection: string; steps: string[]; pod?: string }
   | { event: 'detached'; cgroup: string; id: string; reason: 'removed' | 'deselected' | 'exit'; steps: string[] }
   | { event: 'failed'; cgroup: string; id: string; selection: string; error: string; code: string }
   | { event: 'config'; ok: boolean; error?: string }
@@ -60,7 +64,7 @@ export interface AgentOptions {
 
 /** What the agent counts (exposed as metrics). */
 export interface AgentStats {
-  reconciles: Record<'attached' | 'updated' | 'adopted' | 'detached' | 'failed', number>;
+  reconciles: Record<'attached' | 'updated' | 'adopted' | 'upgraded' | 'detached' | 'failed', number>;
   configReloads: { ok: number; failed: number };
   scans: number;
   lastScanVisited: number;
@@ -74,7 +78,7 @@ const MAX_BACKOFF_MS = 30_000;
 export class Agent {
   readonly tracked = new Map<bigint, Tracked>();
   readonly stats: AgentStats = {
-    reconciles: { attached: 0, updated: 0, adopted: 0, detached: 0, failed: 0 },
+    reconciles: { attached: 0, updated: 0, adopted: 0, upgraded: 0, detached: 0, failed: 0 },
     configReloads: { ok: 0, failed: 0 },
     scans: 0,
     lastScanVisited: 0,
@@ -83,7 +87,7 @@ export class Agent {
   };
   ready = false;
   private config: AgentConfig;
-  private compiled: ReturnType<typeof compileSelections>;
+  private compiled: CompiledSelection[];
   private root: string;
   private owned: Map<bigint, OwnedEntry>;
   private pods: PodSource | null = null;
@@ -160,9 +164,19 @@ export class Agent {
     if (desired.truncated && !this.stats.lastScanTruncated)
       log.warn(`the scan of ${this.root} stopped at maxScan (${this.config.maxScan}) directories: cgroups beyond it are not seen`);
     this.stats.lastScanTruncated = desired.truncated;
+    const worked = () => Object.values(this.stats.reconciles).reduce((a, b) => a + b, 0);
+    const before = worked();
+    let trimmedAt = before;
+    // After loading objects, malloc's free memory goes back (libcFns.malloc_trim).
+    const trim = (every: number) => {
+      if (worked() - trimmedAt < every) return;
+      trimmedAt = worked();
+      libcFns.malloc_trim(0);
+    };
     for (const t of desired.targets.values()) {
       if (this.stopped) return;
       await this.ensure(t);
+      trim(20);
     }
     // Until the pods are listed, an attachment of a pod is not known to be unwanted.
     const podsKnown = !this.pods || this.pods.synced();
@@ -180,7 +194,9 @@ export class Agent {
         continue;
       }
       await this.release(id, p, tr?.target.rel ?? entry.path, exists ? 'deselected' : 'removed');
+      trim(20);
     }
+    trim(1);
     this.stats.lastProgressAt = Date.now();
     if (!this.ready && podsKnown) {
       this.ready = true;
@@ -219,7 +235,7 @@ export class Agent {
       if (!prev) {
         // First sight in this process: already as asked is adopted untouched.
         const pinDir = attachmentPinDir(this.options.bpffs, t.id);
-        const p = plan(t.spec, observe(pinDir, t.id, interruptedJournal(t.id)), { drainMs: 0 });
+        const p = plan(t.spec, observe(pinDir, t.id, interruptedJournal(t.id)), { drainMs: 0, buildId: fastPathBuildId(this.options.bpfDir) });
         if (p.steps.every((s) => s.kind === 'adopt-listeners')) {
           this.tracked.set(t.id, { target: t, state: 'adopted', applied: t.specKey, failures: 0, retryAt: 0, error: null });
           this.setOwned(t.id, { id: String(t.id), path: t.path, selection: t.selection });
@@ -240,10 +256,12 @@ export class Agent {
           this.selftests.set(t.spec.fastPath.streamVerdict, { withStreamVerdict: r.withStreamVerdict, record: selftestRecord(r.selftest, r.withStreamVerdict) });
         } else if (cached && t.spec.fastPath.selftest) saveSelftestRecord(t.id, cached.record);
       }
-      const event = prev && prev.applied !== null ? 'updated' : 'attached';
+      // Found running another build, replaced in place: upgraded, not re-created.
+      const upgraded = kinds.includes('upgrade-fastpath') && !kinds.includes('install-fastpath');
+      const event = upgraded ? 'upgraded' : prev && prev.applied !== null ? 'updated' : 'attached';
       this.tracked.set(t.id, {
         target: t,
-        state: prev?.state === 'adopted' && event === 'updated' ? 'adopted' : 'attached',
+        state: upgraded ? 'upgraded' : (prev?.state === 'adopted' || prev?.state === 'upgraded') && event === 'updated' ? prev.state : 'attached',
         applied: t.specKey,
         failures: 0,
         retryAt: 0,

@@ -29,21 +29,41 @@ export interface Desired {
   truncated: boolean;
 }
 
-/** The globs of a configuration, compiled once per configuration. */
-export function compileSelections(config: AgentConfig): { selection: SelectionConfig; globs: CgroupGlob[] }[] {
-  return config.selections.map((selection) => ({ selection, globs: (selection.cgroups ?? []).map(compileGlob) }));
-}
-
 function specOf(selection: SelectionConfig, cgroupPath: string): { spec: AttachmentSpec; specKey: string } {
   const spec = parseSpec({ cgroup: cgroupPath, fastPath: selection.fastPath, intercept: selection.intercept });
   return { spec, specKey: JSON.stringify({ fastPath: spec.fastPath, intercept: spec.intercept }) };
 }
 
-export function desiredTargets(root: string, compiled: ReturnType<typeof compileSelections>, pods: PodInfo[], maxScan: number): Desired {
+export interface CompiledSelection {
+  selection: SelectionConfig;
+  globs: CgroupGlob[];
+  /** The selection's spec for one cgroup. Every cgroup of a selection
+   * shares one parsed fast path and interception and one key: the agent
+   * reads its thousand cgroups every poll, and keeps each one's target. */
+  specFor(cgroupPath: string): { spec: AttachmentSpec; specKey: string };
+}
+
+/** The globs and specs of a configuration, compiled once per configuration. */
+export function compileSelections(config: AgentConfig): CompiledSelection[] {
+  return config.selections.map((selection) => {
+    let shared: { spec: AttachmentSpec; specKey: string } | null = null;
+    return {
+      selection,
+      globs: (selection.cgroups ?? []).map(compileGlob),
+      specFor(cgroupPath: string) {
+        // Parsed with its first cgroup; a bad one throws at every call, as before.
+        const s = (shared ??= specOf(selection, cgroupPath));
+        return { spec: { ...s.spec, cgroup: cgroupPath }, specKey: s.specKey };
+      },
+    };
+  });
+}
+
+export function desiredTargets(root: string, compiled: CompiledSelection[], pods: PodInfo[], maxScan: number): Desired {
   const targets = new Map<bigint, Target>();
   const allGlobs = compiled.flatMap((c) => c.globs);
   const scan = scanCgroups(root, allGlobs, maxScan);
-  for (const { selection, globs } of compiled) {
+  for (const { selection, globs, specFor } of compiled) {
     if (selection.pods) {
       for (const pod of pods) {
         if (!podSelected(pod, selection.pods)) continue;
@@ -56,13 +76,13 @@ export function desiredTargets(root: string, compiled: ReturnType<typeof compile
         } catch {
           continue;
         }
-        if (!targets.has(id)) targets.set(id, { id, path: abs, rel, selection: selection.name, ...specOf(selection, abs), pod: { namespace: pod.namespace, name: pod.name } });
+        if (!targets.has(id)) targets.set(id, { id, path: abs, rel, selection: selection.name, ...specFor(abs), pod: { namespace: pod.namespace, name: pod.name } });
       }
       continue;
     }
     for (const g of globs) {
       for (const found of scan.matches.get(g) ?? []) {
-        if (!targets.has(found.id)) targets.set(found.id, { ...found, selection: selection.name, ...specOf(selection, found.path), pod: null });
+        if (!targets.has(found.id)) targets.set(found.id, { ...found, selection: selection.name, ...specFor(found.path), pod: null });
       }
     }
   }

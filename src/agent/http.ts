@@ -15,6 +15,8 @@ export const ENDPOINT_PATHS = { metrics: '/metrics', health: '/healthz', ready: 
 export interface Endpoints {
   metrics: Registry;
   refresh(): Promise<void>;
+  /** After each scrape (served or failed): drop what refresh read. */
+  release?(): void;
   /** null: healthy; otherwise why not. */
   unhealthy(): string | null;
   ready(): boolean;
@@ -46,7 +48,8 @@ export async function serveEndpoints(address: string, e: Endpoints): Promise<{ a
             log.error(`/metrics: ${(err as Error).message}`);
             send(500, `${(err as Error).message}\n`);
           },
-        );
+        )
+        .finally(() => e.release?.());
       return;
     }
     if (url === ENDPOINT_PATHS.health) {

@@ -52,6 +52,10 @@ export interface AgentMetrics {
   registry: Registry;
   /** Take the snapshot the collect callbacks read; call before registry.metrics(). */
   refresh(): Promise<void>;
+  /** After registry.metrics(): forget the snapshot and the per-attachment
+   * series (a thousand attachments make some 18,000) until the next
+   * scrape, when the last scrape in flight is done. */
+  release(): void;
 }
 
 export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
@@ -61,6 +65,9 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
   // (promtool check metrics refuses them): left out.
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   let snap: Snapshot[] = [];
+  let scrapes = 0;
+  /** The metrics whose series are per attachment, emptied by release(). */
+  const perAttachment: (Gauge | Counter)[] = [];
 
   const fpCounter = (name: string, help: string, value: (c: Counters) => bigint, extra: Record<string, string> = {}, labelNames: string[] = []) => ({
     name,
@@ -69,8 +76,8 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
     extra,
     labelNames,
   });
-  const gauge = (name: string, help: string, labelNames: readonly string[], fill: (g: Gauge) => void) =>
-    new Gauge({
+  const gauge = (name: string, help: string, labelNames: readonly string[], fill: (g: Gauge) => void) => {
+    const g = new Gauge({
       name,
       help,
       labelNames: [...labelNames],
@@ -80,6 +87,9 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
         fill(this);
       },
     });
+    if (labelNames.includes('cgroup')) perAttachment.push(g);
+    return g;
+  };
 
   gauge('accel_fastpath_sockets', 'Sockets in the fast path map (both ends of a connection count).', LABELS, (g) => {
     for (const s of snap) g.set(s.labels, s.fastPath.socketsInMap);
@@ -119,7 +129,7 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
     fpCounter('accel_fastpath_socket_insert_failures_total', 'Sockets the fast path map refused (full, or a kernel error).', (c) => c.socket_insert_failed),
   ];
   for (const def of counters) {
-    new Counter({
+    const c = new Counter({
       name: def.name,
       help: def.help,
       labelNames: [...LABELS],
@@ -129,6 +139,7 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
         for (const s of snap) if (s.fastPath.counters) this.inc(s.labels, Number(def.value(s.fastPath.counters)));
       },
     });
+    perAttachment.push(c);
   }
   const skipped: [string, keyof Counters][] = [
     ['remote', 'sockets_skipped_remote'],
@@ -136,7 +147,7 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
     ['bypass', 'sockets_skipped_bypass'],
     ['data', 'sockets_skipped_data'],
   ];
-  new Counter({
+  const skippedCounter = new Counter({
     name: 'accel_fastpath_sockets_skipped_total',
     help: 'Sockets kept off the fast path, by reason: remote peer, peer not in an attached cgroup, bypass port, data sent before joining.',
     labelNames: [...LABELS, 'reason'],
@@ -146,9 +157,10 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
       for (const s of snap) if (s.fastPath.counters) for (const [reason, k] of skipped) this.inc({ ...s.labels, reason }, Number(s.fastPath.counters[k]));
     },
   });
+  perAttachment.push(skippedCounter);
 
-  const ic = (name: string, help: string, parts: [Record<string, string>, keyof TproxyCounters][], extraLabel: string[] = []) =>
-    new Counter({
+  const ic = (name: string, help: string, parts: [Record<string, string>, keyof TproxyCounters][], extraLabel: string[] = []) => {
+    const c = new Counter({
       name,
       help,
       labelNames: [...LABELS, ...extraLabel],
@@ -158,6 +170,8 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
         for (const s of snap) if (s.intercept?.counters) for (const [l, k] of parts) this.inc({ ...s.labels, ...l }, Number(s.intercept.counters[k]));
       },
     });
+    perAttachment.push(c);
+  };
   ic('accel_intercept_packets_seen_total', 'Packets of the cgroup the interception hook saw.', [[{}, 'packets_seen']]);
   ic('accel_intercept_packets_intercepted_total', 'Packets steered to the proxy.', [[{}, 'packets_intercepted']]);
   ic('accel_intercept_syns_intercepted_total', 'Connections (SYNs) steered to the proxy.', [[{}, 'connections_intercepted']]);
@@ -194,10 +208,10 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
 
   gauge(
     'accel_agent_attachments',
-    'Cgroups the agent selects, by state: attached (by this process), adopted (found as asked after a restart), failed (retried).',
+    'Cgroups the agent selects, by state: attached (by this process), adopted (found as asked after a restart), upgraded (found running another build of the programs, replaced in place), failed (retried).',
     ['state'],
     (g) => {
-      const n = { attached: 0, adopted: 0, failed: 0 };
+      const n = { attached: 0, adopted: 0, upgraded: 0, failed: 0 };
       for (const t of agent.tracked.values()) n[t.state]++;
       for (const [state, v] of Object.entries(n)) g.set({ state }, v);
     },
@@ -238,7 +252,14 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
   return {
     registry,
     refresh: async () => {
+      scrapes++;
       snap = await snapshot(agent, bpffs);
+    },
+    release: () => {
+      scrapes = Math.max(0, scrapes - 1);
+      if (scrapes > 0) return;
+      snap = [];
+      for (const m of perAttachment) m.reset();
     },
   };
 }

@@ -17,6 +17,9 @@ import { failpoint, type Failpoint } from '../failpoint.js';
 import { adoptCgroupListeners, configureFastPath, installFastPath, removeFastPath } from '../fastpath/install.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
 import { observeFastPath } from '../fastpath/pins.js';
+import { fenceIntercept, unfence } from '../intercept/fence.js';
+import { removeBuildRecord } from '../fastpath/build.js';
+import { upgradeFastPath } from '../fastpath/upgrade.js';
 import { configureIntercept, installIntercept } from '../intercept/install.js';
 import { registerPeerProxy } from '../intercept/peer-proxy.js';
 import { observeIntercept, removeIntercept } from '../intercept/remove.js';
@@ -46,6 +49,10 @@ export interface ApplyResult {
 
 async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise<void> {
   switch (step.kind) {
+    case 'fence-intercept':
+      return fenceIntercept(ctx.cgroup, ctx.bpffs, ctx.pinDir, ctx.bpfDir, step.settings);
+    case 'unfence-intercept':
+      return unfence(ctx.pinDir);
     case 'remove-intercept':
       return removeIntercept(observeIntercept(ctx.cgroup.id), ctx.bpffs, ctx.pinDir);
     // The self-test record goes after the pins: a crash in between leaves
@@ -58,6 +65,7 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       log.warn(`removing an incomplete attachment of ${ctx.cgroup.path}: ${step.reason}`);
       removeOwner(ctx.bpffs, ctx.cgroup.id);
       removePinDir(ctx.pinDir);
+      removeBuildRecord(ctx.cgroup.id);
       return removeSelftestRecord(ctx.cgroup.id);
     case 'install-fastpath': {
       makePinDir(ctx.bpffs, ctx.pinDir);
@@ -72,6 +80,9 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       saveSelftestRecord(ctx.cgroup.id, selftestRecord(r.selftest, r.withStreamVerdict));
       return;
     }
+    case 'upgrade-fastpath':
+      upgradeFastPath({ bpffs: ctx.bpffs, bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir }, step.from);
+      return;
     case 'configure-fastpath':
       return configureFastPath(ctx.pinDir, step);
     case 'adopt-listeners':
@@ -115,6 +126,7 @@ function adoptIntoAncestor(ctx: ApplyContext): void {
 function undoOf(step: Step): Step | null {
   if (step.kind === 'install-fastpath') return { kind: 'remove-fastpath', drainMs: 0 };
   if (step.kind === 'install-intercept') return { kind: 'remove-intercept' };
+  if (step.kind === 'fence-intercept') return { kind: 'unfence-intercept' };
   return null;
 }
 
@@ -161,12 +173,17 @@ export async function apply(plan: Plan, ctx: ApplyContext): Promise<ApplyResult>
  * what it added before it throws, and removing it again is a no-op). An
  * interception that a remove-intercept step took away is installed again
  * with its old settings: a cgroup that was intercepted stays intercepted.
+ * The fence goes only once an interception is complete again: if the old
+ * one could not be put back, the fence stays (the cgroup's covered
+ * connections are refused) until the next attach converges.
  */
 async function rollback(failed: Done, done: Done[], ctx: ApplyContext, out: ApplyResult): Promise<void> {
   for (const d of [failed, ...[...done].reverse()]) {
     try {
       if (d.removed) await restoreIntercept(d.removed, ctx, out);
-      else {
+      else if (d.step.kind === 'fence-intercept' && observeIntercept(ctx.cgroup.id).kind !== 'complete') {
+        log.error(`the fence of ${ctx.cgroup.path} stays: no interception is complete; attach again to converge`);
+      } else {
         const u = undoOf(d.step);
         if (u) await runStep(u, ctx, out);
       }

@@ -8,6 +8,13 @@
  * installed on the complete fast path. An interception whose hooks, ip
  * rules and routes stay as they are is configured in place instead, so its
  * live connections keep their flows.
+ *
+ * An interception replaced by another (a re-attach that cannot change in
+ * place) is fenced first: the fence (intercept/fence.ts) drops the
+ * cgroup's covered SYNs from before the old interception goes until after
+ * the new one is complete, so a crash at any step in between leaves the
+ * cgroup policed. A fence left by such a crash stays until an interception
+ * is complete again (or none is asked for).
  */
 import type { FastPathSpec } from '../fastpath/install.js';
 import { type InterceptSettings, changesInPlace, sameSettings } from '../intercept/settings.js';
@@ -15,19 +22,27 @@ import type { Observed } from './observe.js';
 import type { AttachmentSpec } from './spec.js';
 
 export type Step =
+  /** The rules of the complete interception about to be replaced, fenced. */
+  | { kind: 'fence-intercept'; settings: InterceptSettings }
   | { kind: 'remove-intercept' }
   | { kind: 'remove-fastpath'; drainMs: number }
   /** A partial fast path (pins without a link): nothing live to drain. */
   | { kind: 'clear-fastpath'; reason: string }
   | { kind: 'install-fastpath'; spec: FastPathSpec }
   | { kind: 'configure-fastpath'; bypassPorts: number[]; queueLimit: number }
+  /** A complete fast path of another build: its programs replaced in place,
+   * its maps kept (src/fastpath/upgrade.ts). */
+  | { kind: 'upgrade-fastpath'; from: string | null; to: string }
   | { kind: 'adopt-listeners' }
   | { kind: 'install-intercept'; settings: InterceptSettings }
   /** New rules, proxy port or proxy mark, written to the maps in place. */
   | { kind: 'configure-intercept'; settings: InterceptSettings }
   /** A kept interception of a proxy that is not accel's: its listeners
    * registered again (it may have restarted). */
-  | { kind: 'register-proxy'; settings: InterceptSettings };
+  | { kind: 'register-proxy'; settings: InterceptSettings }
+  /** The interception in place (or none, if none is asked for) polices
+   * alone again. */
+  | { kind: 'unfence-intercept' };
 
 export type StepKind = Step['kind'];
 
@@ -39,8 +54,9 @@ export interface Plan {
 
 const samePorts = (a: number[], b: number[]) => JSON.stringify([...a].sort((x, y) => x - y)) === JSON.stringify([...b].sort((x, y) => x - y));
 
-/** `desired` null: reconcile to nothing (detach). */
-export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number }): Plan {
+/** `desired` null: reconcile to nothing (detach). `buildId`: the build of
+ * the fast path's programs this accel would install (none: no upgrade). */
+export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number; buildId?: string }): Plan {
   const steps: Step[] = [];
   const notes: string[] = [];
   const fp = observed.fastPath;
@@ -48,9 +64,16 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
 
   const fastPathStays = desired !== null && fp.kind === 'complete';
   const interceptKept = fastPathStays && ic.kind === 'complete' && desired.intercept !== null && changesInPlace(ic.record.settings, desired.intercept);
-  if (ic.kind !== 'absent' && !interceptKept) steps.push({ kind: 'remove-intercept' });
+  const removing = ic.kind !== 'absent' && !interceptKept;
+  // Only a complete interception polices, and only on the fast path's maps
+  // can the fence be made: one that stays.
+  const fencing = removing && fastPathStays && desired.intercept !== null && ic.kind === 'complete';
+  if (fencing) steps.push({ kind: 'fence-intercept', settings: ic.record.settings });
+  if (removing) steps.push({ kind: 'remove-intercept' });
+  const unfencing = fencing || observed.fenced;
 
   if (desired === null) {
+    if (unfencing) steps.push({ kind: 'unfence-intercept' });
     if (fp.kind === 'complete') steps.push({ kind: 'remove-fastpath', drainMs: options.drainMs });
     if (fp.kind === 'partial') steps.push({ kind: 'clear-fastpath', reason: fp.reason });
     return { steps, notes };
@@ -58,6 +81,7 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
 
   if (fp.kind === 'complete') {
     const want = desired.fastPath;
+    if (options.buildId !== undefined && fp.buildId !== options.buildId) steps.push({ kind: 'upgrade-fastpath', from: fp.buildId, to: options.buildId });
     if (!samePorts(fp.bypassPorts, want.bypassPorts) || fp.queueLimit !== want.queueLimit) {
       steps.push({ kind: 'configure-fastpath', bypassPorts: want.bypassPorts, queueLimit: want.queueLimit });
     }
@@ -76,5 +100,6 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
   // registered again (it may have restarted; install-intercept registers
   // them itself, recorded first).
   if (desired.intercept?.proxyPid && interceptKept) steps.push({ kind: 'register-proxy', settings: desired.intercept });
+  if (unfencing) steps.push({ kind: 'unfence-intercept' });
   return { steps, notes };
 }

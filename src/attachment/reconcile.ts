@@ -6,10 +6,12 @@
  */
 import fs from 'node:fs';
 import { ensureBpffs, ownedDir } from '../bpf/bpffs.js';
-import { type Prober, requireKernelFeatures } from '../bpf/features.js';
+import { type Prober, probeFeatures, requireKernelFeatures } from '../bpf/features.js';
 import { type Cgroup, cgroup2Root, hostWideScope, isHostWide, resolveCgroup } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
+import { fastPathBuildId } from '../fastpath/build.js';
 import { ACCEPT_UNSAFE_HOST_WIDE, requireBpfObjects } from '../fastpath/install.js';
+import { checkUpgrade } from '../fastpath/upgrade.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
 import { checkIntercept } from '../intercept/check.js';
@@ -19,6 +21,7 @@ import { removeUnusedOwners } from '../maps/owners.js';
 import { removeUnusedProxyListeners } from '../maps/proxy-listeners.js';
 import { attachmentPinDir, pinRoot } from '../paths.js';
 import { requirePrivileges } from '../privileges.js';
+import { seam } from '../seams.js';
 import { type ApplyResult, apply } from './apply.js';
 import { type Journal, JournalHandle } from './journal.js';
 import { currentNetns } from '../net/iproute.js';
@@ -35,8 +38,8 @@ export interface ReconcileOptions {
   drainMs?: number;
   /** Parent of the self-test's throwaway cgroup (the cgroup2 root). */
   selftestParent?: string;
-  /** Test seams. */
-  prober?: Prober;
+  /** How the cgroup argument is found (default: by path, or by id as
+   * detach --id and the node agent give it). */
   resolve?: (cgroup: string) => Cgroup;
 }
 
@@ -46,6 +49,13 @@ export interface ReconcileResult extends ApplyResult {
   plan: Plan;
   /** What an interrupted operation or an incomplete attachment left, now recovered. */
   recovered: string | null;
+}
+
+/** The kernel's features, one of them reported absent when the test seam
+ * ACCEL_FEATURE_ABSENT names it (seams.ts). */
+function preflightProber(): Prober {
+  const absent = seam('ACCEL_FEATURE_ABSENT');
+  return absent === undefined ? probeFeatures : (c) => probeFeatures(c).map((f) => (f.name === absent ? { ...f, present: false } : f));
 }
 
 function describeInterrupted(j: Journal): string {
@@ -64,8 +74,11 @@ async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: Re
       for (const name of await removeOrphanSelftestCgroups(selftestParent())) log.info(`removed the self-test cgroup ${name} of a process that died`);
     }
     const observed = observe(pinDir, cg.id, interrupted);
-    const p = plan(desired, observed, { drainMs: options.drainMs ?? 100 });
+    const p = plan(desired, observed, { drainMs: options.drainMs ?? 100, ...(desired ? { buildId: fastPathBuildId(options.bpfDir) } : {}) });
     for (const n of p.notes) log.warn(n);
+    // An upgrade whose maps cannot be carried over is refused before any step.
+    const upgrade = p.steps.find((s) => s.kind === 'upgrade-fastpath');
+    if (upgrade) checkUpgrade({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg, dir: pinDir }, upgrade.from);
     log.verbose(`plan for ${cg.path}: ${p.steps.map((s) => s.kind).join(', ') || 'nothing to do'}`);
     let result: ApplyResult;
     try {
@@ -103,8 +116,8 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
       `${cg.path} is the root cgroup: without the self-test nobody knows which readers this kernel breaks, for ${hostWideScope()}; nothing was attached. Drop --skip-selftest, or accept the risk with ${ACCEPT_UNSAFE_HOST_WIDE}`,
     );
   }
-  requireKernelFeatures('fastpath', options.prober);
-  if (spec.intercept) requireKernelFeatures('intercept', options.prober);
+  requireKernelFeatures('fastpath', preflightProber());
+  if (spec.intercept) requireKernelFeatures('intercept', preflightProber());
   requireBpfObjects(options.bpfDir);
   ensureBpffs(options.bpffs);
   // A planted pin root is refused before anything is loaded or removed.

@@ -1,6 +1,7 @@
 /** What is attached where: each attachment's observed state and its
  * components' status, for `accel status`, `verify` and the bench. */
 import { findCgroupById, resolveCgroup } from '../cgroup/cgroup.js';
+import { type BuildRecord, readBuildRecord } from '../fastpath/build.js';
 import { type FastPathStatus, fastPathStatus } from '../fastpath/status.js';
 import { type InterceptStatus, interceptStatus } from '../intercept/status.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
@@ -19,6 +20,12 @@ export interface AttachmentStatus extends FastPathStatus, ReaderSafetyStatus {
   interrupted: Journal | null;
   /** Transparent interception of this cgroup, if any. */
   intercept: InterceptStatus | null;
+  /** A re-attach's fence is left (intercept/fence.ts): the cgroup's
+   * covered connections are refused until attach converges. */
+  fenced: boolean;
+  /** The build of the fast path's programs it runs, and whether they were
+   * installed with it or upgraded in place (null: not recorded). */
+  build: BuildRecord | null;
 }
 
 export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise<AttachmentStatus | null> {
@@ -30,12 +37,23 @@ export async function attachmentStatus(bpffs: string, cgroupId: bigint): Promise
     cgroupId,
     cgroupPath: findCgroupById(cgroupId),
     pinDir: dir,
-    state: fp.kind === 'complete' && !observed.interrupted ? 'complete' : 'partial',
-    reason: fp.kind === 'partial' ? fp.reason : fp.kind === 'absent' ? 'no fast path pinned' : observed.interrupted ? 'an operation was interrupted' : null,
+    state: fp.kind === 'complete' && !observed.interrupted && !observed.fenced ? 'complete' : 'partial',
+    reason:
+      fp.kind === 'partial'
+        ? fp.reason
+        : fp.kind === 'absent'
+          ? 'no fast path pinned'
+          : observed.interrupted
+            ? 'an operation was interrupted'
+            : observed.fenced
+              ? 'a re-attach left its fence: covered connections are refused until attach converges'
+              : null,
     interrupted: observed.interrupted,
     ...fastPathStatus(dir, fp),
     ...readerSafetyStatus(cgroupId),
     intercept: await interceptStatus(observed.intercept, bpffs, dir),
+    fenced: observed.fenced,
+    build: fp.kind === 'complete' ? readBuildRecord(cgroupId) : null,
   };
 }
 

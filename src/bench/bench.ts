@@ -91,7 +91,7 @@ function runs(s: Scenario, workload: Sample['workload']): boolean {
 }
 
 async function measure(site: Site, workload: Sample['workload'], o: BenchOptions): Promise<Pick<Sample, 'values' | 'detail'>> {
-  const where = site.where;
+  const where = site.clientWhere;
   if (workload === 'latency-64' || workload === 'latency-4k') {
     const t = site.target('latency');
     const small = workload === 'latency-64';

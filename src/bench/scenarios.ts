@@ -2,7 +2,30 @@
  * What the bench compares: one scenario per data path, and the targets the
  * project holds itself to, as ratios between scenarios of the same run.
  */
-export type ScenarioId = 'unix' | 'direct' | 'fastpath' | 'proxy' | 'proxy-fastpath' | 'shortcut' | 'splice' | 'splice-fastpath' | 'haproxy';
+export type ScenarioId =
+  | 'unix'
+  | 'direct'
+  | 'fastpath'
+  | 'proxy'
+  | 'proxy-fastpath'
+  | 'shortcut'
+  | 'splice'
+  | 'splice-fastpath'
+  | 'haproxy'
+  | 'inbound-proxy'
+  | 'inbound-haproxy'
+  | 'outbound-proxy'
+  | 'outbound-haproxy';
+
+/**
+ * Where client, proxy and server are. local: all three in one network
+ * namespace, over lo. The two halves of a sidecar, with a second namespace
+ * (the peer) joined by a veth pair: inbound, a client in the peer, the
+ * proxy and the service it stands in front of in the site's namespace;
+ * outbound, the application and its proxy in the site's namespace, the
+ * server in the peer.
+ */
+export type Topology = 'local' | 'inbound' | 'outbound';
 
 export interface Scenario {
   id: ScenarioId;
@@ -20,6 +43,8 @@ export interface Scenario {
   /** The limit row: an AF_UNIX stream pair, measured by ipcpair only (no
    * servers, no TCP tools). */
   unixPair?: boolean;
+  /** Default local. */
+  topology?: Topology;
   description: string;
 }
 
@@ -53,7 +78,47 @@ export const SCENARIOS: readonly Scenario[] = [
     description: 'as "splice" with the fast path attached; the proxy chooses per connection',
   },
   { id: 'fastpath', label: 'app to app + fast path', proxy: 'none', fastPath: true, description: 'as "direct", with accel attach (sockops + sk_msg)' },
+  {
+    id: 'inbound-proxy',
+    label: 'inbound: accel proxy (user space)',
+    proxy: 'relay',
+    fastPath: false,
+    topology: 'inbound',
+    description: 'client in another namespace over a veth, steered (iptables TPROXY) to accel proxy, relayed to the local service',
+  },
+  {
+    id: 'inbound-haproxy',
+    label: 'inbound: HAProxy (tcp mode)',
+    proxy: 'haproxy',
+    fastPath: false,
+    topology: 'inbound',
+    description: "client in another namespace over a veth to HAProxy on the site's address, to the local service",
+  },
+  {
+    id: 'outbound-proxy',
+    label: 'outbound: accel proxy (user space)',
+    proxy: 'relay',
+    fastPath: false,
+    topology: 'outbound',
+    description: 'local application intercepted (tc on the veth) to accel proxy, relayed to a server in another namespace',
+  },
+  {
+    id: 'outbound-haproxy',
+    label: 'outbound: HAProxy (tcp mode)',
+    proxy: 'haproxy',
+    fastPath: false,
+    topology: 'outbound',
+    description: 'local application to HAProxy on lo, to a server in another namespace over a veth',
+  },
 ];
+
+/** The veth pair of the inbound and outbound scenarios: the site's end and
+ * the peer's, in namespaces the bench makes (each scenario its own pair). */
+export const BENCH_VETH = {
+  site: { dev: 'bench0', address: '10.231.0.1' },
+  peer: { dev: 'bench1', address: '10.231.0.2' },
+  prefixLength: 30,
+} as const;
 
 /** Ports inside each scenario's own network namespace. */
 export const BENCH_PORTS = {
@@ -120,6 +185,12 @@ export const TARGETS: readonly Target[] = [
   { text: 'sockops attached: new connections/s >= 0.95x direct', metric: 'connPerSec', scenario: 'fastpath', versus: 'direct', factor: 0.95 },
   { text: 'app to app + fast path: throughput >= 0.9x AF_UNIX (ipcpair)', metric: 'pairGbps', scenario: 'fastpath', versus: 'unix', factor: 0.9 },
   { text: 'app to app + fast path: latency p50 (64 B) <= 1.0x AF_UNIX (ipcpair)', metric: 'pairP50', scenario: 'fastpath', versus: 'unix', factor: 1.0 },
+  { text: 'accel proxy: new connections/s >= 1.0x HAProxy', metric: 'connPerSec', scenario: 'proxy', versus: 'haproxy', factor: 1.0 },
+  { text: 'accel proxy (user space): throughput >= 0.8x HAProxy', metric: 'gbps', scenario: 'proxy', versus: 'haproxy', factor: 0.8 },
+  { text: 'inbound: accel proxy new connections/s >= 1.0x HAProxy', metric: 'connPerSec', scenario: 'inbound-proxy', versus: 'inbound-haproxy', factor: 1.0 },
+  { text: 'inbound: accel proxy (user space) throughput >= 0.8x HAProxy', metric: 'gbps', scenario: 'inbound-proxy', versus: 'inbound-haproxy', factor: 0.8 },
+  { text: 'outbound: accel proxy new connections/s >= 1.0x HAProxy', metric: 'connPerSec', scenario: 'outbound-proxy', versus: 'outbound-haproxy', factor: 1.0 },
+  { text: 'outbound: accel proxy (user space) throughput >= 0.8x HAProxy', metric: 'gbps', scenario: 'outbound-proxy', versus: 'outbound-haproxy', factor: 0.8 },
 ];
 
 export function selectScenarios(ids: string[] | undefined): Scenario[] {

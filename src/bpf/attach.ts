@@ -3,6 +3,13 @@
  * through a bpf_link (pinnable, and detached by the kernel if its last
  * holder goes away before it is pinned), and to a sockmap/sockhash with
  * BPF_PROG_ATTACH (the map holds the program).
+ *
+ * Replacing a program in place (an upgrade): a link's program is swapped
+ * with BPF_LINK_UPDATE (replaceLinkProgram), atomically, for every socket
+ * or packet from the next event on; a map's program is replaced by
+ * attaching the new one to the map again (attachToMap), which takes effect
+ * for sockets added to the map from then on (each socket already in it
+ * keeps the program it was added with until it closes).
  */
 import fs from 'node:fs';
 import { AccelError, ErrorCodes } from '../errors.js';
@@ -47,9 +54,11 @@ export function attachCgroupPinned(program: Handle, cgroupPath: string, pinPath:
     if (rc < 0) {
       throw new AccelError(ErrorCodes.BPFFS, `cannot pin link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
     }
-    bpf.link_disconnect(link);
   } finally {
-    bpf.link_destroy(link); // closes our fd; a pinned link stays attached
+    // Closes our fd; the pin holds the link, which stays attached. Not
+    // disconnected first: libbpf then frees the bpf_link but leaves its fd
+    // open (one fd per attachment, for the life of the agent).
+    bpf.link_destroy(link);
   }
 }
 
@@ -91,6 +100,43 @@ export function attachTraceBriefly(program: Handle): void {
   bpf.link_destroy(link);
 }
 
+/**
+ * Attach the SK_LOOKUP program `progFd` to the network namespace of this
+ * thread with a link, after the programs already there, and pin the link
+ * at `pinPath`. As with tcx, our fd is closed either way: once pinned, the
+ * link lives as long as the pin (or the namespace).
+ */
+export function attachNetnsPinned(progFd: number, pinPath: string): void {
+  let nsFd: number;
+  try {
+    nsFd = fs.openSync('/proc/thread-self/ns/net', fs.constants.O_RDONLY);
+  } catch (err) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, 'cannot open this network namespace', { cause: err });
+  }
+  try {
+    createLinkPinned(progFd, nsFd, AttachType.SK_LOOKUP, pinPath, { attaching: 'an sk_lookup link to this network namespace', kind: 'sk_lookup' });
+  } finally {
+    closeFd(nsFd);
+  }
+}
+
+/** bpf_link_create(progFd, target, type), then pin the link at `pinPath`
+ * and close this process's fd: the pin holds the link. */
+function createLinkPinned(progFd: number, target: number, type: number, pinPath: string, what: { attaching: string; kind: string }): void {
+  const fd = bpf.link_create(progFd, target, type, null) as number;
+  if (fd < 0) {
+    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach ${what.attaching}: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
+  }
+  try {
+    const rc = bpf.obj_pin(fd, pinPath) as number;
+    if (rc < 0) {
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the ${what.kind} link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
 export type TcxDirection = 'ingress' | 'egress';
 
 const TcxAttachType = { ingress: AttachType.TCX_INGRESS, egress: AttachType.TCX_EGRESS } as const;
@@ -103,20 +149,10 @@ const TcxAttachType = { ingress: AttachType.TCX_INGRESS, egress: AttachType.TCX_
  * fails, closing it detaches the program again.
  */
 export function attachTcxPinned(progFd: number, ifindex: number, direction: TcxDirection, pinPath: string): void {
-  const fd = bpf.link_create(progFd, ifindex, TcxAttachType[direction], null) as number;
-  if (fd < 0) {
-    throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach a tcx ${direction} link to ifindex ${ifindex} (of this network namespace): ${describeErrno(-fd)}`, {
-      errno: errnoName(-fd),
-    });
-  }
-  try {
-    const rc = bpf.obj_pin(fd, pinPath) as number;
-    if (rc < 0) {
-      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot pin the tcx link at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
-    }
-  } finally {
-    closeFd(fd);
-  }
+  createLinkPinned(progFd, ifindex, TcxAttachType[direction], pinPath, {
+    attaching: `a tcx ${direction} link to ifindex ${ifindex} (of this network namespace)`,
+    kind: 'tcx',
+  });
 }
 
 export interface TcxLink {
@@ -185,11 +221,43 @@ export function tcxProgramIds(ifindex: number, direction: TcxDirection): number[
 
 export type MapAttachType = typeof AttachType.SK_MSG_VERDICT | typeof AttachType.SK_SKB_STREAM_VERDICT;
 
+/** Attach `progFd` to the sockmap/sockhash `mapFd` for `type`. A program
+ * already attached there for `type` is replaced (the kernel swaps the
+ * map's pointer; BPF_F_REPLACE is refused for maps): sockets added to the
+ * map from now on run the new one, those already in it keep theirs. */
 export function attachToMap(progFd: number, mapFd: number, type: MapAttachType): void {
   const rc = bpf.prog_attach(progFd, mapFd, type, 0) as number;
   if (rc < 0) {
     throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot attach program to map: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
   }
+}
+
+/** Ids of the programs attached to the sockmap/sockhash `mapFd` for `type`. */
+export function mapProgramIds(mapFd: number, type: MapAttachType): number[] {
+  const ids = Buffer.alloc(4 * 4);
+  const flags = [0];
+  const count = [4];
+  const rc = bpf.prog_query(mapFd, type, 0, flags, ids, count) as number;
+  if (rc < 0) throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot query the programs of a map: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+  const out: number[] = [];
+  for (let i = 0; i < (count[0] ?? 0); i++) out.push(ids.readUInt32LE(4 * i));
+  return out;
+}
+
+/** Swap the program of the link pinned at `pinPath` (a cgroup or tcx link)
+ * for `progFd`, in place: the hook never runs without a program, and the
+ * link (its id, its pin) stays. The new program must be of the link's
+ * type and attach type. */
+export function replaceLinkProgram(pinPath: string, progFd: number): void {
+  const found = withPinned(pinPath, (fd) => {
+    if (!isLinkFd(fd)) throw new AccelError(ErrorCodes.BPF_ATTACH, `${pinPath} is not a pinned link`);
+    const rc = bpf.link_update(fd, progFd, null) as number;
+    if (rc < 0) {
+      throw new AccelError(ErrorCodes.BPF_ATTACH, `cannot replace the program of the link pinned at ${pinPath}: ${describeErrno(-rc)}`, { errno: errnoName(-rc) });
+    }
+    return true;
+  });
+  if (!found) throw new AccelError(ErrorCodes.NOT_ATTACHED, `no link is pinned at ${pinPath}`);
 }
 
 /** Ids of the programs attached to a cgroup for `type`; empty if none. */

@@ -111,6 +111,8 @@ export const bpf = {
   // target_fd is an ifindex; opts may be NULL (no relative anchor: append).
   link_create: libbpf.func('int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts)'),
   link_detach: libbpf.func('int bpf_link_detach(int link_fd)'),
+  // opts NULL: replace whatever program the link runs (no old_prog_fd check).
+  link_update: libbpf.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
   prog_load: libbpf.func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)'),
   iter_create: libbpf.func('int bpf_iter_create(int link_fd)'),
   prog_attach: libbpf.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
@@ -157,6 +159,10 @@ export const libcFns = {
   getsockopt: libc.func('int getsockopt(int fd, int level, int name, _Out_ void *value, _Inout_ uint32_t *len)'),
   flock: libc.func('int flock(int fd, int operation)'),
   getsockname: libc.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)'),
+  // Give the free memory of malloc's heaps back to the kernel: each object
+  // load parses the kernel's BTF (megabytes, freed right after), which
+  // leaves a long-running agent's heap large and holed otherwise.
+  malloc_trim: libc.func('int malloc_trim(size_t pad)'),
 };
 
 export { PrintFn };

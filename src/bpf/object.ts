@@ -119,6 +119,14 @@ export class BpfObject {
    * rather than by libbpf's EINVAL at load.
    */
   private checkPins(root: string, sizes: Record<string, number>, pinnedOnlyBut: Set<string> | null): void {
+    const misfits = this.pinnedMisfits(root, sizes, pinnedOnlyBut);
+    if (misfits.length) throw new AccelError(ErrorCodes.BPF_MAP, `${misfits.join('; ')} (pinned by another version of accel, or with other settings)`);
+  }
+
+  /** Each map pinned under the pin root that the object cannot use as it
+   * is, one line each (and the pinned sizes taken over, as checkPins). */
+  private pinnedMisfits(root: string, sizes: Record<string, number>, pinnedOnlyBut: Set<string> | null): string[] {
+    const misfits: string[] = [];
     for (let map = bpf.next_map(this.h, null); map; map = bpf.next_map(this.h, map)) {
       const pinPath = bpf.map_pin_path(map) as string | null;
       if (pinPath === null) continue;
@@ -145,12 +153,35 @@ export class BpfObject {
       };
       const differ = (['type', 'keySize', 'valueSize', 'flags', 'maxEntries'] as const).filter((k) => ours[k] !== info[k]);
       if (differ.length) {
-        throw new AccelError(
-          ErrorCodes.BPF_MAP,
-          `map ${name} pinned at ${pinPath} does not fit ${this.path}: ${differ.map((k) => `${k} ${info[k]}, not ${ours[k]}`).join('; ')} (pinned by another version of accel, or with other settings)`,
-        );
+        misfits.push(`map ${name} pinned at ${pinPath} does not fit ${this.path}: ${differ.map((k) => `${k} ${info[k]}, not ${ours[k]}`).join('; ')}`);
+        continue;
       }
       if (!(name in sizes) && (bpf.map_max_entries(map) as number) !== size) this.setMaxEntries({ [name]: size });
+    }
+    return misfits;
+  }
+
+  /**
+   * Without loading anything: the maps pinned under `pinRoot` (and at
+   * `pinPaths`) that the object at `path` could not use, one line each
+   * (type, key or value size, flags or size differ). Maps not pinned yet
+   * are not misfits. Opening an object touches no kernel state.
+   */
+  static pinnedMisfits(path: string, options: { pinRoot: string; pinPaths?: Record<string, string> }): string[] {
+    if (!fs.existsSync(path)) throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path} is missing (run npm run build)`);
+    const handle = bpf.open_file(path, openOptions(options.pinRoot));
+    if (!handle) {
+      const errno = lastErrno();
+      throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path} is not a valid BPF ELF object: ${describeErrno(errno)}`, { errno: errnoName(errno) });
+    }
+    const obj = new BpfObject(handle, path);
+    try {
+      // Only the maps of this object (it may not use every shared one).
+      const own = Object.entries(options.pinPaths ?? {}).filter(([name]) => bpf.find_map(handle, name));
+      obj.setPinPaths(Object.fromEntries(own));
+      return obj.pinnedMisfits(options.pinRoot, {}, null);
+    } finally {
+      obj.close();
     }
   }
 

@@ -6,6 +6,7 @@ export const AttachType = {
   SK_SKB_STREAM_PARSER: 4,
   SK_SKB_STREAM_VERDICT: 5,
   SK_MSG_VERDICT: 7,
+  SK_LOOKUP: 36,
   TCX_INGRESS: 46,
   TCX_EGRESS: 47,
 } as const;

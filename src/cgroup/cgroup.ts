@@ -54,6 +54,22 @@ export function chooseCgroup2Mount(mounts: Mount[]): Mount | null {
   return pool.find((m) => m.mountPoint === '/sys/fs/cgroup') ?? pool.find((m) => m.mountPoint === '/sys/fs/cgroup/unified') ?? pool[0] ?? null;
 }
 
+/**
+ * The cgroup2 directory a process is in, from /proc/<pid>/cgroup (its
+ * `0::` line), or null when it shows none or one outside this cgroup
+ * namespace (a path through `..`). Throws when the file cannot be read
+ * (no such process).
+ */
+export function processCgroup2Dir(pid: number | 'self'): string | null {
+  const rel = fs
+    .readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('0::'))
+    ?.slice(3);
+  if (!rel || rel.split('/').includes('..')) return null;
+  return path.join(cgroup2Root(), rel);
+}
+
 let cachedRoot: string | null = null;
 
 /** Where cgroup2 is mounted on this host (from /proc/self/mountinfo). */

@@ -21,6 +21,7 @@ import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
 import { addOwner, ensureOwners, removeOwner } from '../maps/owners.js';
+import { FAST_PATH_OBJECTS, fastPathBuildId, removeBuildRecord, saveBuildRecord } from './build.js';
 import { LISTENERS_OBJECT, adoptListeners } from './listeners.js';
 import { Programs, loadFastPath } from './objects.js';
 import { PinNames, withMaps } from './pins.js';
@@ -47,7 +48,7 @@ export interface FastPathSpec {
 /** The compiled objects install loads, all checked before anything is
  * touched so that a half-built tree fails before the first program. */
 export function requireBpfObjects(bpfDir: string): void {
-  for (const file of ['sockops.bpf.o', 'skmsg.bpf.o', 'stream_verdict.bpf.o', LISTENERS_OBJECT]) {
+  for (const file of [...FAST_PATH_OBJECTS, LISTENERS_OBJECT]) {
     if (!fs.existsSync(path.join(bpfDir, file))) {
       throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(bpfDir, file)} is missing (run npm run build)`);
     }
@@ -135,6 +136,8 @@ export async function installFastPath(
   } finally {
     loaded.close();
   }
+  // Which build runs there, for the next version to compare (build.ts).
+  saveBuildRecord(ctx.cgroup.id, fastPathBuildId(ctx.bpfDir), 'installed');
   log.info(`fast path attached to ${ctx.cgroup.path} (pins in ${ctx.dir}${setup.withStreamVerdict ? ', with the stream verdict' : ''})`);
   return { withStreamVerdict: setup.withStreamVerdict, selftest: setup.results };
 }
@@ -191,4 +194,5 @@ export async function removeFastPath(ctx: { bpffs: string; cgroupId: bigint; dir
   }
   removeOwner(ctx.bpffs, ctx.cgroupId);
   removePinDir(dir);
+  removeBuildRecord(ctx.cgroupId);
 }

@@ -65,7 +65,31 @@ export interface LoadedFastPath {
   close(): void;
 }
 
+/** Load the objects on their maps, and set the settings: the maps' first
+ * values (a fresh pin directory) or, for pins made before, the new ones. */
 export function loadFastPath(bpfDir: string, options: FastPathLoadOptions): LoadedFastPath {
+  const loaded = loadFastPathObjects(bpfDir, options);
+  try {
+    loaded.maps.setBypassPorts(options.bypassPorts);
+    loaded.maps.setConfig({ redirectEnabled: true, queueLimit: options.queueLimit, cgroupId: options.cgroupId ?? 0n });
+    attachFastPathToMap(loaded);
+    return loaded;
+  } catch (err) {
+    loaded.close();
+    throw err;
+  }
+}
+
+/** Attach the loaded sk_msg (and stream verdict) programs to the SOCKHASH:
+ * programs attached there before are replaced (src/bpf/attach.ts). */
+export function attachFastPathToMap(loaded: LoadedFastPath): void {
+  attachToMap(loaded.skmsg.programFd(Programs.skmsg), loaded.maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
+  if (loaded.streamVerdict) attachToMap(loaded.streamVerdict.programFd(Programs.streamVerdict), loaded.maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
+}
+
+/** Load the objects on their maps (pinned ones kept as they are, with
+ * their values: an upgrade), attaching and writing nothing. */
+export function loadFastPathObjects(bpfDir: string, options: Omit<FastPathLoadOptions, 'bypassPorts' | 'queueLimit'>): LoadedFastPath {
   const opened: BpfObject[] = [];
   const load = (file: string, loadOptions: LoadOptions) => {
     const obj = BpfObject.load(path.join(bpfDir, file), loadOptions);
@@ -98,10 +122,6 @@ export function loadFastPath(bpfDir: string, options: FastPathLoadOptions): Load
       listeners: fd(MapNames.listeners),
       shortcuts: fd(MapNames.shortcuts),
     });
-    maps.setBypassPorts(options.bypassPorts);
-    maps.setConfig({ redirectEnabled: true, queueLimit: options.queueLimit, cgroupId: options.cgroupId ?? 0n });
-    attachToMap(skmsg.programFd(Programs.skmsg), maps.fds.sockHash, AttachType.SK_MSG_VERDICT);
-    if (streamVerdict) attachToMap(streamVerdict.programFd(Programs.streamVerdict), maps.fds.sockHash, AttachType.SK_SKB_STREAM_VERDICT);
     return { sockops, skmsg, streamVerdict, maps, close: () => opened.forEach((o) => o.close()) };
   } catch (err) {
     opened.forEach((o) => o.close());

@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { linkInfo, mapInfo, progInfo, withPinned, withPinnedMaps } from '../bpf/fd.js';
 import { FastPathMaps, MapNames } from '../maps/fastpath.js';
-import { CLOSED_FLOWS, FLOWS_SLOT } from '../maps/tproxy.js';
+import { FLOWS_SLOT } from '../maps/tproxy.js';
+import { readBuildRecord } from './build.js';
 
 export const PinNames = {
   link: 'link_sockops',
@@ -18,19 +19,16 @@ export const PinNames = {
 } as const;
 
 /** Without one of these, the fast path was made by another version of
- * accel (the flow slot and the closed flows came with flows that end with
- * their connections, the shortcuts with accel proxy's shortcut), and the next attach makes it anew. */
-export const REQUIRED_MAP_PINS = [
-  MapNames.sockHash,
-  MapNames.counters,
-  MapNames.config,
-  MapNames.bypass,
-  MapNames.members,
-  MapNames.listeners,
-  MapNames.shortcuts,
-  FLOWS_SLOT,
-  CLOSED_FLOWS,
-];
+ * accel (the flow slot came with flows that end with their connections),
+ * and the next attach makes it anew. No map of the interception's: those
+ * are made with an interception (src/intercept/maps.ts). The closed and
+ * counters slots are not required either: a fast path made before the
+ * interception's maps moved out of it has its own instead, and its
+ * interception joins them (interceptOwnMaps). Nor the shortcuts
+ * (accel_shortcuts): a fast path of a build before them is complete and
+ * is upgraded, not made anew (an upgrade's load creates and pins a map
+ * the new build adds, see upgrade.ts). */
+export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners, FLOWS_SLOT];
 
 /** The settings a complete fast path runs with, read back from the kernel. */
 export interface FastPathObservedSettings {
@@ -41,7 +39,9 @@ export interface FastPathObservedSettings {
 }
 
 export type FastPathObserved =
-  { kind: 'absent' } | { kind: 'partial'; reason: string } | ({ kind: 'complete'; linkId: number; progIds: Record<string, number> } & FastPathObservedSettings);
+  | { kind: 'absent' }
+  | { kind: 'partial'; reason: string }
+  | ({ kind: 'complete'; linkId: number; progIds: Record<string, number>; buildId: string | null } & FastPathObservedSettings);
 
 export function observeFastPath(dir: string, cgroupId: bigint): FastPathObserved {
   if (!fs.existsSync(dir)) return { kind: 'absent' };
@@ -56,7 +56,9 @@ export function observeFastPath(dir: string, cgroupId: bigint): FastPathObserved
     if (id !== null) progIds[name] = id;
   }
   const settings = withMaps(dir, (m) => ({ bypassPorts: m.bypassPorts(), queueLimit: m.config().queueLimit, maxSockets: mapInfo(m.fds.sockHash).maxEntries }));
-  return { kind: 'complete', linkId: link.id, progIds, withStreamVerdict: PinNames.progStreamVerdict in progIds, ...settings };
+  // The build of its programs, as recorded (null: none recorded).
+  const buildId = readBuildRecord(cgroupId)?.buildId ?? null;
+  return { kind: 'complete', linkId: link.id, progIds, buildId, withStreamVerdict: PinNames.progStreamVerdict in progIds, ...settings };
 }
 
 const MAP_PIN_NAMES = Object.values(MapNames);
@@ -64,7 +66,7 @@ const MAP_PIN_NAMES = Object.values(MapNames);
 /** Run `fn` with typed views of the fast path's maps pinned in `dir`; a
  * missing map is an E_NOT_ATTACHED error. Every fd is closed afterwards. */
 export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
-  return withPinnedMaps(dir, MAP_PIN_NAMES, (need) =>
+  return withPinnedMaps(dir, MAP_PIN_NAMES, (need, have) =>
     fn(
       new FastPathMaps({
         sockHash: need(MapNames.sockHash),
@@ -73,7 +75,7 @@ export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
         bypass: need(MapNames.bypass),
         members: need(MapNames.members),
         listeners: need(MapNames.listeners),
-        shortcuts: need(MapNames.shortcuts),
+        shortcuts: have(MapNames.shortcuts),
       }),
     ),
   );

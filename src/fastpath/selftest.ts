@@ -23,6 +23,7 @@ import { type ProbeResult, runProbe, runSplit } from '../probe/sockprobe.js';
 import type { Placement } from '../proc/run.js';
 import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
 import { processAlive } from '../proc/alive.js';
+import { seam } from '../seams.js';
 import { READER_KINDS, type ReaderKind, type ReaderSafety, readerSafety, readerSymptom } from './readers.js';
 
 export interface SelfTestCheck {
@@ -159,10 +160,9 @@ export async function runSelfTest(options: SelfTestOptions): Promise<SelfTestRes
 }
 
 async function selfTestIn(cg: Cgroup, outsideCg: Cgroup, options: SelfTestOptions, ownersFd: number | undefined): Promise<SelfTestResult> {
-  // Test seam: ACCEL_SELFTEST_QUEUE_LIMIT loads the throwaway attachment
-  // with another limit than the check expects, as a kernel on which the
-  // limit did not hold would behave.
-  const queueLimit = Number(process.env.ACCEL_SELFTEST_QUEUE_LIMIT) || DEFAULT_QUEUE_LIMIT;
+  // Test seam (seams.ts): another limit than the check expects, as a
+  // kernel on which the limit did not hold would behave.
+  const queueLimit = seam('ACCEL_SELFTEST_QUEUE_LIMIT') ?? DEFAULT_QUEUE_LIMIT;
   const loaded = loadFastPath(options.bpfDir, {
     withStreamVerdict: options.withStreamVerdict,
     bypassPorts: [],

@@ -8,13 +8,12 @@
  * the rest (the link is a hook of the record; its pin is also among the
  * record's pins, so that it goes even when the network namespace is gone).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { attachCgroupPinned } from '../bpf/attach.js';
 import { pin, withPinnedMaps } from '../bpf/fd.js';
 import { update, u32 } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
-import { type Cgroup, cgroup2Root } from '../cgroup/cgroup.js';
+import { type Cgroup, processCgroup2Dir } from '../cgroup/cgroup.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { IFACES_MAX, encodeTproxyEgress } from '../maps/layout/tproxy.js';
 import { ensureOwners } from '../maps/owners.js';
@@ -25,7 +24,7 @@ import type { InterceptRecord } from './record.js';
 import type { InterceptSettings } from './settings.js';
 
 export const EGRESS_MAP = 'accel_tproxy_egress';
-const EGRESS_PROGRAM = 'accel_cgroup_egress';
+export const EGRESS_PROGRAM = 'accel_cgroup_egress';
 const EGRESS_PROG_PIN = 'prog_cgroup_egress';
 const EGRESS_LINK_PIN = 'link_cgroup_egress';
 
@@ -43,18 +42,13 @@ export function checkEgressGuard(s: InterceptSettings): void {
  */
 export function checkPeerProxyOutside(cg: Cgroup, s: InterceptSettings): void {
   if (s.proxyPid === null) return;
-  let text: string;
+  let where: string | null;
   try {
-    text = fs.readFileSync(`/proc/${s.proxyPid}/cgroup`, 'utf8');
+    where = processCgroup2Dir(s.proxyPid);
   } catch {
     throw new AccelError(ErrorCodes.USAGE, `no process ${s.proxyPid} (--proxy-pid)`);
   }
-  const rel = text
-    .split('\n')
-    .find((l) => l.startsWith('0::'))
-    ?.slice(3);
-  if (rel === undefined) return; // no cgroup2 membership shown: not in ours
-  const where = path.join(cgroup2Root(), rel);
+  if (where === null) return; // no cgroup2 membership shown, or outside this namespace: not in ours
   if (where === cg.path || where.startsWith(`${cg.path}/`)) {
     throw new AccelError(
       ErrorCodes.USAGE,
@@ -93,23 +87,41 @@ export function installEgressGuard(
   const linkPin = path.join(pinDir, EGRESS_LINK_PIN);
   record.added.pins.push(mapPin, progPin);
   save();
+  withEgressGuardObject(bpffs, pinDir, bpfDir, { creates: [EGRESS_MAP] }, (obj) => {
+    pin(obj.programFd(EGRESS_PROGRAM), progPin);
+    configureEgressGuard(pinDir, s, indexes);
+    record.added.hooks.push({ mode: 'cgroup', cgroupPath: cg.path, attach: 'egress', linkPin });
+    record.added.pins.push(linkPin);
+    save();
+    attachCgroupPinned(obj.program(EGRESS_PROGRAM), cg.path, linkPin);
+  });
+}
+
+/**
+ * cgroup_egress.bpf.o loaded on the attachment's pinned maps and the
+ * node's (proxy listeners and sockets, attached cgroups), under the pin
+ * root's lock; `own` names the maps it makes itself (and where they are
+ * pinned, if not by name in pinDir). Closed after `fn`.
+ */
+export function withEgressGuardObject<T>(
+  bpffs: string,
+  pinDir: string,
+  bpfDir: string,
+  own: { creates: string[]; pinPaths?: Record<string, string> },
+  fn: (obj: BpfObject) => T,
+): T {
   // The node's set of attached cgroups: made (under the pin root's lock)
   // before that lock is taken here.
   const ownersMap = ensureOwners(bpffs);
-  underPinRootLock(() => {
+  return underPinRootLock(() => {
     const obj = BpfObject.load(path.join(bpfDir, 'cgroup_egress.bpf.o'), {
       pinRoot: pinDir,
       pinnedOnly: true,
-      creates: [EGRESS_MAP],
-      pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
+      creates: own.creates,
+      pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap, ...own.pinPaths },
     });
     try {
-      pin(obj.programFd(EGRESS_PROGRAM), progPin);
-      configureEgressGuard(pinDir, s, indexes);
-      record.added.hooks.push({ mode: 'cgroup', cgroupPath: cg.path, attach: 'egress', linkPin });
-      record.added.pins.push(linkPin);
-      save();
-      attachCgroupPinned(obj.program(EGRESS_PROGRAM), cg.path, linkPin);
+      return fn(obj);
     } finally {
       obj.close();
     }

@@ -16,6 +16,7 @@ import { progInfo, withPinned } from '../bpf/fd.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
 import * as ip from '../net/iproute.js';
+import { seam } from '../seams.js';
 
 export type TcMode = 'tcx' | 'tc';
 export type HookDirection = TcxDirection;
@@ -61,19 +62,25 @@ export interface CgroupHookRecord {
   linkPin: string;
 }
 
-export type HookRecord = TcxHookRecord | TcHookRecord | CgroupHookRecord;
+/** sk_lookup.c, attached to the interception's network namespace through
+ * a link pinned at linkPin. Removed from anywhere its pin is visible; it
+ * goes with the namespace. */
+export interface NetnsHookRecord {
+  mode: 'netns';
+  attach: 'sk_lookup';
+  linkPin: string;
+}
 
-/** tcx where the kernel has it, tc filters otherwise. ACCEL_TC_MODE=tcx|tc
- * overrides the choice (tests use it to run the fallback on new kernels). */
+export type HookRecord = TcxHookRecord | TcHookRecord | CgroupHookRecord | NetnsHookRecord;
+
+/** tcx where the kernel has it, tc filters otherwise. The seam
+ * ACCEL_TC_MODE=tcx|tc overrides the choice (tests use it to run the
+ * fallback on new kernels). */
 export function tcMode(): TcMode {
-  const forced = process.env.ACCEL_TC_MODE;
+  const forced = seam('ACCEL_TC_MODE');
   if (!forced) return tcxSupported() ? 'tcx' : 'tc';
-  if (forced === 'tc') return 'tc';
-  if (forced === 'tcx') {
-    if (!tcxSupported()) throw new AccelError(ErrorCodes.KERNEL_FEATURE, 'ACCEL_TC_MODE=tcx, but this kernel has no tcx links (6.6+)');
-    return 'tcx';
-  }
-  throw new AccelError(ErrorCodes.USAGE, `ACCEL_TC_MODE must be tcx or tc, not "${forced}"`);
+  if (forced === 'tcx' && !tcxSupported()) throw new AccelError(ErrorCodes.KERNEL_FEATURE, 'ACCEL_TC_MODE=tcx, but this kernel has no tcx links (6.6+)');
+  return forced;
 }
 
 function withProgram<T>(progPin: string, fn: (fd: number) => T): T {
@@ -180,7 +187,7 @@ async function removeClsactIfUnused(dev: string): Promise<void> {
  * from any network namespace; a tc filter must be removed from the
  * namespace of its device. */
 export async function detachHook(r: HookRecord): Promise<void> {
-  if (r.mode === 'cgroup') {
+  if (r.mode === 'cgroup' || r.mode === 'netns') {
     detachLinkPinned(r.linkPin);
     return;
   }
@@ -209,7 +216,7 @@ export async function pendingHook(h: HookSpec, mode: TcMode, ifindex: number): P
  * same device and direction (answered from any namespace); tc: a filter
  * sits at its priority on the device of this namespace. */
 export async function hookPresent(r: HookRecord): Promise<boolean> {
-  if (r.mode === 'cgroup') return linkPinned(r.linkPin);
+  if (r.mode === 'cgroup' || r.mode === 'netns') return linkPinned(r.linkPin);
   if (r.mode === 'tcx') {
     const link = readTcxLink(r.linkPin);
     return link !== null && link.ifindex === r.ifindex && link.direction === r.direction;

@@ -8,14 +8,15 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { attachNetnsPinned, detachLinkPinned } from '../bpf/attach.js';
 import { BpfObject } from '../bpf/object.js';
-import { pin, withPinnedMaps } from '../bpf/fd.js';
+import { pin, withPinned } from '../bpf/fd.js';
 import type { Cgroup } from '../cgroup/cgroup.js';
 import { kernelCgroupLevel } from '../cgroup/level.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
-import { FLOWS_SLOT, TproxyMapNames, fillFlowsSlot } from '../maps/tproxy.js';
+import { TproxyMapNames } from '../maps/tproxy.js';
 import { ensureOwners } from '../maps/owners.js';
 import { underPinRootLock } from '../maps/proxy-listeners.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
@@ -27,11 +28,13 @@ import { type InterceptRecord, readRecord, saveRecord } from './record.js';
 import { type InterceptSettings } from './settings.js';
 import { acquireShared } from './shared.js';
 import { checkIntercept } from './check.js';
-import { withTproxyMaps } from './maps.js';
+import { fillSlots, interceptOwnMaps, withTproxyMaps } from './maps.js';
 import { registerPeerProxy } from './peer-proxy.js';
 import { undoIntercept } from './remove.js';
 
 export const TcPins = { egress: 'prog_tc_egress', loIngress: LO_INGRESS_PIN } as const;
+const SK_LOOKUP_PIN = 'prog_sk_lookup';
+const SK_LOOKUP_LINK = 'link_sk_lookup';
 const LinkPins = { egress: (dev: string) => `link_tc_egress_${dev}`, loIngress: 'link_tc_lo_ingress' } as const;
 const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
 /**
@@ -56,17 +59,18 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     // The record names proxyPid before anything is registered: its undo
     // takes the registration out.
     registerPeerProxy(bpffs, s);
-    // Programs, pinned beside the fast path's, on its maps (by name), and
-    // on the node's map of proxy listeners: made if missing, and joined
-    // under the lock its last user removes it with. Pinned under that
-    // lock too: the pinned lo program is what marks the map as in use.
-    // The flow map is the interception's own, made here at its size: one
-    // left by an earlier interception (the plan removed it, or a crash did
-    // not) is not reused.
-    const flowsPin = path.join(pinDir, TproxyMapNames.flows);
-    record.added.pins.push(flowsPin);
+    // Programs, pinned beside the fast path's, on the node's map of proxy
+    // listeners: made if missing, and joined under the lock its last user
+    // removes it with. Pinned under that lock too: the pinned lo program is
+    // what marks the map as in use. The interception's maps are its own,
+    // made here (the flows at their size), recorded first: one left by an
+    // earlier interception (the plan removed it, or a crash did not) is
+    // not reused. On a fast path of an earlier build they are all but the
+    // flows its own, and joined (interceptOwnMaps).
+    const ownMaps = interceptOwnMaps(pinDir);
+    for (const name of ownMaps) record.added.pins.push(path.join(pinDir, name));
     saveRecord(record);
-    fs.rmSync(flowsPin, { force: true });
+    for (const name of ownMaps) fs.rmSync(path.join(pinDir, name), { force: true });
     const ownersMap = ensureOwners(bpffs);
     underPinRootLock(() => {
       let obj: BpfObject | null = null;
@@ -74,7 +78,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
         obj = BpfObject.load(path.join(bpfDir, 'tc_tproxy.bpf.o'), {
           pinRoot: pinDir,
           pinnedOnly: true,
-          creates: [TproxyMapNames.flows],
+          creates: ownMaps,
           maxEntries: { [TproxyMapNames.flows]: s.maxFlows },
           pinPaths: { ...ensureProxyMaps(bpffs, bpfDir), [OWNERS_MAP]: ownersMap },
         });
@@ -86,10 +90,22 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
         }
         // Before any hook: sockops must watch the sockets whose SYNs will be
         // steered, to take their flows out when they close.
-        const flowsFd = obj.mapFd(TproxyMapNames.flows);
-        withPinnedMaps(pinDir, [FLOWS_SLOT], (need) => fillFlowsSlot(need(FLOWS_SLOT), flowsFd));
+        const loaded = obj;
+        fillSlots(pinDir, (name) => loaded.mapFd(name));
       } finally {
         obj?.close();
+      }
+      // The listener lookup of a SYN that retires a proxy-side TIME_WAIT
+      // socket, on the maps just made.
+      let lookupObj: BpfObject | null = null;
+      try {
+        lookupObj = BpfObject.load(path.join(bpfDir, 'sk_lookup.bpf.o'), { pinRoot: pinDir, pinnedOnly: true, pinPaths: ensureProxyMaps(bpffs, bpfDir) });
+        const file = path.join(pinDir, SK_LOOKUP_PIN);
+        record.added.pins.push(file);
+        saveRecord(record);
+        pin(lookupObj.programFd('accel_sk_lookup'), file);
+      } finally {
+        lookupObj?.close();
       }
     });
     failpoint('intercept-after-programs');
@@ -109,6 +125,17 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
 
     // The rule, route and accept_local this namespace's interceptions share.
     await acquireShared(record);
+    // sk_lookup.c on this namespace, before any tc hook (detached after
+    // them); only then may tc_tproxy.c leave a SYN to a TIME_WAIT socket.
+    const skLookup = { mode: 'netns' as const, attach: 'sk_lookup' as const, linkPin: path.join(pinDir, SK_LOOKUP_LINK) };
+    record.added.hooks.push(skLookup);
+    saveRecord(record);
+    detachLinkPinned(skLookup.linkPin); // one left by a crashed attempt
+    const lookupProg = path.join(pinDir, SK_LOOKUP_PIN);
+    if (withPinned(lookupProg, (fd) => attachNetnsPinned(fd, skLookup.linkPin)) === null) {
+      throw new AccelError(ErrorCodes.NOT_ATTACHED, `no program is pinned at ${lookupProg}`);
+    }
+    withTproxyMaps(pinDir, (maps) => maps.setSkLookup(true));
     failpoint('intercept-before-filters');
     // lo first: steered packets must find their receiver from the start.
     const hooks = [

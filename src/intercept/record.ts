@@ -78,6 +78,7 @@ const Hook = z.discriminatedUnion('mode', [
     progId: z.number().int().min(0).optional(),
   }),
   z.object({ mode: z.literal('cgroup'), cgroupPath: z.string().min(1), attach: z.literal('egress'), linkPin: absolute }),
+  z.object({ mode: z.literal('netns'), attach: z.literal('sk_lookup'), linkPin: absolute }),
 ]);
 
 const Record = z.object({
@@ -122,7 +123,7 @@ export function removeRecord(cgroupId: bigint): void {
  */
 export function ownPins(r: InterceptRecord, pinDir: string): string[] {
   const dir = path.resolve(pinDir);
-  const files = [...r.added.pins, ...r.added.hooks.flatMap((h) => (h.mode === 'tcx' ? [h.linkPin] : []))];
+  const files = [...r.added.pins, ...r.added.hooks.flatMap((h) => (h.mode === 'tcx' || h.mode === 'netns' ? [h.linkPin] : []))];
   for (const f of files) {
     const resolved = path.resolve(f);
     const name = path.basename(resolved);

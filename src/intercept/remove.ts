@@ -1,15 +1,13 @@
 /** Observing an interception from its record, and removing it: in reverse
  * order, exactly what the record says was added. */
 import fs from 'node:fs';
-import path from 'node:path';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { failpoint } from '../failpoint.js';
 import { log } from '../log.js';
-import { TproxyMapNames } from '../maps/tproxy.js';
 import * as ip from '../net/iproute.js';
 import { detachHook } from './hooks.js';
 import { type InterceptRecord, ownPins, readRecord, removeRecord } from './record.js';
-import { emptySlot, withTproxyMaps } from './maps.js';
+import { disableIntercept, emptySlots } from './maps.js';
 import { unregisterPeerProxy } from './peer-proxy.js';
 import { releaseShared } from './shared.js';
 
@@ -19,17 +17,17 @@ import { releaseShared } from './shared.js';
 export async function undoIntercept(record: InterceptRecord, bpffs: string, pinDir: string, netnsState = true): Promise<void> {
   // Before anything is removed: the record may only name pins of its own.
   const pins = ownPins(record, pinDir);
-  if (fs.existsSync(path.join(pinDir, TproxyMapNames.config))) withTproxyMaps(pinDir, (maps) => maps.disable());
+  disableIntercept(pinDir);
   if (netnsState) {
     for (const h of [...record.added.hooks].reverse()) await detachHook(h);
-    emptySlot(pinDir);
+    emptySlots(pinDir);
     failpoint('intercept-undo-after-hooks');
     await releaseShared(record);
     unregisterPeerProxy(bpffs, record);
   } else {
-    // The hooks went with the namespace; tcx link pins did not.
-    for (const h of record.added.hooks) if (h.mode === 'tcx') fs.rmSync(h.linkPin, { force: true });
-    emptySlot(pinDir);
+    // The hooks went with the namespace; tcx and sk_lookup link pins did not.
+    for (const h of record.added.hooks) if (h.mode === 'tcx' || h.mode === 'netns') fs.rmSync(h.linkPin, { force: true });
+    emptySlots(pinDir);
   }
   for (const file of pins) fs.rmSync(file, { force: true });
   removeRecord(BigInt(record.cgroupId));

@@ -44,7 +44,7 @@ export async function interceptStatus(observed: InterceptObserved, bpffs: string
     complete: record.complete,
     netns: record.netns,
     inThisNetns: here,
-    hookMode: [...new Set(record.added.hooks.flatMap((h) => (h.mode === 'cgroup' ? [] : [h.mode])))].join('+') || '-',
+    hookMode: [...new Set(record.added.hooks.flatMap((h) => (h.mode === 'cgroup' || h.mode === 'netns' ? [] : [h.mode])))].join('+') || '-',
     cgroupHooks: record.added.hooks.filter((h) => h.mode === 'cgroup').length,
     filtersPresent,
     ...maps,

@@ -24,7 +24,8 @@ export interface FastPathFds {
   bypass: number;
   members: number;
   listeners: number;
-  shortcuts: number;
+  /** null: pinned by a build before the shortcut (see pins.ts). */
+  shortcuts: number | null;
 }
 
 const ZERO_KEY = Buffer.alloc(4);
@@ -47,7 +48,7 @@ export class FastPathMaps {
 
   /** Shortcuts accel proxy has made (accel_shortcuts), one per direction. */
   shortcutCount(): number {
-    return keys(this.fds.shortcuts, SockKeyLayout.size).length;
+    return this.fds.shortcuts === null ? 0 : keys(this.fds.shortcuts, SockKeyLayout.size).length;
   }
 
   listenerCount(): number {

@@ -21,6 +21,7 @@ import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
 import type { ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
 import { relayBesideShortcut } from './shortcut-relay.js';
+import { nodeSocketFd } from '../sys/node-internals.js';
 
 export interface ProxyOptions {
   port: number;
@@ -47,8 +48,12 @@ export interface ProxyOptions {
   register?: (fd: number, family: Family) => void;
   /** Marks a new upstream socket as the proxy's own before it connects
    * (the node's map of proxy sockets): interception never steers or
-   * refuses its SYN. If it throws, the connection fails. */
+   * refuses its SYN. If it throws, the connection fails. Not called when
+   * kernelOwnsSockets. */
   ownSocket?: (fd: number) => void;
+  /** The kernel marks and records every TCP socket this process makes
+   * (own-sockets.ts): upstream sockets are plain net sockets. */
+  kernelOwnsSockets?: boolean;
   /** Client connections handled at once; one more is reset (0: no limit). */
   maxConnections?: number;
   /** Of them, from one source address (IPv6: one /64); one more from that
@@ -118,7 +123,8 @@ export interface ProxyStats {
 /** An upstream socket of the proxy, for the loop guard. */
 interface Upstream {
   sock: net.Socket;
-  fd: number;
+  /** Known once node has made the socket (at connect for its own). */
+  fd: number | null;
   /** Its local address (16 bytes, hex) and port, once read. */
   local: string | null;
 }
@@ -151,8 +157,8 @@ export class TransparentProxy {
   };
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
-   * by fd, and the others by endpoint (see ownUpstream). */
-  private readonly unreadUpstreams = new Map<number, Upstream>();
+   * and the others by endpoint (see ownUpstream). */
+  private readonly unreadUpstreams = new Set<Upstream>();
   private readonly upstreamsByLocal = new Map<string, Upstream>();
   private readonly limit: ConnectionLimit;
   private readonly idle: IdleTimeout;
@@ -217,11 +223,11 @@ export class TransparentProxy {
     return listening;
   }
 
-  private addUpstream(sock: net.Socket, fd: number): void {
+  private addUpstream(sock: net.Socket, fd: number | null): void {
     const u: Upstream = { sock, fd, local: null };
-    this.unreadUpstreams.set(fd, u);
+    this.unreadUpstreams.add(u);
     sock.once('close', () => {
-      if (this.unreadUpstreams.get(fd) === u) this.unreadUpstreams.delete(fd);
+      this.unreadUpstreams.delete(u);
       if (u.local !== null && this.upstreamsByLocal.get(u.local) === u) this.upstreamsByLocal.delete(u.local);
     });
   }
@@ -234,15 +240,16 @@ export class TransparentProxy {
    * endpoint can be read here; each socket's only once.
    */
   private ownUpstream(source: { address: string; port: number }): net.Socket | null {
-    for (const [fd, u] of this.unreadUpstreams) {
+    for (const u of this.unreadUpstreams) {
       if (u.sock.destroyed) {
-        this.unreadUpstreams.delete(fd);
+        this.unreadUpstreams.delete(u);
         continue;
       }
-      const ep = localEndpoint(fd);
+      u.fd ??= nodeSocketFd(u.sock);
+      const ep = u.fd === null ? null : localEndpoint(u.fd);
       if (!ep) continue;
       u.local = `${ep.address.toString('hex')}:${ep.port}`;
-      this.unreadUpstreams.delete(fd);
+      this.unreadUpstreams.delete(u);
       this.upstreamsByLocal.set(u.local, u);
     }
     if (!net.isIP(source.address)) return null;
@@ -255,6 +262,9 @@ export class TransparentProxy {
   }
 
   private report(e: ConnectionEvent): void {
+    // winston formats a line before any transport weighs its level: an
+    // allowed connection's line costs nothing unless it is shown.
+    if (e.action === 'allow' && !log.isInfoEnabled()) return;
     const line = `${e.action} ${e.source} -> ${e.destination} (${e.reason}${e.sni ? `, sni ${e.sni}` : ''}${e.host ? `, host ${e.host}` : ''}${e.mode ? `, ${e.mode}` : ''})`;
     if (e.action === 'allow') log.info(line, e);
     else log.warn(line, e);
@@ -322,9 +332,10 @@ export class TransparentProxy {
           port: destPort,
           mark: this.o.mark,
           timeoutMs: this.o.connectTimeoutMs,
+          kernelOwned: this.o.kernelOwnsSockets ?? false,
           onSocket: (sock, fd) => {
             this.addUpstream(sock, fd);
-            this.o.ownSocket?.(fd);
+            if (fd !== null) this.o.ownSocket?.(fd);
           },
         });
       } catch (err) {
@@ -357,11 +368,12 @@ export class TransparentProxy {
         // take the shortcut: what they show says nothing of the connection.
         idle.release();
         const r = await relayBesideShortcut(client, upstream, first, plan);
-        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down through the proxy, the rest by the shortcut${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled())
+          log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down through the proxy, the rest by the shortcut${r.reset ? ', reset' : ''}`);
       } else if (mode === 'splice' && splicer) {
         this.stats.spliced++;
         const r = await splicer.splice(client, upstream, first);
-        log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
       } else if (mode === 'inspect') {
         this.stats.inspected++;
         const verdict = ({ decision: d }: { decision: Decision }): RequestVerdict => (d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason });
@@ -375,12 +387,12 @@ export class TransparentProxy {
           else this.stats.requestsDenied++;
           this.report({ event: 'connection', source, destination, action: 'deny', reason: `${framing ? 'refused framing: ' : ''}${reason}, request ${request}`, host, mode });
         }
-        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
       } else {
         this.stats.relayed++;
         if (first.length) upstream.write(first);
         const r = await relay(client, upstream);
-        log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down${r.reset ? ', reset' : ''}`);
+        if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down${r.reset ? ', reset' : ''}`);
       }
     } catch (err) {
       this.stats.failed++;

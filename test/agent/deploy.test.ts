@@ -136,6 +136,17 @@ describe('systemd units', () => {
     assert.match(unit('accel-proxy@.service'), /^ExecStart=.* proxy --port %i /m);
   });
 
+  it('run node with the V8 limits of the DaemonSet, which the scale script measures', () => {
+    const exec = /^ExecStart=(\S+) (.*?) ?\/opt\/accel\/dist\/src\/cli\/main\.js agent /m.exec(unit('accel-agent.service'));
+    assert.equal(exec?.[1], '/usr/bin/node');
+    const flags = (exec?.[2] ?? '').split(' ');
+    assert.ok(flags.some((f) => /^--max-semi-space-size=\d+$/.test(f)) && flags.some((f) => /^--max-old-space-size=\d+$/.test(f)), exec?.[2]);
+    const ds = docs('daemonset.yaml').find((d) => d.kind === 'DaemonSet') as unknown as DaemonSet;
+    const command = ds.spec?.template.spec?.containers.find((c) => c.name === 'agent')?.command ?? [];
+    assert.deepEqual(command, ['node', ...flags, '/opt/accel/dist/src/cli/main.js', 'agent']);
+    assert.match(fs.readFileSync(path.join(PACKAGE_ROOT, 'scripts', 'agent-scale.sh'), 'utf8'), /deploy\/systemd\/accel-agent\.service/);
+  });
+
   it('pass systemd-analyze verify', (t) => {
     const which = spawnSync('systemd-analyze', ['--version']);
     if (which.error) return t.skip('systemd-analyze is not installed');

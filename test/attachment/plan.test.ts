@@ -18,6 +18,7 @@ const complete = (over: Partial<Extract<FastPathObserved, { kind: 'complete' }>>
   kind: 'complete',
   linkId: 7,
   progIds: {},
+  buildId: null,
   withStreamVerdict: false,
   bypassPorts: [],
   queueLimit: 4 << 20,
@@ -33,7 +34,7 @@ const record = (s: AttachmentSpec, complete = true): InterceptRecord => ({
   complete,
   added: { acceptLocal: null, routes: [], rules: [], hooks: [], pins: [] },
 });
-const observed = (fastPath: FastPathObserved, intercept: InterceptObserved = { kind: 'absent' }): Observed => ({ fastPath, intercept, interrupted: null });
+const observed = (fastPath: FastPathObserved, intercept: InterceptObserved = { kind: 'absent' }, fenced = false): Observed => ({ fastPath, intercept, fenced, interrupted: null });
 const kinds = (steps: Step[]) => steps.map((s) => s.kind);
 const opts = { drainMs: 100 };
 
@@ -59,6 +60,17 @@ describe('plan: attach', () => {
   it('the same ports in another order are no change', () => {
     assert.deepEqual(kinds(plan(spec({ bypassPorts: [9, 7] }), observed(complete({ bypassPorts: [9, 7] })), opts).steps), ['adopt-listeners']);
   });
+  it('another build of the programs: upgraded in place, first, and only then configured; the same build is adopted', () => {
+    const p = plan(spec({ bypassPorts: [7] }), observed(complete({ buildId: 'aaaaaaaaaaaaaaaa' })), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' });
+    assert.deepEqual(kinds(p.steps), ['upgrade-fastpath', 'configure-fastpath', 'adopt-listeners']);
+    assert.deepEqual(p.steps[0], { kind: 'upgrade-fastpath', from: 'aaaaaaaaaaaaaaaa', to: 'bbbbbbbbbbbbbbbb' });
+    assert.deepEqual(kinds(plan(spec(), observed(complete({ buildId: 'bbbbbbbbbbbbbbbb' })), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['adopt-listeners']);
+    // No record (an accel before build ids): another build.
+    assert.deepEqual(kinds(plan(spec(), observed(complete()), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['upgrade-fastpath', 'adopt-listeners']);
+    // Nothing to upgrade on a fast path installed anew, nor on detach.
+    assert.deepEqual(kinds(plan(spec(), observed({ kind: 'absent' }), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['install-fastpath', 'adopt-listeners']);
+    assert.deepEqual(kinds(plan(null, observed(complete()), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['remove-fastpath']);
+  });
   it('what cannot change in place is a note, not a reinstall that would cut live connections', () => {
     const p = plan(spec({ maxSockets: 10, streamVerdict: 'always' }), observed(complete()), opts);
     assert.deepEqual(kinds(p.steps), ['adopt-listeners']);
@@ -74,9 +86,11 @@ describe('plan: attach', () => {
     assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['adopt-listeners', 'register-proxy']);
     const restarted = spec({}, { ...ic, proxyPid: 4343 });
     assert.deepEqual(kinds(plan(restarted, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), [
+      'fence-intercept',
       'remove-intercept',
       'adopt-listeners',
       'install-intercept',
+      'unfence-intercept',
     ]);
     assert.deepEqual(
       kinds(plan(spec({}, ic), observed(complete(), { kind: 'complete', record: record(spec({}, ic)) }), opts).steps),
@@ -99,17 +113,31 @@ describe('plan: attach', () => {
       );
     }
   });
-  it('new interfaces, marks, table, priority, address families or flow map size replace the interception, removal first', () => {
+  it('new interfaces, marks, table, priority, address families or flow map size replace the interception, fenced from before the removal to after the install', () => {
     const s = spec({}, ic);
     for (const change of [{ ifaces: ['eth1'] }, { interceptMark: 5 }, { table: 9 }, { priority: 9 }, { rules: ['[fd00::/64]:80'] }, { maxFlows: 100 }]) {
       const other = spec({}, { ...ic, ...change });
-      assert.deepEqual(
-        kinds(plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts).steps),
-        ['remove-intercept', 'adopt-listeners', 'install-intercept'],
-        JSON.stringify(change),
-      );
+      const p = plan(other, observed(complete(), { kind: 'complete', record: record(s) }), opts);
+      assert.deepEqual(kinds(p.steps), ['fence-intercept', 'remove-intercept', 'adopt-listeners', 'install-intercept', 'unfence-intercept'], JSON.stringify(change));
+      assert.deepEqual(p.steps[0], { kind: 'fence-intercept', settings: s.intercept }, 'fenced with the rules of the interception in force');
     }
+    // No interception asked for: nothing to keep policed.
     assert.deepEqual(kinds(plan(spec(), observed(complete(), { kind: 'complete', record: record(s) }), opts).steps), ['remove-intercept', 'adopt-listeners']);
+  });
+  it('a fence left by a swap that stopped half way stays until an interception is complete again', () => {
+    const s = spec({}, ic);
+    const other = spec({}, { ...ic, maxFlows: 100 });
+    const at = (intercept: InterceptObserved, desired: AttachmentSpec | null = s) => kinds(plan(desired, observed(complete(), intercept, true), opts).steps);
+    // Stopped before or during the removal: the old one is recorded complete.
+    assert.deepEqual(at({ kind: 'complete', record: record(other) }), ['fence-intercept', 'remove-intercept', 'adopt-listeners', 'install-intercept', 'unfence-intercept']);
+    // Between removal and install, or during the install.
+    assert.deepEqual(at({ kind: 'absent' }), ['adopt-listeners', 'install-intercept', 'unfence-intercept']);
+    assert.deepEqual(at({ kind: 'partial', record: record(s, false) }), ['remove-intercept', 'adopt-listeners', 'install-intercept', 'unfence-intercept']);
+    // After the install, or the spec went back to the old settings.
+    assert.deepEqual(at({ kind: 'complete', record: record(s) }), ['adopt-listeners', 'unfence-intercept']);
+    // No interception asked for any more, or a detach.
+    assert.deepEqual(at({ kind: 'absent' }, spec()), ['adopt-listeners', 'unfence-intercept']);
+    assert.deepEqual(at({ kind: 'partial', record: record(s, false) }, null), ['remove-intercept', 'unfence-intercept', 'remove-fastpath']);
   });
   it('a partial or orphaned interception is removed and made again', () => {
     const s = spec({}, ic);
@@ -156,9 +184,17 @@ describe('plan: properties', () => {
 
   it('a plan reaches the spec: planning again on the state it leaves finds nothing to change', () => {
     fc.assert(
-      fc.property(specs, fastPathObserved, icKinds, (raw, fp, icKind) => {
+      fc.property(specs, fastPathObserved, icKinds, fc.boolean(), (raw, fp, icKind, fenced) => {
         const s = spec({ bypassPorts: raw.bypassPorts, queueLimit: raw.queueLimit }, raw.intercept ? ic : null);
-        const k = kinds(plan(s, observed(fp, interceptObserved(icKind)), opts).steps);
+        const k = kinds(plan(s, observed(fp, interceptObserved(icKind), fenced), opts).steps);
+        // A complete interception replaced by another is fenced from before
+        // its removal to after the new one is installed; a fence that is up
+        // is always taken down, last.
+        if (icKind !== 'absent' && k.includes('remove-intercept') && k.includes('install-intercept') && fp.kind === 'complete' && icKind !== 'partial' && icKind !== 'orphaned') {
+          assert.ok(k.indexOf('fence-intercept') >= 0 && k.indexOf('fence-intercept') < k.indexOf('remove-intercept'), 'fenced before the removal');
+        }
+        if (fenced || k.includes('fence-intercept')) assert.equal(k[k.length - 1], 'unfence-intercept', 'unfenced last');
+        else assert.equal(k.includes('unfence-intercept'), false);
         // The state the steps leave, as observe would read it.
         const fastPathAfter =
           k.includes('install-fastpath') || k.includes('configure-fastpath') ? complete({ bypassPorts: s.fastPath.bypassPorts, queueLimit: s.fastPath.queueLimit }) : fp;
@@ -181,6 +217,11 @@ describe('plan: properties', () => {
         assert.deepEqual(kinds(plan(s, after, opts).steps), ['adopt-listeners']);
         // Detach from there removes what is there, interception first.
         assert.deepEqual(kinds(plan(null, after, opts).steps), s.intercept ? ['remove-intercept', 'remove-fastpath'] : ['remove-fastpath']);
+        // A detach takes a fence down before the fast path it lives on.
+        if (fp.kind === 'complete') {
+          const d = kinds(plan(null, observed(fp, interceptObserved(icKind), true), opts).steps);
+          assert.ok(d.indexOf('unfence-intercept') >= 0 && d.indexOf('unfence-intercept') < d.indexOf('remove-fastpath'));
+        }
       }),
       { numRuns: 300 },
     );

@@ -23,11 +23,11 @@ const benchLeftovers = async () => ({
 });
 
 describe('accel bench', () => {
-  it('--quick: every scenario yields every figure, the JSON and the chart are written, the paths are the ones named, nothing is left', { timeout: 300_000 }, async (t) => {
+  it('--quick: every scenario yields every figure, the JSON and the chart are written, the paths are the ones named, nothing is left', { timeout: 450_000 }, async (t) => {
     const before = await benchLeftovers();
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-bench-test-'));
     t.after(() => fs.rmSync(out, { recursive: true, force: true }));
-    const r = await run(process.execPath, [CLI, 'bench', '--quick', '--seconds', '1', '--out', out, '--json'], { allowFailure: true, timeoutMs: 280_000 });
+    const r = await run(process.execPath, [CLI, 'bench', '--quick', '--seconds', '1', '--out', out, '--json'], { allowFailure: true, timeoutMs: 430_000 });
     assert.equal(r.exitCode, 0, r.stderr);
     const report = JSON.parse(r.stdout) as BenchReport & { files: { json: string; chart: string } };
 
@@ -60,7 +60,7 @@ describe('accel bench', () => {
     for (const id of ['fastpath', 'proxy-fastpath'] as const) {
       assert.ok(n(ev[id]?.fastPath?.bytes_redirected) > 0n, `${id}: bytes went through sk_msg`);
     }
-    for (const id of ['proxy', 'splice'] as const) {
+    for (const id of ['proxy', 'splice', 'outbound-proxy'] as const) {
       assert.equal(n(ev[id]?.fastPath?.sockets_inserted), 0n, `${id}: no socket on the fast path`);
       assert.ok(n(ev[id]?.fastPath?.sockets_skipped_bypass) > 0n);
     }
@@ -71,12 +71,17 @@ describe('accel bench', () => {
       'shortcut: bytes by the shortcut',
     );
     for (const id of ['fastpath', 'proxy-fastpath', 'splice-fastpath'] as const) assert.equal(n(ev[id]?.fastPath?.shortcut_directions), 0n, `${id}: no shortcut`);
-    for (const id of ['proxy', 'proxy-fastpath', 'shortcut', 'splice', 'splice-fastpath'] as const) {
+    for (const id of ['proxy', 'proxy-fastpath', 'shortcut', 'splice', 'splice-fastpath', 'outbound-proxy'] as const) {
       assert.ok(n(ev[id]?.intercept?.connections_intercepted) > 0n, `${id}: connections were intercepted`);
       assert.equal(n(ev[id]?.intercept?.assign_failed), 0n);
     }
     assert.ok(n(ev.splice?.splice?.pairs_spliced) > 0n && n(ev.splice?.splice?.bytes_redirected) > 0n, 'splice: pairs spliced in the kernel');
-    for (const id of ['unix', 'direct', 'haproxy'] as const) assert.equal(ev[id]?.fastPath, null, `${id}: nothing attached`);
+    for (const id of ['unix', 'direct', 'haproxy', 'inbound-proxy', 'inbound-haproxy', 'outbound-haproxy'] as const)
+      assert.equal(ev[id]?.fastPath, null, `${id}: nothing attached`);
+    // Inbound: the client's connections arrived over the veth and the
+    // TPROXY rule took them to accel proxy; none elsewhere.
+    assert.ok((ev['inbound-proxy']?.steered ?? 0) > 0, 'inbound-proxy: connections steered to accel proxy');
+    for (const s of SCENARIOS.filter((x) => x.id !== 'inbound-proxy')) assert.equal(ev[s.id]?.steered, null, `${s.id}: no TPROXY rule`);
 
     assert.deepEqual(await benchLeftovers(), before);
   });

@@ -1,8 +1,9 @@
 // Finding cgroup2 wherever it is mounted, from mountinfo text as the kernel
 // writes it (no privileges needed).
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { describe, it } from 'node:test';
-import { chooseCgroup2Mount, parseMounts } from '../../src/cgroup/cgroup.js';
+import { cgroup2Root, chooseCgroup2Mount, parseMounts, processCgroup2Dir } from '../../src/cgroup/cgroup.js';
 
 const line = (id: number, root: string, mountPoint: string, fstype: string, source = 'cgroup') =>
   `${id} 25 0:${id} ${root} ${mountPoint} rw,nosuid,nodev,noexec,relatime shared:${id} - ${fstype} ${source} rw`;
@@ -41,5 +42,16 @@ describe('cgroup2 mount discovery', () => {
     assert.equal(chooseCgroup2Mount(parseMounts(line(21, '/', '/sys', 'sysfs'))), null);
     // "cgroup" (v1) is not cgroup2.
     assert.equal(chooseCgroup2Mount(parseMounts(line(28, '/', '/sys/fs/cgroup/memory', 'cgroup'))), null);
+  });
+});
+
+describe("a process's cgroup2 directory", () => {
+  it('is a directory under the cgroup2 mount for this process; a process that does not exist throws', () => {
+    const dir = processCgroup2Dir('self');
+    assert.ok(dir, 'this process shows a cgroup2 membership');
+    assert.ok(dir === cgroup2Root() || dir.startsWith(`${cgroup2Root()}/`), dir);
+    assert.ok(fs.statSync(dir).isDirectory(), dir);
+    assert.ok(fs.existsSync(`${dir}/cgroup.procs`), 'a cgroup2 directory');
+    assert.throws(() => processCgroup2Dir(0x7ffffffe));
   });
 });

@@ -10,12 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { cgroup2Root, createChildCgroup, removeCgroup } from '../../src/cgroup/cgroup.js';
+import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { observeFastPath } from '../../src/fastpath/pins.js';
 import { ownedRecordPath } from '../../src/agent/owned.js';
 import { attachmentPinDir, STATE_DIR } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
+import { byteExact, transfer } from '../helpers/transfer.js';
 import { run, spawn, type Spawned } from '../../src/proc/run.js';
-import { BPFFS, CLI, MB, accel, fastPathBytes, maps, nothingAttached, stopProcess, waitFor } from '../helpers/env.js';
+import { PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
+import { BPF_DIR, BPFFS, CLI, MB, accel, fastPathBytes, maps, nothingAttached, stopProcess, waitFor } from '../helpers/env.js';
 
 interface Cg {
   path: string;
@@ -68,8 +71,8 @@ interface Agent {
   events(): Record<string, unknown>[];
 }
 
-async function startAgent(t: TestContext, config: string, extra: string[] = []): Promise<Agent> {
-  const proc = spawn(process.execPath, [CLI, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], { watchStderr: false });
+async function startAgent(t: TestContext, config: string, extra: string[] = [], globals: string[] = []): Promise<Agent> {
+  const proc = spawn(process.execPath, [CLI, ...globals, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], { watchStderr: false });
   running.add(proc);
   void proc.done.then(() => running.delete(proc));
   t.after(() => stopProcess(proc));
@@ -261,14 +264,7 @@ describe('accel agent', () => {
     await first.event((e) => e.event === 'attached' && e.cgroup === pod.rel);
     const link = linkId(pod);
     // About 5 s of paced traffic both ways.
-    const held = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(160 * MB), '--back', String(160 * MB), '--sizes', '65536', '--pace-us', '2000'], {
-      cgroupProcs: pod.procs,
-    });
-    t.after(() => held.kill());
-    let finished = false;
-    void held.result.then(() => (finished = true));
-    held.release();
-    await waitFor(() => maps(pod, (m) => m.counters().bytes_redirected) > BigInt(8 * MB), 10_000);
+    const { probe: held, finished } = await transfer(t, pod);
     first.proc.kill('SIGKILL');
     await first.proc.done;
     const second = await startAgent(t, config, ['--detach-on-exit']);
@@ -276,20 +272,50 @@ describe('accel agent', () => {
     assert.deepEqual(adopted.steps, []);
     assert.equal(second.events().filter((e) => e.event === 'attached' || e.event === 'updated').length, 0, 'adopted, not re-created');
     assert.equal(linkId(pod), link, 'the same link');
-    assert.equal(finished, false, 'the transfer was still running across the restart');
+    assert.equal(finished(), false, 'the transfer was still running across the restart');
     const metrics = await (await fetch(`http://${second.metrics}/metrics`)).text();
     assert.match(metrics, /^accel_agent_attachments\{state="adopted"\} 1$/m);
-    const r = await held.result;
-    assert.ok(r.ok, r.error ?? '');
-    assert.deepEqual(
-      r.sides.map((s) => s.received),
-      [160 * MB, 160 * MB],
-    );
-    assert.ok(r.sides.every((s) => !s.reset));
+    await byteExact(held);
     // --detach-on-exit: SIGTERM removes what the agent owns.
     await stopProcess(second.proc, 10_000);
     assert.deepEqual(nothingAttached(pod), { programs: [], pinDir: false });
     assert.equal(fs.existsSync(ownedRecordPath()), false);
+  });
+
+  it('upgrade: kill -9, then the agent of a second build (other sockops and sk_msg) during a transfer: upgraded in place, the same link, every byte in order, none reset', async (t) => {
+    const v1 = await variantBuild(t, 'agent', PROGRAM_VARIANT);
+    const tree = testTree(t);
+    const pod = tree.mk(`kubepods.slice/kubepods-pod${sd(uid(6))}.slice`);
+    const config = path.join(tmpDir(t), 'agent.yaml');
+    writeConfig(config, tree.root, ['system.slice/web.service'], []);
+    const first = await startAgent(t, config);
+    await first.event((e) => e.event === 'attached' && e.cgroup === pod.rel);
+    const link = linkId(pod);
+    const progOf = () => {
+      const o = observeFastPath(attachmentPinDir(BPFFS, pod.id), pod.id);
+      return o.kind === 'complete' ? o.progIds : null;
+    };
+    const before = progOf();
+    assert.equal(readBuildRecord(pod.id)?.buildId, fastPathBuildId(BPF_DIR));
+    const { probe: held, finished } = await transfer(t, pod);
+    first.proc.kill('SIGKILL');
+    await first.proc.done;
+    const second = await startAgent(t, config, [], ['--bpf-dir', v1]);
+    const upgraded = await second.event((e) => e.event === 'upgraded' && e.cgroup === pod.rel);
+    assert.deepEqual(upgraded.steps, ['upgrade-fastpath', 'adopt-listeners']);
+    assert.equal(second.events().filter((e) => e.event === 'attached' || e.event === 'adopted').length, 0, 'upgraded, neither re-created nor merely adopted');
+    assert.equal(linkId(pod), link, 'the same link');
+    const after = progOf();
+    assert.ok(before && after);
+    assert.notEqual(after.prog_sockops, before.prog_sockops, 'sockops replaced');
+    assert.notEqual(after.prog_skmsg, before.prog_skmsg, 'sk_msg replaced');
+    assert.deepEqual({ id: readBuildRecord(pod.id)?.buildId, how: readBuildRecord(pod.id)?.how }, { id: fastPathBuildId(v1), how: 'upgraded' });
+    assert.equal(finished(), false, 'the transfer was still running across the upgrade');
+    const metrics = await (await fetch(`http://${second.metrics}/metrics`)).text();
+    assert.match(metrics, /^accel_agent_attachments\{state="upgraded"\} 1$/m);
+    assert.match(metrics, /^accel_agent_reconciles_total\{result="upgraded"\} 1$/m);
+    await byteExact(held);
+    assert.ok(fastPathBytes(maps(pod, (m) => m.counters())) >= BigInt(320 * MB), 'all of it on the fast path');
   });
 
   it('a real Prometheus scrapes the agent: its series are there and its counters grow across a transfer; promtool accepts the exposition', async (t) => {

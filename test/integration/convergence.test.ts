@@ -189,6 +189,12 @@ describe('convergence after a crash at any step', { skip: kernelLacks('intercept
           'after:register-proxy',
           // test/state/store.test.ts: a state file written, not renamed
           'state-before-rename',
+          // reattach-kill.test.ts: the fence across a replacing re-attach
+          'before:fence-intercept',
+          'fence-before-link',
+          'after:fence-intercept',
+          'before:unfence-intercept',
+          'after:unfence-intercept',
         ].includes(p),
     );
     assert.deepEqual(unwalked, [], 'failpoints no case walks');

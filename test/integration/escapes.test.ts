@@ -76,7 +76,33 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
     assert.equal(b.proxyEvents().filter((e) => /loop/.test(e.reason)).length, 0, 'no loop');
   });
 
-  it('a SYN reusing the 4-tuple of a proxy-side TIME_WAIT socket goes to the proxy, never to the real service behind it (--iface lo)', async (t) => {
+  it("the proxy's cgroup/sock_create program records the proxy's sockets only: a root process of the same cgroup, mark forged or not, is steered and denied", async (t) => {
+    const b = await interceptBench(t, { proxyArgs: ['--policy', policyFile(t, DENY_ECHO)] });
+    const listening = JSON.parse(b.proxy?.lines().find((l) => l.includes('"event":"listening"')) ?? '{}') as { ownSockets?: string };
+    assert.equal(listening.ownSockets, 'sock_create', 'the proxy in its cgroup has the kernel record its sockets');
+
+    // Root, with every capability, in the proxy's own cgroup: the program
+    // is there, and it must not take these sockets for the proxy's.
+    for (const extra of [[], ['--mark', PROXY_MARK]]) {
+      const r = await run('/usr/bin/python3', [CLIENT, 'tcp', SERVER4, String(ECHO_PORT), ...extra], { ...b.appWhere, allowFailure: true, timeoutMs: 30_000 });
+      const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as ClientResult;
+      assert.equal(out.ok, false, `root of the cgroup got through (${extra.join(' ') || 'no mark'}): ${r.stdout}`);
+    }
+    assert.equal(accepted(b, ECHO_PORT), 0, 'nothing reached the denied server');
+    assert.equal(b.proxyEvents().filter((e) => e.action === 'deny' && e.destination === `${SERVER4}:${ECHO_PORT}`).length, 2, 'both were steered to the proxy and denied');
+
+    // The proxy's own upstream connection leaves unsteered, with its mark.
+    const allowed = await client(b.appWhere, ['tcp', SERVER4, String(HTTP_PORT), '--host', 'a.test']);
+    assert.ok(allowed.ok, JSON.stringify(allowed));
+    assert.ok(b.tproxyCounters().proxy_packets_skipped >= 1n, "the proxy's own SYN was recognised");
+    assert.equal(b.proxyEvents().filter((e) => /loop/.test(e.reason)).length, 0, 'no loop');
+  });
+
+  /** An HTTP/1.0 service on 127.0.0.1 (it closes first), the cgroup's
+   * connections to it intercepted on lo, and one allowed connection from
+   * the source port `port`: the proxy's accepted socket of it is left in
+   * TIME_WAIT, holding the 4-tuple the client reuses next. */
+  async function proxySideTimeWait(t: Parameters<typeof interceptBench>[0], port: number) {
     const policy = policyFile(t, { default: 'allow', rules: [{ action: 'deny', host: 'secret.test', name: 'no secret' }] });
     // Both names are the service's address (a name counts only at an
     // address of its own: src/proxy/name-binding.ts), in the proxy's own
@@ -99,7 +125,6 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
         .lines()
         .filter((l) => l.includes('"request"'))
         .map((l) => (JSON.parse(l) as { host: string | null }).host);
-    const port = 40123;
 
     const fresh = await client(b.appWhere, ['tcp', '127.0.0.1', String(HTTP_PORT), '--host', 'secret.test']);
     assert.equal(fresh.ok, false, JSON.stringify(fresh));
@@ -114,13 +139,45 @@ describe('ways out of the interception policy', { skip: kernelLacks('intercept')
       if (!tw) await sleep(50);
     }
     assert.ok(tw, 'the proxy-side socket is in TIME_WAIT');
+    return { b, hosts };
+  }
+
+  it('a SYN reusing the 4-tuple of a proxy-side TIME_WAIT socket goes to the proxy, never to the real service behind it (--iface lo)', async (t) => {
+    const port = 40123;
+    const { b, hosts } = await proxySideTimeWait(t, port);
+    const denied = () => b.proxyEvents().filter((e) => e.action === 'deny' && e.source.endsWith(`:${port}`)).length;
 
     for (let i = 0; i < 2; i++) {
       const again = await client(b.appWhere, ['tcp', '127.0.0.1', String(HTTP_PORT), '--host', 'secret.test', '--bind-port', String(port), '--timeout', '2']);
       assert.equal(again.ok, false, `round ${i}: ${JSON.stringify(again)}`);
     }
     assert.deepEqual(hosts(), ['allowed.test'], 'the service never saw the denied Host');
-    assert.ok(b.tproxyCounters().syn_tuple_busy >= 1n, `counted (${b.tproxyCounters().syn_tuple_busy})`);
+    // The kernel retired the TIME_WAIT socket, and its listener lookup
+    // found the proxy (sk_lookup.c), which denied the request.
+    const c = b.tproxyCounters();
+    assert.ok(c.syn_tw_retired >= 1n && c.tw_assigned >= 1n, `left to the kernel and given to the proxy (${c.syn_tw_retired}, ${c.tw_assigned})`);
+    assert.ok(denied() >= 1, `the proxy denied the reused 4-tuple: ${JSON.stringify(b.proxyEvents())}`);
+  });
+
+  it('a client reusing its source port right after a proxy-side TIME_WAIT connects at once through the proxy (no SYN dropped)', async (t) => {
+    const port = 40124;
+    const { b, hosts } = await proxySideTimeWait(t, port);
+
+    // Its first SYN must be taken: a drop (the old behaviour) has the
+    // client retransmit, past the 2 s, until the TIME_WAIT is gone (60 s).
+    const again = await client(b.appWhere, ['tcp', '127.0.0.1', String(HTTP_PORT), '--host', 'allowed.test', '--bind-port', String(port), '--timeout', '2']);
+    assert.ok(again.ok, `${JSON.stringify(again)}: ${JSON.stringify(b.tproxyCounters(), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+    assert.deepEqual(hosts(), ['allowed.test', 'allowed.test'], 'both requests reached the service through the proxy');
+    const c = b.tproxyCounters();
+    assert.equal(c.syn_tuple_busy, 0n, 'no SYN was given to the listener while the old socket held its 4-tuple');
+    assert.ok(c.syn_tw_retired >= 1n, `the SYN was left to the kernel to retire the TIME_WAIT socket (${c.syn_tw_retired})`);
+    assert.ok(c.tw_assigned >= 1n, `sk_lookup.c gave it to the proxy listener (${c.tw_assigned})`);
+    assert.equal(c.tw_dropped, 0n, 'none dropped');
+    assert.equal(
+      b.proxyEvents().filter((e) => e.action === 'allow' && e.source.endsWith(`:${port}`)).length,
+      2,
+      `the proxy relayed both (never the service directly): ${JSON.stringify(b.proxyEvents())}`,
+    );
   });
 
   it('a covered connection bound (SO_BINDTODEVICE, unprivileged) to a device interception does not hook is dropped and counted; uncovered ones there pass', async (t) => {

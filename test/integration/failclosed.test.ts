@@ -206,7 +206,7 @@ describe('interception flows live as long as their connections', () => {
     // The map's size is fixed when it is made: a new one, with the interception.
     const r = await b.attach(['--max-flows', '5', '--json']);
     assert.equal(r.exitCode, 0, r.stderr);
-    assert.deepEqual((JSON.parse(r.stdout) as { steps: string[] }).steps, ['remove-intercept', 'adopt-listeners', 'install-intercept']);
+    assert.deepEqual((JSON.parse(r.stdout) as { steps: string[] }).steps, ['fence-intercept', 'remove-intercept', 'adopt-listeners', 'install-intercept', 'unfence-intercept']);
     assert.equal(flowsMapSize(), 5);
     assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
   });

@@ -69,11 +69,16 @@ describe('the attachment preflight', () => {
         fastPath: { selftest: false },
         intercept: { ifaces: ['lo'], rules: ['127.0.0.1/32:7999'], proxyPort: 15099 },
       });
-      const prober = (c: Component): Feature[] => probeFeatures(c).map((f) => (f.name === feature ? { ...f, present: false } : f));
-      await assert.rejects(
-        () => reconcileTo(spec, { bpffs: BPFFS, bpfDir: BPF_DIR, prober }),
-        (e: unknown) => isAccelError(e, 'E_KERNEL_FEATURE') && e.message.split('\n').length === 1 && e.message.includes(feature) && /\(Linux \d+\.\d+\+\)$/.test(e.message),
-      );
+      // The test seam (src/seams.ts): this feature reported absent.
+      process.env.ACCEL_FEATURE_ABSENT = feature;
+      try {
+        await assert.rejects(
+          () => reconcileTo(spec, { bpffs: BPFFS, bpfDir: BPF_DIR }),
+          (e: unknown) => isAccelError(e, 'E_KERNEL_FEATURE') && e.message.split('\n').length === 1 && e.message.includes(feature) && /\(Linux \d+\.\d+\+\)$/.test(e.message),
+        );
+      } finally {
+        delete process.env.ACCEL_FEATURE_ABSENT;
+      }
       assert.deepEqual(nothingAttached(cg), { programs: [], pinDir: false });
       assert.equal(readRecord(cg.id), null, 'no interception record');
       assert.equal(fs.existsSync(journalPath(cg.id)), false, 'no journal');

@@ -8,6 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../../src/cgroup/cgroup.js';
+import { withPinnedMaps } from '../../src/bpf/fd.js';
+import { keys, lookup, u32 } from '../../src/bpf/map.js';
+import { SockKeyLayout } from '../../src/maps/layout/shared.js';
+import { SlotNames, TproxyMapNames } from '../../src/maps/tproxy.js';
 import { attachmentPinDir } from '../../src/paths.js';
 import { interceptRecordPath as statePath } from '../../src/paths.js';
 import { runSplit } from '../../src/probe/sockprobe.js';
@@ -137,8 +141,44 @@ describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
     assert.equal(f.connections_tcp_only, 0n);
   });
 
+  it("keeps its maps out of the fast path's: made with the interception, reached by sockops through the slots, gone with it while the fast path stays", async (t) => {
+    const b = await interceptBench(t);
+    const dir = attachmentPinDir(BPFFS, b.cg.id);
+    const interceptMaps = Object.values(TproxyMapNames);
+    const pinned = () => new Set(fs.readdirSync(dir));
+    assert.deepEqual(
+      interceptMaps.filter((m) => !pinned().has(m)),
+      [],
+      'the interception made its maps',
+    );
+    // sockops moves a closed flow to accel_tproxy_closed and counts it,
+    // both reached through their slots.
+    assert.ok((await nodeClient(b, SERVER4, ECHO_PORT, 4096)).ok);
+    assert.ok(await waitFor(() => b.tproxyCounters().flows_closed >= 1n, 5000), `flows closed: ${b.tproxyCounters().flows_closed}`);
+    const closed = withPinnedMaps(dir, [TproxyMapNames.closed], (need) => keys(need(TproxyMapNames.closed), SockKeyLayout.size).length);
+    assert.ok(closed >= 1, `closed flows: ${closed}`);
+    const slotted = () => withPinnedMaps(dir, Object.values(SlotNames), (need) => Object.values(SlotNames).filter((s) => lookup(need(s), u32(0), 4) !== null));
+    assert.deepEqual(slotted().sort(), Object.values(SlotNames).sort(), 'every slot holds its map');
+
+    // The same fast path without interception: it stays, the interception goes.
+    const linkIno = fs.statSync(path.join(dir, 'link_sockops')).ino;
+    const a = await b.accel(['attach', '--cgroup', b.cg.path, '--skip-selftest']);
+    assert.equal(a.exitCode, 0, a.stderr);
+    assert.equal(fs.statSync(path.join(dir, 'link_sockops')).ino, linkIno, 'the fast path stayed');
+    assert.deepEqual(
+      interceptMaps.filter((m) => pinned().has(m)),
+      [],
+      "no interception map is left in the fast path's directory",
+    );
+    assert.deepEqual(slotted(), [], 'every slot is empty');
+    const direct = await nodeClient(b, SERVER4, ECHO_PORT, 4096);
+    assert.ok(direct.ok, direct.error);
+  });
+
   it('intercepts connections to a local address (--iface lo), and both hops go on the fast path with everything in the cgroup', async (t) => {
-    const b = await interceptBench(t, { attach: false });
+    // Without the shortcut, which would take the proxy's two hops out of
+    // the data path (shortcut.test.ts).
+    const b = await interceptBench(t, { attach: false, proxyArgs: ['--no-shortcut'] });
     const LOCAL_PORT = 7411;
     const a = await b.accel([
       'attach',

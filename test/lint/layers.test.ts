@@ -13,7 +13,7 @@ import { PACKAGE_ROOT } from '../../src/paths.js';
 
 /** Lowest first. A unit is a folder of src/ ('bpf/') or a file at its top ('errors.ts'). */
 const LAYERS: readonly (readonly string[])[] = [
-  ['errors.ts', 'failpoint.ts', 'log.ts', 'paths.ts', 'privileges.ts'],
+  ['errors.ts', 'failpoint.ts', 'log.ts', 'paths.ts', 'privileges.ts', 'seams.ts'],
   ['bpf/', 'sys/', 'cgroup/', 'net/', 'proc/', 'stream/', 'probe/', 'state/'],
   ['maps/'],
   ['fastpath/', 'intercept/', 'splice/', 'proxy/'],

@@ -46,6 +46,7 @@ export function registerAgent(program: Command, globals: () => GlobalOptions): v
       const server = await serveEndpoints(opts.metricsAddr, {
         metrics: metrics.registry,
         refresh: metrics.refresh,
+        release: metrics.release,
         ready: () => agent.ready,
         unhealthy: () => {
           const idle = Date.now() - Math.max(agent.stats.lastProgressAt, startedAt);

@@ -131,6 +131,8 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       const r = await reconcileTo(spec, { bpffs: g.bpffs, bpfDir: g.bpfDir });
       const kinds = r.plan.steps.map((s) => s.kind);
       const alreadyAttached = !kinds.includes('install-fastpath');
+      const upgrade = r.plan.steps.find((s) => s.kind === 'upgrade-fastpath');
+      const upgraded = upgrade?.kind === 'upgrade-fastpath' ? { from: upgrade.from, to: upgrade.to } : null;
       const status = await attachmentStatus(g.bpffs, r.cgroup.id);
       const withStreamVerdict = r.withStreamVerdict ?? status?.withStreamVerdict ?? false;
       const intercept = status?.intercept
@@ -145,6 +147,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
           covers,
           pinDir: r.pinDir,
           alreadyAttached,
+          upgraded,
           recovered: r.recovered,
           withStreamVerdict,
           selftest: r.selftest,
@@ -156,7 +159,13 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
           unsafeReaders: status?.unsafeReaders ?? [],
         });
       }
-      print(alreadyAttached ? `already attached: ${r.cgroup.path}` : `attached: ${r.cgroup.path}`);
+      print(
+        upgraded
+          ? `upgraded in place: ${r.cgroup.path} (programs of build ${upgraded.from ?? '(unrecorded)'} replaced by build ${upgraded.to}, maps kept)`
+          : alreadyAttached
+            ? `already attached: ${r.cgroup.path}`
+            : `attached: ${r.cgroup.path}`,
+      );
       if (covers && !alreadyAttached) print(`host-wide: ${r.cgroup.path} is the root cgroup; the fast path covers ${covers}`);
       print(
         table([

@@ -5,6 +5,7 @@ import { log } from '../../log.js';
 import { Policy } from '../../proxy/policy.js';
 import { announceProxy } from '../../proxy/record.js';
 import { TransparentProxy } from '../../proxy/server.js';
+import { openKernelOwnSockets } from '../../proxy/own-sockets.js';
 import { requirePrivileges } from '../../privileges.js';
 import { nodeSocketFd } from '../../sys/node-internals.js';
 import { netnsCookie } from '../../sys/socket.js';
@@ -73,6 +74,11 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
       // Its upstream sockets are recorded there: interception knows them
       // as the proxy's by that, never by their mark.
       const sockets = ProxySockets.open(g.bpffs, g.bpfDir);
+      // Recorded and marked by the kernel when made, where it can; else one
+      // by one.
+      const kernelOwned = openKernelOwnSockets(g.bpffs, g.bpfDir, opts.mark);
+      if ('unavailable' in kernelOwned) log.verbose(`upstream sockets made and recorded one by one: ${kernelOwned.unavailable}`);
+      else log.verbose(`upstream sockets recorded by cgroup/sock_create on ${kernelOwned.cgroup}`);
       let attachment: SpliceAttachment | null = null;
       if (opts.splice !== false) {
         try {
@@ -99,6 +105,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         shortcuts: opts.shortcut ? new ShortcutMaps(g.bpffs) : null,
         // Interception hands new connections only to registered listeners.
         ownSocket: (fd) => sockets.record(fd),
+        kernelOwnsSockets: !('unavailable' in kernelOwned),
         register: (fd, family) => {
           ensureBpffs(g.bpffs);
           withProxyListeners(g.bpffs, (m) => m.register({ netns: netnsCookie(fd), family, port: opts.port }, fd));
@@ -132,7 +139,14 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         withdraw = announceProxy(opts.port, opts.mark);
         log.info(`proxy listening on ${endpoints.join(', ')}${attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : ' (relaying in user space)'}`);
         await serveUntilSignal(
-          { endpoints, splice: attachment !== null, ...(metrics ? { metrics: metrics.address } : {}) },
+          {
+            endpoints,
+            splice: attachment !== null,
+            // How its upstream sockets become the proxy's: recorded and
+            // marked by the kernel at socket(), or one by one.
+            ownSockets: 'unavailable' in kernelOwned ? 'one-by-one' : 'sock_create',
+            ...(metrics ? { metrics: metrics.address } : {}),
+          },
           () => proxy.stop(opts.graceMs),
           opts.graceMs,
           () => proxy.stats,
@@ -142,6 +156,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         await metrics?.close();
         withdraw();
         attachment?.close();
+        if (!('unavailable' in kernelOwned)) kernelOwned.close();
         sockets.close();
         // Our listeners are closed, so out of the map; the last user of
         // the map removes it.

@@ -18,6 +18,12 @@ export function formatStatus(s: AttachmentStatus): string {
     ['cgroup link', s.linkId === null ? '-' : `id ${s.linkId} (${s.linkPin})`],
     ...Object.entries(s.programIds).map(([name, id]) => [name.replace(/^prog_/, 'program '), `id ${id}`] as [string, string]),
     ['setup', s.withStreamVerdict ? 'sk_msg + stream verdict' : 'sk_msg'],
+    [
+      'build',
+      s.build
+        ? `${s.build.buildId}, ${s.build.how === 'upgraded' ? `upgraded in place from ${s.build.from ?? 'an unrecorded build'}` : 'installed'} at ${s.build.at}`
+        : 'not recorded',
+    ],
     ['redirect', s.redirectEnabled ? 'on' : 'off'],
     ['queue limit', s.queueLimit === null ? '-' : `${s.queueLimit} bytes unread per socket, then the writer is held back`],
     ['max sockets', s.maxSockets ?? '-'],

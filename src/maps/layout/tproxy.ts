@@ -18,7 +18,7 @@ export const InterceptRuleLayout = {
 
 /** struct accel_tproxy_config */
 export const TproxyConfigLayout = {
-  size: 32,
+  size: 40,
   fields: {
     cgroup_id: { offset: 0, size: 8 },
     cgroup_level: { offset: 8, size: 4 },
@@ -27,8 +27,12 @@ export const TproxyConfigLayout = {
     intercept_mark: { offset: 20, size: 4 },
     proxy_mark: { offset: 24, size: 4 },
     rule_count: { offset: 28, size: 4 },
+    flags: { offset: 32, size: 4 },
   },
 } as const;
+
+/** ACCEL_TP_F_SK_LOOKUP: sk_lookup.c is attached to the namespace. */
+export const TP_F_SK_LOOKUP = 1;
 
 /** struct accel_tproxy_flow */
 export const TproxyFlowLayout = {
@@ -137,6 +141,13 @@ export const TPROXY_COUNTER_ENUM = {
   /** UDP of the cgroup to a covered destination, refused
    * (--intercept-udp refuse). */
   udp_refused: 'ACCEL_TP_UDP_REFUSED',
+  /** Steered SYNs whose 4-tuple a proxy-side TIME_WAIT socket held, left
+   * to the kernel to retire it (sk_lookup.c then finds the proxy). */
+  syn_tw_retired: 'ACCEL_TP_SYN_TW_RETIRED',
+  /** Of those, handed to the proxy listener by sk_lookup.c. */
+  tw_assigned: 'ACCEL_TP_TW_ASSIGNED',
+  /** Of those, dropped (not recorded, or no proxy listener). */
+  tw_dropped: 'ACCEL_TP_TW_DROPPED',
 } as const;
 export type TproxyCounterName = keyof typeof TPROXY_COUNTER_ENUM;
 export const TPROXY_COUNTERS = Object.keys(TPROXY_COUNTER_ENUM) as TproxyCounterName[];
@@ -184,6 +195,8 @@ export interface TproxyConfig {
   interceptMark: number;
   proxyMark: number;
   ruleCount: number;
+  /** TP_F_* */
+  flags: number;
 }
 
 export function encodeTproxyConfig(c: TproxyConfig): Buffer {
@@ -196,6 +209,7 @@ export function encodeTproxyConfig(c: TproxyConfig): Buffer {
   b.writeUInt32LE(c.interceptMark >>> 0, f.intercept_mark.offset);
   b.writeUInt32LE(c.proxyMark >>> 0, f.proxy_mark.offset);
   b.writeUInt32LE(c.ruleCount, f.rule_count.offset);
+  b.writeUInt32LE(c.flags >>> 0, f.flags.offset);
   return b;
 }
 
@@ -209,6 +223,7 @@ export function decodeTproxyConfig(b: Buffer): TproxyConfig {
     interceptMark: b.readUInt32LE(f.intercept_mark.offset),
     proxyMark: b.readUInt32LE(f.proxy_mark.offset),
     ruleCount: b.readUInt32LE(f.rule_count.offset),
+    flags: b.readUInt32LE(f.flags.offset),
   };
 }
 

@@ -85,8 +85,10 @@ export type DataPath = 'inspect' | 'shortcut' | 'splice' | 'relay' | 'relay-fast
  * weighed a Host rule is inspected: each later request on it may name
  * another Host, which neither the kernel (splice) nor a blind relay would
  * see. Otherwise: splice when the rule allows it and a splicer exists,
- * unless the client hop is on the sk_msg fast path (splicing it would split
- * its stream). The shortcut (client and server both local, on the fast
+ * unless a hop, the client's or the upstream's, is on the sk_msg fast path
+ * (its bytes move by sk_msg, which the splice neither sees nor counts: the
+ * stream would split, or a half-close wait forever for bytes it cannot
+ * count). The shortcut (client and server both local, on the fast
  * path) comes first where the rule allows splicing: it takes the proxy out
  * of the data path altogether.
  */

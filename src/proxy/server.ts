@@ -22,6 +22,7 @@ import { connectUpstream } from './upstream.js';
 import type { ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
 import { relayBesideShortcut } from './shortcut-relay.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
+import { seam } from '../seams.js';
 
 export interface ProxyOptions {
   port: number;
@@ -40,7 +41,8 @@ export interface ProxyOptions {
    * sk_msg fast path a shortcut between them (bpf/include/accel_shortcut.h);
    * null: never. */
   shortcuts?: ShortcutMaps | null;
-  /** Is this accepted socket on the sk_msg fast path? (never spliced) */
+  /** Is this socket of the proxy (accepted or upstream) on the sk_msg fast
+   * path? A pair with one that is is never spliced. */
   onFastPath?: (sock: net.Socket) => boolean;
   /** Makes a new listening socket the one interception hands connections
    * to (the node's map of proxy listeners); it fails the start if it
@@ -80,8 +82,8 @@ export interface ConnectionEvent {
   reason: string;
   sni?: string | undefined;
   host?: string | undefined;
-  /** relay-fastpath: relayed because the client hop is on the sk_msg fast
-   * path; inspect: HTTP relayed request by request, each Host checked;
+  /** relay-fastpath: relayed because a hop (client or upstream) is on the
+   * sk_msg fast path; inspect: HTTP relayed request by request, each Host checked;
    * shortcut: client and server send to each other directly (sk_msg). */
   mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect' | 'shortcut';
 }
@@ -186,7 +188,7 @@ export class TransparentProxy {
       const address = family === 4 ? '127.0.0.1' : '::1';
       let fd: number;
       try {
-        fd = transparentListener(family, address, this.o.port, this.o.backlog);
+        fd = transparentListener(family, address, this.o.port, this.o.backlog, seam('ACCEL_PROXY_DEFER_ACCEPT') ?? 0);
       } catch (err) {
         if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
           await this.stop(0);
@@ -354,7 +356,11 @@ export class TransparentProxy {
       let plan: ShortcutPlan | null = null;
       const mode = chooseDataPath(decision, facts, {
         canSplice: splicer !== null,
-        onFastPath: () => this.o.onFastPath?.(client) ?? false,
+        // Either hop: an upstream socket on the fast path (a local server
+        // of the cgroup) sends by sk_msg, past its TCP send stream, where
+        // the splicer counts what it owes before it forwards a half-close:
+        // that count never completes, and the close is never forwarded.
+        onFastPath: () => (this.o.onFastPath?.(client) ?? false) || (this.o.onFastPath?.(upstream) ?? false),
         canShortcut: () => {
           plan = this.shortcutFor(client, upstream);
           return plan !== null;

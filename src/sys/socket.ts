@@ -78,9 +78,12 @@ function sockaddr(family: Family, address: string, port: number): Buffer {
 }
 
 /** A listening, non-blocking, transparent socket on address:port. */
-export function transparentListener(family: Family, address: string, port: number, backlog: number): number {
+export function transparentListener(family: Family, address: string, port: number, backlog: number, deferAcceptS = 0): number {
   const fd = newSocket(family);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR');
+  // TCP_DEFER_ACCEPT (a test seam only, ACCEL_PROXY_DEFER_ACCEPT): a
+  // connection is accepted when its first bytes arrive.
+  if (deferAcceptS > 0) setInt(fd, 6, 9, deferAcceptS, 'TCP_DEFER_ACCEPT');
   if (family === 4) {
     setInt(fd, SOL_IP, IP_TRANSPARENT, 1, 'IP_TRANSPARENT (needs CAP_NET_ADMIN)');
   } else {

@@ -137,19 +137,49 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
-  // todo: in a full-file run on 2 CPUs, 36 of the 1,000 concurrent
-  // connections hung in their close: each client had its 4 KB echo and had
-  // sent its FIN, and never got the FIN back. They were exactly the
-  // connections whose client sent its first bytes before the proxy's
-  // accepted socket was established (connections_tcp_only 36,
-  // sockets_skipped_peer 36, messages_passed 36): the fast path's
-  // establishment race, after which the client is off the fast path and the
-  // proxy relays the connection (no shortcut). Alone (and in one earlier
-  // full-file run) all 11,000 passed. Not fixed yet: it runs and reports.
-  it('1,000 concurrent connections, then 10,000 in a row, every map back to empty', { todo: 'connections that lost the establishment race hang in their close' }, async (t) => {
+  it('connections whose client wrote before the proxy accepted (the fast path race lost) get no shortcut, and each close is forwarded', async (t) => {
+    // The proxy defers each accept until the first bytes arrive: every
+    // client's first write finds no peer on the fast path and takes TCP for
+    // good (connections_tcp_only), while the proxy's upstream hop to the
+    // local server is on the fast path. The many-connections test meets a
+    // few such connections by chance.
+    process.env.ACCEL_PROXY_DEFER_ACCEPT = '5';
+    let b: InterceptBench;
+    try {
+      b = await localBench(t);
+    } finally {
+      delete process.env.ACCEL_PROXY_DEFER_ACCEPT;
+    }
+    const n = 200;
+    const c = await cases(b, ['many', String(n), '50'], 60_000);
+    const f = b.fastCounters();
+    const m = modes(b);
+    t.diagnostic(`modes ${[...new Set(m)].map((x) => `${x} ${m.filter((y) => y === x).length}`).join(', ')}; connections_tcp_only ${f.connections_tcp_only}`);
+    assert.ok(c.ok, JSON.stringify(c));
+    assert.equal(f.connections_tcp_only, BigInt(n), 'every client lost the race');
+    assert.equal(m.length, n);
+    // Relayed in user space: neither shortcut (the client is off the fast
+    // path) nor spliced (the upstream hop is on it).
+    assert.ok(
+      m.every((x) => x === 'relay-fastpath' || x === 'relay'),
+      m.join(', '),
+    );
+    assert.equal(f.shortcut_directions, 0n);
+    const empty = () => withMaps(dir(b), (x) => x.shortcutCount() === 0 && x.memberCount() === 0 && x.socketCount() === 0);
+    assert.ok(await waitFor(empty, 10_000), 'maps empty');
+  });
+
+  // A client that sends before the proxy's accepted socket is established
+  // loses the fast path's race (the test above forces it): its connection
+  // is relayed, without a shortcut. Among 1,000 at once on 2 CPUs a few do
+  // (36 in one full-file run, whose closes hung while such connections were
+  // spliced); the rest take the shortcut.
+  it('1,000 concurrent connections, then 10,000 in a row, every map back to empty', async (t) => {
     const b = await localBench(t);
     const c = await cases(b, ['many', '1000', '1000'], 300_000);
-    assert.ok(c.ok, `${JSON.stringify(c)} ${JSON.stringify(b.fastCounters(), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
+    const race = b.fastCounters();
+    t.diagnostic(`after 1,000 concurrent: connections_tcp_only ${race.connections_tcp_only}, sockets_skipped_peer ${race.sockets_skipped_peer}`);
+    assert.ok(c.ok, `${JSON.stringify(c)} ${JSON.stringify(race, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v))}`);
     const s = await cases(b, ['many', '10000', '1'], 300_000);
     // A steered SYN whose 4-tuple a proxy-side socket still holds in
     // TIME_WAIT (left by an earlier test of this file) waits until it is
@@ -158,10 +188,14 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(s.ok, JSON.stringify(s));
     const m = modes(b);
     assert.equal(m.length, 11_000);
+    const others = m.filter((x) => x !== 'shortcut');
+    t.diagnostic(`${m.length - others.length} took the shortcut; relayed: ${others.length} (${[...new Set(others)].join(', ')})`);
     assert.ok(
-      m.every((x) => x === 'shortcut'),
-      `every connection took the shortcut (${m.filter((x) => x !== 'shortcut').length} did not)`,
+      others.every((x) => x === 'relay-fastpath' || x === 'relay'),
+      `the others were relayed: ${others.join(', ')}`,
     );
+    const lost = b.fastCounters().connections_tcp_only;
+    assert.ok(BigInt(others.length) <= lost, `only clients that lost the race went without a shortcut (${others.length} relayed, ${lost} lost the race)`);
     const empty = () => withMaps(dir(b), (x) => x.shortcutCount() === 0 && x.memberCount() === 0 && x.socketCount() === 0);
     assert.ok(await waitFor(empty, 10_000), `maps empty: ${withMaps(dir(b), (x) => `${x.shortcutCount()} shortcuts, ${x.memberCount()} members, ${x.socketCount()} sockets`)}`);
   });

@@ -52,6 +52,7 @@ int accel_cgroup_egress(struct __sk_buff *skb)
 	__u32 zero = 0;
 	int parsed;
 
+	accel_build_variant();
 	if (!cfg || !cfg->proxy_port)
 		return CG_PASS;
 	eg = bpf_map_lookup_elem(&accel_tproxy_egress, &zero);

@@ -31,6 +31,7 @@ int accel_sk_lookup(struct bpf_sk_lookup *ctx)
 	struct bpf_sock *sk;
 	long err;
 
+	accel_build_variant();
 	if (ctx->protocol != IPPROTO_TCP)
 		return SK_PASS;
 	key.family = ctx->family;

@@ -110,6 +110,7 @@ int accel_tc_egress(struct __sk_buff *skb)
 	struct accel_pkt p;
 	int parsed;
 
+	accel_build_variant();
 	if (!cfg || !cfg->proxy_port)
 		return TC_ACT_UNSPEC;
 	parsed = accel_parse(skb, &p);
@@ -312,6 +313,7 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 	struct bpf_sock *sk;
 	struct accel_pkt p;
 
+	accel_build_variant();
 	if (!cfg || !cfg->intercept_mark || skb->mark != cfg->intercept_mark || accel_parse(skb, &p))
 		return TC_ACT_UNSPEC;
 

@@ -54,6 +54,7 @@ struct opts {
 	int hold_read;		 /* server: wait for a stdin line before reading */
 	int read_at_half_close;	 /* client: read the reply while the writer half-closes */
 	int reply_delay_ms;	 /* server: wait this long after the request before replying */
+	int read_delay_ms;	 /* server: sleep this long before reading (its writer gets ahead) */
 	uint64_t bytes;		 /* client -> server */
 	uint64_t back;		 /* server -> client, after the client's half-close */
 	int duplex;		 /* both directions at once */
@@ -597,6 +598,11 @@ static int serve_conn(int fd)
 		emit("{\"event\":\"before-read\"}");
 		wait_line();
 	}
+	/* A reader that falls behind: what its writer sends meanwhile fills
+	 * the queue, and on the fast path a writer past the queue limit is
+	 * held back (its bytes arrive by TCP). */
+	if (o.read_delay_ms)
+		usleep(o.read_delay_ms * 1000);
 	err = recv_stream(fd, o.bytes, o.seed, &got, &reset);
 	if (o.rst) {
 		/* The client aborted: a reset is what must be seen. */
@@ -896,7 +902,8 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: sockprobe pair|server|client|many|pingpong [--host H] [--port P] [--family 4|6|46]\n"
 		"  [--reader blocking|poll|epoll|epoll-et|fionread|peek|splice] [--back-reader R]\n"
-		"  [--bytes N] [--back N] [--hold-read] [--read-at-half-close] [--reply-delay-ms N]\n"
+		"  [--bytes N] [--back N] [--hold-read] [--read-at-half-close] [--reply-delay-ms N]"
+		" [--read-delay-ms N]\n"
 		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--pace-us N] [--rst] [--seed N]\n"
 		"  [--concurrent N] [--sequential N] [--early] [--timeout-s N]\n"
 		"  slowreader [--conns N] [--duplex] [--bytes N] [--pause-ms N] [--writer blocking|poll|epoll]\n"
@@ -1138,6 +1145,8 @@ int main(int argc, char **argv)
 			o.pace_us = atoi(v);
 		else if (!strcmp(a, "--reply-delay-ms"))
 			o.reply_delay_ms = atoi(v);
+		else if (!strcmp(a, "--read-delay-ms"))
+			o.read_delay_ms = atoi(v);
 		else if (!strcmp(a, "--seed"))
 			o.seed = strtoull(v, NULL, 0);
 		else if (!strcmp(a, "--concurrent"))

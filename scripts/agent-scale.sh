@@ -55,8 +55,14 @@ sleep 3
 rss() {
   awk '/^(VmRSS|VmHWM)/ { printf "%s %d MB  ", $1, $2 / 1024 }' "/proc/$AGENT/status"
   awk '/^(RssAnon|RssFile)/ { printf "%s %d MB  ", $1, $2 / 1024 }' "/proc/$AGENT/status"
-  # malloc's main heap ([heap]) apart from the other anonymous mappings (V8's heap, thread arenas).
-  awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "anon" : $6) } /^Rss:/ { if (name == "[heap]") h += $2; else if (name == "anon") a += $2 } END { printf "malloc [heap] %d MB, other anonymous %d MB  ", h / 1024, a / 1024 }' "/proc/$AGENT/smaps"
+  # The anonymous memory by kind: malloc's main heap ([heap]), glibc's
+  # thread arenas (64 MB-aligned heaps), V8's heap pages (256 KB each), and
+  # the rest (V8's large objects and code, stacks, mmapped malloc chunks).
+  awk 'function hex(s,  i, n) { n = 0; for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1; return n }
+    /^[0-9a-f]+-[0-9a-f]+ / { split($1, r, "-"); lo = hex(r[1]); size = hex(r[2]) - lo
+      kind = $6 == "[heap]" ? "heap" : $6 != "" ? "" : lo % 67108864 == 0 ? "arena" : size == 262144 && lo % 262144 == 0 ? "v8" : "other" }
+    /^Rss:/ { if (kind != "") k[kind] += $2 }
+    END { printf "malloc [heap] %d MB, arenas %d MB, V8 pages %d MB, other anonymous %d MB  ", k["heap"] / 1024, k["arena"] / 1024, k["v8"] / 1024, k["other"] / 1024 }' "/proc/$AGENT/smaps"
   echo "open fds: $(find "/proc/$AGENT/fd" -mindepth 1 | wc -l)"
 }
 echo "agent memory, all attached: $(rss)"

@@ -44,6 +44,9 @@ export const FAILPOINTS = [
   'intercept-before-filters',
   'intercept-after-lo-hook',
   'intercept-undo-after-hooks',
+  // intercept/upgrade.ts: sk_lookup and the lo hook run the new build, the
+  // other hooks the old one.
+  'intercept-upgrade-after-lo-hook',
   // intercept/fence.ts: the fence's maps written, its link not yet made.
   'fence-before-link',
   // state/store.ts: a state file written and fsynced, not yet renamed.

@@ -25,10 +25,10 @@ const SEAMS = {
   /** attachment/reconcile.ts: the attach preflight finds this kernel
    * feature (its name in `accel features`) absent. */
   ACCEL_FEATURE_ABSENT: z.string().min(1),
-  /** proxy/server.ts: the proxy's listeners defer each accept until the
-   * connection's first bytes (TCP_DEFER_ACCEPT, seconds), so every client's
-   * first write leaves before the proxy's socket exists: the fast path's
-   * establishment race, lost by every connection. */
+  /** sys/socket.ts: accel proxy's listeners defer each accept until the
+   * connection's first bytes (TCP_DEFER_ACCEPT, seconds), so every client
+   * writes before the proxy's socket exists: the fast path's establishment
+   * race, lost by every connection. */
   ACCEL_PROXY_DEFER_ACCEPT: z.coerce.number().int().positive(),
 } as const;
 

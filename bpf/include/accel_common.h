@@ -28,8 +28,9 @@ static __always_inline struct sk_psock *accel_psock_of(struct sock *sk)
 	return ud ? bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock)) : NULL;
 }
 
-/* A test build (test/integration/upgrade.test.ts) is compiled with
- * -DACCEL_TEST_PROGRAM_VARIANT=<n>: its programs then differ from the normal
+/* A test build (test/integration/upgrade.test.ts, upgrade-intercept.test.ts)
+ * is compiled with -DACCEL_TEST_PROGRAM_VARIANT=<n>: its programs (the fast
+ * path's and the interception's) then differ from the normal
  * build's (one store to the stack) and do the same, which is what an
  * upgrade to a build whose programs changed needs. Nothing otherwise. */
 #ifdef ACCEL_TEST_PROGRAM_VARIANT

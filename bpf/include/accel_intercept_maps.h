@@ -69,6 +69,12 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
+#ifdef ACCEL_TEST_INTERCEPT_LAYOUT_VARIANT
+	/* Only in a test build (test/integration/upgrade-intercept.test.ts):
+	 * an interception map whose layout (its flags) changed, which an
+	 * upgrade must refuse to carry over. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+#endif
 	__uint(max_entries, ACCEL_TW_SYNS_MAX);
 	__type(key, struct accel_sock_key);
 	__type(value, struct accel_proxy_key);

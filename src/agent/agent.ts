@@ -20,7 +20,6 @@ import { reconcileTo, reconcileToNothing } from '../attachment/reconcile.js';
 import { type SelfTestRecord, saveSelftestRecord, selftestRecord } from '../attachment/selftest-record.js';
 import type { AttachmentSpec } from '../attachment/spec.js';
 import { cgroup2Root } from '../cgroup/cgroup.js';
-import { libcFns } from '../bpf/native.js';
 import { isAccelError } from '../errors.js';
 import { fastPathBuildId } from '../fastpath/build.js';
 import { PinNames } from '../fastpath/pins.js';
@@ -30,6 +29,7 @@ import { type AgentConfig, loadAgentConfig } from './config.js';
 import { type CompiledSelection, type Target, compileSelections, desiredTargets } from './desired.js';
 import type { PodSource } from './kube.js';
 import { type OwnedEntry, readOwned, writeOwned } from './owned.js';
+import { trimMalloc, tuneMalloc } from './malloc.js';
 import { cgroupStillThere } from './scan.js';
 
 export type AttachmentState = 'attached' | 'adopted' | 'upgraded' | 'failed';
@@ -75,6 +75,17 @@ export interface AgentStats {
 
 const MAX_BACKOFF_MS = 30_000;
 
+/** A turn of the event loop. A reconcile is synchronous work (object loads,
+ * map writes) behind a promise: a thousand of them in one tick kept /healthz
+ * and /metrics unanswered for minutes, and V8's own tasks (incremental
+ * marking, the memory reducer) waiting with them. */
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+const TRIM_EVERY_MS = 5_000;
+
+function sameTarget(a: Target, b: Target): boolean {
+  return a.path === b.path && a.rel === b.rel && a.selection === b.selection && a.specKey === b.specKey && a.pod?.namespace === b.pod?.namespace && a.pod?.name === b.pod?.name;
+}
+
 export class Agent {
   readonly tracked = new Map<bigint, Tracked>();
   readonly stats: AgentStats = {
@@ -94,6 +105,7 @@ export class Agent {
   /** The self-test runs once per agent and setup; later installs reuse it. */
   private selftests = new Map<string, { withStreamVerdict: boolean; record: SelfTestRecord }>();
   private timer: NodeJS.Timeout | null = null;
+  private lastTrimAt = 0;
   private running: Promise<void> | null = null;
   private stopped = false;
 
@@ -102,6 +114,7 @@ export class Agent {
     this.compiled = compileSelections(this.config);
     this.root = this.config.cgroupRoot ?? cgroup2Root();
     this.owned = new Map(readOwned().map((e) => [BigInt(e.id), e]));
+    tuneMalloc();
   }
 
   get cgroupRoot(): string {
@@ -167,15 +180,16 @@ export class Agent {
     const worked = () => Object.values(this.stats.reconciles).reduce((a, b) => a + b, 0);
     const before = worked();
     let trimmedAt = before;
-    // After loading objects, malloc's free memory goes back (libcFns.malloc_trim).
+    // After loading objects, malloc's free memory goes back (malloc.ts).
     const trim = (every: number) => {
       if (worked() - trimmedAt < every) return;
       trimmedAt = worked();
-      libcFns.malloc_trim(0);
+      this.trimMalloc();
     };
     for (const t of desired.targets.values()) {
       if (this.stopped) return;
       await this.ensure(t);
+      await turn();
       trim(20);
     }
     // Until the pods are listed, an attachment of a pod is not known to be unwanted.
@@ -194,14 +208,25 @@ export class Agent {
         continue;
       }
       await this.release(id, p, tr?.target.rel ?? entry.path, exists ? 'deselected' : 'removed');
+      await turn();
       trim(20);
     }
     trim(1);
+    // And every few seconds in any case: V8's threads free theirs into their
+    // own malloc arenas after the work is done (a major GC, a compile), some
+    // 10 MB at a thousand cgroups that stayed until the next reconcile.
+    if (Date.now() - this.lastTrimAt >= TRIM_EVERY_MS) this.trimMalloc();
     this.stats.lastProgressAt = Date.now();
     if (!this.ready && podsKnown) {
       this.ready = true;
       this.options.emit({ event: 'ready', attachments: [...this.tracked.values()].filter((t) => t.state !== 'failed').length });
     }
+  }
+
+  /** Give malloc's free memory back to the kernel (every arena's). */
+  private trimMalloc(): void {
+    trimMalloc();
+    this.lastTrimAt = Date.now();
   }
 
   /** The spec to apply: with the self-test of an earlier install reused. */
@@ -221,7 +246,10 @@ export class Agent {
     this.stats.lastProgressAt = Date.now();
     let prev = this.tracked.get(t.id);
     if (prev && prev.applied === t.specKey && prev.state !== 'failed') {
-      prev.target = t;
+      // The same target as last poll is kept, and this poll's copy dropped
+      // young: a thousand of them replaced every poll is garbage that lives
+      // long enough to reach V8's old generation.
+      if (!sameTarget(prev.target, t)) prev.target = t;
       // Still there? Detached by hand (accel detach), it is attached anew.
       if (fs.existsSync(path.join(attachmentPinDir(this.options.bpffs, t.id), PinNames.link))) return;
       log.warn(`the attachment of ${t.path} is gone (detached by hand?): attaching it anew`);
@@ -257,7 +285,7 @@ export class Agent {
         } else if (cached && t.spec.fastPath.selftest) saveSelftestRecord(t.id, cached.record);
       }
       // Found running another build, replaced in place: upgraded, not re-created.
-      const upgraded = kinds.includes('upgrade-fastpath') && !kinds.includes('install-fastpath');
+      const upgraded = (kinds.includes('upgrade-fastpath') || kinds.includes('upgrade-intercept')) && !kinds.includes('install-fastpath');
       const event = upgraded ? 'upgraded' : prev && prev.applied !== null ? 'updated' : 'attached';
       this.tracked.set(t.id, {
         target: t,

@@ -17,6 +17,8 @@ export interface Endpoints {
   refresh(): Promise<void>;
   /** After each scrape (served or failed): drop what refresh read. */
   release?(): void;
+  /** After a metric family's text is made: its series may be dropped. */
+  written?(name: string): void;
   /** null: healthy; otherwise why not. */
   unhealthy(): string | null;
   ready(): boolean;
@@ -30,6 +32,57 @@ export function parseListenAddress(text: string): { host: string; port: number }
   return { host: (m[1] ?? m[2]) as string, port };
 }
 
+/** A scraper that stops reading is cut off after this long. */
+const STALLED_SCRAPE_MS = 30_000;
+
+/** Until what was written is sent, or the connection is gone: a scraper
+ * that reads nothing for STALLED_SCRAPE_MS is cut off, so that it holds
+ * neither the scrape's series nor the server's close. */
+function drained(res: http.ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => res.destroy(), STALLED_SCRAPE_MS);
+    const done = () => {
+      clearTimeout(timer);
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
+/**
+ * The registry's exposition, as Registry.metrics() makes it, written one
+ * metric family at a time: a family's series are made, sent and dropped
+ * before the next one's, so that a scrape of a thousand attachments (some
+ * 18,000 series) never holds them all, nor their text in one string.
+ */
+async function writeExposition(res: http.ServerResponse, e: Endpoints): Promise<void> {
+  const registry = e.metrics;
+  try {
+    let first = true;
+    for (const { name } of registry.getMetricsAsArray()) {
+      const text = await registry.getSingleMetricAsString(name);
+      e.written?.(name);
+      if (res.destroyed) return;
+      if (first) res.writeHead(200, { 'content-type': registry.contentType });
+      if (!res.write(first ? text : `\n\n${text}`)) await drained(res);
+      first = false;
+    }
+    if (first) res.writeHead(200, { 'content-type': registry.contentType });
+    res.end('\n');
+  } catch (err) {
+    log.error(`/metrics: ${(err as Error).message}`);
+    // Sent in part: the scraper sees the connection cut, not a short page.
+    if (res.headersSent) res.destroy();
+    else {
+      res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
+      res.end(`${(err as Error).message}\n`);
+    }
+  }
+}
+
 export async function serveEndpoints(address: string, e: Endpoints): Promise<{ address: string; close(): Promise<void> }> {
   const { host, port } = parseListenAddress(address);
   const server = http.createServer((req, res) => {
@@ -41,9 +94,8 @@ export async function serveEndpoints(address: string, e: Endpoints): Promise<{ a
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'GET only\n');
     if (url === ENDPOINT_PATHS.metrics) {
       e.refresh()
-        .then(() => e.metrics.metrics())
         .then(
-          (text) => send(200, text, e.metrics.contentType),
+          () => writeExposition(res, e),
           (err: unknown) => {
             log.error(`/metrics: ${(err as Error).message}`);
             send(500, `${(err as Error).message}\n`);

@@ -44,18 +44,83 @@ export async function watchNodePods(nodeName: string | undefined): Promise<PodSo
     async () => {
       const list = await api.listPodForAllNamespaces({ fieldSelector });
       synced = true;
+      retry.succeeded();
       return list;
     },
     false,
     undefined,
     fieldSelector,
   );
-  informer.on('error', (err: unknown) => log.warn(`pod watch of node ${node}: ${(err as Error)?.message ?? String(err)} (the client reconnects)`));
+  // The client's ListWatch gives up after an error (a reset connection, a
+  // 5xx, an expired token): it reports it and makes no further request. A
+  // node agent must keep watching, so each error schedules a new start,
+  // which resumes the watch from the last resourceVersion (or lists again).
+  const retry = new Retry(() => {
+    informer.start().catch((err: unknown) => retry.failed(err));
+  });
+  informer.on('error', (err: unknown) => retry.failed(err));
+  informer.on('change', () => retry.succeeded());
+  retry.onFailure = (err, delayMs) => log.warn(`pod watch of node ${node}: ${describeError(err)}; watching again in ${delayMs} ms`);
   await informer.start();
   log.info(`watching the pods of node ${node}`);
   return {
     pods: () => informer.list().flatMap((p) => podInfo(p) ?? []),
     synced: () => synced,
-    stop: () => informer.stop(),
+    stop: async () => {
+      retry.stop();
+      await informer.stop();
+    },
   };
+}
+
+/** Restarts after failures, waiting 1 s, then twice as long each time in a
+ * row, at most 30 s; a success resets the wait. Exported for its test. */
+export class Retry {
+  static readonly FIRST_MS = 1000;
+  static readonly MAX_MS = 30_000;
+  private inRow = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  onFailure: (err: unknown, delayMs: number) => void = () => {};
+
+  constructor(private readonly restart: () => void) {}
+
+  failed(err: unknown): void {
+    if (this.stopped || this.timer) return;
+    const delayMs = Math.min(Retry.MAX_MS, Retry.FIRST_MS * 2 ** this.inRow);
+    this.inRow += 1;
+    this.onFailure(err, delayMs);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (!this.stopped) this.restart();
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  succeeded(): void {
+    this.inRow = 0;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
+/** One line for an error of the client: an API status keeps its code and message. */
+function describeError(err: unknown): string {
+  const e = err as { code?: unknown; statusCode?: unknown; body?: unknown; message?: unknown } | null;
+  const status = e?.code ?? e?.statusCode;
+  if (typeof status === 'number') {
+    let message = '';
+    try {
+      const body = typeof e?.body === 'string' ? (JSON.parse(e.body) as { message?: unknown }) : (e?.body as { message?: unknown } | undefined);
+      if (typeof body?.message === 'string') message = `: ${body.message}`;
+    } catch {
+      // a body that is not JSON: the status alone
+    }
+    return `HTTP ${status}${message}`;
+  }
+  return typeof e?.message === 'string' ? e.message.split('\n')[0]! : String(err);
 }

@@ -6,11 +6,12 @@
  * Labels: cgroup (relative to the agent's cgroup root), selection, and
  * namespace and pod when the cgroup is a pod's. No per-connection label.
  */
+import fs from 'node:fs';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { readSelftestRecord } from '../attachment/selftest-record.js';
-import { fastPathStatus, type FastPathStatus } from '../fastpath/status.js';
-import { observeFastPath } from '../fastpath/pins.js';
-import { interceptStatus, type InterceptStatus } from '../intercept/status.js';
+import { mapInfo } from '../bpf/fd.js';
+import { withMaps } from '../fastpath/pins.js';
+import { interceptStatus } from '../intercept/status.js';
 import { observeIntercept } from '../intercept/remove.js';
 import type { Counters } from '../maps/layout/fastpath.js';
 import type { TproxyCounters } from '../maps/layout/tproxy.js';
@@ -21,28 +22,40 @@ import type { Agent } from './agent.js';
 type Labels = { cgroup: string; selection: string; namespace: string; pod: string };
 const LABELS = ['cgroup', 'selection', 'namespace', 'pod'] as const;
 
+/** What one scrape reads of one attachment: only the values exposed. */
 interface Snapshot {
   labels: Labels;
-  fastPath: FastPathStatus;
+  sockets: number;
+  maxSockets: number;
+  listeners: number;
+  counters: Counters;
   readers: ReaderSafety[] | null;
-  intercept: InterceptStatus | null;
+  intercept: { counters: TproxyCounters | null; flows: number | null; maxFlows: number } | null;
 }
 
-/** Read every attachment of the agent once per scrape. */
+/** Read every attachment of the agent once per scrape, from its pinned
+ * maps (each fd closed once read); one whose maps cannot be read (being
+ * removed) is left out. */
 async function snapshot(agent: Agent, bpffs: string): Promise<Snapshot[]> {
   const out: Snapshot[] = [];
   for (const [id, tr] of agent.tracked) {
     if (tr.state === 'failed') continue;
     const dir = attachmentPinDir(bpffs, id);
-    const observed = observeFastPath(dir, id);
-    if (observed.kind === 'absent') continue;
+    if (!fs.existsSync(dir)) continue;
+    let fastPath: Pick<Snapshot, 'sockets' | 'maxSockets' | 'listeners' | 'counters'>;
+    try {
+      fastPath = withMaps(dir, (m) => ({ sockets: m.socketCount(), maxSockets: mapInfo(m.fds.sockHash).maxEntries, listeners: m.listenerCount(), counters: m.counters() }));
+    } catch {
+      continue;
+    }
     const rec = readSelftestRecord(id);
+    const ic = await interceptStatus(observeIntercept(id), bpffs, dir);
     const t = tr.target;
     out.push({
       labels: { cgroup: t.rel, selection: t.selection, namespace: t.pod?.namespace ?? '', pod: t.pod?.name ?? '' },
-      fastPath: fastPathStatus(dir, observed),
+      ...fastPath,
       readers: rec.record?.tested ? rec.record.readers : null,
-      intercept: await interceptStatus(observeIntercept(id), bpffs, dir),
+      intercept: ic && { counters: ic.counters, flows: ic.flows, maxFlows: ic.settings.maxFlows },
     });
   }
   return out;
@@ -52,9 +65,11 @@ export interface AgentMetrics {
   registry: Registry;
   /** Take the snapshot the collect callbacks read; call before registry.metrics(). */
   refresh(): Promise<void>;
-  /** After registry.metrics(): forget the snapshot and the per-attachment
-   * series (a thousand attachments make some 18,000) until the next
-   * scrape, when the last scrape in flight is done. */
+  /** After a family's text is made: its per-attachment series are dropped. */
+  written(name: string): void;
+  /** After the scrape: forget the snapshot and the per-attachment series
+   * (a thousand attachments make some 18,000) until the next scrape, when
+   * the last scrape in flight is done. */
   release(): void;
 }
 
@@ -66,8 +81,8 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) registry.removeSingleMetric(name);
   let snap: Snapshot[] = [];
   let scrapes = 0;
-  /** The metrics whose series are per attachment, emptied by release(). */
-  const perAttachment: (Gauge | Counter)[] = [];
+  /** The metrics whose series are per attachment, emptied once written. */
+  const perAttachment = new Map<string, Gauge | Counter>();
 
   const fpCounter = (name: string, help: string, value: (c: Counters) => bigint, extra: Record<string, string> = {}, labelNames: string[] = []) => ({
     name,
@@ -87,21 +102,21 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
         fill(this);
       },
     });
-    if (labelNames.includes('cgroup')) perAttachment.push(g);
+    if (labelNames.includes('cgroup')) perAttachment.set(name, g);
     return g;
   };
 
   gauge('accel_fastpath_sockets', 'Sockets in the fast path map (both ends of a connection count).', LABELS, (g) => {
-    for (const s of snap) g.set(s.labels, s.fastPath.socketsInMap);
+    for (const s of snap) g.set(s.labels, s.sockets);
   });
   gauge('accel_fastpath_map_capacity_sockets', 'Sockets the fast path map can hold (--max-sockets).', LABELS, (g) => {
-    for (const s of snap) if (s.fastPath.maxSockets !== null) g.set(s.labels, s.fastPath.maxSockets);
+    for (const s of snap) g.set(s.labels, s.maxSockets);
   });
   gauge('accel_fastpath_map_fill_ratio', 'Sockets in the fast path map over its capacity (0 to 1).', LABELS, (g) => {
-    for (const s of snap) if (s.fastPath.maxSockets) g.set(s.labels, s.fastPath.socketsInMap / s.fastPath.maxSockets);
+    for (const s of snap) if (s.maxSockets) g.set(s.labels, s.sockets / s.maxSockets);
   });
   gauge('accel_fastpath_listeners', 'Listening sockets of the cgroup known to the fast path.', LABELS, (g) => {
-    for (const s of snap) g.set(s.labels, s.fastPath.listeners);
+    for (const s of snap) g.set(s.labels, s.listeners);
   });
   gauge(
     'accel_selftest_reader_safe',
@@ -136,10 +151,10 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
       registers: [registry],
       collect() {
         this.reset();
-        for (const s of snap) if (s.fastPath.counters) this.inc(s.labels, Number(def.value(s.fastPath.counters)));
+        for (const s of snap) this.inc(s.labels, Number(def.value(s.counters)));
       },
     });
-    perAttachment.push(c);
+    perAttachment.set(def.name, c);
   }
   const skipped: [string, keyof Counters][] = [
     ['remote', 'sockets_skipped_remote'],
@@ -154,10 +169,10 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
     registers: [registry],
     collect() {
       this.reset();
-      for (const s of snap) if (s.fastPath.counters) for (const [reason, k] of skipped) this.inc({ ...s.labels, reason }, Number(s.fastPath.counters[k]));
+      for (const s of snap) for (const [reason, k] of skipped) this.inc({ ...s.labels, reason }, Number(s.counters[k]));
     },
   });
-  perAttachment.push(skippedCounter);
+  perAttachment.set('accel_fastpath_sockets_skipped_total', skippedCounter);
 
   const ic = (name: string, help: string, parts: [Record<string, string>, keyof TproxyCounters][], extraLabel: string[] = []) => {
     const c = new Counter({
@@ -170,7 +185,7 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
         for (const s of snap) if (s.intercept?.counters) for (const [l, k] of parts) this.inc({ ...s.labels, ...l }, Number(s.intercept.counters[k]));
       },
     });
-    perAttachment.push(c);
+    perAttachment.set(name, c);
   };
   ic('accel_intercept_packets_seen_total', 'Packets of the cgroup the interception hook saw.', [[{}, 'packets_seen']]);
   ic('accel_intercept_packets_intercepted_total', 'Packets steered to the proxy.', [[{}, 'packets_intercepted']]);
@@ -203,7 +218,7 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
     for (const s of snap) if (s.intercept?.flows != null) g.set(s.labels, s.intercept.flows);
   });
   gauge('accel_intercept_max_flows', 'Connections that may be steered to the proxy at once (--max-flows).', LABELS, (g) => {
-    for (const s of snap) if (s.intercept) g.set(s.labels, s.intercept.settings.maxFlows);
+    for (const s of snap) if (s.intercept) g.set(s.labels, s.intercept.maxFlows);
   });
 
   gauge(
@@ -255,11 +270,12 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
       scrapes++;
       snap = await snapshot(agent, bpffs);
     },
+    written: (name) => perAttachment.get(name)?.reset(),
     release: () => {
       scrapes = Math.max(0, scrapes - 1);
       if (scrapes > 0) return;
       snap = [];
-      for (const m of perAttachment) m.reset();
+      for (const m of perAttachment.values()) m.reset();
     },
   };
 }

@@ -21,6 +21,7 @@ import { fenceIntercept, unfence } from '../intercept/fence.js';
 import { removeBuildRecord } from '../fastpath/build.js';
 import { upgradeFastPath } from '../fastpath/upgrade.js';
 import { configureIntercept, installIntercept } from '../intercept/install.js';
+import { upgradeIntercept } from '../intercept/upgrade.js';
 import { registerPeerProxy } from '../intercept/peer-proxy.js';
 import { observeIntercept, removeIntercept } from '../intercept/remove.js';
 import type { InterceptSettings } from '../intercept/settings.js';
@@ -87,6 +88,9 @@ async function runStep(step: Step, ctx: ApplyContext, out: ApplyResult): Promise
       return configureFastPath(ctx.pinDir, step);
     case 'adopt-listeners':
       out.listenersAdopted = adoptCgroupListeners(ctx.bpfDir, ctx.cgroup, ctx.pinDir, probeFeatures, deeperAttachments(ctx));
+      return;
+    case 'upgrade-intercept':
+      await upgradeIntercept({ bpffs: ctx.bpffs, bpfDir: ctx.bpfDir, cgroup: ctx.cgroup, dir: ctx.pinDir }, step.from);
       return;
     case 'install-intercept':
       await installIntercept(ctx.cgroup, ctx.bpffs, ctx.pinDir, ctx.bpfDir, step.settings);

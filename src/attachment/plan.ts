@@ -35,6 +35,9 @@ export type Step =
   | { kind: 'upgrade-fastpath'; from: string | null; to: string }
   | { kind: 'adopt-listeners' }
   | { kind: 'install-intercept'; settings: InterceptSettings }
+  /** A kept interception of another build: its programs replaced in place
+   * on its hooks, its maps kept (src/intercept/upgrade.ts). */
+  | { kind: 'upgrade-intercept'; from: string | null; to: string }
   /** New rules, proxy port or proxy mark, written to the maps in place. */
   | { kind: 'configure-intercept'; settings: InterceptSettings }
   /** A kept interception of a proxy that is not accel's: its listeners
@@ -55,8 +58,9 @@ export interface Plan {
 const samePorts = (a: number[], b: number[]) => JSON.stringify([...a].sort((x, y) => x - y)) === JSON.stringify([...b].sort((x, y) => x - y));
 
 /** `desired` null: reconcile to nothing (detach). `buildId`: the build of
- * the fast path's programs this accel would install (none: no upgrade). */
-export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number; buildId?: string }): Plan {
+ * the fast path's programs this accel would install, `interceptBuildId`
+ * the interception's (none: no upgrade). */
+export function plan(desired: AttachmentSpec | null, observed: Observed, options: { drainMs: number; buildId?: string; interceptBuildId?: string }): Plan {
   const steps: Step[] = [];
   const notes: string[] = [];
   const fp = observed.fastPath;
@@ -93,6 +97,10 @@ export function plan(desired: AttachmentSpec | null, observed: Observed, options
   }
   steps.push({ kind: 'adopt-listeners' });
   if (desired.intercept && !interceptKept) steps.push({ kind: 'install-intercept', settings: desired.intercept });
+  if (interceptKept && ic.kind === 'complete' && options.interceptBuildId !== undefined) {
+    const from = ic.record.build?.buildId ?? null;
+    if (from !== options.interceptBuildId) steps.push({ kind: 'upgrade-intercept', from, to: options.interceptBuildId });
+  }
   if (desired.intercept && interceptKept && ic.kind === 'complete' && !sameSettings(ic.record.settings, desired.intercept)) {
     steps.push({ kind: 'configure-intercept', settings: desired.intercept });
   }

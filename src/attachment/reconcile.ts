@@ -5,6 +5,7 @@
  * apply.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { ensureBpffs, ownedDir } from '../bpf/bpffs.js';
 import { type Prober, probeFeatures, requireKernelFeatures } from '../bpf/features.js';
 import { type Cgroup, cgroup2Root, hostWideScope, isHostWide, resolveCgroup } from '../cgroup/cgroup.js';
@@ -15,6 +16,8 @@ import { checkUpgrade } from '../fastpath/upgrade.js';
 import { removeOrphanSelftestCgroups } from '../fastpath/selftest.js';
 import { checkPeerProxyOutside } from '../intercept/egress-guard.js';
 import { checkIntercept } from '../intercept/check.js';
+import { INTERCEPT_OBJECTS, interceptBuildId } from '../intercept/build.js';
+import { checkInterceptUpgrade } from '../intercept/upgrade.js';
 import { readRecord } from '../intercept/record.js';
 import { log } from '../log.js';
 import { removeUnusedOwners } from '../maps/owners.js';
@@ -74,11 +77,17 @@ async function reconcile(cg: Cgroup, desired: AttachmentSpec | null, options: Re
       for (const name of await removeOrphanSelftestCgroups(selftestParent())) log.info(`removed the self-test cgroup ${name} of a process that died`);
     }
     const observed = observe(pinDir, cg.id, interrupted);
-    const p = plan(desired, observed, { drainMs: options.drainMs ?? 100, ...(desired ? { buildId: fastPathBuildId(options.bpfDir) } : {}) });
+    const p = plan(desired, observed, {
+      drainMs: options.drainMs ?? 100,
+      ...(desired ? { buildId: fastPathBuildId(options.bpfDir) } : {}),
+      ...(desired?.intercept ? { interceptBuildId: interceptBuildId(options.bpfDir) } : {}),
+    });
     for (const n of p.notes) log.warn(n);
     // An upgrade whose maps cannot be carried over is refused before any step.
     const upgrade = p.steps.find((s) => s.kind === 'upgrade-fastpath');
     if (upgrade) checkUpgrade({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg, dir: pinDir }, upgrade.from);
+    const upgradeIc = p.steps.find((s) => s.kind === 'upgrade-intercept');
+    if (upgradeIc) checkInterceptUpgrade({ bpffs: options.bpffs, bpfDir: options.bpfDir, cgroup: cg, dir: pinDir }, upgradeIc.from);
     log.verbose(`plan for ${cg.path}: ${p.steps.map((s) => s.kind).join(', ') || 'nothing to do'}`);
     let result: ApplyResult;
     try {
@@ -123,6 +132,10 @@ export async function reconcileTo(spec: AttachmentSpec, options: ReconcileOption
   // A planted pin root is refused before anything is loaded or removed.
   ownedDir(pinRoot(options.bpffs), { create: false });
   if (spec.intercept) {
+    for (const file of INTERCEPT_OBJECTS) {
+      if (!fs.existsSync(path.join(options.bpfDir, file)))
+        throw new AccelError(ErrorCodes.BPF_OBJECT, `BPF object ${path.join(options.bpfDir, file)} is missing (run npm run build)`);
+    }
     const own = readRecord(cg.id);
     // Only an interception of this namespace owns what is in this namespace.
     await checkIntercept(spec.intercept, options.bpffs, own && own.netns === currentNetns() ? own : null);

@@ -105,7 +105,7 @@ async function measure(site: Site, workload: Sample['workload'], o: BenchOptions
   }
   if (workload === 'throughput') {
     const t = site.target('throughput');
-    const r = await throughput(where, t.host, t.port, o.seconds.throughput, site.proxyPid);
+    const r = await throughput(where, t.host, t.port, o.seconds.throughput, site.proxyPids);
     const gb = r.bytes / 1e9;
     return {
       values: {

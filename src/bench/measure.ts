@@ -31,7 +31,7 @@ export interface ThroughputResult {
   gbps: number;
   /** Busy CPU seconds of the whole machine (all cores, kernel included). */
   machineCpuSeconds: number;
-  /** The proxy process's user + system seconds, if there is one. */
+  /** The proxy's processes' user + system seconds, if there is one. */
   proxyCpuSeconds: number | null;
 }
 
@@ -61,12 +61,23 @@ export async function latency(where: Placement, host: string, port: number, size
   return { p50us: pct('50.000'), p99us: pct('99.000'), observations: Number(obs?.[1] ?? 0) };
 }
 
-export async function throughput(where: Placement, host: string, port: number, seconds: number, proxyPid: number | null): Promise<ThroughputResult> {
+/** The processes' user + system seconds added up; null if one is gone. */
+function processesCpuSeconds(pids: number[]): number | null {
+  let sum = 0;
+  for (const pid of pids) {
+    const s = processCpuSeconds(pid);
+    if (s === null) return null;
+    sum += s;
+  }
+  return sum;
+}
+
+export async function throughput(where: Placement, host: string, port: number, seconds: number, proxyPids: number[]): Promise<ThroughputResult> {
   const machine0 = machineBusySeconds();
-  const proxy0 = proxyPid ? processCpuSeconds(proxyPid) : null;
+  const proxy0 = proxyPids.length ? processesCpuSeconds(proxyPids) : null;
   const out = await tool('iperf3', ['-c', host, '-p', String(port), '-l', '65536', '-t', String(seconds), '-J'], where, seconds);
   const machine1 = machineBusySeconds();
-  const proxy1 = proxyPid ? processCpuSeconds(proxyPid) : null;
+  const proxy1 = proxyPids.length ? processesCpuSeconds(proxyPids) : null;
   let report: { end?: { sum_received?: { bytes: number; seconds: number } }; error?: string };
   try {
     report = JSON.parse(out.slice(out.indexOf('{'), out.lastIndexOf('}') + 1));

@@ -5,6 +5,7 @@
  * takes all of it down again, also after a failed setup.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Cgroup, cgroup2Root, createChildCgroup, procsFile, removeCgroup } from '../cgroup/cgroup.js';
@@ -47,6 +48,15 @@ export interface SiteSettings {
   selftest?: boolean;
   /** The compiled BPF objects, if not the default. */
   bpfDir?: string;
+}
+
+/** CPUs of a taskset list ("0", "0-1", "0,2"), or of the machine (unset). */
+export function cpuCount(cpus?: string): number {
+  if (!cpus) return os.cpus().length;
+  return cpus.split(',').reduce((n, part) => {
+    const [a, b] = part.split('-').map(Number);
+    return n + (b === undefined ? 1 : (b as number) - (a as number) + 1);
+  }, 0);
 }
 
 export class Site {
@@ -122,6 +132,22 @@ export class Site {
     return this.proxy?.pid ?? null;
   }
 
+  /** The proxy's processes: accel proxy's workers too (their pids are in
+   * its readiness line). */
+  get proxyPids(): number[] {
+    const p = this.proxy;
+    if (!p?.pid) return [];
+    const line = p.lines().find((l) => l.includes('"event":"listening"'));
+    const workers = line ? ((JSON.parse(line) as { workers?: number[] }).workers ?? []) : [];
+    return [p.pid, ...workers];
+  }
+
+  /** accel proxy's processes in a user-space relay scenario: one per CPU
+   * the bench runs on, as HAProxy runs a thread per CPU it may use. */
+  private get proxyWorkers(): number {
+    return this.scenario.proxy === 'relay' ? cpuCount(this.settings.cpus) : 1;
+  }
+
   /** accel proxy in the site (intercepted, or steered to by TPROXY). */
   private get accelProxy(): boolean {
     return this.scenario.proxy === 'relay' || this.scenario.proxy === 'splice';
@@ -156,6 +182,7 @@ export class Site {
           '200',
           s.proxy === 'splice' ? '--splice' : '--no-splice',
           ...(s.shortcut ? [] : ['--no-shortcut']),
+          ...(this.proxyWorkers > 1 ? ['--workers', String(this.proxyWorkers)] : []),
         ],
         (l) => l.includes('"event":"listening"'),
       );

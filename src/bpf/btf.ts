@@ -95,7 +95,7 @@ export class KernelBtf {
   private constructor(private readonly handle: Handle) {}
 
   /** The running kernel's BTF; E_KERNEL_FEATURE if it has none
-   * (CONFIG_DEBUG_INFO_BTF). Kept for the life of the process. */
+   * (CONFIG_DEBUG_INFO_BTF). Kept until free(). */
   static load(): KernelBtf {
     const handle = bpf.btf_load_vmlinux();
     if (!handle) {
@@ -122,12 +122,26 @@ export class KernelBtf {
     }
     return this.enumerators.has(name);
   }
+
+  /** libbpf's copy of the kernel's BTF (its raw 5 MB and their index) goes. */
+  free(): void {
+    bpf.btf_free(this.handle);
+    this.enumerators = null;
+  }
 }
 
 let kernel: KernelBtf | undefined;
 
-/** The running kernel's BTF, loaded once per process. */
+/** The running kernel's BTF, loaded once and kept until releaseKernelBtf(). */
 export function kernelBtf(): KernelBtf {
   kernel ??= KernelBtf.load();
   return kernel;
+}
+
+/** Free the kernel's BTF once what was asked of it is known (the feature
+ * probes keep their answers): a long-running agent would otherwise hold
+ * some 7 MB for nothing. The next kernelBtf() loads it again. */
+export function releaseKernelBtf(): void {
+  kernel?.free();
+  kernel = undefined;
 }

@@ -23,7 +23,7 @@
 import os from 'node:os';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
-import { kernelBtf } from './btf.js';
+import { kernelBtf, releaseKernelBtf } from './btf.js';
 import { describeErrno, errnoName } from './errno.js';
 import { closeFd } from './fd.js';
 import { bpf } from './native.js';
@@ -175,16 +175,27 @@ function probeOne(r: Requirement): Feature {
   return { name: r.name, present, sinceKernel: r.sinceKernel, ...(r.degraded ? { degraded: r.degraded } : {}) };
 }
 
-/** The running kernel, asked once per feature and process. */
-export const probeFeatures: Prober = (component) => REQUIREMENTS[component].map(probeOne);
+/** The running kernel, asked once per feature and process (the kernel's
+ * BTF is freed after each round: the answers are kept, not it). */
+export const probeFeatures: Prober = (component) => {
+  try {
+    return REQUIREMENTS[component].map(probeOne);
+  } finally {
+    releaseKernelBtf();
+  }
+};
 
 /** One feature by name, of whichever component lists it; null if none does. */
 export function probeFeature(name: string): Feature | null {
-  for (const list of Object.values(REQUIREMENTS)) {
-    const r = list.find((x) => x.name === name);
-    if (r) return probeOne(r);
+  try {
+    for (const list of Object.values(REQUIREMENTS)) {
+      const r = list.find((x) => x.name === name);
+      if (r) return probeOne(r);
+    }
+    return null;
+  } finally {
+    releaseKernelBtf();
   }
-  return null;
 }
 
 /** "bpf_rdonly_cast kfunc (Linux 6.2+), ...". */

@@ -136,6 +136,7 @@ export const bpf = {
   btf_load_vmlinux: libbpf.func('btf *btf__load_vmlinux_btf(void)'),
   btf_find_by_name_kind: libbpf.func('int btf__find_by_name_kind(const btf *btf, const char *name, uint32_t kind)'),
   btf_raw_data: libbpf.func('const void *btf__raw_data(const btf *btf, _Out_ uint32_t *size)'),
+  btf_free: libbpf.func('void btf__free(btf *btf)'),
 };
 
 export const libcFns = {
@@ -163,6 +164,8 @@ export const libcFns = {
   // load parses the kernel's BTF (megabytes, freed right after), which
   // leaves a long-running agent's heap large and holed otherwise.
   malloc_trim: libc.func('int malloc_trim(size_t pad)'),
+  // malloc's tunables (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD: src/agent/malloc.ts).
+  mallopt: libc.func('int mallopt(int param, int value)'),
 };
 
 export { PrintFn };

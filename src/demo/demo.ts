@@ -93,7 +93,7 @@ async function measureSite(site: Site, fastPath: { pinDir: string; counters: () 
   const rt = site.target('latency');
   const [roundTrip, rtPath] = await tracked(counters, () => latency(site.where, rt.host, rt.port, DEMO_MESSAGE_BYTES, DEMO_SECONDS.latency));
   const tp = site.target('throughput');
-  const [t, tpPath] = await tracked(counters, () => throughput(site.where, tp.host, tp.port, DEMO_SECONDS.throughput, null));
+  const [t, tpPath] = await tracked(counters, () => throughput(site.where, tp.host, tp.port, DEMO_SECONDS.throughput, []));
   return {
     scenario: site.scenario.id,
     label: LABELS[site.scenario.id] ?? site.scenario.label,

@@ -11,10 +11,8 @@
  * changed. Objects rebuilt from the same sources in another directory may
  * differ in their debug information, and count as another build too.
  */
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { z } from 'zod';
+import { objectsBuildId } from '../bpf/build-id.js';
 import { ErrorCodes, isAccelError } from '../errors.js';
 import { log } from '../log.js';
 import { fastPathBuildRecordPath } from '../paths.js';
@@ -23,28 +21,9 @@ import { readState, removeState, stateKind, writeState } from '../state/store.js
 /** The objects whose programs make the fast path (objects.ts loads them). */
 export const FAST_PATH_OBJECTS = ['sockops.bpf.o', 'skmsg.bpf.o', 'stream_verdict.bpf.o'] as const;
 
-const cache = new Map<string, { stamp: string; id: string }>();
-
-/** The build id of the fast path objects in `bpfDir` (cached while the
- * files keep their size and mtime). */
+/** The build id of the fast path objects in `bpfDir`. */
 export function fastPathBuildId(bpfDir: string): string {
-  const files = FAST_PATH_OBJECTS.map((f) => path.join(bpfDir, f));
-  const stamp = files
-    .map((f) => {
-      const st = fs.statSync(f);
-      return `${f}:${st.size}:${st.mtimeMs}:${st.ino}`;
-    })
-    .join('|');
-  const hit = cache.get(bpfDir);
-  if (hit?.stamp === stamp) return hit.id;
-  const h = crypto.createHash('sha256');
-  for (const f of files) {
-    h.update(`${path.basename(f)}\0`);
-    h.update(fs.readFileSync(f));
-  }
-  const id = h.digest('hex').slice(0, 16);
-  cache.set(bpfDir, { stamp, id });
-  return id;
+  return objectsBuildId(bpfDir, FAST_PATH_OBJECTS);
 }
 
 export interface BuildRecord {

@@ -9,6 +9,10 @@
  * prove nothing, and that a writer whose reader pauses is held back about
  * as plain TCP holds it back (bounded memory), with every byte delivered.
  *
+ * The readers are probed first behind a held writer too: with a small
+ * queue limit and a reader that starts late, the writer is held back and
+ * its bytes arrive by TCP; every one must still be read, in order.
+ *
  * Then the reader kinds a kernel may break on the fast path alone
  * (readers.ts): a failure of one of those is a warning that names the
  * kind, not a refusal.
@@ -24,7 +28,8 @@ import type { Placement } from '../proc/run.js';
 import { DEFAULT_QUEUE_LIMIT, Programs, loadFastPath } from './objects.js';
 import { processAlive } from '../proc/alive.js';
 import { seam } from '../seams.js';
-import { READER_KINDS, type ReaderKind, type ReaderSafety, readerSafety, readerSymptom } from './readers.js';
+import type { FastPathMaps } from '../maps/fastpath.js';
+import { HELD_QUEUE_LIMIT, HELD_WRITER_ARGS, READER_KINDS, type ReaderKind, type ReaderSafety, readerSafety, readerSymptom } from './readers.js';
 
 export interface SelfTestCheck {
   name: string;
@@ -79,10 +84,23 @@ const READERS: { name: string; args: string[] }[] = [
   { name: 'echo with half-close', args: ['--reader', 'blocking', '--bytes', `${4 * MB}`, '--back', `${4 * MB}`, '--sizes', 'mix'] },
   { name: 'epoll reader', args: ['--reader', 'epoll', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
   { name: 'epoll edge-triggered reader', args: ['--reader', 'epoll-et', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
-  { name: 'FIONREAD-sized reader', args: ['--reader', 'fionread', '--bytes', `${16 * MB}`, '--back', `${MB}`] },
+  // Below the queue limit, so it is never held back: behind a held writer
+  // it is a reader kind of its own (readers.ts). At 16 MB it was held now
+  // and then, and failed 1 run in 4 on a kernel with 929e30f93125.
+  { name: 'FIONREAD-sized reader', args: ['--reader', 'fionread', '--bytes', `${3 * MB}`, '--back', `${MB}`] },
 ];
 
 type Where = 'inside' | 'server inside, client outside' | 'client inside, server outside';
+/** The readers above behind a held writer (readers.ts, HELD_WRITER_ARGS):
+ * held bytes arrive by TCP, and every one of them must still be read.
+ * Both ends inside only. The FIONREAD-sized reader is a reader kind there
+ * (readers.ts): kernels with 929e30f93125 hide held bytes from FIONREAD. */
+const HELD_READERS: { name: string; args: string[] }[] = [
+  { name: 'blocking reader behind a held writer', args: ['--reader', 'blocking', ...HELD_WRITER_ARGS] },
+  { name: 'epoll reader behind a held writer', args: ['--reader', 'epoll', ...HELD_WRITER_ARGS] },
+  { name: 'epoll edge-triggered reader behind a held writer', args: ['--reader', 'epoll-et', ...HELD_WRITER_ARGS] },
+];
+
 const PLACEMENTS: Where[] = ['inside', 'server inside, client outside', 'client inside, server outside'];
 
 /** A sockprobe connection with both ends, or one end, in the cgroup; the
@@ -131,6 +149,9 @@ export interface SelfTestOptions {
   /** Parent of the throwaway cgroup. */
   cgroupRoot: string;
   stallMs?: number;
+  /** Stop at the first fatal failure (the result is then not ok): another
+   * setup is tried next, so the rest would only cost time. */
+  stopAtFatal?: boolean;
   /** Called once the throwaway cgroup is made (a crash point for tests). */
   onRunning?: () => void;
 }
@@ -174,33 +195,96 @@ async function selfTestIn(cg: Cgroup, outsideCg: Cgroup, options: SelfTestOption
   try {
     detach = attachCgroupTemporary(loaded.sockops.program(Programs.sockops), cg.path);
     const checks: SelfTestCheck[] = [];
+    const result = (): SelfTestResult => ({
+      ok: checks.every((c) => c.ok || c.severity === 'warning'),
+      withStreamVerdict: options.withStreamVerdict,
+      checks,
+      bytesRedirected: loaded.maps.counters().bytes_redirected,
+      readers: readerSafety(checks),
+    });
+    const failedFatally = () => options.stopAtFatal === true && !result().ok;
     const inside = { cgroupProcs: procsFile(cg) };
     const outside = { cgroupProcs: procsFile(outsideCg) };
+    // First, as the cheapest (a few ms each) and the likeliest to fail on
+    // a kernel with 929e30f93125: the readers behind a held writer.
+    checks.push(...(await heldChecks(loaded.maps, 'the readers', () => runHeld(HELD_READERS, inside, options.stallMs))));
+    if (failedFatally()) return stopped(result(), options);
     for (const where of PLACEMENTS) {
       for (const reader of READERS) {
         const r = await runPlaced([...reader.args, ...probeLimits(options.stallMs)], where, inside, outside);
         const name = `${reader.name} (${where})`;
         checks.push({ name, ok: r.ok, error: r.error, severity: !r.ok && isKnownKernelDefect(r.error) ? 'warning' : 'fatal' });
         log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`, { withStreamVerdict: options.withStreamVerdict });
+        if (failedFatally()) return stopped(result(), options);
       }
     }
     checks.push(...(await runReaderChecks(inside, { stallMs: options.stallMs, setup: options.withStreamVerdict ? 'with the stream verdict' : 'plain', outside })));
+    // The reader kinds' probes behind a held writer, for each kind the
+    // probes above found safe.
+    const unsafe = new Set(
+      readerSafety(checks)
+        .filter((r) => !r.safe)
+        .map((r) => r.kind),
+    );
+    const heldKinds = READER_KINDS.filter((k) => !unsafe.has(k.kind) && k.heldProbes.length > 0);
+    if (heldKinds.length) {
+      const kindChecks = async () => {
+        const out: SelfTestCheck[] = [];
+        for (const k of heldKinds) out.push(...(await runHeld(k.heldProbes, inside, options.stallMs)).map((c) => ({ ...c, severity: 'warning' as const, readerKind: k.kind })));
+        return out;
+      };
+      checks.push(...(await heldChecks(loaded.maps, 'the reader kinds', kindChecks)));
+    }
     checks.push(await backpressureCheck(inside, outside));
-    const bytesRedirected = loaded.maps.counters().bytes_redirected;
-    if (bytesRedirected === 0n) {
+    if (loaded.maps.counters().bytes_redirected === 0n) {
       checks.push({ name: 'fast path engaged', ok: false, error: 'no byte took the fast path during the self-test', severity: 'fatal' });
     }
-    return {
-      ok: checks.every((c) => c.ok || c.severity === 'warning'),
-      withStreamVerdict: options.withStreamVerdict,
-      checks,
-      bytesRedirected,
-      readers: readerSafety(checks),
-    };
+    return result();
   } finally {
     detach?.();
     loaded.close();
   }
+}
+
+function stopped(r: SelfTestResult, options: SelfTestOptions): SelfTestResult {
+  log.verbose(`self-test${options.withStreamVerdict ? ' (with the stream verdict)' : ''}: stopped at the first fatal failure, another setup follows`);
+  return r;
+}
+
+/** Readers behind a held writer: HELD_READERS' sockprobe options, with both
+ * ends in the cgroup (a connection that crosses it is never held). */
+async function runHeld(probes: readonly { name: string; args: readonly string[] }[], inside: Placement, stallMs: number | undefined): Promise<SelfTestCheck[]> {
+  const checks: SelfTestCheck[] = [];
+  for (const probe of probes) {
+    // A stall costs the probe's timeout: 10 s bounds it.
+    const r = await runProbe(['pair', ...probe.args, '--stall-ms', String(stallMs ?? 2000), '--timeout-s', '10'], inside);
+    const name = `${probe.name} (inside)`;
+    checks.push({ name, ok: r.ok, error: r.error, severity: !r.ok && isKnownKernelDefect(r.error) ? 'warning' : 'fatal' });
+    log.verbose(`self-test ${name}: ${r.ok ? 'ok' : `FAILED (${r.error})`}`);
+  }
+  return checks;
+}
+
+/**
+ * Run `probes` with the throwaway attachment's queue limit at
+ * HELD_QUEUE_LIMIT (its readers start late, so their writers are held
+ * back), then put the limit back. Unless some writer was held back
+ * meanwhile (counter bytes_held), the probes proved nothing: a fatal check.
+ */
+async function heldChecks(maps: FastPathMaps, what: string, probes: () => Promise<SelfTestCheck[]>): Promise<SelfTestCheck[]> {
+  const config = maps.config();
+  const before = maps.counters().bytes_held;
+  maps.setConfig({ ...config, queueLimit: HELD_QUEUE_LIMIT });
+  let checks: SelfTestCheck[];
+  try {
+    checks = await probes();
+  } finally {
+    maps.setConfig(config);
+  }
+  const held = maps.counters().bytes_held - before;
+  if (held === 0n)
+    checks.push({ name: `writers held back for ${what} behind a held writer`, ok: false, error: 'no writer was held back: those probes proved nothing', severity: 'fatal' });
+  return checks;
 }
 
 /** A writer against a reader that sleeps a second: the fast path may take

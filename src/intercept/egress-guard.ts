@@ -25,7 +25,7 @@ import type { InterceptSettings } from './settings.js';
 
 export const EGRESS_MAP = 'accel_tproxy_egress';
 export const EGRESS_PROGRAM = 'accel_cgroup_egress';
-const EGRESS_PROG_PIN = 'prog_cgroup_egress';
+export const EGRESS_PROG_PIN = 'prog_cgroup_egress';
 const EGRESS_LINK_PIN = 'link_cgroup_egress';
 
 /** More devices than the guard can tell apart: refused before anything. */

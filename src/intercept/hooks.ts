@@ -50,6 +50,9 @@ export interface TcHookRecord {
   /** The program of the filter: detach deletes the filter at the priority
    * only if it is this one (another tool may have put its own there). */
   progId?: number;
+  /** During an upgrade (intercept/upgrade.ts): the program the filter is
+   * being replaced with, which is then ours too. */
+  replacing?: number;
 }
 
 /** A cgroup program of the interception (cgroup_egress.c), attached to
@@ -197,7 +200,8 @@ export async function detachHook(r: HookRecord): Promise<void> {
   }
   if (!(await deviceExists(r.dev))) return;
   const there = (await ip.filters(r.dev, r.direction)).find((f) => f.priority === r.priority);
-  if (there && (r.progId === undefined || there.progId === r.progId)) await ip.deleteBpfFilter({ dev: r.dev, direction: r.direction, priority: r.priority });
+  if (there && (r.progId === undefined || there.progId === r.progId || (r.replacing !== undefined && there.progId === r.replacing)))
+    await ip.deleteBpfFilter({ dev: r.dev, direction: r.direction, priority: r.priority });
   if (r.clsactAdded) await removeClsactIfUnused(r.dev);
 }
 

@@ -22,6 +22,7 @@ import { underPinRootLock } from '../maps/proxy-listeners.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
 import { LO_INGRESS_PIN, OWNERS_MAP } from '../paths.js';
 import * as ip from '../net/iproute.js';
+import { interceptBuild, interceptBuildId } from './build.js';
 import { type HookRecord, attachHook, pendingHook, tcMode } from './hooks.js';
 import { EGRESS_MAP, checkPeerProxyOutside, configureEgressGuard, installEgressGuard } from './egress-guard.js';
 import { type InterceptRecord, readRecord, saveRecord } from './record.js';
@@ -33,10 +34,11 @@ import { registerPeerProxy } from './peer-proxy.js';
 import { undoIntercept } from './remove.js';
 
 export const TcPins = { egress: 'prog_tc_egress', loIngress: LO_INGRESS_PIN } as const;
-const SK_LOOKUP_PIN = 'prog_sk_lookup';
+export const SK_LOOKUP_PIN = 'prog_sk_lookup';
+export const SK_LOOKUP_PROGRAM = 'accel_sk_lookup';
 const SK_LOOKUP_LINK = 'link_sk_lookup';
 const LinkPins = { egress: (dev: string) => `link_tc_egress_${dev}`, loIngress: 'link_tc_lo_ingress' } as const;
-const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
+export const TcPrograms = { egress: 'accel_tc_egress', loIngress: 'accel_tc_lo_ingress' } as const;
 /**
  * Add interception to the complete fast path whose pins are in `pinDir`
  * (its programs share the attachment's pin directory). On failure, what
@@ -52,6 +54,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
     netns: ip.currentNetns(),
     settings: s,
     complete: false,
+    build: interceptBuild(interceptBuildId(bpfDir), 'installed'),
     added: { acceptLocal: null, routes: [], rules: [], hooks: [], pins: [] },
   };
   saveRecord(record);
@@ -103,7 +106,7 @@ export async function installIntercept(cg: Cgroup, bpffs: string, pinDir: string
         const file = path.join(pinDir, SK_LOOKUP_PIN);
         record.added.pins.push(file);
         saveRecord(record);
-        pin(lookupObj.programFd('accel_sk_lookup'), file);
+        pin(lookupObj.programFd(SK_LOOKUP_PROGRAM), file);
       } finally {
         lookupObj?.close();
       }

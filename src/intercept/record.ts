@@ -16,6 +16,7 @@ import { AccelError, ErrorCodes } from '../errors.js';
 import type * as ip from '../net/iproute.js';
 import { interceptRecordPath } from '../paths.js';
 import { readState, removeState, stateKind, writeState } from '../state/store.js';
+import type { InterceptBuild } from './build.js';
 import type { HookRecord } from './hooks.js';
 import type { InterceptSettings } from './settings.js';
 
@@ -28,6 +29,10 @@ export interface InterceptRecord {
   settings: InterceptSettings;
   /** Set once every step is done. */
   complete: boolean;
+  /** The build of the interception's programs it runs (intercept/build.ts):
+   * installed with it or upgraded in place. Absent in records written
+   * before build ids: such an interception counts as another build. */
+  build?: InterceptBuild;
   added: {
     /** The value accept_local had before (null: not changed). */
     acceptLocal: string | null;
@@ -76,6 +81,7 @@ const Hook = z.discriminatedUnion('mode', [
     priority: u32,
     clsactAdded: z.boolean(),
     progId: z.number().int().min(0).optional(),
+    replacing: z.number().int().min(0).optional(),
   }),
   z.object({ mode: z.literal('cgroup'), cgroupPath: z.string().min(1), attach: z.literal('egress'), linkPin: absolute }),
   z.object({ mode: z.literal('netns'), attach: z.literal('sk_lookup'), linkPin: absolute }),
@@ -88,6 +94,14 @@ const Record = z.object({
   netns: z.number().int().min(0),
   settings: Settings,
   complete: z.boolean(),
+  build: z
+    .object({
+      buildId: z.string().regex(/^[0-9a-f]{16}$/),
+      at: z.string(),
+      how: z.enum(['installed', 'upgraded']),
+      from: z.string().nullable(),
+    })
+    .optional(),
   added: z.object({
     // Written back to a sysctl as root: digits only.
     acceptLocal: z.string().regex(/^\d+$/).nullable(),

@@ -36,7 +36,16 @@ export interface InterceptSettings {
 }
 
 export function sameSettings(a: InterceptSettings, b: InterceptSettings): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
+  return canonical(a) === canonical(b);
+}
+
+/** JSON with every object's keys sorted: the settings read back from a
+ * record list a rule's fields in the schema's order, the parsed spec in
+ * the parser's; the same settings either way. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : v,
+  );
 }
 
 /** Whether `to` differs from `from` only in what the tc programs read from

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { TproxyCounters } from '../maps/layout/tproxy.js';
 import { TproxyMapNames } from '../maps/tproxy.js';
+import type { InterceptBuild } from './build.js';
 import { hookPresent } from './hooks.js';
 import { registeredProxyFamilies } from './check.js';
 import { withTproxyMaps } from './maps.js';
@@ -26,6 +27,9 @@ export interface InterceptStatus {
   /** Families with an accel proxy listener registered for the proxy port
    * in this network namespace (null: not visible from here). */
   proxyRegistered: Family[] | null;
+  /** The build of its programs, installed with it or upgraded in place
+   * (null: recorded before build ids). */
+  build: InterceptBuild | null;
 }
 
 export async function interceptStatus(observed: InterceptObserved, bpffs: string, pinDir: string): Promise<InterceptStatus | null> {
@@ -49,5 +53,6 @@ export async function interceptStatus(observed: InterceptObserved, bpffs: string
     filtersPresent,
     ...maps,
     proxyRegistered: here ? registeredProxyFamilies(bpffs, record.settings.proxyPort) : null,
+    build: record.build ?? null,
   };
 }

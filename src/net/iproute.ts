@@ -173,6 +173,13 @@ export async function addBpfFilter(f: BpfFilter, pinnedProgram: string): Promise
   await run('tc', ['filter', 'add', 'dev', f.dev, f.direction, 'pref', String(f.priority), 'handle', '1', 'bpf', 'direct-action', 'object-pinned', pinnedProgram]);
 }
 
+/** Swap the program of the filter at `f.priority` (added by addBpfFilter)
+ * for the one pinned at `pinnedProgram`: the kernel replaces it in place,
+ * atomically (cls_bpf), so packets never meet the hook without one. */
+export async function replaceBpfFilter(f: BpfFilter, pinnedProgram: string): Promise<void> {
+  await run('tc', ['filter', 'replace', 'dev', f.dev, f.direction, 'pref', String(f.priority), 'handle', '1', 'bpf', 'direct-action', 'object-pinned', pinnedProgram]);
+}
+
 export async function deleteBpfFilter(f: BpfFilter): Promise<void> {
   if ((await filters(f.dev, f.direction)).some((x) => x.priority === f.priority)) {
     await run('tc', ['filter', 'del', 'dev', f.dev, f.direction, 'pref', String(f.priority)]);

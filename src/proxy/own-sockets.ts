@@ -6,8 +6,8 @@
  * no socket made by hand and no map update per connection.
  *
  * Only this process is recognised (its thread group id in the program's
- * own map, which nothing else holds): other processes of the cgroup are
- * not. Program, map and attachment are this process's alone and go with it.
+ * own map, which nothing else holds), and the workers it admits (proxy
+ * --workers): other processes of the cgroup are not. Program, map and attachment are this process's alone and go with it.
  * Where this cannot work the proxy records each socket itself, as before
  * (null from open(), with the reason): the proxy in the root cgroup (the
  * program would run for every socket of the host), in a pid namespace other
@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { attachCgroupTemporary } from '../bpf/attach.js';
-import { lookup, u32, update } from '../bpf/map.js';
+import { lookup, remove, u32, update } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
 import { isHostWide, processCgroup2Dir, resolveCgroup } from '../cgroup/cgroup.js';
 import { ensureProxyMaps } from '../maps/proxy-sockets.js';
@@ -35,6 +35,10 @@ const INIT_PID_NS_INODE = 0xeffffffc;
 export interface KernelOwnSockets {
   /** The cgroup the program is attached to. */
   cgroup: string;
+  /** Recognise another process (a worker of this proxy, in the same
+   * cgroup) from now on, with the same mark; forget it once it is gone. */
+  admit(pid: number): void;
+  forget(pid: number): void;
   /** Detach and unload. */
   close(): void;
 }
@@ -66,8 +70,11 @@ export function openKernelOwnSockets(bpffs: string, bpfDir: string, mark: number
     obj.close();
     return { unavailable: (err as Error).message };
   }
+  const processes = obj.mapFd(PROCESSES_MAP);
   return {
     cgroup: cg.path,
+    admit: (pid) => update(processes, u32(pid), u32(mark >>> 0)),
+    forget: (pid) => remove(processes, u32(pid)),
     close: () => {
       detach?.();
       obj.close();

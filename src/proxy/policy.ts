@@ -151,19 +151,7 @@ export class Policy {
   }
 
   static load(file: string): Policy {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new AccelError(ErrorCodes.POLICY, `cannot read policy file ${file}: ${(err as Error).message}`);
-    }
-    let value: unknown;
-    try {
-      value = JSON.parse(text);
-    } catch (err) {
-      throw new AccelError(ErrorCodes.POLICY, `${file} is not valid JSON: ${(err as Error).message}`);
-    }
-    return Policy.parse(value, file);
+    return Policy.parse(readPolicyFile(file), file);
   }
 
   static allowAll(): Policy {
@@ -194,5 +182,20 @@ export class Policy {
       return { action: r.action, reason: r.label, splice: r.splice, dependsOnHost };
     }
     return { action: this.defaultAction, reason: 'default', splice: true, dependsOnHost };
+  }
+}
+
+/** A policy file's JSON value, unchecked (Policy.parse checks it). */
+export function readPolicyFile(file: string): unknown {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new AccelError(ErrorCodes.POLICY, `cannot read policy file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new AccelError(ErrorCodes.POLICY, `${file} is not valid JSON: ${(err as Error).message}`);
   }
 }

@@ -7,8 +7,7 @@
  * pair to the kernel; or, for HTTP decided by Host, check every request).
  */
 import net from 'node:net';
-import { type Family, closeSocket, localEndpoint, transparentListener } from '../sys/socket.js';
-import { ipToBytes } from '../maps/layout/shared.js';
+import { type Family, closeSocket, transparentListener } from '../sys/socket.js';
 import { AccelError, ErrorCodes } from '../errors.js';
 import { log } from '../log.js';
 import type { Decision, Policy } from './policy.js';
@@ -21,8 +20,7 @@ import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
 import type { ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
 import { relayBesideShortcut } from './shortcut-relay.js';
-import { nodeSocketFd } from '../sys/node-internals.js';
-import { seam } from '../seams.js';
+import { socketLocalName } from '../sys/node-internals.js';
 
 export interface ProxyOptions {
   port: number;
@@ -67,6 +65,11 @@ export interface ProxyOptions {
   /** Longest wait for the resolver when a name is checked against the
    * destination (see name-binding.ts). */
   resolveTimeoutMs?: number;
+  /** Listening sockets made (and registered) by another process, a
+   * worker's (workers.ts): served as they are, instead of making them. */
+  listeners?: { fd: number; family: Family }[];
+  /** The worker this process is (--workers), named in its events. */
+  worker?: number;
 }
 
 export interface Splicer {
@@ -86,6 +89,8 @@ export interface ConnectionEvent {
    * sk_msg fast path; inspect: HTTP relayed request by request, each Host checked;
    * shortcut: client and server send to each other directly (sk_msg). */
   mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect' | 'shortcut';
+  /** The worker that served it (--workers). */
+  worker?: number;
 }
 
 export interface ProxyStats {
@@ -122,23 +127,9 @@ export interface ProxyStats {
   loops: number;
 }
 
-/** An upstream socket of the proxy, for the loop guard. */
-interface Upstream {
-  sock: net.Socket;
-  /** Known once node has made the socket (at connect for its own). */
-  fd: number | null;
-  /** Its local address (16 bytes, hex) and port, once read. */
-  local: string | null;
-}
-
-function endpoint(address: string | undefined, port: number | undefined): string {
-  return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-export class TransparentProxy {
-  private servers: net.Server[] = [];
-  private readonly open = new Set<net.Socket>();
-  readonly stats: ProxyStats = {
+/** Every counter at zero. */
+export function zeroStats(): ProxyStats {
+  return {
     accepted: 0,
     refused: 0,
     refusedPerSource: 0,
@@ -157,6 +148,23 @@ export class TransparentProxy {
     framingRefused: 0,
     loops: 0,
   };
+}
+
+/** An upstream socket of the proxy, for the loop guard. */
+interface Upstream {
+  sock: net.Socket;
+  /** Its local endpoint as endpoint() writes it, once read. */
+  local: string | null;
+}
+
+function endpoint(address: string | undefined, port: number | undefined): string {
+  return address?.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+export class TransparentProxy {
+  private servers: net.Server[] = [];
+  private readonly open = new Set<net.Socket>();
+  readonly stats: ProxyStats = zeroStats();
   private readonly ownEndpoints = new Set<string>();
   /** Open upstream sockets: those whose local endpoint is not read yet,
    * and the others by endpoint (see ownUpstream). */
@@ -184,25 +192,30 @@ export class TransparentProxy {
   /** Listen on every family it can; fails only if none works. */
   async start(): Promise<string[]> {
     const listening: string[] = [];
-    for (const family of this.o.families) {
+    const given = this.o.listeners;
+    for (const family of given ? given.map((l) => l.family) : this.o.families) {
       const address = family === 4 ? '127.0.0.1' : '::1';
       let fd: number;
-      try {
-        fd = transparentListener(family, address, this.o.port, this.o.backlog, seam('ACCEL_PROXY_DEFER_ACCEPT') ?? 0);
-      } catch (err) {
-        if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
-          await this.stop(0);
-          throw new AccelError(ErrorCodes.ADDRESS_IN_USE, `port ${this.o.port} on ${address} is already in use`);
+      const made = given?.find((l) => l.family === family);
+      if (made) fd = made.fd;
+      else {
+        try {
+          fd = transparentListener(family, address, this.o.port, this.o.backlog);
+        } catch (err) {
+          if (err instanceof AccelError && err.code === ErrorCodes.ADDRESS_IN_USE) {
+            await this.stop(0);
+            throw new AccelError(ErrorCodes.ADDRESS_IN_USE, `port ${this.o.port} on ${address} is already in use`);
+          }
+          log.warn(`no IPv${family} listener: ${(err as Error).message}`);
+          continue;
         }
-        log.warn(`no IPv${family} listener: ${(err as Error).message}`);
-        continue;
-      }
-      try {
-        this.o.register?.(fd, family);
-      } catch (err) {
-        closeSocket(fd);
-        await this.stop(0);
-        throw err;
+        try {
+          this.o.register?.(fd, family);
+        } catch (err) {
+          closeSocket(fd);
+          await this.stop(0);
+          throw err;
+        }
       }
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (sock) => {
         void this.handle(sock);
@@ -225,8 +238,8 @@ export class TransparentProxy {
     return listening;
   }
 
-  private addUpstream(sock: net.Socket, fd: number | null): void {
-    const u: Upstream = { sock, fd, local: null };
+  private addUpstream(sock: net.Socket): void {
+    const u: Upstream = { sock, local: null };
     this.unreadUpstreams.add(u);
     sock.once('close', () => {
       this.unreadUpstreams.delete(u);
@@ -239,23 +252,22 @@ export class TransparentProxy {
    * any: then the accepted connection is that socket's, steered back to us
    * (its mark is not the one the tc program skips). connect() binds the
    * socket before its SYN leaves and the accept comes after the SYN, so the
-   * endpoint can be read here; each socket's only once.
+   * endpoint can be read here; each socket's only once, from node's handle
+   * (no descriptor call through koffi: this runs for every connection).
    */
-  private ownUpstream(source: { address: string; port: number }): net.Socket | null {
+  private ownUpstream(source: string): net.Socket | null {
     for (const u of this.unreadUpstreams) {
       if (u.sock.destroyed) {
         this.unreadUpstreams.delete(u);
         continue;
       }
-      u.fd ??= nodeSocketFd(u.sock);
-      const ep = u.fd === null ? null : localEndpoint(u.fd);
-      if (!ep) continue;
-      u.local = `${ep.address.toString('hex')}:${ep.port}`;
+      const name = socketLocalName(u.sock);
+      if (!name) continue;
+      u.local = endpoint(name.address, name.port);
       this.unreadUpstreams.delete(u);
       this.upstreamsByLocal.set(u.local, u);
     }
-    if (!net.isIP(source.address)) return null;
-    return this.upstreamsByLocal.get(`${ipToBytes(source.address).toString('hex')}:${source.port}`)?.sock ?? null;
+    return this.upstreamsByLocal.get(source)?.sock ?? null;
   }
 
   private track(sock: net.Socket): void {
@@ -263,10 +275,11 @@ export class TransparentProxy {
     sock.once('close', () => this.open.delete(sock));
   }
 
-  private report(e: ConnectionEvent): void {
+  private report(event: ConnectionEvent): void {
     // winston formats a line before any transport weighs its level: an
     // allowed connection's line costs nothing unless it is shown.
-    if (e.action === 'allow' && !log.isInfoEnabled()) return;
+    if (event.action === 'allow' && !log.isInfoEnabled()) return;
+    const e = this.o.worker === undefined ? event : { ...event, worker: this.o.worker };
     const line = `${e.action} ${e.source} -> ${e.destination} (${e.reason}${e.sni ? `, sni ${e.sni}` : ''}${e.host ? `, host ${e.host}` : ''}${e.mode ? `, ${e.mode}` : ''})`;
     if (e.action === 'allow') log.info(line, e);
     else log.warn(line, e);
@@ -296,7 +309,7 @@ export class TransparentProxy {
         client.resetAndDestroy();
         return;
       }
-      const looped = this.ownUpstream({ address: client.remoteAddress ?? '', port: client.remotePort ?? 0 });
+      const looped = this.ownUpstream(source);
       if (looped) {
         // Refused here, the round ends: the upstream connect fails, and the
         // client that caused it is reset.
@@ -336,7 +349,7 @@ export class TransparentProxy {
           timeoutMs: this.o.connectTimeoutMs,
           kernelOwned: this.o.kernelOwnsSockets ?? false,
           onSocket: (sock, fd) => {
-            this.addUpstream(sock, fd);
+            this.addUpstream(sock);
             if (fd !== null) this.o.ownSocket?.(fd);
           },
         });
@@ -356,10 +369,10 @@ export class TransparentProxy {
       let plan: ShortcutPlan | null = null;
       const mode = chooseDataPath(decision, facts, {
         canSplice: splicer !== null,
-        // Either hop: an upstream socket on the fast path (a local server
-        // of the cgroup) sends by sk_msg, past its TCP send stream, where
-        // the splicer counts what it owes before it forwards a half-close:
-        // that count never completes, and the close is never forwarded.
+        // Either hop: an upstream socket on the fast path (a local server of
+        // the cgroup) sends by sk_msg, past its TCP send stream, where the
+        // splicer counts what it owes before it forwards a half-close: that
+        // count would never complete, and the close never be forwarded.
         onFastPath: () => (this.o.onFastPath?.(client) ?? false) || (this.o.onFastPath?.(upstream) ?? false),
         canShortcut: () => {
           plan = this.shortcutFor(client, upstream);

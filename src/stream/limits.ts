@@ -132,8 +132,9 @@ export interface IdleWatch {
 
 interface Watched extends IdleWatch {
   label: string;
-  /** Each open socket and what had moved on it at the last look. */
-  moved: Map<net.Socket, bigint>;
+  /** Each open socket and what had moved on it at the last look (null:
+   * not looked at yet). */
+  moved: Map<net.Socket, bigint | null>;
   /** When a byte was last seen moving (or the connection was watched). */
   since: number;
 }
@@ -152,9 +153,13 @@ function bytesMoved(sock: net.Socket): bigint {
 
 /**
  * Closes connections on which nothing moved for `timeoutMs` (0: never). It
- * looks every quarter of the timeout (at most every 5 s), so a connection
- * is closed between timeoutMs and timeoutMs plus that period after its last
- * byte. Closing one destroys all its sockets; `onIdle` is told its label.
+ * looks every quarter of the timeout (at most every 5 s). A socket's count
+ * is first read at the first look after it joins, not when it joins (most
+ * connections are over before any look: a TCP_INFO read per socket cost the
+ * proxy's connection rate), and that first look counts as movement; so a
+ * connection is closed between timeoutMs and timeoutMs plus two periods
+ * after its last byte. Closing one destroys all its sockets; `onIdle` is
+ * told its label.
  */
 export class IdleTimeout {
   private readonly watched = new Set<Watched>();
@@ -177,7 +182,7 @@ export class IdleTimeout {
       since: Date.now(),
       add: (sock) => {
         if (this.timeoutMs === 0 || sock.destroyed || w.moved.has(sock)) return;
-        w.moved.set(sock, bytesMoved(sock));
+        w.moved.set(sock, null);
         w.since = Date.now();
         sock.once('close', () => {
           w.moved.delete(sock);

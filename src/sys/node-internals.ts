@@ -16,6 +16,9 @@
  *  - `_handle.reading`: net's flag that readStart() was called; net's
  *    _read() calls `_handle.readStart()` (tryReadStart) only while it is
  *    false, so it must be cleared along with readStop().
+ *  - `_handle.getsockname(out)`: uv_tcp_getsockname, fills out.address
+ *    and out.port; unlike net.Socket's localAddress, it answers while the
+ *    socket is still connecting (bound by connect()).
  *  - `_readableState.reading`: the stream's flag that a _read() is under
  *    way; read() calls _read() only while it is false, so it must be
  *    cleared too for resume() to start reading again.
@@ -27,7 +30,7 @@ import { AccelError, ErrorCodes } from '../errors.js';
 
 /** What node keeps on a net.Socket, as far as this module uses it. */
 interface SocketInternals {
-  _handle?: { fd?: unknown; reading?: unknown; readStop?: unknown } | null;
+  _handle?: { fd?: unknown; reading?: unknown; readStop?: unknown; getsockname?: unknown } | null;
   _readableState?: { reading?: unknown };
 }
 
@@ -37,6 +40,18 @@ function internals(sock: net.Socket): SocketInternals {
 
 function changed(what: string): AccelError {
   return new AccelError(ErrorCodes.INTERNAL, `node ${process.version}: the net.Socket internal ${what} is not what accel expects (see src/sys/node-internals.ts)`);
+}
+
+/** The local address and port of a socket that is bound (a connecting one
+ * is), as node names them (the address as remoteAddress would give it on
+ * the other end); null while it has no handle or is not bound. */
+export function socketLocalName(sock: net.Socket): { address: string; port: number } | null {
+  const h = internals(sock)._handle;
+  if (!h) return null;
+  if (typeof h.getsockname !== 'function') throw changed('_handle.getsockname');
+  const out: { address?: string; port?: number } = {};
+  const rc = (h.getsockname as (o: object) => number).call(h, out);
+  return rc === 0 && out.address !== undefined && out.port ? { address: out.address, port: out.port } : null;
 }
 
 /** The descriptor behind a node net.Socket (libuv's handle), or null when

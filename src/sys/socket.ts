@@ -14,17 +14,20 @@
 import { AccelError, ErrorCodes } from '../errors.js';
 import { describeErrno, errnoName } from '../bpf/errno.js';
 import { lastErrno, libcFns } from '../bpf/native.js';
+import { seam } from '../seams.js';
 
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
+const SO_REUSEPORT = 15;
 const SO_MARK = 36;
 const SO_SNDBUF = 7;
 const SOL_IP = 0;
 const IP_TRANSPARENT = 19;
 const SOL_IPV6 = 41;
+const TCP_DEFER_ACCEPT = 9;
 const IPV6_V6ONLY = 26;
 const IPV6_TRANSPARENT = 75;
 const AF_INET = 2;
@@ -77,13 +80,17 @@ function sockaddr(family: Family, address: string, port: number): Buffer {
   return b;
 }
 
-/** A listening, non-blocking, transparent socket on address:port. */
-export function transparentListener(family: Family, address: string, port: number, backlog: number, deferAcceptS = 0): number {
+/** A listening, non-blocking, transparent socket on address:port; with
+ * reusePort, one of a SO_REUSEPORT group (the kernel spreads the port's new
+ * connections over the group's sockets). */
+export function transparentListener(family: Family, address: string, port: number, backlog: number, reusePort = false): number {
   const fd = newSocket(family);
   setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, 'SO_REUSEADDR');
-  // TCP_DEFER_ACCEPT (a test seam only, ACCEL_PROXY_DEFER_ACCEPT): a
-  // connection is accepted when its first bytes arrive.
-  if (deferAcceptS > 0) setInt(fd, 6, 9, deferAcceptS, 'TCP_DEFER_ACCEPT');
+  if (reusePort) setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, 'SO_REUSEPORT');
+  // A test seam only: each accept waits for the connection's first bytes,
+  // so every client writes before the proxy's socket is established.
+  const deferAcceptS = seam('ACCEL_PROXY_DEFER_ACCEPT');
+  if (deferAcceptS !== undefined) setInt(fd, SOL_TCP, TCP_DEFER_ACCEPT, deferAcceptS, 'TCP_DEFER_ACCEPT');
   if (family === 4) {
     setInt(fd, SOL_IP, IP_TRANSPARENT, 1, 'IP_TRANSPARENT (needs CAP_NET_ADMIN)');
   } else {

@@ -71,6 +71,37 @@ describe('plan: attach', () => {
     assert.deepEqual(kinds(plan(spec(), observed({ kind: 'absent' }), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['install-fastpath', 'adopt-listeners']);
     assert.deepEqual(kinds(plan(null, observed(complete()), { ...opts, buildId: 'bbbbbbbbbbbbbbbb' }).steps), ['remove-fastpath']);
   });
+  it('an interception of another build, kept: upgraded in place after the fast path, before it is configured; the same build, or one installed anew, is not', () => {
+    const s = spec({}, ic);
+    const kept = (buildId?: string): InterceptObserved => ({
+      kind: 'complete',
+      record: { ...record(s), ...(buildId ? { build: { buildId, at: '', how: 'installed', from: null } } : {}) },
+    });
+    const both = { ...opts, buildId: 'bbbbbbbbbbbbbbbb', interceptBuildId: 'dddddddddddddddd' };
+    const p = plan(s, observed(complete({ buildId: 'aaaaaaaaaaaaaaaa' }), kept('cccccccccccccccc')), both);
+    assert.deepEqual(kinds(p.steps), ['upgrade-fastpath', 'adopt-listeners', 'upgrade-intercept']);
+    assert.deepEqual(p.steps[2], { kind: 'upgrade-intercept', from: 'cccccccccccccccc', to: 'dddddddddddddddd' });
+    // New rules too: upgraded, then configured in place.
+    const rules = spec({}, { ...ic, rules: ['10.0.0.0/8:81'] });
+    assert.deepEqual(kinds(plan(rules, observed(complete({ buildId: 'bbbbbbbbbbbbbbbb' }), kept('cccccccccccccccc')), both).steps), [
+      'adopt-listeners',
+      'upgrade-intercept',
+      'configure-intercept',
+    ]);
+    assert.deepEqual(kinds(plan(s, observed(complete({ buildId: 'bbbbbbbbbbbbbbbb' }), kept('dddddddddddddddd')), both).steps), ['adopt-listeners']);
+    // No build in the record (an accel before build ids): another build.
+    assert.deepEqual(kinds(plan(s, observed(complete({ buildId: 'bbbbbbbbbbbbbbbb' }), kept()), both).steps), ['adopt-listeners', 'upgrade-intercept']);
+    // Installed anew, or replaced (not kept): no upgrade.
+    assert.deepEqual(kinds(plan(s, observed({ kind: 'absent' }), both).steps), ['install-fastpath', 'adopt-listeners', 'install-intercept']);
+    const moved = spec({}, { ...ic, ifaces: ['eth1'] });
+    assert.equal(kinds(plan(moved, observed(complete({ buildId: 'bbbbbbbbbbbbbbbb' }), kept('cccccccccccccccc')), both).steps).includes('upgrade-intercept'), false);
+  });
+  it('the same interception settings, their fields in another order (as read back from the record), are no change', () => {
+    const s = spec({}, ic);
+    const r = record(s);
+    const reordered = { ...r, settings: { ...r.settings, rules: r.settings.rules.map((x) => Object.fromEntries(Object.entries(x).reverse()) as typeof x) } };
+    assert.deepEqual(kinds(plan(s, observed(complete(), { kind: 'complete', record: reordered }), opts).steps), ['adopt-listeners']);
+  });
   it('what cannot change in place is a note, not a reinstall that would cut live connections', () => {
     const p = plan(spec({ maxSockets: 10, streamVerdict: 'always' }), observed(complete()), opts);
     assert.deepEqual(kinds(p.steps), ['adopt-listeners']);

@@ -62,6 +62,8 @@ export async function interceptBench(
     proxyArgs?: string[];
     attachArgs?: string[];
     proxyInCgroup?: boolean;
+    /** Where the bench's cgroup is made (default: the cgroup2 root). */
+    cgroupParent?: string;
     /** Files the proxy sees as /etc/hosts and /etc/resolv.conf: it runs in
      * a private mount namespace where they are bind-mounted (the host's
      * files stay untouched). */
@@ -74,7 +76,7 @@ export async function interceptBench(
   const remote = `${prefix}remote`;
   const iface = `${prefix.slice(0, 8)}a0`;
   const script = path.join(PACKAGE_ROOT, 'scripts', 'setup-netns.sh');
-  const cgBase = createChildCgroup(cgroup2Root(), 'accel-ic');
+  const cgBase = createChildCgroup(options.cgroupParent ?? cgroup2Root(), 'accel-ic');
   const cg = { ...cgBase, procs: procsFile(cgBase) };
   const spawned: Spawned[] = [];
 

@@ -5,10 +5,10 @@
 // /metrics are what the tests read, with the kernel's view beside them.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
+import { describe, it } from 'node:test';
 import { cgroup2Root, createChildCgroup, removeCgroup } from '../../src/cgroup/cgroup.js';
 import { fastPathBuildId, readBuildRecord } from '../../src/fastpath/build.js';
 import { observeFastPath } from '../../src/fastpath/pins.js';
@@ -16,95 +16,16 @@ import { ownedRecordPath } from '../../src/agent/owned.js';
 import { attachmentPinDir, STATE_DIR } from '../../src/paths.js';
 import { runProbe, startHeldProbe } from '../../src/probe/sockprobe.js';
 import { byteExact, transfer } from '../helpers/transfer.js';
-import { run, spawn, type Spawned } from '../../src/proc/run.js';
+import { type Cg, linkId, sd, startAgent, stopAgents, testTree, tmpDir, uid } from '../helpers/agent.js';
+import { run, spawn } from '../../src/proc/run.js';
+import { linkInfo, withPinned } from '../../src/bpf/fd.js';
+import { interceptBuildId } from '../../src/intercept/build.js';
+import { readRecord } from '../../src/intercept/record.js';
+import { kernelLacks } from '../helpers/features.js';
+import { HTTP_PORT, type InterceptBench, PROXY_PORT, interceptBench } from '../helpers/intercept.js';
+import { INTERCEPTED_TRANSFER, interceptedByteExact, interceptedTransfer } from '../helpers/intercepted-transfer.js';
 import { PROGRAM_VARIANT, variantBuild } from '../helpers/builds.js';
 import { BPF_DIR, BPFFS, CLI, MB, accel, fastPathBytes, maps, nothingAttached, stopProcess, waitFor } from '../helpers/env.js';
-
-interface Cg {
-  path: string;
-  id: bigint;
-  procs: string;
-  rel: string;
-}
-
-const uid = (n: number) => `7a1b2c3d-0000-4000-8000-${String(n).padStart(12, '0')}`;
-const sd = (u: string) => u.replace(/-/g, '_');
-
-/** Agents of this file still running. */
-const running = new Set<Spawned>();
-
-/** A test-owned cgroup tree; everything in it is detached and removed at the end. */
-function testTree(t: TestContext) {
-  const root = createChildCgroup(cgroup2Root(), 'accel-agent-test');
-  const made: Cg[] = [];
-  const mk = (rel: string): Cg => {
-    fs.mkdirSync(path.join(root.path, rel), { recursive: true });
-    const p = path.join(root.path, rel);
-    const cg = { path: p, id: fs.statSync(p, { bigint: true }).ino, procs: path.join(p, 'cgroup.procs'), rel };
-    made.push(cg);
-    return cg;
-  };
-  t.after(async () => {
-    // Agents first: a running agent would attach again what is detached here.
-    await Promise.all([...running].map((p) => stopProcess(p)));
-    for (const cg of made) {
-      if (fs.existsSync(attachmentPinDir(BPFFS, cg.id))) await accel(['detach', '--cgroup-id', String(cg.id), '--drain-ms', '0']);
-    }
-    fs.rmSync(ownedRecordPath(), { force: true });
-    // Deepest first.
-    const dirs: string[] = [];
-    const walk = (d: string) => {
-      for (const e of fs.readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(path.join(d, e.name));
-      dirs.push(d);
-    };
-    if (fs.existsSync(root.path)) walk(root.path);
-    for (const d of dirs) await removeCgroup({ path: d, id: 0n });
-  });
-  return { root: root.path, mk };
-}
-
-interface Agent {
-  proc: Spawned;
-  metrics: string;
-  /** The first event line after `from` lines matching. */
-  event(match: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  events(): Record<string, unknown>[];
-}
-
-async function startAgent(t: TestContext, config: string, extra: string[] = [], globals: string[] = []): Promise<Agent> {
-  const proc = spawn(process.execPath, [CLI, ...globals, 'agent', '--config', config, '--metrics-addr', '127.0.0.1:0', ...extra], { watchStderr: false });
-  running.add(proc);
-  void proc.done.then(() => running.delete(proc));
-  t.after(() => stopProcess(proc));
-  const events = () =>
-    proc
-      .lines()
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  const listening = await proc.waitForLine((l) => l.includes('"event":"listening"'));
-  if (!listening) throw new Error(`the agent did not start: ${(await proc.done).stderr}`);
-  return {
-    proc,
-    metrics: (JSON.parse(listening) as { metrics: string }).metrics,
-    events,
-    event: async (match, timeoutMs = 20_000) => {
-      let found: Record<string, unknown> | undefined;
-      const ok = await waitFor(() => (found = events().find(match)) !== undefined, timeoutMs);
-      assert.ok(
-        ok && found,
-        `no such event; the agent said:\n${events()
-          .map((e) => JSON.stringify(e))
-          .join('\n')}`,
-      );
-      return found;
-    },
-  };
-}
-
-const linkId = (cg: Cg) => {
-  const o = observeFastPath(attachmentPinDir(BPFFS, cg.id), cg.id);
-  return o.kind === 'complete' ? o.linkId : null;
-};
 
 function writeConfig(file: string, root: string, webGlobs: string[], webBypass: number[], selftest = false): void {
   fs.writeFileSync(
@@ -148,10 +69,20 @@ function echoOnce(host: string, port: number, bytes: number): Promise<number> {
   });
 }
 
-function tmpDir(t: TestContext): string {
-  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'accel-agent-'));
-  t.after(() => fs.rmSync(d, { recursive: true, force: true }));
-  return d;
+/** One scrape on a connection of its own, closed after it (a kept-alive
+ * one would be an open fd of the agent's). */
+function scrape(address: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`http://${address}/metrics`, { agent: false, headers: { connection: 'close' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(body));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(30_000, () => req.destroy(new Error('scrape timed out')));
+  });
 }
 
 describe('accel agent', () => {
@@ -255,6 +186,80 @@ describe('accel agent', () => {
     for (const cg of [podSystemd, web, late, newPod]) assert.ok(linkId(cg) !== null, `${cg.rel} still attached after SIGTERM`);
   });
 
+  it('holds no file descriptor per attachment: its open fds stay flat across attaching, polls, scrapes, a configuration reload, removed and new cgroups', async (t) => {
+    const tree = testTree(t);
+    const config = path.join(tmpDir(t), 'agent.yaml');
+    const write = (bypass: number) =>
+      fs.writeFileSync(
+        config,
+        `cgroupRoot: ${tree.root}\npollIntervalMs: 200\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { bypassPorts: [${bypass}], selftest: false }\n`,
+      );
+    write(9001);
+    // A first pod: whatever the agent opens once per process is open after it.
+    const first = tree.mk(`kubepods/burstable/pod${uid(100)}`);
+    const agent = await startAgent(t, config);
+    await agent.event((e) => e.event === 'attached' && e.cgroup === first.rel);
+    const fds = () => fs.readdirSync(`/proc/${agent.proc.pid}/fd`).length;
+    const scans = async () => Number(/^accel_agent_scans_total (\d+)$/m.exec(await scrape(agent.metrics))?.[1]);
+    /** Wait for `n` more polls of the cgroup tree, scraping as it goes. */
+    const polls = async (n: number) => {
+      const until = (await scans()) + n;
+      for (let i = 0; i < 200 && (await scans()) < until; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok((await scans()) >= until, `${n} more polls`);
+    };
+    const count = (e: Record<string, unknown>[], event: string, cgs: Cg[]) => e.filter((x) => x.event === event && cgs.some((c) => c.rel === x.cgroup)).length;
+    await polls(2);
+    const base = fds();
+    // What may come and go besides: the scrape's connection while it closes.
+    const slack = 2;
+    const seen: Record<string, number> = { base };
+    const check = async (phase: string) => {
+      await polls(3);
+      seen[phase] = fds();
+      assert.ok(seen[phase] <= base + slack, `open fds of the agent: ${JSON.stringify(seen)} (at most ${base} + ${slack})`);
+    };
+
+    const N = 12;
+    const pods = Array.from({ length: N }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(101 + i)}`));
+    assert.ok(await waitFor(() => count(agent.events(), 'attached', pods) === N, 60_000), 'all attached');
+    await check('attached');
+    for (let i = 0; i < 3; i++) await scrape(agent.metrics);
+    await check('polled and scraped');
+
+    // A configuration change applied in place to every attachment (their maps opened and written).
+    write(9002);
+    agent.proc.kill('SIGHUP');
+    assert.ok(await waitFor(() => count(agent.events(), 'updated', [first, ...pods]) === N + 1, 60_000), 'all updated');
+    assert.deepEqual(
+      maps(pods[0] as Cg, (m) => m.bypassPorts()),
+      [9002],
+    );
+    await check('reloaded');
+
+    // Half of the pods go, as many new ones come.
+    const gone = pods.slice(0, N / 2);
+    for (const cg of gone) await removeCgroup({ path: cg.path, id: cg.id });
+    assert.ok(await waitFor(() => count(agent.events(), 'detached', gone) === gone.length, 60_000), 'the removed ones detached');
+    const fresh = Array.from({ length: N / 2 }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(201 + i)}`));
+    assert.ok(await waitFor(() => count(agent.events(), 'attached', fresh) === fresh.length, 60_000), 'the new ones attached');
+    await check('removed and added');
+    for (const cg of fresh) assert.ok(linkId(cg) !== null, `${cg.rel} attached`);
+  });
+
+  it('answers while it attaches: a scrape made as the first tick starts is served before that tick has attached all 12 cgroups', async (t) => {
+    const tree = testTree(t);
+    const config = path.join(tmpDir(t), 'agent.yaml');
+    fs.writeFileSync(config, `cgroupRoot: ${tree.root}\npollIntervalMs: 200\nselections:\n  - name: pods\n    cgroups: ["kubepods/*/pod*"]\n    fastPath: { selftest: false }\n`);
+    const N = 12;
+    const pods = Array.from({ length: N }, (_, i) => tree.mk(`kubepods/burstable/pod${uid(301 + i)}`));
+    const agent = await startAgent(t, config);
+    // The agent's own count at the time it served the scrape.
+    const exposition = await scrape(agent.metrics);
+    const attached = Number(/^accel_agent_reconciles_total\{result="attached"\} (\d+)$/m.exec(exposition)?.[1]);
+    assert.ok(attached < N, `the scrape was served after ${attached} of ${N} attachments`);
+    assert.ok(await waitFor(() => agent.events().filter((e) => e.event === 'attached' && pods.some((c) => c.rel === e.cgroup)).length === N, 60_000), 'then all attached');
+  });
+
   it('kill -9 and restart during a transfer: the new agent adopts without a step, every byte arrives, none reset; --detach-on-exit removes everything', async (t) => {
     const tree = testTree(t);
     const pod = tree.mk(`kubepods.slice/kubepods-pod${sd(uid(4))}.slice`);
@@ -317,6 +322,93 @@ describe('accel agent', () => {
     await byteExact(held);
     assert.ok(fastPathBytes(maps(pod, (m) => m.counters())) >= BigInt(320 * MB), 'all of it on the fast path');
   });
+
+  it(
+    'kill -9 and upgrade with an intercepted connection running (application -> tc -> proxy -> server): the restarted agent adopts, the agent of a second build upgrades the fast path and the interception in place, every byte in order, none reset',
+    { skip: kernelLacks('intercept') },
+    async (t) => {
+      const v1 = await variantBuild(t, 'agent-intercept', PROGRAM_VARIANT);
+      // Hooks run in the order registered: the agents stop before the bench
+      // detaches (a running agent would attach again), the parent goes last.
+      t.after(() => stopAgents());
+      t.after(() => fs.rmSync(ownedRecordPath(), { force: true }));
+      const parent = createChildCgroup(cgroup2Root(), 'accel-agent-ic');
+      let b: InterceptBench;
+      try {
+        // The agent runs in the application's network namespace, where the
+        // interception lives; the bench's proxy runs in the cgroup.
+        b = await interceptBench(t, { attach: false, cgroupParent: parent.path });
+      } finally {
+        t.after(() => removeCgroup(parent));
+      }
+      const rel = path.basename(b.cg.path);
+      const config = path.join(tmpDir(t), 'agent.yaml');
+      const intercept = {
+        ifaces: [b.iface],
+        rules: [`10.200.0.0/24:${HTTP_PORT}-${HTTP_PORT + 9}`, `[fd00:200::/64]:${HTTP_PORT}-${HTTP_PORT + 9}`],
+        proxyPort: PROXY_PORT,
+      };
+      fs.writeFileSync(
+        config,
+        [
+          `cgroupRoot: ${parent.path}`,
+          'pollIntervalMs: 200',
+          'selections:',
+          '  - name: app',
+          '    cgroups: ["accel-ic-*"]',
+          '    fastPath: { selftest: false }',
+          `    intercept: ${JSON.stringify(intercept)}`,
+          '',
+        ].join('\n'),
+      );
+      const inApp = { netns: b.app };
+      const first = await startAgent(t, config, [], [], undefined, inApp);
+      const attached = await first.event((e) => e.event === 'attached' && e.cgroup === rel);
+      assert.ok((attached.steps as string[]).includes('install-intercept'), JSON.stringify(attached));
+      const record = readRecord(b.cg.id);
+      assert.equal(record?.build?.buildId, interceptBuildId(BPF_DIR));
+      // The programs on the interception's links (tcx, cgroup, netns), as the kernel says.
+      const linkProgs = () => (readRecord(b.cg.id)?.added.hooks ?? []).flatMap((h) => (h.mode === 'tc' ? [] : [withPinned(h.linkPin, (fd) => linkInfo(fd))?.progId ?? null]));
+      const progsBefore = linkProgs();
+      assert.ok(progsBefore.length >= 2 && progsBefore.every((id) => id !== null));
+
+      // kill -9 and restart on the same build: adopted, nothing replaced.
+      const held = await interceptedTransfer(t, b, 2 * INTERCEPTED_TRANSFER);
+      first.proc.kill('SIGKILL');
+      await first.proc.done;
+      const second = await startAgent(t, config, [], [], undefined, inApp);
+      const adopted = await second.event((e) => e.event === 'adopted' && e.cgroup === rel);
+      assert.deepEqual(adopted.steps, []);
+      assert.deepEqual(readRecord(b.cg.id), record, 'the interception as it was: same hooks, same build');
+      assert.deepEqual(linkProgs(), progsBefore, 'the same programs');
+      assert.equal(held.finished(), false, 'the transfer was still running across the restart');
+      await interceptedByteExact(b, held);
+
+      // kill -9, then the agent of a second build: both upgraded in place.
+      const across = await interceptedTransfer(t, b, 2 * INTERCEPTED_TRANSFER);
+      second.proc.kill('SIGKILL');
+      await second.proc.done;
+      const third = await startAgent(t, config, [], ['--bpf-dir', v1], undefined, inApp);
+      const upgraded = await third.event((e) => e.event === 'upgraded' && e.cgroup === rel);
+      assert.deepEqual(upgraded.steps, ['upgrade-fastpath', 'adopt-listeners', 'upgrade-intercept']);
+      assert.equal(third.events().filter((e) => e.event === 'attached' || e.event === 'adopted').length, 0, 'upgraded, neither re-created nor merely adopted');
+      const after = readRecord(b.cg.id);
+      assert.deepEqual({ id: after?.build?.buildId, how: after?.build?.how }, { id: interceptBuildId(v1), how: 'upgraded' });
+      assert.deepEqual(
+        after?.added.hooks.map((h) => h.mode),
+        record?.added.hooks.map((h) => h.mode),
+        'the same hooks',
+      );
+      const progsAfter = linkProgs();
+      assert.ok(
+        progsAfter.every((id, i) => id !== null && id !== progsBefore[i]),
+        `every link runs a new program: ${progsBefore.join(',')} -> ${progsAfter.join(',')}`,
+      );
+      assert.equal(readBuildRecord(b.cg.id)?.buildId, fastPathBuildId(v1));
+      assert.equal(across.finished(), false, 'the transfer was still running across the upgrade');
+      await interceptedByteExact(b, across);
+    },
+  );
 
   it('a real Prometheus scrapes the agent: its series are there and its counters grow across a transfer; promtool accepts the exposition', async (t) => {
     const tree = testTree(t);

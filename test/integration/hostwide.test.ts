@@ -82,7 +82,7 @@ echo "LEFT {\\"pins\\": \\"$(pins)\\", \\"hooks\\": $(hooks $R $R/a), \\"rules\\
       /^\/sys\/fs\/cgroup is the root cgroup, and this kernel breaks some readers on the fast path: .*splice\(2\) readers get an early end of stream \(self-test: premature EOF/,
     );
     assert.match(refused.message, /nothing was attached.*--accept-unsafe-readers-host-wide$/);
-    assert.deepEqual(refused.unsafeReaders.map((u) => u.kind).sort(), ['blocking-after-half-close', 'splice']);
+    assert.deepEqual(refused.unsafeReaders.map((u) => u.kind).sort(), ['blocking-after-half-close', 'fionread-behind-held-writer', 'splice']);
     assert.deepEqual(part(out, 'LEFT1'), { pins: '', hooks: [0] }, 'nothing installed, nothing pinned');
     // Without the self-test nobody knows: refused too, before anything.
     const skipped = part<{ code: string; message: string }>(out, 'SKIPREFUSED');

@@ -7,7 +7,7 @@ import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { nodeSocketFd, readingState, stopReading } from '../../src/sys/node-internals.js';
+import { nodeSocketFd, readingState, socketLocalName, stopReading } from '../../src/sys/node-internals.js';
 
 /** Run `check`; any failure is reported as `internal` having changed in
  * this node version. */
@@ -105,6 +105,25 @@ describe('node net.Socket internals (src/sys/node-internals.ts)', () => {
       accepted.destroy();
     }
     await guard('_handle (null once closed)', () => assert.equal(nodeSocketFd(client), null));
+  });
+
+  it("_handle.getsockname names a socket bound by connect() as the accepted end's remoteAddress names it, and nothing before", { timeout: 5000 }, async () => {
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    const client = new net.Socket();
+    assert.equal(socketLocalName(client), null, 'no handle: no name');
+    client.connect(port, '127.0.0.1');
+    try {
+      // connect() binds on the next tick.
+      await guard('_handle.getsockname', async () => {
+        await until('a name while connecting', () => socketLocalName(client) !== null);
+      });
+      const name = socketLocalName(client);
+      const other = await accepted;
+      assert.deepEqual(name, { address: other.remoteAddress, port: other.remotePort });
+      other.destroy();
+    } finally {
+      client.destroy();
+    }
   });
 
   it('pause() alone lets node keep reading into its buffer (why stopReading exists)', { timeout: 5000 }, async () => {

@@ -47,6 +47,7 @@ export function registerAgent(program: Command, globals: () => GlobalOptions): v
         metrics: metrics.registry,
         refresh: metrics.refresh,
         release: metrics.release,
+        written: metrics.written,
         ready: () => agent.ready,
         unhealthy: () => {
           const idle = Date.now() - Math.max(agent.stats.lastProgressAt, startedAt);

@@ -133,6 +133,8 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
       const alreadyAttached = !kinds.includes('install-fastpath');
       const upgrade = r.plan.steps.find((s) => s.kind === 'upgrade-fastpath');
       const upgraded = upgrade?.kind === 'upgrade-fastpath' ? { from: upgrade.from, to: upgrade.to } : null;
+      const upgradeIc = r.plan.steps.find((s) => s.kind === 'upgrade-intercept');
+      const interceptUpgraded = upgradeIc?.kind === 'upgrade-intercept' ? { from: upgradeIc.from, to: upgradeIc.to } : null;
       const status = await attachmentStatus(g.bpffs, r.cgroup.id);
       const withStreamVerdict = r.withStreamVerdict ?? status?.withStreamVerdict ?? false;
       const intercept = status?.intercept
@@ -148,6 +150,7 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
           pinDir: r.pinDir,
           alreadyAttached,
           upgraded,
+          interceptUpgraded,
           recovered: r.recovered,
           withStreamVerdict,
           selftest: r.selftest,
@@ -166,6 +169,9 @@ export function registerAttach(program: Command, globals: () => GlobalOptions): 
             ? `already attached: ${r.cgroup.path}`
             : `attached: ${r.cgroup.path}`,
       );
+      if (interceptUpgraded) {
+        print(`interception upgraded in place: programs of build ${interceptUpgraded.from ?? '(unrecorded)'} replaced by build ${interceptUpgraded.to} on every hook, maps kept`);
+      }
       if (covers && !alreadyAttached) print(`host-wide: ${r.cgroup.path} is the root cgroup; the fast path covers ${covers}`);
       print(
         table([

@@ -2,13 +2,15 @@ import type { Command } from 'commander';
 import { checkInterceptionsOf } from '../../attachment/proxy-mark.js';
 import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { log } from '../../log.js';
-import { Policy } from '../../proxy/policy.js';
+import { Policy, readPolicyFile } from '../../proxy/policy.js';
 import { announceProxy } from '../../proxy/record.js';
-import { TransparentProxy } from '../../proxy/server.js';
+import { type ProxyOptions, type ProxyStats, TransparentProxy } from '../../proxy/server.js';
+import { type FromWorker, MAX_WORKERS, ProxyWorkers, STATS_PERIOD_MS, type ToWorker, type WorkerContext, workerContext } from '../../proxy/workers.js';
+import { CLI_ENTRY } from '../../paths.js';
 import { openKernelOwnSockets } from '../../proxy/own-sockets.js';
 import { requirePrivileges } from '../../privileges.js';
 import { nodeSocketFd } from '../../sys/node-internals.js';
-import { netnsCookie } from '../../sys/socket.js';
+import { type Family, netnsCookie } from '../../sys/socket.js';
 import { removeUnusedProxyListeners, withProxyListeners } from '../../maps/proxy-listeners.js';
 import { ProxySockets } from '../../maps/proxy-sockets.js';
 import { ensureBpffs } from '../../bpf/bpffs.js';
@@ -16,7 +18,7 @@ import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
 import { ShortcutMaps } from '../../proxy/shortcut-maps.js';
-import { type GlobalOptions, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
+import { type GlobalOptions, parseCount, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
 import { serveUntilSignal } from '../serve.js';
@@ -39,6 +41,7 @@ interface ProxyCliOptions {
   maxConnectionsPerSource: number;
   idleTimeoutMs: number;
   metricsAddr?: string;
+  workers: number;
 }
 
 export function registerProxy(program: Command, globals: () => GlobalOptions): void {
@@ -63,10 +66,14 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--no-splice', 'relay every connection in user space')
     .option('--no-shortcut', 'never let a local client and a local server of an allowed connection send to each other directly (sk_msg shortcut)')
     .option('--metrics-addr <host:port>', 'serve /metrics, /healthz and /readyz there (e.g. 127.0.0.1:9478; port 0 picks one); none by default')
+    .option('--workers <n>', `processes serving the port, each with its own SO_REUSEPORT listener (1 to ${MAX_WORKERS})`, parseCount(MAX_WORKERS), 1)
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
     .action(async (opts: ProxyCliOptions) => {
       requirePrivileges();
-      const policy = opts.policy ? Policy.load(opts.policy) : Policy.allowAll();
+      const worker = workerContext();
+      if (worker) return runWorker(opts, globals(), worker);
+      const policyValue = { value: opts.policy ? readPolicyFile(opts.policy) : {}, source: opts.policy ?? 'policy' };
+      const policy = Policy.parse(policyValue.value, policyValue.source);
       checkInterceptionsOf(opts.port, opts.mark);
       const families = [...(opts.ipv4 ? [4 as const] : []), ...(opts.ipv6 ? [6 as const] : [])];
       const g = globals();
@@ -79,65 +86,59 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
       const kernelOwned = openKernelOwnSockets(g.bpffs, g.bpfDir, opts.mark);
       if ('unavailable' in kernelOwned) log.verbose(`upstream sockets made and recorded one by one: ${kernelOwned.unavailable}`);
       else log.verbose(`upstream sockets recorded by cgroup/sock_create on ${kernelOwned.cgroup}`);
+      const register = (fd: number, family: Family) => {
+        ensureBpffs(g.bpffs);
+        withProxyListeners(g.bpffs, (m) => m.register({ netns: netnsCookie(fd), family, port: opts.port }, fd));
+      };
       let attachment: SpliceAttachment | null = null;
-      if (opts.splice !== false) {
-        try {
-          attachment = SpliceAttachment.open({ bpffs: g.bpffs, bpfDir: g.bpfDir, owner: `proxy-${opts.port}` });
-        } catch (err) {
-          // Asked for explicitly: fail; by default: relay in user space.
-          if (opts.splice === true) throw err;
-          log.warn(`in-kernel splicing unavailable, relaying in user space: ${(err as Error).message}`);
-        }
+      let serving: Serving;
+      if (opts.workers > 1) {
+        const workers = new ProxyWorkers({
+          workers: opts.workers,
+          port: opts.port,
+          families,
+          backlog: opts.backlog,
+          entry: CLI_ENTRY,
+          args: process.argv.slice(2),
+          register,
+          kernelOwned: 'unavailable' in kernelOwned ? null : kernelOwned,
+          policy: policyValue,
+        });
+        serving = { start: () => workers.start(), stop: (ms) => workers.stop(ms), stats: () => workers.stats(), splice: null, workers: () => workers.pids() };
+      } else {
+        attachment = openSplice(opts, g);
+        const proxy = new TransparentProxy({
+          ...proxyOptions(opts, policy, families, g, attachment),
+          ownSocket: (fd) => sockets.record(fd),
+          kernelOwnsSockets: !('unavailable' in kernelOwned),
+          // Interception hands new connections only to registered listeners.
+          register,
+        });
+        const a = attachment;
+        serving = { start: () => proxy.start(), stop: (ms) => proxy.stop(ms), stats: () => proxy.stats, splice: a ? () => a.maps.counters() : null, workers: null };
       }
-      const proxy = new TransparentProxy({
-        port: opts.port,
-        policy,
-        mark: opts.mark,
-        families,
-        connectTimeoutMs: opts.connectTimeoutMs,
-        sniffTimeoutMs: opts.sniffTimeoutMs,
-        resolveTimeoutMs: opts.resolveTimeoutMs,
-        backlog: opts.backlog,
-        maxConnections: opts.maxConnections,
-        maxConnectionsPerSource: opts.maxConnectionsPerSource,
-        idleTimeoutMs: opts.idleTimeoutMs,
-        splicer: attachment ? new KernelSplicer(attachment.maps) : null,
-        shortcuts: opts.shortcut ? new ShortcutMaps(g.bpffs) : null,
-        // Interception hands new connections only to registered listeners.
-        ownSocket: (fd) => sockets.record(fd),
-        kernelOwnsSockets: !('unavailable' in kernelOwned),
-        register: (fd, family) => {
-          ensureBpffs(g.bpffs);
-          withProxyListeners(g.bpffs, (m) => m.register({ netns: netnsCookie(fd), family, port: opts.port }, fd));
-        },
-        onFastPath: (sock) => {
-          const fd = nodeSocketFd(sock);
-          if (fd === null) return false;
-          return onFastPath(g.bpffs, {
-            fd,
-            localAddress: sock.localAddress ?? '',
-            localPort: sock.localPort ?? 0,
-            remoteAddress: sock.remoteAddress ?? '',
-            remotePort: sock.remotePort ?? 0,
-          });
-        },
-      });
       let withdraw = () => {};
       let metrics: Awaited<ReturnType<typeof serveServerMetrics>> | null = null;
+      // Started and not yet stopped: stopped in `finally` should anything
+      // after the start fail (a metrics address in use), workers included.
+      let running = false;
       try {
-        const endpoints = await proxy.start();
+        const endpoints = await serving.start();
+        running = true;
+        const splice = serving.splice;
         metrics = opts.metricsAddr
           ? await serveServerMetrics(
               opts.metricsAddr,
               serverRegistry(
                 'proxy',
-                () => ({ ...proxy.stats }),
-                () => attachment?.maps.counters() ?? null,
+                () => ({ ...serving.stats() }),
+                () => splice?.() ?? null,
               ),
             )
           : null;
         withdraw = announceProxy(opts.port, opts.mark);
-        log.info(`proxy listening on ${endpoints.join(', ')}${attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : ' (relaying in user space)'}`);
+        const how = attachment ? ` (splicing in the kernel, pins in ${attachment.dir})` : opts.workers > 1 ? ` (${opts.workers} workers)` : ' (relaying in user space)';
+        log.info(`proxy listening on ${endpoints.join(', ')}${how}`);
         await serveUntilSignal(
           {
             endpoints,
@@ -145,14 +146,19 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
             // How its upstream sockets become the proxy's: recorded and
             // marked by the kernel at socket(), or one by one.
             ownSockets: 'unavailable' in kernelOwned ? 'one-by-one' : 'sock_create',
+            ...(serving.workers ? { workers: serving.workers() } : {}),
             ...(metrics ? { metrics: metrics.address } : {}),
           },
-          () => proxy.stop(opts.graceMs),
+          () => {
+            running = false;
+            return serving.stop(opts.graceMs);
+          },
           opts.graceMs,
-          () => proxy.stats,
+          () => serving.stats(),
         );
-        log.info(`proxy stopped: ${toJson(proxy.stats).replace(/\s+/g, ' ')}`);
+        log.info(`proxy stopped: ${toJson(serving.stats()).replace(/\s+/g, ' ')}`);
       } finally {
+        if (running) await serving.stop(0);
         await metrics?.close();
         withdraw();
         attachment?.close();
@@ -163,4 +169,115 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
         removeUnusedProxyListeners(g.bpffs);
       }
     });
+}
+
+/** What the command serves with: one proxy, or its workers. */
+interface Serving {
+  start(): Promise<string[]>;
+  stop(graceMs: number): Promise<void>;
+  stats(): ProxyStats;
+  splice: (() => ReturnType<SpliceAttachment['maps']['counters']>) | null;
+  workers: (() => number[]) | null;
+}
+
+function openSplice(opts: ProxyCliOptions, g: GlobalOptions): SpliceAttachment | null {
+  if (opts.splice === false) return null;
+  try {
+    return SpliceAttachment.open({ bpffs: g.bpffs, bpfDir: g.bpfDir, owner: `proxy-${opts.port}` });
+  } catch (err) {
+    // Asked for explicitly: fail; by default: relay in user space.
+    if (opts.splice === true) throw err;
+    log.warn(`in-kernel splicing unavailable, relaying in user space: ${(err as Error).message}`);
+    return null;
+  }
+}
+
+/** The options a proxy process (single or worker) serves with. */
+function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[], g: GlobalOptions, attachment: SpliceAttachment | null): ProxyOptions {
+  return {
+    port: opts.port,
+    policy,
+    mark: opts.mark,
+    families,
+    connectTimeoutMs: opts.connectTimeoutMs,
+    sniffTimeoutMs: opts.sniffTimeoutMs,
+    resolveTimeoutMs: opts.resolveTimeoutMs,
+    backlog: opts.backlog,
+    maxConnections: opts.maxConnections,
+    maxConnectionsPerSource: opts.maxConnectionsPerSource,
+    idleTimeoutMs: opts.idleTimeoutMs,
+    splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+    onFastPath: (sock) => {
+      const fd = nodeSocketFd(sock);
+      if (fd === null) return false;
+      return onFastPath(g.bpffs, {
+        fd,
+        localAddress: sock.localAddress ?? '',
+        localPort: sock.localPort ?? 0,
+        remoteAddress: sock.remoteAddress ?? '',
+        remotePort: sock.remotePort ?? 0,
+      });
+    },
+  };
+}
+
+/**
+ * A worker of `accel proxy --workers N` (workers.ts): serves the listening
+ * sockets it inherited, made and registered by the supervisor, once told to
+ * start (the supervisor first makes the kernel recognise it); reports its
+ * counters; stops gracefully when told, on SIGTERM/SIGINT, or when the
+ * supervisor is gone. Limits (--max-connections...) hold per worker.
+ */
+async function runWorker(opts: ProxyCliOptions, g: GlobalOptions, w: WorkerContext): Promise<void> {
+  const send = (m: FromWorker) => {
+    if (process.connected) process.send?.(m);
+  };
+  const start = await new Promise<ToWorker | null>((resolve) => {
+    process.once('message', (m: ToWorker) => resolve(m));
+    process.once('disconnect', () => resolve(null));
+  });
+  if (start?.type !== 'start') return;
+  // A stop (message, the supervisor gone, a signal) is heard from here on,
+  // also while the proxy starts. Not once() for the signals: a listener
+  // must stay while the proxy stops (see serve.ts).
+  let wake = () => {};
+  const stopped = new Promise<void>((resolve) => (wake = resolve));
+  const onMessage = (m: ToWorker) => m.type === 'stop' && wake();
+  process.on('message', onMessage);
+  process.once('disconnect', wake);
+  process.on('SIGTERM', wake);
+  process.on('SIGINT', wake);
+  const policy = Policy.parse(start.policy.value, start.policy.source);
+  const sockets = ProxySockets.open(g.bpffs, g.bpfDir);
+  const attachment = openSplice(opts, g);
+  const proxy = new TransparentProxy({
+    ...proxyOptions(
+      opts,
+      policy,
+      w.listeners.map((l) => l.family),
+      g,
+      attachment,
+    ),
+    listeners: w.listeners,
+    worker: w.index,
+    ownSocket: (fd) => sockets.record(fd),
+    kernelOwnsSockets: start.kernelOwnsSockets,
+  });
+  let report: NodeJS.Timeout | undefined;
+  try {
+    await proxy.start();
+    send({ type: 'ready' });
+    report = setInterval(() => send({ type: 'stats', stats: { ...proxy.stats } }), STATS_PERIOD_MS);
+    await stopped;
+    await proxy.stop(opts.graceMs);
+    send({ type: 'stats', stats: { ...proxy.stats } });
+  } finally {
+    clearInterval(report);
+    process.off('message', onMessage);
+    process.off('SIGTERM', wake);
+    process.off('SIGINT', wake);
+    attachment?.close();
+    sockets.close();
+    if (process.connected) process.disconnect();
+  }
 }

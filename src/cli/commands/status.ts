@@ -51,6 +51,12 @@ export function formatStatus(s: AttachmentStatus): string {
       ['table / priority', `${ic.settings.table} / ${ic.settings.priority}`],
       ['network namespace', `inode ${ic.netns}${ic.inThisNetns ? ' (this one)' : ' (not this one)'}`],
       ['hooks', `${ic.hookMode}${ic.cgroupHooks ? ' + cgroup egress guard' : ''}: ${ic.filtersPresent === null ? 'unknown from here' : ic.filtersPresent ? 'present' : 'MISSING'}`],
+      [
+        'build',
+        ic.build
+          ? `${ic.build.buildId}, ${ic.build.how === 'upgraded' ? `upgraded in place from ${ic.build.from ?? 'an unrecorded build'}` : 'installed'} at ${ic.build.at}`
+          : 'not recorded',
+      ],
       ['udp to covered destinations', ic.settings.udp === 'refuse' ? 'refused' : 'passes (not policed)'],
       [
         'proxy listeners',

@@ -207,6 +207,7 @@ function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[],
     maxConnectionsPerSource: opts.maxConnectionsPerSource,
     idleTimeoutMs: opts.idleTimeoutMs,
     splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+    shortcuts: opts.shortcut ? new ShortcutMaps(g.bpffs) : null,
     onFastPath: (sock) => {
       const fd = nodeSocketFd(sock);
       if (fd === null) return false;

@@ -242,6 +242,8 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	 * queue (accel_backpressure.h). */
 	self.sk = (__u64)sk;
 	self.cookie = bpf_get_socket_cookie(skops);
+	/* Nothing sent yet: the base of what it will queue to TCP. */
+	self.snd_base = skops->snd_nxt;
 	/* A socket with a ULP (kTLS, MPTCP) is refused by the map, and any
 	 * socket by a full map or member set: it keeps the normal path, and so
 	 * does its peer. The accepting side's peer went in already: it comes

@@ -78,7 +78,10 @@ struct accel_member {
 	__u64 cookie;
 	/* ACCEL_MEMBER_*, set by sockops.c as the socket goes in. */
 	__u32 flags;
-	__u32 pad;
+	/* sockops.c: the socket's snd_nxt when it was established, before it
+	 * could send a byte: write_seq - snd_base is what it has queued to TCP
+	 * since (a shortcut's relay sends by TCP only, accel_shortcut.h). */
+	__u32 snd_base;
 };
 
 /* accel_member.flags: one of accel proxy's upstream sockets (it carries
@@ -121,20 +124,17 @@ struct accel_sock_state {
 /*
  * A shortcut (value of accel_shortcuts, keyed by the sending socket's own
  * key): the proxy sits between this socket and `dest`, both local, and has
- * let them talk directly. Written by the proxy only; skmsg.c reads it.
- * Bytes go to `dest` only while everything the socket sent the proxy's way
- * (its to_proxy) has gone through the proxy (`relayed`, the bytes the proxy
- * read from its side and wrote into `relay`, its socket towards `dest`),
- * none of them is still on the TCP path from `relay` to `dest`, and `dest`
- * has room; otherwise the message takes the TCP way to the proxy, which
- * relays it.
+ * let them talk directly. Written by the proxy only; skmsg.c reads it. The
+ * sender's bytes go to `dest` only while everything it sent the proxy's way
+ * (its to_proxy) has been written by the proxy into `relay`, its socket
+ * towards `dest`, and read by `dest` (accel_shortcut.h); otherwise the
+ * message takes the TCP way to the proxy, which relays it.
  */
 struct accel_shortcut {
 	struct accel_sock_key dest;
 	/* Copied from accel_members when the proxy made the shortcut. */
 	struct accel_member dest_sock;
 	struct accel_member relay_sock;
-	__u64 relayed;
 };
 
 /* Indexes into the per-CPU counters array. */
@@ -170,6 +170,9 @@ enum accel_counter {
 	ACCEL_CNT_SHORTCUT_MSGS,
 	ACCEL_CNT_SHORTCUT_BYTES,
 	ACCEL_CNT_SHORTCUT_DETOURED,
+	/* skmsg.c: a shortcut taken (again) after bytes of its direction went
+	 * through the proxy: the hand-off, or a reader that caught up. */
+	ACCEL_CNT_SHORTCUT_RESUMED,
 	ACCEL_CNT_MAX,
 };
 

@@ -7,27 +7,37 @@
  *
  * Order. Before the shortcut (and whenever it is left) the socket's bytes
  * go to the proxy, which relays them into its own socket towards the
- * destination (`relay`). A message may go by the shortcut only when no
- * earlier byte is still on that way:
- *  - every byte the socket sent the proxy's way has been written by the
- *    proxy into `relay` (to_proxy == relayed; the proxy updates relayed
- *    once its write returned, and then the relay's sk_msg program has
- *    either redirected them into the destination's receive queue, where
- *    the shortcut's bytes queue up behind them, or sent them the TCP way);
- *  - nothing of `relay` is still on the TCP path: all it queued to TCP is
- *    acknowledged (in the destination's receive queue), and the
- *    destination's receive queue and psock backlog are empty (it reads
- *    its redirect queue first, so a shortcut byte would overtake them).
- * The socket is the only writer of its to_proxy and runs this under its
- * own socket lock, so once the check holds no earlier byte can appear on
- * the proxy's way.
+ * destination (`relay`). The proxy made `relay` send by TCP only
+ * (tcp_only in its state, written before its first byte), so the kernel
+ * counts what the proxy wrote into it (write_seq, from the snd_base
+ * sockops.c recorded) and what the destination has read of it (its
+ * copied_seq, in the same sequence space). A message may go by the
+ * shortcut only when no earlier byte is still on the proxy's way:
+ *  - the proxy has written into `relay` every byte the socket sent its way
+ *    (write_seq - snd_base == to_proxy, modulo 2^32: the two never differ
+ *    by more than the bounded buffers between them);
+ *  - the destination has read every one of them (copied_seq == write_seq),
+ *    and its receive queue and psock backlog are empty: it reads its
+ *    redirect queue first, so a shortcut byte must not pass a TCP one.
+ *    copied_seq moves under the destination's socket lock (a read), or in
+ *    its softirq under the lock's spinlock before a stream verdict queues
+ *    the skb; the redirect takes that lock before it queues, so it comes
+ *    after.
+ * Both counts are the kernel's, moved inside the proxy's write() and the
+ * destination's read(): a request/response peer that answers a relayed
+ * message has already made them agree, so the next message takes the
+ * shortcut (a count the proxy wrote to the map after its write would often
+ * come later than that next message, and keep it on the proxy's way). The
+ * socket is the only writer of its to_proxy and runs this under its own
+ * socket lock, so once the check holds no earlier byte can appear on the
+ * proxy's way.
  *
  * Backpressure. Over queue_limit unread at the destination, or the host's
  * TCP memory under pressure, the message goes on to the proxy the fast
  * path's way (redirected into the proxy's socket, or by TCP once that one
- * holds queue_limit unread); the proxy relays it into `relay`, whose own
- * fast-path backpressure then holds the proxy back, which stops reading,
- * so the writer is held back too. It returns to the shortcut only under
+ * holds queue_limit unread); the proxy relays it into `relay`, where TCP
+ * (the destination's window, the relay's send buffer) holds the proxy
+ * back, which stops reading, so the writer is held back too. It returns to the shortcut only under
  * the drain condition above, with half the limit free.
  *
  * Cost. Only a socket whose TCP peer is the proxy's (ACCEL_ST_PROXY_FACING,
@@ -61,15 +71,21 @@ static __always_inline int accel_rcv_closed(__u64 addr, __u64 cookie)
 	return (sk->sk_shutdown & ACCEL_RCV_SHUTDOWN) != 0;
 }
 
-/* Has everything the socket at addr queued to TCP been acknowledged? 0 for
- * a socket that is gone. */
-static __always_inline int accel_member_tx_done(__u64 addr, __u64 cookie)
+/* Has the proxy written into its relay socket every byte the sender sent
+ * its way (to_proxy), and has the destination read them all? 0 for a relay
+ * or destination that is gone. */
+static __always_inline int accel_relay_drained(const struct accel_shortcut *sc, __u64 to_proxy)
 {
-	struct tcp_sock *tp = accel_tcp_sock(addr);
+	struct tcp_sock *relay = accel_tcp_sock(sc->relay_sock.sk);
+	struct tcp_sock *dest = accel_tcp_sock(sc->dest_sock.sk);
+	__u32 written;
 
-	if (!addr || tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)cookie)
+	if (!sc->relay_sock.sk || !sc->dest_sock.sk ||
+	    relay->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->relay_sock.cookie ||
+	    dest->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->dest_sock.cookie)
 		return 0;
-	return tp->snd_una == tp->write_seq;
+	written = relay->write_seq;
+	return written - sc->relay_sock.snd_base == (__u32)to_proxy && dest->copied_seq == written;
 }
 
 /* Send this message by the socket's shortcut (1, redirected), or not (0):
@@ -97,14 +113,14 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct acc
 	if (st->flags & ACCEL_ST_SHORTCUT_ON) {
 		if (dest.queued + size > dest.limit)
 			goto detour;
-	} else if (st->to_proxy != sc->relayed || dest.rx_pending ||
-		   !accel_member_tx_done(sc->relay_sock.sk, sc->relay_sock.cookie) ||
-		   dest.queued + size > dest.limit / 2) {
+	} else if (dest.rx_pending || !accel_relay_drained(sc, st->to_proxy) || dest.queued + size > dest.limit / 2) {
 		goto detour;
 	}
 	__builtin_memcpy(&key, &sc->dest, sizeof(key));
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
 		goto detour;
+	if (!(st->flags & ACCEL_ST_SHORTCUT_ON) && st->to_proxy)
+		accel_count(ACCEL_CNT_SHORTCUT_RESUMED, 1);
 	if (!(st->flags & ACCEL_ST_SHORTCUT_SEEN))
 		accel_count(ACCEL_CNT_SHORTCUT_DIRECTIONS, 1);
 	st->flags |= ACCEL_ST_SHORTCUT_ON | ACCEL_ST_SHORTCUT_SEEN;

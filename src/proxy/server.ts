@@ -19,7 +19,6 @@ import { type RequestVerdict, relayInspected } from './http-inspect.js';
 import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
 import type { ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
-import { relayBesideShortcut } from './shortcut-relay.js';
 import { socketLocalName } from '../sys/node-internals.js';
 
 export interface ProxyOptions {
@@ -386,7 +385,11 @@ export class TransparentProxy {
         // No byte moves through the proxy's sockets once both directions
         // take the shortcut: what they show says nothing of the connection.
         idle.release();
-        const r = await relayBesideShortcut(client, upstream, first, plan);
+        // Relayed as any connection: what reaches the proxy's sockets
+        // (bytes sent before the shortcut was taken, or while it is left).
+        const taken: ShortcutPlan = plan;
+        if (first.length) upstream.write(first);
+        const r = await relay(client, upstream).finally(() => taken.end());
         if (log.isDebugEnabled())
           log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down through the proxy, the rest by the shortcut${r.reset ? ', reset' : ''}`);
       } else if (mode === 'splice' && splicer) {

@@ -4,16 +4,18 @@
  * accel_shortcuts. It can when the client's socket, the proxy's two sockets
  * and the server's socket are all on the fast path of one attachment
  * (accel_members): then the client and the server are local, each has the
- * fast path's sk_msg program, and each can be redirected to.
+ * fast path's sk_msg program, and each can be redirected to. The proxy's
+ * two sockets are made to send by TCP only first, so the kernel counts
+ * what the proxy relays (the shortcut waits for those counts).
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup, remove, update } from '../bpf/map.js';
-import { BPF_EXIST, BPF_NOEXIST } from '../bpf/uapi.js';
+import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { MapNames } from '../maps/fastpath.js';
-import { MemberLayout, type Shortcut, encodeShortcut } from '../maps/layout/fastpath.js';
+import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
 import { encodeSockKey } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
@@ -44,6 +46,7 @@ export interface ShortcutEntry {
 interface Opened {
   members: number;
   shortcuts: number;
+  sockState: number;
   users: number;
 }
 
@@ -61,7 +64,8 @@ export class ShortcutMaps {
   plan(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
     if (!fs.existsSync(this.bpffs)) return null;
     const fd = nodeSocketFd(client);
-    if (fd === null) return null;
+    const upstreamFd = nodeSocketFd(upstream);
+    if (fd === null || upstreamFd === null) return null;
     const netns = netnsCookie(fd);
     const c = keysOf(client, netns);
     const u = keysOf(upstream, netns);
@@ -76,10 +80,15 @@ export class ShortcutMaps {
       const proxyServer = member(u.own);
       const server = member(u.peer);
       if (app && proxyApp && proxyServer && server) {
-        return new ShortcutPlan(this, dir, [
-          { key: c.peer, value: { dest: u.peer, destSock: server, relaySock: proxyServer, relayed: 0n } },
-          { key: u.peer, value: { dest: c.peer, destSock: app, relaySock: proxyApp, relayed: 0n } },
-        ]);
+        return new ShortcutPlan(
+          this,
+          dir,
+          [
+            { key: c.peer, value: { dest: u.peer, destSock: server, relaySock: proxyServer } },
+            { key: u.peer, value: { dest: c.peer, destSock: app, relaySock: proxyApp } },
+          ],
+          [fd, upstreamFd],
+        );
       }
       this.release(dir);
     }
@@ -89,13 +98,13 @@ export class ShortcutMaps {
   private open(dir: string): Opened | null {
     let o = this.opened.get(dir);
     if (!o) {
-      const members = openPinned(path.join(dir, MapNames.members));
-      const shortcuts = members === null ? null : openPinned(path.join(dir, MapNames.shortcuts));
-      if (members === null || shortcuts === null) {
-        if (members !== null) closeFd(members);
+      const fds = [MapNames.members, MapNames.shortcuts, MapNames.sockState].map((name) => openPinned(path.join(dir, name)));
+      const [members, shortcuts, sockState] = fds;
+      if (members == null || shortcuts == null || sockState == null) {
+        for (const fd of fds) if (fd !== null) closeFd(fd);
         return null;
       }
-      o = { members, shortcuts, users: 0 };
+      o = { members, shortcuts, sockState, users: 0 };
       this.opened.set(dir, o);
     }
     o.users++;
@@ -109,13 +118,14 @@ export class ShortcutMaps {
     this.opened.delete(dir);
     closeFd(o.members);
     closeFd(o.shortcuts);
+    closeFd(o.sockState);
   }
 
   /** @internal */
-  shortcutsFd(dir: string): number {
+  fds(dir: string): Opened {
     const o = this.opened.get(dir);
     if (!o) throw new Error(`shortcut maps of ${dir} are not open`);
-    return o.shortcuts;
+    return o;
   }
 }
 
@@ -128,33 +138,32 @@ export class ShortcutPlan {
     private readonly dir: string,
     /** Client to server, then server to client. */
     readonly entries: [ShortcutEntry, ShortcutEntry],
+    /** The proxy's accepted and upstream sockets. */
+    private readonly relays: [number, number],
   ) {}
 
-  /** Put both entries in the map: from now on each side takes the shortcut
-   * as soon as what it sent before has gone through the proxy. */
+  /** Make the proxy's two sockets send by TCP only, then put both entries
+   * in the map: from now on each side takes the shortcut as soon as what
+   * it sent before has gone through the proxy. Before the proxy writes a
+   * byte into either socket: an sk_msg redirect would pass the kernel's
+   * count (write_seq), and the shortcut would never be taken. */
   install(): void {
-    const fd = this.maps.shortcutsFd(this.dir);
-    update(fd, this.entries[0].key, encodeShortcut(this.entries[0].value), BPF_NOEXIST);
-    try {
-      update(fd, this.entries[1].key, encodeShortcut(this.entries[1].value), BPF_NOEXIST);
-    } catch (err) {
-      remove(fd, this.entries[0].key);
-      throw err;
+    const o = this.maps.fds(this.dir);
+    const state = tcpOnlySockState();
+    for (const fd of this.relays) {
+      const key = Buffer.alloc(4);
+      key.writeInt32LE(fd);
+      // The socket has sent nothing, so it has no state yet (skmsg.c makes
+      // it at a first send held back or passed): one that has is left as
+      // it is, and the connection relayed.
+      update(o.sockState, key, state, BPF_NOEXIST);
     }
-  }
-
-  /** Direction `i` has had `relayed` bytes through the proxy, all of them
-   * written into its socket towards the destination. False once the entry
-   * is gone (sockops.c removed it when a socket of the pair closed). */
-  relayed(i: 0 | 1, relayed: bigint): boolean {
-    if (this.ended) return false;
-    const e = this.entries[i];
-    e.value.relayed = relayed;
+    update(o.shortcuts, this.entries[0].key, encodeShortcut(this.entries[0].value), BPF_NOEXIST);
     try {
-      update(this.maps.shortcutsFd(this.dir), e.key, encodeShortcut(e.value), BPF_EXIST);
-      return true;
-    } catch {
-      return false;
+      update(o.shortcuts, this.entries[1].key, encodeShortcut(this.entries[1].value), BPF_NOEXIST);
+    } catch (err) {
+      remove(o.shortcuts, this.entries[0].key);
+      throw err;
     }
   }
 
@@ -162,7 +171,7 @@ export class ShortcutPlan {
   end(): void {
     if (this.ended) return;
     this.ended = true;
-    const fd = this.maps.shortcutsFd(this.dir);
+    const fd = this.maps.fds(this.dir).shortcuts;
     for (const e of this.entries) remove(fd, e.key);
     this.maps.release(this.dir);
   }

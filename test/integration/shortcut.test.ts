@@ -66,7 +66,9 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
       const share = `${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy`;
       t.diagnostic(share);
       assert.ok(f.shortcut_bytes >= BigInt(Math.min(2 * size, 2 * MB)), share);
-      if (size <= MB) assert.ok(f.shortcut_bytes_detoured <= 4n, share);
+      // The warm-up's first byte at most: the answer to it already goes by
+      // the shortcut (the kernel's counts agree once the server read it).
+      if (size <= MB) assert.ok(f.shortcut_bytes_detoured <= 1n, share);
       assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'shortcut entries removed');
     });
   }
@@ -83,6 +85,25 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     });
   }
 
+  it('a request sent with the connection goes through the proxy; its answer and every later message by the shortcut', async (t) => {
+    // A rule on SNI: the proxy reads the first bytes before it decides, so
+    // the first request is on its way before the shortcut exists.
+    const b = await localBench(t, { policy: { default: 'allow', unknown: 'allow', rules: [{ action: 'deny', sni: 'blocked.test' }] } });
+    const r = await cases(b, ['pingpong', '300']);
+    assert.ok(r.ok, JSON.stringify(r));
+    const f = b.fastCounters();
+    const share = `${f.shortcut_messages} messages and ${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy once it was made, ${f.shortcut_resumed} returns`;
+    t.diagnostic(share);
+    // The hand-off happened once (the client's first byte went the proxy's
+    // way, before the shortcut was made), and then it was over: a count
+    // that came after the answer would keep one direction a message behind,
+    // through the proxy, for good.
+    assert.equal(f.shortcut_resumed, 1n, share);
+    assert.equal(f.shortcut_bytes_detoured, 0n, share);
+    assert.equal(f.shortcut_directions, 2n, share);
+    assert.equal(f.shortcut_bytes, 599n, share);
+  });
+
   it('after the first round trips, nothing passes through the proxy', async (t) => {
     const b = await localBench(t);
     // 4 MB: below --queue-limit, which a reader sharing the writer's event
@@ -92,7 +113,7 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     const f = b.fastCounters();
     assert.equal(f.shortcut_directions, 2n);
     assert.ok(f.shortcut_bytes >= BigInt(8 * MB), `${f.shortcut_bytes} B by the shortcut`);
-    assert.ok(f.shortcut_bytes_detoured <= 2n, `${f.shortcut_bytes_detoured} B through the proxy (the two warm-up bytes at most)`);
+    assert.ok(f.shortcut_bytes_detoured <= 1n, `${f.shortcut_bytes_detoured} B through the proxy (the first warm-up byte at most)`);
   });
 
   for (const who of ['client', 'server']) {
@@ -108,10 +129,25 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
       const b = await localBench(t);
       const r = await cases(b, ['reset', who]);
       assert.ok(r.ok, JSON.stringify(r));
-      assert.equal(b.fastCounters().shortcut_directions, 2n);
+      const f = b.fastCounters();
+      assert.equal(f.shortcut_directions, 2n);
+      // The first message at most (sent before the shortcut was made).
+      assert.ok(f.shortcut_bytes_detoured <= 4096n, `${f.shortcut_bytes_detoured} B through the proxy`);
       assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000));
     });
   }
+
+  it('a writer that outruns a slow reader in bursts leaves the shortcut and comes back, every byte in order', async (t) => {
+    const b = await localBench(t);
+    const r = await cases(b, ['bursts', '16', String(6 * MB)]);
+    assert.ok(r.ok, JSON.stringify(r));
+    const f = b.fastCounters();
+    const share = `${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy, ${f.shortcut_resumed} returns to the shortcut`;
+    t.diagnostic(share);
+    // Both ways taken, again and again: the test passes the hand-off back
+    // and forth, not once.
+    assert.ok(f.shortcut_bytes_detoured > 0n && f.shortcut_resumed >= 3n, share);
+  });
 
   it('holds a writer back while its reader does not read, then delivers every byte', async (t) => {
     const b = await localBench(t);

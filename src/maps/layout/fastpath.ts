@@ -34,7 +34,7 @@ export const MemberLayout = {
     sk: { offset: 0, size: 8 },
     cookie: { offset: 8, size: 8 },
     flags: { offset: 16, size: 4 },
-    pad: { offset: 20, size: 4 },
+    snd_base: { offset: 20, size: 4 },
   },
 } as const;
 
@@ -52,12 +52,11 @@ export const SockStateLayout = {
 
 /** struct accel_shortcut: value of accel_shortcuts (the sender's key). */
 export const ShortcutLayout = {
-  size: 112,
+  size: 104,
   fields: {
     dest: { offset: 0, size: 56 },
     dest_sock: { offset: 56, size: 24 },
     relay_sock: { offset: 80, size: 24 },
-    relayed: { offset: 104, size: 8 },
   },
 } as const;
 
@@ -96,6 +95,7 @@ export const COUNTERS = [
   'shortcut_messages',
   'shortcut_bytes',
   'shortcut_bytes_detoured',
+  'shortcut_resumed',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -123,6 +123,7 @@ export const COUNTER_ENUM: Record<CounterName, string> = {
   shortcut_messages: 'ACCEL_CNT_SHORTCUT_MSGS',
   shortcut_bytes: 'ACCEL_CNT_SHORTCUT_BYTES',
   shortcut_bytes_detoured: 'ACCEL_CNT_SHORTCUT_DETOURED',
+  shortcut_resumed: 'ACCEL_CNT_SHORTCUT_RESUMED',
 };
 
 export const FASTPATH_BTF: BtfMirrors = {
@@ -198,7 +199,6 @@ export interface Shortcut {
    * the proxy's socket towards it. */
   destSock: Buffer;
   relaySock: Buffer;
-  relayed: bigint;
 }
 
 export function encodeShortcut(s: Shortcut): Buffer {
@@ -207,6 +207,14 @@ export function encodeShortcut(s: Shortcut): Buffer {
   s.dest.copy(b, f.dest.offset, 0, f.dest.size);
   s.destSock.copy(b, f.dest_sock.offset, 0, f.dest_sock.size);
   s.relaySock.copy(b, f.relay_sock.offset, 0, f.relay_sock.size);
-  b.writeBigUInt64LE(s.relayed, f.relayed.offset);
+  return b;
+}
+
+/** The state accel proxy gives each of its two sockets of a shortcut
+ * connection before it writes a byte into either: tcp_only, so what it
+ * relays goes by TCP, where the kernel counts it (accel_shortcut.h). */
+export function tcpOnlySockState(): Buffer {
+  const b = Buffer.alloc(SockStateLayout.size);
+  b.writeUInt32LE(1, SockStateLayout.fields.tcp_only.offset);
   return b;
 }

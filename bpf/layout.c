@@ -21,6 +21,7 @@ ACCEL_BTF(struct accel_listener_rec, accel_listener_rec_btf);
 ACCEL_BTF(struct accel_config, accel_config_btf);
 ACCEL_BTF(struct accel_member, accel_member_btf);
 ACCEL_BTF(struct accel_sock_state, accel_sock_state_btf);
+ACCEL_BTF(struct accel_shortcut, accel_shortcut_btf);
 ACCEL_BTF(enum accel_counter, accel_counter_btf);
 
 /* Interception (tc_tproxy.c, cgroup_egress.c). */

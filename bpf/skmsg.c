@@ -4,12 +4,14 @@
  * map lands straight in the receive queue of its peer socket when the peer
  * is in the map too and has room (accel_backpressure.h). Anything else (no
  * peer, redirect switched off, a peer that does not read) goes the normal
- * TCP way: SK_PASS, never SK_DROP.
+ * TCP way: SK_PASS, never SK_DROP. A socket accel proxy gave a shortcut
+ * (accel_shortcut.h) sends to the shortcut's destination instead.
  */
 #include "accel_common.h"
 #include "accel_maps.h"
 #include "accel_key.h"
 #include "accel_backpressure.h"
+#include "accel_shortcut.h"
 
 static __always_inline int accel_passed(__u32 size)
 {
@@ -75,10 +77,15 @@ int accel_skmsg(struct sk_msg_md *msg)
 	if (!cfg || !cfg->redirect_enabled)
 		return accel_pass(msg, sk);
 
-	/* No state yet: the socket was never held nor sent the TCP way. */
+	/* No state yet: the socket was never held nor sent the TCP way, and
+	 * its peer is not accel proxy's. */
 	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, 0);
 	if (st && st->tcp_only)
 		return accel_passed(size);
+	/* Its peer is accel proxy's: by a shortcut if it has one and may take
+	 * it now, else (counted) on to the proxy as below. */
+	if (st && (st->flags & ACCEL_ST_PROXY_FACING) && accel_shortcut_send(msg, st, cfg))
+		return SK_PASS;
 
 	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg)))
 		return accel_pass(msg, sk);

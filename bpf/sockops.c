@@ -115,19 +115,20 @@ static __always_inline void accel_on_listen(struct bpf_sock_ops *skops)
 
 static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old_state)
 {
+	struct bpf_sock *sk = skops->sk;
+	struct accel_sock_state *st;
 	struct accel_sock_key key;
 	__u64 cookie;
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
+	/* Most sockets have none (skmsg.c makes it at a first hold). */
+	st = sk ? bpf_sk_storage_get(&accel_sk_state, sk, 0, 0) : NULL;
 	if (old_state == TCP_LISTEN_STATE) {
 		struct accel_listen_key lk;
-		struct accel_sock_state *st;
-		struct bpf_sock *sk = skops->sk;
 
 		/* Only a listener this attachment recorded (its flag may be left
 		 * from an earlier attachment). */
-		st = sk ? bpf_sk_storage_get(&accel_sk_state, sk, 0, 0) : NULL;
 		if (!st || !st->listener)
 			return;
 		st->listener = 0;
@@ -136,6 +137,10 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 		return;
 	}
 	bpf_map_delete_elem(&accel_members, &key);
+	/* Only a socket whose peer is accel proxy's can have a shortcut, and
+	 * only it has this flag. */
+	if (st && (st->flags & ACCEL_ST_PROXY_FACING))
+		bpf_map_delete_elem(&accel_shortcuts, &key);
 	/* Only the stream verdict records a socket here, and only some: a
 	 * lookup is lock-free, a delete takes the bucket's lock with
 	 * interrupts off, which costs every closing connection
@@ -144,6 +149,18 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 	if (bpf_map_lookup_elem(&accel_rx_seqs, &cookie))
 		bpf_map_delete_elem(&accel_rx_seqs, &cookie);
 	accel_flow_closed(&key);
+}
+
+/* Does this connecting socket carry a mark, as accel proxy's upstream
+ * sockets do (accel proxy --mark, set by proxy_sock_create.c or by the
+ * proxy itself)? Any mark: the fast path's object declares no map of the
+ * interception's, so the proxy mark's value is not known here. A mark is
+ * no privilege: a marked socket only makes its peer count its bytes and
+ * look up a shortcut (accel_shortcut.h); a shortcut is made by the proxy
+ * alone. A field read. */
+static __always_inline int accel_proxy_marked(const struct bpf_sock *sk)
+{
+	return sk && sk->mark;
 }
 
 /* This socket stays off the fast path; so does `peer`, if it went in. */
@@ -161,6 +178,11 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	struct accel_sock_key key, peer;
 	struct accel_tproxy_flow *flow = NULL;
 	struct accel_member self = {};
+	struct accel_member *peer_member;
+	/* Read once: the verifier refuses a ctx pointer the compiler offsets
+	 * once and dereferences at two places (sk->mark, self.sk). */
+	struct bpf_sock *sk = skops->sk;
+	int facing = 0;
 
 	if (ACCEL_KEY_FROM_CTX(skops, &key, 0, bpf_get_netns_cookie(skops)))
 		return;
@@ -197,7 +219,8 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	}
 	if (passive) {
 		ACCEL_KEY_FROM_CTX(skops, &peer, 1, key.netns);
-		if (!bpf_map_lookup_elem(&accel_members, &peer)) {
+		peer_member = bpf_map_lookup_elem(&accel_members, &peer);
+		if (!peer_member) {
 			/* The peer is not of the cgroup, or gave up on the fast
 			 * path (skmsg.c): if it sits in the map, take it out;
 			 * nothing was ever redirected to it. */
@@ -205,15 +228,22 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 			accel_count(ACCEL_CNT_SOCK_SKIPPED_PEER, 1);
 			return;
 		}
+		facing = peer_member->flags & ACCEL_MEMBER_PROXY;
 	} else if (flow ? !flow->proxy_in_cgroup : !accel_dest_listens(&key)) {
 		accel_count(ACCEL_CNT_SOCK_SKIPPED_PEER, 1);
 		return;
+	} else if (flow) {
+		facing = 1;
+	} else if (accel_proxy_marked(sk)) {
+		self.flags = ACCEL_MEMBER_PROXY;
 	}
 
 	/* Its address and cookie, for skmsg.c's look at a peer's receive
 	 * queue (accel_backpressure.h). */
-	self.sk = (__u64)skops->sk;
+	self.sk = (__u64)sk;
 	self.cookie = bpf_get_socket_cookie(skops);
+	/* Nothing sent yet: the base of what it will queue to TCP. */
+	self.snd_base = skops->snd_nxt;
 	/* A socket with a ULP (kTLS, MPTCP) is refused by the map, and any
 	 * socket by a full map or member set: it keeps the normal path, and so
 	 * does its peer. The accepting side's peer went in already: it comes
@@ -229,6 +259,18 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 		return;
 	}
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	/* A socket whose peer is accel proxy's counts what it sends, from its
+	 * first byte on, for a shortcut (accel_shortcut.h): the application's
+	 * socket steered to a proxy of the cgroup, and the server's socket a
+	 * proxy's upstream socket connected to. Its state is made here, before
+	 * it can send; without it (allocation failed) it never takes one. */
+	if (facing) {
+		struct accel_sock_state *st;
+
+		st = sk ? bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : NULL;
+		if (st)
+			st->flags |= ACCEL_ST_PROXY_FACING;
+	}
 	accel_count(ACCEL_CNT_SOCK_INSERTED, 1);
 }
 

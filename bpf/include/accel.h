@@ -76,7 +76,18 @@ struct accel_config {
 struct accel_member {
 	__u64 sk;
 	__u64 cookie;
+	/* ACCEL_MEMBER_*, set by sockops.c as the socket goes in. */
+	__u32 flags;
+	/* sockops.c: the socket's snd_nxt when it was established, before it
+	 * could send a byte: write_seq - snd_base is what it has queued to TCP
+	 * since (a shortcut's relay sends by TCP only, accel_shortcut.h). */
+	__u32 snd_base;
 };
+
+/* accel_member.flags: one of accel proxy's upstream sockets (it carries
+ * the proxy mark): the socket that connects to it counts what it sends
+ * (ACCEL_ST_PROXY_FACING), as a shortcut needs (accel_shortcut.h). */
+#define ACCEL_MEMBER_PROXY 1
 
 /* Per-socket state kept in socket-local storage (one map per attachment). */
 struct accel_sock_state {
@@ -92,7 +103,38 @@ struct accel_sock_state {
 	 * socket sends the TCP way until that path has drained
 	 * (accel_backpressure.h). */
 	__u32 held;
-	__u32 pad;
+	/* ACCEL_ST_*. */
+	__u32 flags;
+	/* skmsg.c, only with ACCEL_ST_PROXY_FACING: bytes of this socket's
+	 * messages that did not go by a shortcut (they went to its TCP peer,
+	 * the proxy, one way or the other). */
+	__u64 to_proxy;
+};
+
+/* accel_sock_state.flags. PROXY_FACING (sockops.c, at establishment): the
+ * socket's TCP peer is accel proxy's, so skmsg.c counts in to_proxy every
+ * byte it sends and looks for a shortcut; only such a socket can take one,
+ * and only it pays for that. SHORTCUT_ON (skmsg.c): its last message went
+ * by the shortcut. SHORTCUT_SEEN: a shortcut carried at least one of its
+ * messages (counted once). */
+#define ACCEL_ST_PROXY_FACING 1
+#define ACCEL_ST_SHORTCUT_ON 2
+#define ACCEL_ST_SHORTCUT_SEEN 4
+
+/*
+ * A shortcut (value of accel_shortcuts, keyed by the sending socket's own
+ * key): the proxy sits between this socket and `dest`, both local, and has
+ * let them talk directly. Written by the proxy only; skmsg.c reads it. The
+ * sender's bytes go to `dest` only while everything it sent the proxy's way
+ * (its to_proxy) has been written by the proxy into `relay`, its socket
+ * towards `dest`, and read by `dest` (accel_shortcut.h); otherwise the
+ * message takes the TCP way to the proxy, which relays it.
+ */
+struct accel_shortcut {
+	struct accel_sock_key dest;
+	/* Copied from accel_members when the proxy made the shortcut. */
+	struct accel_member dest_sock;
+	struct accel_member relay_sock;
 };
 
 /* Indexes into the per-CPU counters array. */
@@ -121,6 +163,16 @@ enum accel_counter {
 	/* sockops.c: a socket of a cgroup below a deeper attachment, which
 	 * owns it (accel_owners.h): left to that one. */
 	ACCEL_CNT_SOCK_SKIPPED_NESTED,
+	/* skmsg.c: connection directions that sent by a shortcut, messages
+	 * and bytes sent by one, and bytes of shortcut sockets sent the TCP
+	 * way to the proxy instead (hand-off not drained, destination full). */
+	ACCEL_CNT_SHORTCUT_DIRECTIONS,
+	ACCEL_CNT_SHORTCUT_MSGS,
+	ACCEL_CNT_SHORTCUT_BYTES,
+	ACCEL_CNT_SHORTCUT_DETOURED,
+	/* skmsg.c: a shortcut taken (again) after bytes of its direction went
+	 * through the proxy: the hand-off, or a reader that caught up. */
+	ACCEL_CNT_SHORTCUT_RESUMED,
 	ACCEL_CNT_MAX,
 };
 

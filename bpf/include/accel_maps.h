@@ -33,6 +33,19 @@ struct {
 	__type(value, struct accel_member);
 } accel_members SEC(".maps");
 
+/* Shortcuts made by accel proxy between two local sockets it stands
+ * between (struct accel_shortcut), keyed by the sending socket's own key.
+ * The proxy deletes both of a connection's when it ends; sockops.c deletes
+ * a sender's when the sender closes (a proxy killed cannot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, struct accel_shortcut);
+} accel_shortcuts SEC(".maps");
+
 /* Listening sockets of the cgroup, with a count (SO_REUSEPORT groups),
  * changed by compare-and-swap (accel_listener_add). Not preallocated: a
  * removed element is not reused under a program that still points to it. */

@@ -140,6 +140,18 @@ export function agentMetrics(agent: Agent, bpffs: string): AgentMetrics {
     fpCounter('accel_fastpath_backpressure_holds_total', 'Times a writer was held back because its reader was queue-limit bytes behind.', (c) => c.backpressure_engaged),
     fpCounter('accel_fastpath_backpressure_releases_total', 'Times a held writer was let back onto the fast path.', (c) => c.backpressure_released),
     fpCounter('accel_fastpath_held_bytes_total', 'Bytes sent the TCP way while their writer was held back.', (c) => c.bytes_held),
+    fpCounter(
+      'accel_fastpath_shortcut_directions_total',
+      "Directions of accel proxy's connections that sent by the shortcut (client and server straight to each other).",
+      (c) => c.shortcut_directions,
+    ),
+    fpCounter('accel_fastpath_shortcut_bytes_total', 'Bytes sent by a shortcut of accel proxy.', (c) => c.shortcut_bytes),
+    fpCounter(
+      'accel_fastpath_shortcut_detoured_bytes_total',
+      'Bytes of shortcut connections sent through the proxy instead (hand-off not over, or the reader a queue limit behind).',
+      (c) => c.shortcut_bytes_detoured,
+    ),
+    fpCounter('accel_fastpath_shortcut_resumed_total', 'Times a shortcut was taken (again) after bytes of its direction went through the proxy.', (c) => c.shortcut_resumed),
     fpCounter('accel_fastpath_sockets_inserted_total', 'Sockets put in the fast path map.', (c) => c.sockets_inserted),
     fpCounter('accel_fastpath_socket_insert_failures_total', 'Sockets the fast path map refused (full, or a kernel error).', (c) => c.socket_insert_failed),
   ];

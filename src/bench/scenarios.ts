@@ -8,6 +8,7 @@ export type ScenarioId =
   | 'fastpath'
   | 'proxy'
   | 'proxy-fastpath'
+  | 'shortcut'
   | 'splice'
   | 'splice-fastpath'
   | 'haproxy'
@@ -35,6 +36,10 @@ export interface Scenario {
    * interception still attach, with every bench port bypassed, so no socket
    * ever enters the SOCKHASH. */
   fastPath: boolean;
+  /** accel proxy gives a connection the sk_msg shortcut where it can
+   * (client and server local, on the fast path); the other accel proxy
+   * scenarios run it with --no-shortcut, so they measure what they name. */
+  shortcut?: boolean;
   /** The limit row: an AF_UNIX stream pair, measured by ipcpair only (no
    * servers, no TCP tools). */
   unixPair?: boolean;
@@ -56,6 +61,14 @@ export const SCENARIOS: readonly Scenario[] = [
   { id: 'proxy', label: 'accel proxy (user space)', proxy: 'relay', fastPath: false, description: 'intercepted (tc on lo) to accel proxy, relayed in user space' },
   { id: 'haproxy', label: 'HAProxy (tcp mode)', proxy: 'haproxy', fastPath: false, description: 'client to HAProxy in TCP mode to server, nothing attached' },
   { id: 'proxy-fastpath', label: 'accel proxy + fast path', proxy: 'relay', fastPath: true, description: 'as "proxy", both local hops on sockops + sk_msg' },
+  {
+    id: 'shortcut',
+    label: 'accel proxy + shortcut',
+    proxy: 'relay',
+    fastPath: true,
+    shortcut: true,
+    description: 'intercepted to accel proxy, local upstream: after the decision client and server send to each other by sk_msg (the shortcut)',
+  },
   { id: 'splice', label: 'accel proxy + splice', proxy: 'splice', fastPath: false, description: 'intercepted to accel proxy --splice: SK_SKB forwards the bytes' },
   {
     id: 'splice-fastpath',
@@ -161,6 +174,11 @@ export const TARGETS: readonly Target[] = [
   { text: "splice: proxy's own CPU <= 0.1x the user-space relay's", metric: 'proxyCpuPerGB', scenario: 'splice', versus: 'proxy', factor: 0.1 },
   { text: 'proxy + fast path: latency p50 (64 B) <= 0.85x proxy', metric: 'p50_64', scenario: 'proxy-fastpath', versus: 'proxy', factor: 0.85 },
   { text: 'proxy + fast path: latency p50 (4 KB) <= 0.85x proxy', metric: 'p50_4k', scenario: 'proxy-fastpath', versus: 'proxy', factor: 0.85 },
+  { text: 'proxy + shortcut: throughput >= 0.9x app to app + fast path', metric: 'gbps', scenario: 'shortcut', versus: 'fastpath', factor: 0.9 },
+  { text: 'proxy + shortcut: throughput >= 3x HAProxy', metric: 'gbps', scenario: 'shortcut', versus: 'haproxy', factor: 3 },
+  { text: 'proxy + shortcut: latency p50 (64 B) <= 1.2x app to app + fast path', metric: 'p50_64', scenario: 'shortcut', versus: 'fastpath', factor: 1.2 },
+  { text: 'proxy + shortcut: latency p50 (64 B) <= 0.35x HAProxy', metric: 'p50_64', scenario: 'shortcut', versus: 'haproxy', factor: 0.35 },
+  { text: 'proxy + shortcut: machine CPU per GB <= 0.5x HAProxy', metric: 'cpuPerGB', scenario: 'shortcut', versus: 'haproxy', factor: 0.5 },
   { text: 'app to app + fast path: latency p50 (64 B) <= 0.9x direct', metric: 'p50_64', scenario: 'fastpath', versus: 'direct', factor: 0.9 },
   { text: 'app to app + fast path: latency p50 (4 KB) <= 0.9x direct', metric: 'p50_4k', scenario: 'fastpath', versus: 'direct', factor: 0.9 },
   { text: 'app to app + fast path: throughput >= 1.0x direct', metric: 'gbps', scenario: 'fastpath', versus: 'direct', factor: 1.0 },

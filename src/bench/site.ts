@@ -181,6 +181,7 @@ export class Site {
           '--grace-ms',
           '200',
           s.proxy === 'splice' ? '--splice' : '--no-splice',
+          ...(s.shortcut ? [] : ['--no-shortcut']),
           ...(this.proxyWorkers > 1 ? ['--workers', String(this.proxyWorkers)] : []),
         ],
         (l) => l.includes('"event":"listening"'),

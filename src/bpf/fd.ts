@@ -45,15 +45,19 @@ export function openPinnedMaps(dir: string, names: readonly string[]): Record<st
 }
 
 /** Run `fn` with the maps pinned as `names` in `dir`; `need(name)` is a
- * map's fd or an E_NOT_ATTACHED error. Every fd is closed afterwards. */
-export function withPinnedMaps<T>(dir: string, names: readonly string[], fn: (need: (name: string) => number) => T): T {
+ * map's fd or an E_NOT_ATTACHED error, `have(name)` its fd or null (a map
+ * an older build did not make). Every fd is closed afterwards. */
+export function withPinnedMaps<T>(dir: string, names: readonly string[], fn: (need: (name: string) => number, have: (name: string) => number | null) => T): T {
   const fds = openPinnedMaps(dir, names);
   try {
-    return fn((name) => {
-      const fd = fds[name];
-      if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
-      return fd;
-    });
+    return fn(
+      (name) => {
+        const fd = fds[name];
+        if (fd === undefined) throw new AccelError(ErrorCodes.NOT_ATTACHED, `map ${name} is not pinned in ${dir}`);
+        return fd;
+      },
+      (name) => fds[name] ?? null,
+    );
   } finally {
     Object.values(fds).forEach(closeFd);
   }

@@ -20,6 +20,30 @@ const PROXY: Table = [
   ['requestsDenied', 'accel_proxy_requests_denied_total', 'Inspected connections cut at a later HTTP request the policy denies.'],
   ['failed', 'accel_proxy_upstream_errors_total', 'Allowed connections whose upstream connect or relay failed.'],
   ['spliced', 'accel_proxy_connections_spliced_total', 'Allowed connections handed to the kernel (splice) rather than relayed in user space.'],
+  [
+    'shortcut',
+    'accel_proxy_connections_by_path_total',
+    'Allowed connections by the path their bytes took: shortcut (client and server send to each other by sk_msg), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
+    { path: 'shortcut' },
+  ],
+  [
+    'spliced',
+    'accel_proxy_connections_by_path_total',
+    'Allowed connections by the path their bytes took: shortcut (client and server send to each other by sk_msg), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
+    { path: 'splice' },
+  ],
+  [
+    'relayed',
+    'accel_proxy_connections_by_path_total',
+    'Allowed connections by the path their bytes took: shortcut (client and server send to each other by sk_msg), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
+    { path: 'relay' },
+  ],
+  [
+    'inspected',
+    'accel_proxy_connections_by_path_total',
+    'Allowed connections by the path their bytes took: shortcut (client and server send to each other by sk_msg), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
+    { path: 'inspect' },
+  ],
   ['loops', 'accel_proxy_loops_total', "The proxy's own upstream connections steered back to it (a mark mismatch), refused."],
   ['active', 'accel_proxy_connections_active', 'Client connections open now.'],
 ];

@@ -120,6 +120,7 @@ export function loadFastPathObjects(bpfDir: string, options: Omit<FastPathLoadOp
       bypass: fd(MapNames.bypass),
       members: fd(MapNames.members),
       listeners: fd(MapNames.listeners),
+      shortcuts: fd(MapNames.shortcuts),
     });
     return { sockops, skmsg, streamVerdict, maps, close: () => opened.forEach((o) => o.close()) };
   } catch (err) {

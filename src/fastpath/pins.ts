@@ -24,7 +24,10 @@ export const PinNames = {
  * are made with an interception (src/intercept/maps.ts). The closed and
  * counters slots are not required either: a fast path made before the
  * interception's maps moved out of it has its own instead, and its
- * interception joins them (interceptOwnMaps). */
+ * interception joins them (interceptOwnMaps). Nor the shortcuts
+ * (accel_shortcuts): a fast path of a build before them is complete and
+ * is upgraded, not made anew (an upgrade's load creates and pins a map
+ * the new build adds, see upgrade.ts). */
 export const REQUIRED_MAP_PINS = [MapNames.sockHash, MapNames.counters, MapNames.config, MapNames.bypass, MapNames.members, MapNames.listeners, FLOWS_SLOT];
 
 /** The settings a complete fast path runs with, read back from the kernel. */
@@ -63,7 +66,7 @@ const MAP_PIN_NAMES = Object.values(MapNames);
 /** Run `fn` with typed views of the fast path's maps pinned in `dir`; a
  * missing map is an E_NOT_ATTACHED error. Every fd is closed afterwards. */
 export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
-  return withPinnedMaps(dir, MAP_PIN_NAMES, (need) =>
+  return withPinnedMaps(dir, MAP_PIN_NAMES, (need, have) =>
     fn(
       new FastPathMaps({
         sockHash: need(MapNames.sockHash),
@@ -72,6 +75,7 @@ export function withMaps<T>(dir: string, fn: (maps: FastPathMaps) => T): T {
         bypass: need(MapNames.bypass),
         members: need(MapNames.members),
         listeners: need(MapNames.listeners),
+        shortcuts: have(MapNames.shortcuts),
       }),
     ),
   );

@@ -14,6 +14,7 @@ export const MapNames = {
   sockState: 'accel_sk_state',
   members: 'accel_members',
   listeners: 'accel_listeners',
+  shortcuts: 'accel_shortcuts',
 } as const;
 
 export interface FastPathFds {
@@ -23,6 +24,8 @@ export interface FastPathFds {
   bypass: number;
   members: number;
   listeners: number;
+  /** null: pinned by a build before the shortcut (see pins.ts). */
+  shortcuts: number | null;
 }
 
 const ZERO_KEY = Buffer.alloc(4);
@@ -41,6 +44,11 @@ export class FastPathMaps {
 
   memberCount(): number {
     return keys(this.fds.members, SockKeyLayout.size).length;
+  }
+
+  /** Shortcuts accel proxy has made (accel_shortcuts), one per direction. */
+  shortcutCount(): number {
+    return this.fds.shortcuts === null ? 0 : keys(this.fds.shortcuts, SockKeyLayout.size).length;
   }
 
   listenerCount(): number {

@@ -78,7 +78,7 @@ export interface Decided {
   binding?: Binding;
 }
 
-export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';
+export type DataPath = 'inspect' | 'shortcut' | 'splice' | 'relay' | 'relay-fastpath';
 
 /**
  * How an allowed connection's bytes flow. An HTTP connection whose decision
@@ -88,10 +88,14 @@ export type DataPath = 'inspect' | 'splice' | 'relay' | 'relay-fastpath';
  * unless a hop, the client's or the upstream's, is on the sk_msg fast path
  * (its bytes move by sk_msg, which the splice neither sees nor counts: the
  * stream would split, or a half-close wait forever for bytes it cannot
- * count).
+ * count). The shortcut (client and server both local, on the fast
+ * path) comes first where the rule allows splicing: it takes the proxy out
+ * of the data path altogether.
  */
-export function chooseDataPath(decision: Decision, facts: NameFacts, o: { canSplice: boolean; onFastPath: () => boolean }): DataPath {
+export function chooseDataPath(decision: Decision, facts: NameFacts, o: { canSplice: boolean; onFastPath: () => boolean; canShortcut?: () => boolean }): DataPath {
   if (facts.protocol === 'http' && decision.dependsOnHost) return 'inspect';
-  if (!o.canSplice || !decision.splice) return 'relay';
+  if (!decision.splice) return 'relay';
+  if (o.canShortcut?.()) return 'shortcut';
+  if (!o.canSplice) return 'relay';
   return o.onFastPath() ? 'relay-fastpath' : 'splice';
 }

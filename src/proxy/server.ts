@@ -18,6 +18,7 @@ import { ConnectionLimit, IdleTimeout } from '../stream/limits.js';
 import { type RequestVerdict, relayInspected } from './http-inspect.js';
 import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
+import type { ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
 import { socketLocalName } from '../sys/node-internals.js';
 
 export interface ProxyOptions {
@@ -33,7 +34,12 @@ export interface ProxyOptions {
   /** Hands an allowed, connected pair to the kernel instead of relaying;
    * null: always relay in user space. */
   splicer?: Splicer | null;
-  /** Is this accepted socket on the sk_msg fast path? (never spliced) */
+  /** Gives an allowed connection whose client and server are both on the
+   * sk_msg fast path a shortcut between them (bpf/include/accel_shortcut.h);
+   * null: never. */
+  shortcuts?: ShortcutMaps | null;
+  /** Is this socket of the proxy (accepted or upstream) on the sk_msg fast
+   * path? A pair with one that is is never spliced. */
   onFastPath?: (sock: net.Socket) => boolean;
   /** Makes a new listening socket the one interception hands connections
    * to (the node's map of proxy listeners); it fails the start if it
@@ -78,9 +84,10 @@ export interface ConnectionEvent {
   reason: string;
   sni?: string | undefined;
   host?: string | undefined;
-  /** relay-fastpath: relayed because the client hop is on the sk_msg fast
-   * path; inspect: HTTP relayed request by request, each Host checked. */
-  mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect';
+  /** relay-fastpath: relayed because a hop (client or upstream) is on the
+   * sk_msg fast path; inspect: HTTP relayed request by request, each Host checked;
+   * shortcut: client and server send to each other directly (sk_msg). */
+  mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect' | 'shortcut';
   /** The worker that served it (--workers). */
   worker?: number;
 }
@@ -97,7 +104,12 @@ export interface ProxyStats {
   allowed: number;
   denied: number;
   failed: number;
+  /** Allowed connections by data path: spliced in the kernel, given a
+   * shortcut, relayed in user space (relay and relay-fastpath), inspected. */
   spliced: number;
+  shortcut: number;
+  relayed: number;
+  inspected: number;
   active: number;
   /** Inspected connections cut at a later request the policy denies. */
   requestsDenied: number;
@@ -125,6 +137,9 @@ export function zeroStats(): ProxyStats {
     denied: 0,
     failed: 0,
     spliced: 0,
+    shortcut: 0,
+    relayed: 0,
+    inspected: 0,
     active: 0,
     requestsDenied: 0,
     namesChecked: 0,
@@ -350,6 +365,7 @@ export class TransparentProxy {
         return;
       }
       const splicer = this.o.splicer ?? null;
+      let plan: ShortcutPlan | null = null;
       const mode = chooseDataPath(decision, facts, {
         canSplice: splicer !== null,
         // Either hop: an upstream socket on the fast path (a local server of
@@ -357,14 +373,31 @@ export class TransparentProxy {
         // splicer counts what it owes before it forwards a half-close: that
         // count would never complete, and the close never be forwarded.
         onFastPath: () => (this.o.onFastPath?.(client) ?? false) || (this.o.onFastPath?.(upstream) ?? false),
+        canShortcut: () => {
+          plan = this.shortcutFor(client, upstream);
+          return plan !== null;
+        },
       });
       this.stats.allowed++;
       this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, sni: facts.sni, host: facts.host, mode });
-      if (mode === 'splice' && splicer) {
+      if (mode === 'shortcut' && plan) {
+        this.stats.shortcut++;
+        // No byte moves through the proxy's sockets once both directions
+        // take the shortcut: what they show says nothing of the connection.
+        idle.release();
+        // Relayed as any connection: what reaches the proxy's sockets
+        // (bytes sent before the shortcut was taken, or while it is left).
+        const taken: ShortcutPlan = plan;
+        if (first.length) upstream.write(first);
+        const r = await relay(client, upstream).finally(() => taken.end());
+        if (log.isDebugEnabled())
+          log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down through the proxy, the rest by the shortcut${r.reset ? ', reset' : ''}`);
+      } else if (mode === 'splice' && splicer) {
         this.stats.spliced++;
         const r = await splicer.splice(client, upstream, first);
         if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.aToB} B up, ${r.bToA} B down, spliced${r.reset ? ', reset' : ''}`);
       } else if (mode === 'inspect') {
+        this.stats.inspected++;
         const verdict = ({ decision: d }: { decision: Decision }): RequestVerdict => (d.action === 'allow' ? { ok: true } : { ok: false, reason: d.reason });
         const r = await relayInspected(client, upstream, first, (head) => {
           const decided = decideWithBinding(this.o.policy, { destination: destHost, port: destPort, protocol: 'http', host: head.name }, this.bindName);
@@ -378,6 +411,7 @@ export class TransparentProxy {
         }
         if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down, ${r.requests} requests${r.reset ? ', reset' : ''}`);
       } else {
+        this.stats.relayed++;
         if (first.length) upstream.write(first);
         const r = await relay(client, upstream);
         if (log.isDebugEnabled()) log.debug(`closed ${source} -> ${destination}: ${r.up} B up, ${r.down} B down${r.reset ? ', reset' : ''}`);
@@ -388,6 +422,21 @@ export class TransparentProxy {
       client.destroy();
     } finally {
       this.stats.active--;
+    }
+  }
+
+  /** A shortcut for this pair, installed, or null (the sockets are not all
+   * on one fast path, or its map refused the entries: the pair is relayed). */
+  private shortcutFor(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
+    const plan = this.o.shortcuts?.plan(client, upstream) ?? null;
+    if (!plan) return null;
+    try {
+      plan.install();
+      return plan;
+    } catch (err) {
+      plan.abandon();
+      log.debug(`no shortcut: ${(err as Error).message}`);
+      return null;
     }
   }
 

@@ -125,6 +125,9 @@ function refuse(sock: net.Socket, why: 'total' | 'source'): Admission {
 /** One connection under watch: more of its sockets may join it. */
 export interface IdleWatch {
   add(sock: net.Socket): void;
+  /** Stop watching this connection: nothing it shows says whether it is
+   * idle (its bytes take another way). */
+  release(): void;
 }
 
 interface Watched extends IdleWatch {
@@ -187,6 +190,10 @@ export class IdleTimeout {
         });
         this.watched.add(w);
         this.timer ??= setInterval(() => this.sweep(), this.periodMs).unref();
+      },
+      release: () => {
+        w.moved.clear();
+        this.watched.delete(w);
       },
     };
     for (const s of sockets) w.add(s);

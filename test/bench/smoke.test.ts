@@ -64,7 +64,14 @@ describe('accel bench', () => {
       assert.equal(n(ev[id]?.fastPath?.sockets_inserted), 0n, `${id}: no socket on the fast path`);
       assert.ok(n(ev[id]?.fastPath?.sockets_skipped_bypass) > 0n);
     }
-    for (const id of ['proxy', 'proxy-fastpath', 'splice', 'splice-fastpath', 'outbound-proxy'] as const) {
+    // The shortcut scenario's bytes went by the shortcut; no other scenario
+    // took one (they run the proxy with --no-shortcut).
+    assert.ok(
+      n(ev.shortcut?.fastPath?.shortcut_directions) > 0n && n(ev.shortcut?.fastPath?.shortcut_bytes) > n(ev.shortcut?.fastPath?.shortcut_bytes_detoured),
+      'shortcut: bytes by the shortcut',
+    );
+    for (const id of ['fastpath', 'proxy-fastpath', 'splice-fastpath'] as const) assert.equal(n(ev[id]?.fastPath?.shortcut_directions), 0n, `${id}: no shortcut`);
+    for (const id of ['proxy', 'proxy-fastpath', 'shortcut', 'splice', 'splice-fastpath', 'outbound-proxy'] as const) {
       assert.ok(n(ev[id]?.intercept?.connections_intercepted) > 0n, `${id}: connections were intercepted`);
       assert.equal(n(ev[id]?.intercept?.assign_failed), 0n);
     }

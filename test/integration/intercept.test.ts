@@ -176,7 +176,9 @@ describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
   });
 
   it('intercepts connections to a local address (--iface lo), and both hops go on the fast path with everything in the cgroup', async (t) => {
-    const b = await interceptBench(t, { attach: false });
+    // Without the shortcut, which would take the proxy's two hops out of
+    // the data path (shortcut.test.ts).
+    const b = await interceptBench(t, { attach: false, proxyArgs: ['--no-shortcut'] });
     const LOCAL_PORT = 7411;
     const a = await b.accel([
       'attach',

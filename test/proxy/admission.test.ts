@@ -55,4 +55,23 @@ describe('proxy admission', () => {
     assert.equal(chooseDataPath(byPort.decide({ destination: '192.0.2.1', port: 80, ...http }), http, splicing), 'splice', 'decided before any Host rule');
     assert.equal(chooseDataPath(byPort.decide({ destination: '192.0.2.1', port: 80, ...http }), http, { canSplice: true, onFastPath: () => true }), 'relay-fastpath');
   });
+
+  it('gives a shortcut only where the rule allows splicing and the connection is not inspected', () => {
+    const http = { protocol: 'http' as const, host: 'a.test' };
+    const tls = { protocol: 'tls' as const, sni: 'a.test' };
+    let asked = 0;
+    const o = { canSplice: false, onFastPath: () => true, canShortcut: () => ++asked > 0 };
+    const p = Policy.parse({
+      rules: [
+        { action: 'allow', host: 'a.test' },
+        { action: 'allow', ports: 443, splice: false },
+        { action: 'allow', ports: 22 },
+      ],
+    });
+    assert.equal(chooseDataPath(p.decide({ destination: '192.0.2.1', port: 80, ...http }), http, o), 'inspect');
+    assert.equal(chooseDataPath(p.decide({ destination: '192.0.2.1', port: 443, ...tls }), tls, o), 'relay');
+    assert.equal(asked, 0, 'not even asked for an inspected or a splice:false connection');
+    assert.equal(chooseDataPath(p.decide({ destination: '192.0.2.1', port: 22 }), {}, o), 'shortcut');
+    assert.equal(chooseDataPath(p.decide({ destination: '192.0.2.1', port: 22 }), {}, { ...o, canShortcut: () => false }), 'relay');
+  });
 });

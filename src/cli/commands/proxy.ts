@@ -17,6 +17,7 @@ import { ensureBpffs } from '../../bpf/bpffs.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
+import { ShortcutMaps } from '../../proxy/shortcut-maps.js';
 import { type GlobalOptions, parseCount, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
@@ -35,6 +36,7 @@ interface ProxyCliOptions {
   graceMs: number;
   backlog: number;
   splice?: boolean;
+  shortcut: boolean;
   maxConnections: number;
   maxConnectionsPerSource: number;
   idleTimeoutMs: number;
@@ -62,6 +64,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
     .option('--no-splice', 'relay every connection in user space')
+    .option('--no-shortcut', 'never let a local client and a local server of an allowed connection send to each other directly (sk_msg shortcut)')
     .option('--metrics-addr <host:port>', 'serve /metrics, /healthz and /readyz there (e.g. 127.0.0.1:9478; port 0 picks one); none by default')
     .option('--workers <n>', `processes serving the port, each with its own SO_REUSEPORT listener (1 to ${MAX_WORKERS})`, parseCount(MAX_WORKERS), 1)
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
@@ -204,6 +207,7 @@ function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[],
     maxConnectionsPerSource: opts.maxConnectionsPerSource,
     idleTimeoutMs: opts.idleTimeoutMs,
     splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+    shortcuts: opts.shortcut ? new ShortcutMaps(g.bpffs) : null,
     onFastPath: (sock) => {
       const fd = nodeSocketFd(sock);
       if (fd === null) return false;

@@ -29,21 +29,34 @@ export const ConfigLayout = {
 
 /** struct accel_member: value of accel_members. */
 export const MemberLayout = {
-  size: 16,
+  size: 24,
   fields: {
     sk: { offset: 0, size: 8 },
     cookie: { offset: 8, size: 8 },
+    flags: { offset: 16, size: 4 },
+    snd_base: { offset: 20, size: 4 },
   },
 } as const;
 
 /** struct accel_sock_state */
 export const SockStateLayout = {
-  size: 16,
+  size: 24,
   fields: {
     tcp_only: { offset: 0, size: 4 },
     listener: { offset: 4, size: 4 },
     held: { offset: 8, size: 4 },
-    pad: { offset: 12, size: 4 },
+    flags: { offset: 12, size: 4 },
+    to_proxy: { offset: 16, size: 8 },
+  },
+} as const;
+
+/** struct accel_shortcut: value of accel_shortcuts (the sender's key). */
+export const ShortcutLayout = {
+  size: 104,
+  fields: {
+    dest: { offset: 0, size: 56 },
+    dest_sock: { offset: 56, size: 24 },
+    relay_sock: { offset: 80, size: 24 },
   },
 } as const;
 
@@ -78,6 +91,11 @@ export const COUNTERS = [
   'backpressure_released',
   'bytes_held',
   'sockets_skipped_nested',
+  'shortcut_directions',
+  'shortcut_messages',
+  'shortcut_bytes',
+  'shortcut_bytes_detoured',
+  'shortcut_resumed',
 ] as const;
 export type CounterName = (typeof COUNTERS)[number];
 export type Counters = Record<CounterName, bigint>;
@@ -101,6 +119,11 @@ export const COUNTER_ENUM: Record<CounterName, string> = {
   backpressure_released: 'ACCEL_CNT_BACKPRESSURE_OFF',
   bytes_held: 'ACCEL_CNT_BYTES_HELD',
   sockets_skipped_nested: 'ACCEL_CNT_SOCK_SKIPPED_NESTED',
+  shortcut_directions: 'ACCEL_CNT_SHORTCUT_DIRECTIONS',
+  shortcut_messages: 'ACCEL_CNT_SHORTCUT_MSGS',
+  shortcut_bytes: 'ACCEL_CNT_SHORTCUT_BYTES',
+  shortcut_bytes_detoured: 'ACCEL_CNT_SHORTCUT_DETOURED',
+  shortcut_resumed: 'ACCEL_CNT_SHORTCUT_RESUMED',
 };
 
 export const FASTPATH_BTF: BtfMirrors = {
@@ -109,6 +132,7 @@ export const FASTPATH_BTF: BtfMirrors = {
     accel_config: ConfigLayout,
     accel_member: MemberLayout,
     accel_sock_state: SockStateLayout,
+    accel_shortcut: ShortcutLayout,
     accel_listener_rec: ListenerRecLayout,
   },
   enums: {
@@ -165,4 +189,32 @@ export function decodeConfig(b: Buffer): FastPathConfig {
     queueLimit: b.readUInt32LE(ConfigLayout.fields.queue_limit.offset),
     cgroupId: b.readBigUInt64LE(ConfigLayout.fields.cgroup_id.offset),
   };
+}
+
+/** A shortcut as accel proxy writes it (struct accel_shortcut). */
+export interface Shortcut {
+  /** The destination's key in accel_sock_hash (its own view). */
+  dest: Buffer;
+  /** accel_members values (struct accel_member) of the destination and of
+   * the proxy's socket towards it. */
+  destSock: Buffer;
+  relaySock: Buffer;
+}
+
+export function encodeShortcut(s: Shortcut): Buffer {
+  const f = ShortcutLayout.fields;
+  const b = Buffer.alloc(ShortcutLayout.size);
+  s.dest.copy(b, f.dest.offset, 0, f.dest.size);
+  s.destSock.copy(b, f.dest_sock.offset, 0, f.dest_sock.size);
+  s.relaySock.copy(b, f.relay_sock.offset, 0, f.relay_sock.size);
+  return b;
+}
+
+/** The state accel proxy gives each of its two sockets of a shortcut
+ * connection before it writes a byte into either: tcp_only, so what it
+ * relays goes by TCP, where the kernel counts it (accel_shortcut.h). */
+export function tcpOnlySockState(): Buffer {
+  const b = Buffer.alloc(SockStateLayout.size);
+  b.writeUInt32LE(1, SockStateLayout.fields.tcp_only.offset);
+  return b;
 }

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * The shortcut of accel proxy (skmsg.c): a socket whose connection the
+ * proxy has let through to a local destination sends straight into that
+ * destination's receive queue, as if the two were TCP peers on the fast
+ * path; the proxy's sockets stay idle and carry only the close.
+ *
+ * Order. Before the shortcut (and whenever it is left) the socket's bytes
+ * go to the proxy, which relays them into its own socket towards the
+ * destination (`relay`). The proxy made `relay` send by TCP only
+ * (tcp_only in its state, written before its first byte), so the kernel
+ * counts what the proxy wrote into it (write_seq, from the snd_base
+ * sockops.c recorded) and what the destination has read of it (its
+ * copied_seq, in the same sequence space). A message may go by the
+ * shortcut only when no earlier byte is still on the proxy's way:
+ *  - the proxy has written into `relay` every byte the socket sent its way
+ *    (write_seq - snd_base == to_proxy, modulo 2^32: the two never differ
+ *    by more than the bounded buffers between them);
+ *  - the destination has read every one of them (copied_seq == write_seq),
+ *    and its receive queue and psock backlog are empty: it reads its
+ *    redirect queue first, so a shortcut byte must not pass a TCP one.
+ *    copied_seq moves under the destination's socket lock (a read), or in
+ *    its softirq under the lock's spinlock before a stream verdict queues
+ *    the skb; the redirect takes that lock before it queues, so it comes
+ *    after.
+ * Both counts are the kernel's, moved inside the proxy's write() and the
+ * destination's read(): a request/response peer that answers a relayed
+ * message has already made them agree, so the next message takes the
+ * shortcut (a count the proxy wrote to the map after its write would often
+ * come later than that next message, and keep it on the proxy's way). The
+ * socket is the only writer of its to_proxy and runs this under its own
+ * socket lock, so once the check holds no earlier byte can appear on the
+ * proxy's way.
+ *
+ * Backpressure. Over queue_limit unread at the destination, or the host's
+ * TCP memory under pressure, the message goes on to the proxy the fast
+ * path's way (redirected into the proxy's socket, or by TCP once that one
+ * holds queue_limit unread); the proxy relays it into `relay`, where TCP
+ * (the destination's window, the relay's send buffer) holds the proxy
+ * back, which stops reading, so the writer is held back too. It returns to the shortcut only under
+ * the drain condition above, with half the limit free.
+ *
+ * Cost. Only a socket whose TCP peer is the proxy's (ACCEL_ST_PROXY_FACING,
+ * set by sockops.c at establishment) counts its bytes and looks up a
+ * shortcut; every other socket has no state until it is first held
+ * (skmsg.c), and its messages pay nothing for this file.
+ *
+ * Close. A destination that got its end of stream (the proxy forwarded a
+ * close, or died and the kernel closed its socket) gets no more bytes: they
+ * go to the proxy's socket, which is closed and resets the writer.
+ */
+#ifndef ACCEL_SHORTCUT_H
+#define ACCEL_SHORTCUT_H
+
+#include "accel_common.h"
+#include "accel_maps.h"
+#include "accel_backpressure.h"
+#include "accel_key.h"
+
+#define ACCEL_RCV_SHUTDOWN 1
+
+/* Has the destination received its end of stream? Also 1 for a socket that
+ * is gone (the cookie no longer matches). */
+static __always_inline int accel_rcv_closed(__u64 addr, __u64 cookie)
+{
+	struct tcp_sock *tp = accel_tcp_sock(addr);
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+
+	if (!addr || sk->__sk_common.skc_cookie.counter != (__s64)cookie)
+		return 1;
+	return (sk->sk_shutdown & ACCEL_RCV_SHUTDOWN) != 0;
+}
+
+/* Has the proxy written into its relay socket every byte the sender sent
+ * its way (to_proxy), and has the destination read them all? 0 for a relay
+ * or destination that is gone. */
+static __always_inline int accel_relay_drained(const struct accel_shortcut *sc, __u64 to_proxy)
+{
+	struct tcp_sock *relay = accel_tcp_sock(sc->relay_sock.sk);
+	struct tcp_sock *dest = accel_tcp_sock(sc->dest_sock.sk);
+	__u32 written;
+
+	if (!sc->relay_sock.sk || !sc->dest_sock.sk ||
+	    relay->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->relay_sock.cookie ||
+	    dest->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->dest_sock.cookie)
+		return 0;
+	written = relay->write_seq;
+	return written - sc->relay_sock.snd_base == (__u32)to_proxy && dest->copied_seq == written;
+}
+
+/* Send this message by the socket's shortcut (1, redirected), or not (0):
+ * it has none, or may not take it now; the message then goes on to the
+ * proxy by the fast path's usual way, counted. Only for a socket with
+ * ACCEL_ST_PROXY_FACING: no other socket pays for this lookup. */
+static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct accel_sock_state *st,
+					       const struct accel_config *cfg)
+{
+	struct accel_peer_view dest;
+	struct accel_shortcut *sc;
+	struct accel_sock_key key;
+	__u32 size = msg->size;
+
+	if (ACCEL_KEY_FROM_CTX(msg, &key, 0, bpf_get_netns_cookie(msg)))
+		goto detour;
+	sc = bpf_map_lookup_elem(&accel_shortcuts, &key);
+	if (!sc) {
+		st->to_proxy += size;
+		return 0;
+	}
+	accel_peer_view(&dest, sc->dest_sock.sk, sc->dest_sock.cookie, cfg->queue_limit);
+	if (!dest.valid || dest.pressure || accel_rcv_closed(sc->dest_sock.sk, sc->dest_sock.cookie))
+		goto detour;
+	if (st->flags & ACCEL_ST_SHORTCUT_ON) {
+		if (dest.queued + size > dest.limit)
+			goto detour;
+	} else if (dest.rx_pending || !accel_relay_drained(sc, st->to_proxy) || dest.queued + size > dest.limit / 2) {
+		goto detour;
+	}
+	__builtin_memcpy(&key, &sc->dest, sizeof(key));
+	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
+		goto detour;
+	if (!(st->flags & ACCEL_ST_SHORTCUT_ON) && st->to_proxy)
+		accel_count(ACCEL_CNT_SHORTCUT_RESUMED, 1);
+	if (!(st->flags & ACCEL_ST_SHORTCUT_SEEN))
+		accel_count(ACCEL_CNT_SHORTCUT_DIRECTIONS, 1);
+	st->flags |= ACCEL_ST_SHORTCUT_ON | ACCEL_ST_SHORTCUT_SEEN;
+	accel_count(ACCEL_CNT_SHORTCUT_MSGS, 1);
+	accel_count(ACCEL_CNT_SHORTCUT_BYTES, size);
+	return 1;
+detour:
+	st->to_proxy += size;
+	accel_count(ACCEL_CNT_SHORTCUT_DETOURED, size);
+	st->flags &= ~ACCEL_ST_SHORTCUT_ON;
+	return 0;
+}
+
+#endif /* ACCEL_SHORTCUT_H */

@@ -10,6 +10,7 @@ import type { TestContext } from 'node:test';
 import { attachmentPinDir } from '../../src/paths.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { withMaps } from '../../src/fastpath/pins.js';
+import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
 import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
 import { FIXTURES, PROXY_PORT, type InterceptBench, interceptBench } from '../helpers/intercept.js';
 
@@ -235,6 +236,34 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     const empty = () => withMaps(dir(b), (x) => x.shortcutCount() === 0 && x.memberCount() === 0 && x.socketCount() === 0);
     assert.ok(await waitFor(empty, 10_000), `maps empty: ${withMaps(dir(b), (x) => `${x.shortcutCount()} shortcuts, ${x.memberCount()} members, ${x.socketCount()} sockets`)}`);
   });
+
+  // What the attachment's self-test found rules (shortcut-maps.ts): here
+  // its record is written as a self-test on another kernel would have.
+  const record = (o: { fionreadSafe: boolean; streamVerdict: boolean }): SelfTestRecord => ({
+    version: 1,
+    tested: true,
+    at: new Date().toISOString(),
+    kernel: 'test',
+    withStreamVerdict: o.streamVerdict,
+    readers: [{ kind: 'fionread-behind-held-writer', safe: o.fionreadSafe, check: null, error: o.fionreadSafe ? null : 'FIONREAD reported 0' }],
+  });
+  for (const c of [
+    { mode: 'auto', fionreadSafe: true, streamVerdict: false, want: 'shortcut' },
+    { mode: 'auto', fionreadSafe: false, streamVerdict: false, want: 'relay-fastpath' },
+    { mode: 'always', fionreadSafe: false, streamVerdict: false, want: 'shortcut' },
+    { mode: 'always', fionreadSafe: true, streamVerdict: true, want: 'relay-fastpath' },
+  ]) {
+    it(`--shortcut ${c.mode} on an attachment whose self-test found FIONREAD readers ${c.fionreadSafe ? 'safe' : 'unsafe'}${c.streamVerdict ? ', with the stream verdict' : ''}: ${c.want}`, async (t) => {
+      const b = await localBench(t, { proxyArgs: ['--shortcut', c.mode] });
+      saveSelftestRecord(b.cg.id, record(c));
+      const r = await cases(b, ['pingpong', '20']);
+      assert.ok(r.ok, JSON.stringify(r));
+      assert.deepEqual(modes(b), [c.want]);
+      const said = (b.proxy?.lines() ?? []).filter((l) => l.includes('no shortcut for the connections'));
+      assert.equal(said.length, c.want === 'shortcut' ? 0 : 1, said.join('\n'));
+      if (c.want !== 'shortcut') assert.equal(b.fastCounters().shortcut_bytes, 0n);
+    });
+  }
 
   it('a connection whose rule does not allow splicing is relayed, never shortcut', async (t) => {
     const b = await localBench(t, { policy: { default: 'deny', rules: [{ action: 'allow', ports: LOCAL_PORT, splice: false }] } });

@@ -174,6 +174,20 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
+  it('when the proxy is killed while it holds relayed bytes, the side they were for is reset, never ended short of them', async (t) => {
+    const b = await localBench(t);
+    const p = spawn(process.execPath, [CASES, 'killmid'], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });
+    t.after(() => stopProcess(p));
+    assert.ok(await p.waitForLine((l) => l.includes('"ready":true')), 'the writer held back');
+    assert.ok(b.fastCounters().shortcut_bytes_detoured > 0n, 'bytes went through the proxy');
+    await b.stopProxy('SIGKILL');
+    p.write('go\n');
+    const out = await p.done;
+    const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as { server: string; queued: number };
+    t.diagnostic(JSON.stringify(r));
+    assert.match(r.server, /^ECONNRESET after \d+ B$/, JSON.stringify(r));
+  });
+
   it('connections whose client wrote before the proxy accepted (the fast path race lost) get no shortcut, and each close is forwarded', async (t) => {
     // The proxy defers each accept until the first bytes arrive: every
     // client's first write finds no peer on the fast path and takes TCP for

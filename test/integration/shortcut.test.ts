@@ -174,18 +174,31 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
-  it('when the proxy is killed while it holds relayed bytes, the side they were for is reset, never ended short of them', async (t) => {
+  it('when the proxy is killed while it holds relayed bytes, both sides are reset, never sent a FIN short of them', async (t) => {
     const b = await localBench(t);
     const p = spawn(process.execPath, [CASES, 'killmid'], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });
     t.after(() => stopProcess(p));
     assert.ok(await p.waitForLine((l) => l.includes('"ready":true')), 'the writer held back');
     assert.ok(b.fastCounters().shortcut_bytes_detoured > 0n, 'bytes went through the proxy');
+    // The server's socket and the proxy's accepted one both have port
+    // LOCAL_PORT: both gone means both were reset. A FIN from the proxy's
+    // upstream socket would come only after the bytes queued in it, which
+    // the server (not reading) never takes: its socket would stay.
+    const open = async () => (await run('ss', ['-Htn', 'state', 'all', `( sport = :${LOCAL_PORT} )`], { netns: b.appWhere.netns })).stdout.trim();
+    assert.notEqual(await open(), '', 'the sockets are there before the kill');
     await b.stopProxy('SIGKILL');
+    let left = await open();
+    for (let i = 0; i < 40 && left; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      left = await open();
+    }
+    assert.equal(left, '', `reset: no socket left on port ${LOCAL_PORT}`);
     p.write('go\n');
     const out = await p.done;
-    const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as { server: string; queued: number };
-    t.diagnostic(JSON.stringify(r));
-    assert.match(r.server, /^ECONNRESET after \d+ B$/, JSON.stringify(r));
+    // What the server's application then reads is the kernel's: on 6.18 a
+    // socket of the map reset with bytes unread reads them, then an end
+    // (kernel-notes, A reset reads as an end).
+    t.diagnostic(out.stdout.trim().split('\n').pop() ?? '');
   });
 
   it('connections whose client wrote before the proxy accepted (the fast path race lost) get no shortcut, and each close is forwarded', async (t) => {

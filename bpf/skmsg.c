@@ -84,7 +84,7 @@ int accel_skmsg(struct sk_msg_md *msg)
 		return accel_passed(size);
 	/* Its peer is accel proxy's: by a shortcut if it has one and may take
 	 * it now, else (counted) on to the proxy as below. */
-	if (st && (st->flags & ACCEL_ST_PROXY_FACING) && accel_shortcut_send(msg, st, cfg))
+	if (st && (st->flags & ACCEL_ST_PROXY_FACING) && accel_shortcut_send(msg, sk, st, cfg))
 		return SK_PASS;
 
 	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg)))
@@ -112,6 +112,10 @@ int accel_skmsg(struct sk_msg_md *msg)
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)
 		return accel_pass(msg, sk);
 
+	/* Into the proxy's socket: counted for a shortcut (accel_shortcut.h);
+	 * what goes to it by TCP the kernel counts. */
+	if (st && (st->flags & ACCEL_ST_PROXY_FACING))
+		st->to_proxy += size;
 	accel_count(ACCEL_CNT_MSG_REDIRECTED, 1);
 	accel_count(ACCEL_CNT_BYTES_REDIRECTED, size);
 	return SK_PASS;

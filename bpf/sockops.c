@@ -268,8 +268,10 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 		struct accel_sock_state *st;
 
 		st = sk ? bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE) : NULL;
-		if (st)
+		if (st) {
+			st->snd_base = skops->snd_nxt;
 			st->flags |= ACCEL_ST_PROXY_FACING;
+		}
 	}
 	accel_count(ACCEL_CNT_SOCK_INSERTED, 1);
 }

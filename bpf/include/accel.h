@@ -105,10 +105,14 @@ struct accel_sock_state {
 	__u32 held;
 	/* ACCEL_ST_*. */
 	__u32 flags;
-	/* skmsg.c, only with ACCEL_ST_PROXY_FACING: bytes of this socket's
-	 * messages that did not go by a shortcut (they went to its TCP peer,
-	 * the proxy, one way or the other). */
+	/* skmsg.c, only with ACCEL_ST_PROXY_FACING: bytes of this socket
+	 * redirected into its TCP peer, the proxy's socket (what it sent the
+	 * proxy by TCP is the kernel's count: write_seq - snd_base). */
 	__u64 to_proxy;
+	/* sockops.c, with ACCEL_ST_PROXY_FACING: snd_nxt at establishment,
+	 * before the socket could send a byte. */
+	__u32 snd_base;
+	__u32 pad;
 };
 
 /* accel_sock_state.flags. PROXY_FACING (sockops.c, at establishment): the

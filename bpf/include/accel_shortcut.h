@@ -14,8 +14,10 @@
  * copied_seq, in the same sequence space). A message may go by the
  * shortcut only when no earlier byte is still on the proxy's way:
  *  - the proxy has written into `relay` every byte the socket sent its way
- *    (write_seq - snd_base == to_proxy, modulo 2^32: the two never differ
- *    by more than the bounded buffers between them);
+ *    (relay's write_seq - snd_base equals what the socket redirected into
+ *    the proxy's socket, to_proxy, plus what it queued to TCP, its own
+ *    write_seq - snd_base; modulo 2^32: the two never differ by more than
+ *    the bounded buffers between them);
  *  - the destination has read every one of them (copied_seq == write_seq),
  *    and its receive queue and psock backlog are empty: it reads its
  *    redirect queue first, so a shortcut byte must not pass a TCP one.
@@ -72,54 +74,63 @@ static __always_inline int accel_rcv_closed(__u64 addr, __u64 cookie)
 }
 
 /* Has the proxy written into its relay socket every byte the sender sent
- * its way (to_proxy), and has the destination read them all? 0 for a relay
- * or destination that is gone. */
-static __always_inline int accel_relay_drained(const struct accel_shortcut *sc, __u64 to_proxy)
+ * its way, and has the destination read them all? What the sender sent
+ * the proxy: redirected into its socket (to_proxy, counted by skmsg.c as
+ * each redirect is decided) and queued to TCP (the kernel's count, so a
+ * message TCP took only in part, and the application sent again, counts
+ * once). 0 for a relay or destination that is gone. */
+static __always_inline int accel_relay_drained(struct bpf_sock *self, const struct accel_sock_state *st,
+					       const struct accel_shortcut *sc, __u32 *sent_out)
 {
+	struct tcp_sock *me = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct tcp_sock));
 	struct tcp_sock *relay = accel_tcp_sock(sc->relay_sock.sk);
 	struct tcp_sock *dest = accel_tcp_sock(sc->dest_sock.sk);
-	__u32 written;
+	__u32 sent, written;
 
 	if (!sc->relay_sock.sk || !sc->dest_sock.sk ||
 	    relay->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->relay_sock.cookie ||
 	    dest->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->dest_sock.cookie)
 		return 0;
+	sent = (__u32)st->to_proxy + (me->write_seq - st->snd_base);
+	*sent_out = sent;
 	written = relay->write_seq;
-	return written - sc->relay_sock.snd_base == (__u32)to_proxy && dest->copied_seq == written;
+	return written - sc->relay_sock.snd_base == sent && dest->copied_seq == written;
 }
 
 /* Send this message by the socket's shortcut (1, redirected), or not (0):
  * it has none, or may not take it now; the message then goes on to the
  * proxy by the fast path's usual way, counted. Only for a socket with
  * ACCEL_ST_PROXY_FACING: no other socket pays for this lookup. */
-static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct accel_sock_state *st,
-					       const struct accel_config *cfg)
+static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf_sock *self,
+					       struct accel_sock_state *st, const struct accel_config *cfg)
 {
 	struct accel_peer_view dest;
 	struct accel_shortcut *sc;
 	struct accel_sock_key key;
 	__u32 size = msg->size;
+	/* Bytes this socket sent through the proxy, when it takes the shortcut
+	 * (again) now. */
+	__u32 sent = 0;
 
 	if (ACCEL_KEY_FROM_CTX(msg, &key, 0, bpf_get_netns_cookie(msg)))
 		goto detour;
 	sc = bpf_map_lookup_elem(&accel_shortcuts, &key);
-	if (!sc) {
-		st->to_proxy += size;
+	if (!sc)
 		return 0;
-	}
 	accel_peer_view(&dest, sc->dest_sock.sk, sc->dest_sock.cookie, cfg->queue_limit);
 	if (!dest.valid || dest.pressure || accel_rcv_closed(sc->dest_sock.sk, sc->dest_sock.cookie))
 		goto detour;
 	if (st->flags & ACCEL_ST_SHORTCUT_ON) {
 		if (dest.queued + size > dest.limit)
 			goto detour;
-	} else if (dest.rx_pending || !accel_relay_drained(sc, st->to_proxy) || dest.queued + size > dest.limit / 2) {
+	} else if (dest.rx_pending || dest.queued + size > dest.limit / 2 ||
+		   !accel_relay_drained(self, st, sc, &sent)) {
 		goto detour;
 	}
 	__builtin_memcpy(&key, &sc->dest, sizeof(key));
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
 		goto detour;
-	if (!(st->flags & ACCEL_ST_SHORTCUT_ON) && st->to_proxy)
+	if (sent)
 		accel_count(ACCEL_CNT_SHORTCUT_RESUMED, 1);
 	if (!(st->flags & ACCEL_ST_SHORTCUT_SEEN))
 		accel_count(ACCEL_CNT_SHORTCUT_DIRECTIONS, 1);
@@ -128,7 +139,6 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct acc
 	accel_count(ACCEL_CNT_SHORTCUT_BYTES, size);
 	return 1;
 detour:
-	st->to_proxy += size;
 	accel_count(ACCEL_CNT_SHORTCUT_DETOURED, size);
 	st->flags &= ~ACCEL_ST_SHORTCUT_ON;
 	return 0;

@@ -388,6 +388,8 @@ export class TransparentProxy {
         // Relayed as any connection: what reaches the proxy's sockets
         // (bytes sent before the shortcut was taken, or while it is left).
         const taken: ShortcutPlan = plan;
+        client.once('finish', () => taken.written(0));
+        upstream.once('finish', () => taken.written(1));
         if (first.length) upstream.write(first);
         const r = await relay(client, upstream).finally(() => taken.end());
         if (log.isDebugEnabled())
@@ -428,7 +430,13 @@ export class TransparentProxy {
   /** A shortcut for this pair, installed, or null (the sockets are not all
    * on one fast path, or its map refused the entries: the pair is relayed). */
   private shortcutFor(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
-    const plan = this.o.shortcuts?.plan(client, upstream) ?? null;
+    let plan: ShortcutPlan | null;
+    try {
+      plan = this.o.shortcuts?.plan(client, upstream) ?? null;
+    } catch (err) {
+      log.debug(`no shortcut: ${(err as Error).message}`);
+      return null;
+    }
     if (!plan) return null;
     try {
       plan.install();

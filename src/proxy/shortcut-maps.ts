@@ -7,19 +7,33 @@
  * fast path's sk_msg program, and each can be redirected to. The proxy's
  * two sockets are made to send by TCP only first, so the kernel counts
  * what the proxy relays (the shortcut waits for those counts).
+ *
+ * Not every attachment may have one (shortcutRefusal): the hand-off
+ * delivers what the proxy relays by TCP, and compares sequence numbers.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
+import { readSelftestRecord } from '../attachment/selftest-record.js';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup, remove, update } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
+import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
 import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
 import { encodeSockKey } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
-import { netnsCookie } from '../sys/socket.js';
+import { lingerOff, netnsCookie, resetOnClose } from '../sys/socket.js';
+
+/** accel proxy --shortcut: auto (where the attachment's self-test found it
+ * safe for every reader), always (also where FIONREAD-sized readers are
+ * not), never. */
+export type ShortcutMode = 'auto' | 'always' | 'never';
+export const SHORTCUT_MODES: readonly ShortcutMode[] = ['auto', 'always', 'never'];
+
+/** How long what an attachment's self-test record says is taken as known. */
+const RECORD_TTL_MS = 2000;
 
 const unmapped = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
 
@@ -36,6 +50,30 @@ function keysOf(sock: net.Socket, netns: bigint): { own: Buffer; peer: Buffer } 
   return { own: key(me, it), peer: key(it, me) };
 }
 
+/**
+ * Why an attachment gets no shortcut, from its self-test record, or null.
+ * - The stream verdict: reads through its parser advance copied_seq for
+ *   redirected bytes too (Linux 6.4+), so the destination's count is no
+ *   longer the relay's stream alone, and the hand-off could let a shortcut
+ *   byte pass a relayed one. Never, whatever the mode.
+ * - FIONREAD-sized readers found unsafe (fionread-behind-held-writer): on
+ *   such kernels FIONREAD does not count bytes that arrive by TCP at a
+ *   socket of the map, and the proxy relays the hand-off's bytes by TCP,
+ *   at the start of most connections. Not in auto; always accepts it.
+ * - No record (attached by an accel without one): nothing known; not in
+ *   auto. A self-test skipped on purpose (--skip-selftest) is the user's
+ *   choice for the whole fast path, and is followed.
+ */
+export function shortcutRefusal(cgroupId: bigint, mode: ShortcutMode): string | null {
+  const r = readSelftestRecord(cgroupId);
+  if (!r.record) return mode === 'always' ? null : `${r.why}; --shortcut always to give it shortcuts anyway`;
+  if (r.record.withStreamVerdict) return 'it runs the stream verdict, whose reads count redirected bytes in the sequence numbers the hand-off compares';
+  const fionread = r.record.readers.find((k) => k.kind === 'fionread-behind-held-writer');
+  if (mode === 'auto' && fionread && !fionread.safe)
+    return 'its self-test found FIONREAD-sized readers unsafe on this kernel, and the hand-off delivers by TCP, which FIONREAD does not count there; --shortcut always if no service of it sizes its reads with FIONREAD';
+  return null;
+}
+
 /** One direction of a shortcut: the sender's key and what it is given. */
 export interface ShortcutEntry {
   key: Buffer;
@@ -44,6 +82,10 @@ export interface ShortcutEntry {
 
 /** The pinned maps of one attachment, shared by the connections using it. */
 interface Opened {
+  dir: string;
+  /** The members pin's inode: another one means another attachment under
+   * the same directory (detached and attached again, or upgraded). */
+  ino: number;
   members: number;
   shortcuts: number;
   sockState: number;
@@ -52,17 +94,24 @@ interface Opened {
 
 export class ShortcutMaps {
   private readonly opened = new Map<string, Opened>();
+  /** Per cgroup id: why it gets no shortcut (null: it may), and until when
+   * that is taken as known. */
+  private readonly refusals = new Map<bigint, { why: string | null; until: number }>();
 
-  constructor(private readonly bpffs: string) {}
+  constructor(
+    private readonly bpffs: string,
+    private readonly mode: ShortcutMode = 'auto',
+  ) {}
 
   /**
    * The two entries of a shortcut between the client of `client` (the
    * proxy's accepted socket) and the server of `upstream` (the proxy's
    * connected socket), and the attachment whose maps hold them; null when
-   * the four sockets are not all on one attachment's fast path.
+   * the four sockets are not all on one attachment's fast path, or that
+   * attachment gets no shortcut.
    */
   plan(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
-    if (!fs.existsSync(this.bpffs)) return null;
+    if (this.mode === 'never' || !fs.existsSync(this.bpffs)) return null;
     const fd = nodeSocketFd(client);
     const upstreamFd = nodeSocketFd(upstream);
     if (fd === null || upstreamFd === null) return null;
@@ -71,32 +120,59 @@ export class ShortcutMaps {
     const u = keysOf(upstream, netns);
     if (!c || !u) return null;
     for (const id of listAttachmentIds(this.bpffs)) {
-      const dir = attachmentPinDir(this.bpffs, id);
-      const o = this.open(dir);
+      const o = this.open(attachmentPinDir(this.bpffs, id));
       if (!o) continue;
-      const member = (key: Buffer) => lookup(o.members, key, MemberLayout.size);
-      const app = member(c.peer);
-      const proxyApp = member(c.own);
-      const proxyServer = member(u.own);
-      const server = member(u.peer);
-      if (app && proxyApp && proxyServer && server) {
-        return new ShortcutPlan(
-          this,
-          dir,
-          [
-            { key: c.peer, value: { dest: u.peer, destSock: server, relaySock: proxyServer } },
-            { key: u.peer, value: { dest: c.peer, destSock: app, relaySock: proxyApp } },
-          ],
-          [fd, upstreamFd],
-        );
+      let plan: ShortcutPlan | null = null;
+      try {
+        const member = (key: Buffer) => lookup(o.members, key, MemberLayout.size);
+        const app = member(c.peer);
+        const proxyApp = member(c.own);
+        const proxyServer = member(u.own);
+        const server = member(u.peer);
+        if (app && proxyApp && proxyServer && server && this.allowed(id)) {
+          plan = new ShortcutPlan(
+            this,
+            o,
+            [
+              { key: c.peer, value: { dest: u.peer, destSock: server, relaySock: proxyServer } },
+              { key: u.peer, value: { dest: c.peer, destSock: app, relaySock: proxyApp } },
+            ],
+            [fd, upstreamFd],
+          );
+        }
+      } finally {
+        if (!plan) this.release(o);
       }
-      this.release(dir);
+      if (plan) return plan;
     }
     return null;
   }
 
+  /** May this attachment's connections have shortcuts? Said once per
+   * attachment while the answer stays. */
+  private allowed(id: bigint): boolean {
+    const now = Date.now();
+    const known = this.refusals.get(id);
+    if (known && known.until > now) return known.why === null;
+    const why = shortcutRefusal(id, this.mode);
+    if (why !== null && known?.why !== why) log.warn(`no shortcut for the connections of cgroup ${id}: ${why}`);
+    this.refusals.set(id, { why, until: now + RECORD_TTL_MS });
+    return why === null;
+  }
+
   private open(dir: string): Opened | null {
+    let ino: number;
+    try {
+      ino = fs.statSync(path.join(dir, MapNames.members)).ino;
+    } catch {
+      return null;
+    }
     let o = this.opened.get(dir);
+    if (o && o.ino !== ino) {
+      // Its plans keep its fds until they end (release closes them).
+      this.opened.delete(dir);
+      o = undefined;
+    }
     if (!o) {
       const fds = [MapNames.members, MapNames.shortcuts, MapNames.sockState].map((name) => openPinned(path.join(dir, name)));
       const [members, shortcuts, sockState] = fds;
@@ -104,28 +180,20 @@ export class ShortcutMaps {
         for (const fd of fds) if (fd !== null) closeFd(fd);
         return null;
       }
-      o = { members, shortcuts, sockState, users: 0 };
+      o = { dir, ino, members, shortcuts, sockState, users: 0 };
       this.opened.set(dir, o);
     }
     o.users++;
     return o;
   }
 
-  /** @internal */
-  release(dir: string): void {
-    const o = this.opened.get(dir);
-    if (!o || --o.users > 0) return;
-    this.opened.delete(dir);
+  /** @internal Its fds are closed once no plan uses them. */
+  release(o: Opened): void {
+    if (--o.users > 0) return;
+    if (this.opened.get(o.dir) === o) this.opened.delete(o.dir);
     closeFd(o.members);
     closeFd(o.shortcuts);
     closeFd(o.sockState);
-  }
-
-  /** @internal */
-  fds(dir: string): Opened {
-    const o = this.opened.get(dir);
-    if (!o) throw new Error(`shortcut maps of ${dir} are not open`);
-    return o;
   }
 }
 
@@ -135,51 +203,84 @@ export class ShortcutPlan {
 
   constructor(
     private readonly maps: ShortcutMaps,
-    private readonly dir: string,
+    private readonly o: Opened,
     /** Client to server, then server to client. */
     readonly entries: [ShortcutEntry, ShortcutEntry],
     /** The proxy's accepted and upstream sockets. */
     private readonly relays: [number, number],
   ) {}
 
-  /** Make the proxy's two sockets send by TCP only, then put both entries
-   * in the map: from now on each side takes the shortcut as soon as what
-   * it sent before has gone through the proxy. Before the proxy writes a
-   * byte into either socket: an sk_msg redirect would pass the kernel's
-   * count (write_seq), and the shortcut would never be taken. */
+  /**
+   * Make the proxy's two sockets send by TCP only and reset on close, then
+   * put both entries in the map: from now on each side takes the shortcut
+   * as soon as what it sent before has gone through the proxy. Before the
+   * proxy writes a byte into either socket: an sk_msg redirect would pass
+   * the kernel's count (write_seq), and the shortcut would never be taken.
+   * The reset: a proxy that dies holding relayed bytes must not end either
+   * side's stream cleanly short of them (written() takes it back once the
+   * proxy has written everything and its FIN). Undone entirely if
+   * any step fails.
+   */
   install(): void {
-    const o = this.maps.fds(this.dir);
     const state = tcpOnlySockState();
-    for (const fd of this.relays) {
+    const made: Buffer[] = [];
+    const fdKey = (fd: number) => {
       const key = Buffer.alloc(4);
       key.writeInt32LE(fd);
-      // The socket has sent nothing, so it has no state yet (skmsg.c makes
-      // it at a first send held back or passed): one that has is left as
-      // it is, and the connection relayed.
-      update(o.sockState, key, state, BPF_NOEXIST);
-    }
-    update(o.shortcuts, this.entries[0].key, encodeShortcut(this.entries[0].value), BPF_NOEXIST);
+      return key;
+    };
     try {
-      update(o.shortcuts, this.entries[1].key, encodeShortcut(this.entries[1].value), BPF_NOEXIST);
+      for (const fd of this.relays) {
+        // The socket has sent nothing, so it has no state yet (skmsg.c
+        // makes it at a first send held back or passed): one that has is
+        // left as it is, and the connection relayed.
+        update(this.o.sockState, fdKey(fd), state, BPF_NOEXIST);
+        made.push(fdKey(fd));
+      }
+      for (const fd of this.relays) resetOnClose(fd);
+      update(this.o.shortcuts, this.entries[0].key, encodeShortcut(this.entries[0].value), BPF_NOEXIST);
+      try {
+        update(this.o.shortcuts, this.entries[1].key, encodeShortcut(this.entries[1].value), BPF_NOEXIST);
+      } catch (err) {
+        remove(this.o.shortcuts, this.entries[0].key);
+        throw err;
+      }
     } catch (err) {
-      remove(o.shortcuts, this.entries[0].key);
+      // Nothing was written into either socket yet: as if never tried.
+      for (const key of made) remove(this.o.sockState, key);
+      for (const fd of this.relays) lingerOff(fd);
       throw err;
     }
+  }
+
+  /** The proxy has written everything into relay `i` (0: its accepted
+   * socket, 1: its upstream one) and queued its FIN: a close from now on
+   * may end that stream cleanly (the kernel still sends what is queued). */
+  written(i: 0 | 1): void {
+    lingerOff(this.relays[i]);
   }
 
   /** Take both entries out (if still there) and let go of the maps. */
   end(): void {
     if (this.ended) return;
     this.ended = true;
-    const fd = this.maps.fds(this.dir).shortcuts;
-    for (const e of this.entries) remove(fd, e.key);
-    this.maps.release(this.dir);
+    try {
+      for (const e of this.entries) {
+        try {
+          remove(this.o.shortcuts, e.key);
+        } catch (err) {
+          log.warn(`shortcut entry not removed: ${(err as Error).message}`);
+        }
+      }
+    } finally {
+      this.maps.release(this.o);
+    }
   }
 
   /** Not installed after all: let go of the maps. */
   abandon(): void {
     if (this.ended) return;
     this.ended = true;
-    this.maps.release(this.dir);
+    this.maps.release(this.o);
   }
 }

@@ -316,6 +316,12 @@ export function resetOnClose(fd: number): void {
   check(libcFns.setsockopt(fd, SOL_SOCKET, SO_LINGER, v, 8) as number, 'SO_LINGER');
 }
 
+/** SO_LINGER off again: a close sends a FIN after what is queued. Errors
+ * (the socket gone) are of no interest to callers. */
+export function lingerOff(fd: number): void {
+  libcFns.setsockopt(fd, SOL_SOCKET, SO_LINGER, Buffer.alloc(8), 8);
+}
+
 /** SO_SNDBUF (the kernel doubles it, and stops sizing the buffer itself). */
 export function setSendBuffer(fd: number, bytes: number): void {
   setIntKeepOpen(fd, SOL_SOCKET, SO_SNDBUF, bytes, 'SO_SNDBUF');

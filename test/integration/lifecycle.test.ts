@@ -45,6 +45,7 @@ describe('attach and detach', () => {
       'accel_listeners',
       'accel_members',
       'accel_rx_seqs',
+      'accel_shortcuts',
       'accel_sk_state',
       'accel_sock_hash',
       // The interception's slots, empty: none of its maps.

@@ -10,6 +10,7 @@ import type { TestContext } from 'node:test';
 import { attachmentPinDir } from '../../src/paths.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { withMaps } from '../../src/fastpath/pins.js';
+import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
 import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
 import { FIXTURES, PROXY_PORT, type InterceptBench, interceptBench } from '../helpers/intercept.js';
 
@@ -173,6 +174,33 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
+  it('when the proxy is killed while it holds relayed bytes, both sides are reset, never sent a FIN short of them', async (t) => {
+    const b = await localBench(t);
+    const p = spawn(process.execPath, [CASES, 'killmid'], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });
+    t.after(() => stopProcess(p));
+    assert.ok(await p.waitForLine((l) => l.includes('"ready":true')), 'the writer held back');
+    assert.ok(b.fastCounters().shortcut_bytes_detoured > 0n, 'bytes went through the proxy');
+    // The server's socket and the proxy's accepted one both have port
+    // LOCAL_PORT: both gone means both were reset. A FIN from the proxy's
+    // upstream socket would come only after the bytes queued in it, which
+    // the server (not reading) never takes: its socket would stay.
+    const open = async () => (await run('ss', ['-Htn', 'state', 'all', `( sport = :${LOCAL_PORT} )`], { netns: b.appWhere.netns })).stdout.trim();
+    assert.notEqual(await open(), '', 'the sockets are there before the kill');
+    await b.stopProxy('SIGKILL');
+    let left = await open();
+    for (let i = 0; i < 40 && left; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      left = await open();
+    }
+    assert.equal(left, '', `reset: no socket left on port ${LOCAL_PORT}`);
+    p.write('go\n');
+    const out = await p.done;
+    // What the server's application then reads is the kernel's: on 6.18 a
+    // socket of the map reset with bytes unread reads them, then an end
+    // (kernel-notes, A reset reads as an end).
+    t.diagnostic(out.stdout.trim().split('\n').pop() ?? '');
+  });
+
   it('connections whose client wrote before the proxy accepted (the fast path race lost) get no shortcut, and each close is forwarded', async (t) => {
     // The proxy defers each accept until the first bytes arrive: every
     // client's first write finds no peer on the fast path and takes TCP for
@@ -235,6 +263,34 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     const empty = () => withMaps(dir(b), (x) => x.shortcutCount() === 0 && x.memberCount() === 0 && x.socketCount() === 0);
     assert.ok(await waitFor(empty, 10_000), `maps empty: ${withMaps(dir(b), (x) => `${x.shortcutCount()} shortcuts, ${x.memberCount()} members, ${x.socketCount()} sockets`)}`);
   });
+
+  // What the attachment's self-test found rules (shortcut-maps.ts): here
+  // its record is written as a self-test on another kernel would have.
+  const record = (o: { fionreadSafe: boolean; streamVerdict: boolean }): SelfTestRecord => ({
+    version: 1,
+    tested: true,
+    at: new Date().toISOString(),
+    kernel: 'test',
+    withStreamVerdict: o.streamVerdict,
+    readers: [{ kind: 'fionread-behind-held-writer', safe: o.fionreadSafe, check: null, error: o.fionreadSafe ? null : 'FIONREAD reported 0' }],
+  });
+  for (const c of [
+    { mode: 'auto', fionreadSafe: true, streamVerdict: false, want: 'shortcut' },
+    { mode: 'auto', fionreadSafe: false, streamVerdict: false, want: 'relay-fastpath' },
+    { mode: 'always', fionreadSafe: false, streamVerdict: false, want: 'shortcut' },
+    { mode: 'always', fionreadSafe: true, streamVerdict: true, want: 'relay-fastpath' },
+  ]) {
+    it(`--shortcut ${c.mode} on an attachment whose self-test found FIONREAD readers ${c.fionreadSafe ? 'safe' : 'unsafe'}${c.streamVerdict ? ', with the stream verdict' : ''}: ${c.want}`, async (t) => {
+      const b = await localBench(t, { proxyArgs: ['--shortcut', c.mode] });
+      saveSelftestRecord(b.cg.id, record(c));
+      const r = await cases(b, ['pingpong', '20']);
+      assert.ok(r.ok, JSON.stringify(r));
+      assert.deepEqual(modes(b), [c.want]);
+      const said = (b.proxy?.lines() ?? []).filter((l) => l.includes('no shortcut for the connections'));
+      assert.equal(said.length, c.want === 'shortcut' ? 0 : 1, said.join('\n'));
+      if (c.want !== 'shortcut') assert.equal(b.fastCounters().shortcut_bytes, 0n);
+    });
+  }
 
   it('a connection whose rule does not allow splicing is relayed, never shortcut', async (t) => {
     const b = await localBench(t, { policy: { default: 'deny', rules: [{ action: 'allow', ports: LOCAL_PORT, splice: false }] } });

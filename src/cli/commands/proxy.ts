@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { checkInterceptionsOf } from '../../attachment/proxy-mark.js';
 import { INTERCEPT_DEFAULTS } from '../../intercept/settings.js';
 import { log } from '../../log.js';
@@ -17,7 +17,7 @@ import { ensureBpffs } from '../../bpf/bpffs.js';
 import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
-import { ShortcutMaps } from '../../proxy/shortcut-maps.js';
+import { SHORTCUT_MODES, ShortcutMaps, type ShortcutMode } from '../../proxy/shortcut-maps.js';
 import { type GlobalOptions, parseCount, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
@@ -36,7 +36,8 @@ interface ProxyCliOptions {
   graceMs: number;
   backlog: number;
   splice?: boolean;
-  shortcut: boolean;
+  /** false: --no-shortcut. */
+  shortcut: ShortcutMode | false;
   maxConnections: number;
   maxConnectionsPerSource: number;
   idleTimeoutMs: number;
@@ -61,10 +62,23 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     .option('--max-connections <n>', 'client connections handled at once; one more is reset and counted as refused (0: no limit)', parseNonNegative, MAX_CONNECTIONS_DEFAULT)
     .option('--max-connections-per-source <n>', MAX_PER_SOURCE_HELP, parseNonNegative, 0)
     // Envoy's TCP proxy closes idle connections after an hour by default too.
-    .option('--idle-timeout-ms <ms>', 'close a connection after this long with no byte moving either way, spliced or not (0: never)', parseNonNegative, 3_600_000)
+    .option(
+      '--idle-timeout-ms <ms>',
+      'close a connection after this long with no byte moving either way, spliced or not (0: never; not a connection with a shortcut, whose bytes the proxy does not see)',
+      parseNonNegative,
+      3_600_000,
+    )
     .option('--splice', 'hand allowed connections to the kernel (SK_SKB) after the decision; the default when this kernel can')
     .option('--no-splice', 'relay every connection in user space')
-    .option('--no-shortcut', 'never let a local client and a local server of an allowed connection send to each other directly (sk_msg shortcut)')
+    .addOption(
+      new Option(
+        '--shortcut <when>',
+        "let a local client and a local server of an allowed connection send to each other directly (sk_msg shortcut): where the attachment's self-test found every reader kind it needs safe (auto), also where FIONREAD-sized readers are not (always), or never",
+      )
+        .choices(SHORTCUT_MODES)
+        .default('auto'),
+    )
+    .option('--no-shortcut', 'the same as --shortcut never')
     .option('--metrics-addr <host:port>', 'serve /metrics, /healthz and /readyz there (e.g. 127.0.0.1:9478; port 0 picks one); none by default')
     .option('--workers <n>', `processes serving the port, each with its own SO_REUSEPORT listener (1 to ${MAX_WORKERS})`, parseCount(MAX_WORKERS), 1)
     .addHelpText('after', '\nExample:\n  accel proxy --port 15001 --policy policy.json')
@@ -207,7 +221,7 @@ function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[],
     maxConnectionsPerSource: opts.maxConnectionsPerSource,
     idleTimeoutMs: opts.idleTimeoutMs,
     splicer: attachment ? new KernelSplicer(attachment.maps) : null,
-    shortcuts: opts.shortcut ? new ShortcutMaps(g.bpffs) : null,
+    shortcuts: opts.shortcut === false || opts.shortcut === 'never' ? null : new ShortcutMaps(g.bpffs, opts.shortcut),
     onFastPath: (sock) => {
       const fd = nodeSocketFd(sock);
       if (fd === null) return false;

@@ -40,13 +40,15 @@ export const MemberLayout = {
 
 /** struct accel_sock_state */
 export const SockStateLayout = {
-  size: 24,
+  size: 32,
   fields: {
     tcp_only: { offset: 0, size: 4 },
     listener: { offset: 4, size: 4 },
     held: { offset: 8, size: 4 },
     flags: { offset: 12, size: 4 },
     to_proxy: { offset: 16, size: 8 },
+    snd_base: { offset: 24, size: 4 },
+    pad: { offset: 28, size: 4 },
   },
 } as const;
 

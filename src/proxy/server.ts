@@ -455,5 +455,6 @@ export class TransparentProxy {
     this.servers = [];
     await closeGracefully(servers, this.open, graceMs);
     this.idle.stop();
+    this.o.shortcuts?.close();
   }
 }

@@ -97,6 +97,7 @@ export class ShortcutMaps {
   /** Per cgroup id: why it gets no shortcut (null: it may), and until when
    * that is taken as known. */
   private readonly refusals = new Map<bigint, { why: string | null; until: number }>();
+  private ids: { list: bigint[]; until: number } | null = null;
 
   constructor(
     private readonly bpffs: string,
@@ -119,7 +120,7 @@ export class ShortcutMaps {
     const c = keysOf(client, netns);
     const u = keysOf(upstream, netns);
     if (!c || !u) return null;
-    for (const id of listAttachmentIds(this.bpffs)) {
+    for (const id of this.attachmentIds()) {
       const o = this.open(attachmentPinDir(this.bpffs, id));
       if (!o) continue;
       let plan: ShortcutPlan | null = null;
@@ -160,19 +161,40 @@ export class ShortcutMaps {
     return why === null;
   }
 
+  /** The attachments, read again at most once a second (a new one gets
+   * shortcuts that much later). */
+  private attachmentIds(): bigint[] {
+    const now = Date.now();
+    if (!this.ids || this.ids.until <= now) {
+      const list = listAttachmentIds(this.bpffs);
+      this.ids = { list, until: now + 1000 };
+      // Detached ones: their maps are let go.
+      const dirs = new Set(list.map((id) => attachmentPinDir(this.bpffs, id)));
+      for (const [dir, o] of this.opened) {
+        if (dirs.has(dir)) continue;
+        this.opened.delete(dir);
+        this.unused(o);
+      }
+    }
+    return this.ids.list;
+  }
+
   private open(dir: string): Opened | null {
-    let ino: number;
+    let ino: number | null = null;
     try {
       ino = fs.statSync(path.join(dir, MapNames.members)).ino;
     } catch {
-      return null;
+      // Gone (detached): so are its maps, for this process too.
     }
     let o = this.opened.get(dir);
     if (o && o.ino !== ino) {
-      // Its plans keep its fds until they end (release closes them).
+      // Another attachment's maps now, or none: the old fds are closed once
+      // no plan uses them (release).
       this.opened.delete(dir);
+      this.unused(o);
       o = undefined;
     }
+    if (ino === null) return null;
     if (!o) {
       const fds = [MapNames.members, MapNames.shortcuts, MapNames.sockState].map((name) => openPinned(path.join(dir, name)));
       const [members, shortcuts, sockState] = fds;
@@ -187,13 +209,26 @@ export class ShortcutMaps {
     return o;
   }
 
-  /** @internal Its fds are closed once no plan uses them. */
+  /** @internal A plan is done with `o`. The current maps of a directory
+   * stay open for the next connection (open() checks they are still the
+   * pinned ones); replaced ones are closed once no plan uses them. */
   release(o: Opened): void {
-    if (--o.users > 0) return;
-    if (this.opened.get(o.dir) === o) this.opened.delete(o.dir);
+    o.users--;
+    this.unused(o);
+  }
+
+  private unused(o: Opened): void {
+    if (o.users > 0 || this.opened.get(o.dir) === o) return;
     closeFd(o.members);
     closeFd(o.shortcuts);
     closeFd(o.sockState);
+  }
+
+  /** Close every map it keeps open (the proxy stops). */
+  close(): void {
+    const all = [...this.opened.values()];
+    this.opened.clear();
+    for (const o of all) this.unused(o);
   }
 }
 

@@ -61,15 +61,17 @@ let writeBuffer: Buffer | null = null;
 export function forward(from: net.Socket, to: net.Socket): void {
   from.pause();
   // What node read before the relay (a server speaking first) goes first.
-  while (from.readableLength > 0) to.write(from.read() as Buffer);
+  for (let chunk: Buffer | null; from.readableLength > 0 && (chunk = from.read() as Buffer | null) !== null;) to.write(chunk);
   const input = (readBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
-  readIntoBuffer(from, input, (bytes) => {
-    const out = (writeBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
-    input.copy(out, 0, 0, bytes);
-    const more = to.write(bytes === out.length ? out : out.subarray(0, bytes));
-    if (to.writableLength > 0) writeBuffer = null;
-    return more;
-  });
+  // A socket already destroyed has nothing more to read (its close comes).
+  if (!from.destroyed)
+    readIntoBuffer(from, input, (bytes) => {
+      const out = (writeBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
+      input.copy(out, 0, 0, bytes);
+      const more = to.write(bytes === out.length ? out : out.subarray(0, bytes));
+      if (to.writableLength > 0) writeBuffer = null;
+      return more;
+    });
   to.on('drain', () => from.resume());
   // An end already seen (before the relay started) is forwarded now.
   if (from.readableEnded) to.end();

@@ -4,12 +4,13 @@
  * it is written, because a keep-alive connection may ask for another Host
  * in its next request. The first request the check refuses, or the first
  * bytes the framer cannot follow, reset both sides; what was sent before
- * stays sent. Responses go back untouched.
+ * stays sent. Responses go back untouched, relayed as src/stream/relay.ts
+ * relays bytes.
  */
 import type net from 'node:net';
 import { type Framed, RequestFramer } from './http-framing.js';
 import type { RequestHead } from './http-head.js';
-import { type RelayResult, closeTogether } from '../stream/relay.js';
+import { type RelayResult, closeTogether, forward } from '../stream/relay.js';
 
 export type RequestVerdict = { ok: true } | { ok: false; reason: string };
 
@@ -85,12 +86,12 @@ export function relayInspected(
       void pump();
     };
     client.on('end', onEnd);
-    upstream.pipe(client);
+    // Responses go back as the plain relay's bytes do (an end included).
+    forward(upstream, client);
     feed(first);
     if (refused) return;
     // An end seen while the first bytes were read is not seen again.
     if (client.readableEnded) onEnd();
-    if (upstream.readableEnded) client.end();
     client.on('data', feed);
     if (!checking) client.resume();
   });

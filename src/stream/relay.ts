@@ -2,9 +2,11 @@
  * Relaying one connection in user space: each side forwarded into the other
  * (the reader pauses while the writer's buffer is full, so memory stays
  * bounded whatever the speeds), half-close forwarded as end(), a reset
- * forwarded as a reset.
+ * forwarded as a reset. Bulk bytes cost one read, one copy and one write
+ * per up to 256 KiB, through buffers shared by every connection.
  */
 import type net from 'node:net';
+import { readIntoBuffer } from '../sys/node-internals.js';
 
 export interface RelayResult {
   /** Bytes client -> upstream and upstream -> client. */
@@ -31,25 +33,54 @@ export function closeTogether(client: net.Socket, upstream: net.Socket, done: (r
   upstream.once('close', onClose);
 }
 
+/** The most one read takes from a socket. Reads of 64 KiB (node's own)
+ * cost a fresh buffer each and four times the callbacks; bigger ones
+ * barely read more at a time (the kernel rarely has more queued). */
+export const READ_BYTES = 256 * 1024;
+
+/** Every relayed socket reads into this one buffer (node runs one read
+ * callback at a time; each copies its bytes out before it returns). */
+let readBuffer: Buffer | null = null;
+/** The copy is written from here. A write the kernel did not take at once
+ * keeps it (node's queue points into it until the rest is sent): then it
+ * is left to that write and the next read gets a new one. Reading from
+ * one buffer and writing from another is what lets an idle relayed
+ * connection hold no buffer of its own. */
+let writeBuffer: Buffer | null = null;
+
 /**
- * Each chunk read from `from` is written to `to`; `from` pauses while `to`'s
- * buffer is over its high-water mark and resumes on its drain; `from`'s end
- * is `to`'s end, after the last chunk. What pipe() does for a socket pair,
- * without its bookkeeping (a listener on each of five more events per
- * direction, unpipe on end): per connection that cost as much as the rest
- * of the proxy's JavaScript.
+ * Each read from `from` is written to `to`; `from` stops reading while
+ * `to`'s buffer is over its high-water mark and resumes on its drain; `from`'s
+ * end is `to`'s end, after the last byte. What pipe() does for a socket
+ * pair, without its bookkeeping (a listener on each of five more events per
+ * direction, unpipe on end), nor a 'data' event and a new 64 KiB buffer
+ * per read: reads land in one shared buffer (readIntoBuffer). What `to`
+ * holds for a connection that does not read is bounded: the write that
+ * filled it (at most READ_BYTES) on top of its high-water mark.
  */
-function forward(from: net.Socket, to: net.Socket): void {
-  from.on('data', (chunk: Buffer) => {
-    if (!to.write(chunk)) from.pause();
-  });
+export function forward(from: net.Socket, to: net.Socket): void {
+  from.pause();
+  // What node read before the relay (a server speaking first) goes first.
+  for (let chunk: Buffer | null; from.readableLength > 0 && (chunk = from.read() as Buffer | null) !== null;) to.write(chunk);
+  const input = (readBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
+  // A socket already destroyed has nothing more to read (its close comes).
+  if (!from.destroyed)
+    readIntoBuffer(from, input, (bytes) => {
+      const out = (writeBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
+      input.copy(out, 0, 0, bytes);
+      const more = to.write(bytes === out.length ? out : out.subarray(0, bytes));
+      if (to.writableLength > 0) writeBuffer = null;
+      return more;
+    });
   to.on('drain', () => from.resume());
   // An end already seen (before the relay started) is forwarded now.
   if (from.readableEnded) to.end();
   else from.once('end', () => to.end());
-  // Paused sockets (pauseOnConnect, a sniffed one) start flowing, unless
-  // what was written before the relay already fills the writer.
-  if (!to.writableNeedDrain) from.resume();
+  // Paused sockets (pauseOnConnect, a sniffed one) start reading, unless
+  // what was written before the relay already fills the writer; then even
+  // a socket node was reading stops (pause() stops libuv now).
+  if (to.writableNeedDrain) from.pause();
+  else from.resume();
 }
 
 export function relay(client: net.Socket, upstream: net.Socket): Promise<RelayResult> {

@@ -22,6 +22,10 @@
  *  - `_readableState.reading`: the stream's flag that a _read() is under
  *    way; read() calls _read() only while it is false, so it must be
  *    cleared too for resume() to start reading again.
+ *  - the symbol-keyed own properties `kBuffer` and `kBufferCb` of every
+ *    net.Socket, and `_handle.useUserBuffer(buffer)`: what the public
+ *    `onread` option of the net.Socket constructor sets up (net's
+ *    initSocketHandle), done on a socket that exists (readIntoBuffer).
  * test/sys/node-internals.test.ts checks that each exists and behaves as
  * described, and names the one that changed when a node upgrade breaks it.
  */
@@ -30,7 +34,7 @@ import { AccelError, ErrorCodes } from '../errors.js';
 
 /** What node keeps on a net.Socket, as far as this module uses it. */
 interface SocketInternals {
-  _handle?: { fd?: unknown; reading?: unknown; readStop?: unknown; getsockname?: unknown } | null;
+  _handle?: { fd?: unknown; reading?: unknown; readStop?: unknown; getsockname?: unknown; useUserBuffer?: unknown } | null;
   _readableState?: { reading?: unknown };
 }
 
@@ -94,4 +98,43 @@ export function readingState(sock: net.Socket): { handle: boolean | null; stream
   const state = s._readableState;
   if (state === undefined || typeof state.reading !== 'boolean') throw changed('_readableState.reading');
   return { handle: h ? (h.reading as boolean) : null, stream: state.reading };
+}
+
+/** net's private symbols for a socket's user buffer (the same for every
+ * socket; not exported, their descriptions name them), found once. */
+let bufferSymbols: { kBuffer: symbol; kBufferCb: symbol; kBufferGen: symbol } | null = null;
+
+function socketSymbol(keys: symbol[], name: string): symbol {
+  const key = keys.find((k) => k.description === name);
+  if (key === undefined) throw changed(name);
+  return key;
+}
+
+/**
+ * Make a connected socket read into `buffer`, the same buffer for every
+ * read, and hand each read to `onRead(bytes)`, instead of node allocating a
+ * new buffer per read and emitting it as 'data': what the net.Socket
+ * constructor's `onread` option does (a server's accepted sockets cannot be
+ * given it). Several sockets may share one buffer: node runs one read
+ * callback at a time, and `onRead` must be done with the bytes when it
+ * returns (the next read overwrites them). `onRead` returning false stops
+ * reading (libuv's too) until resume(); pause() stops it as well. 'end',
+ * 'error' and 'close' come as before; 'data' no longer does. What the
+ * socket read into its own buffer before this stays there (read() it first).
+ */
+export function readIntoBuffer(sock: net.Socket, buffer: Buffer, onRead: (bytes: number) => boolean): void {
+  const h = internals(sock)._handle;
+  if (!h || sock.connecting) throw new AccelError(ErrorCodes.INTERNAL, 'readIntoBuffer: the socket is not connected');
+  if (typeof h.useUserBuffer !== 'function') throw changed('_handle.useUserBuffer');
+  if (bufferSymbols === null) {
+    const keys = Object.getOwnPropertySymbols(sock);
+    bufferSymbols = { kBuffer: socketSymbol(keys, 'kBuffer'), kBufferCb: socketSymbol(keys, 'kBufferCb'), kBufferGen: socketSymbol(keys, 'kBufferGen') };
+  }
+  const { kBuffer, kBufferCb, kBufferGen } = bufferSymbols;
+  const s = sock as unknown as Record<symbol, unknown>;
+  // A buffer generator (the option's other form) would replace ours.
+  if (s[kBuffer] !== null || s[kBufferGen] !== null) throw changed('kBuffer/kBufferGen (null on a socket made without onread)');
+  s[kBuffer] = buffer;
+  s[kBufferCb] = onRead;
+  (h.useUserBuffer as (b: Buffer) => void).call(h, buffer);
 }

@@ -10,10 +10,11 @@ const denyBlocked = (head: RequestHead): RequestVerdict => (head.name && head.na
 
 /** A client -> inspected relay -> upstream chain on loopback; resolves when
  * everything closed, with what the upstream received. */
-async function throughInspector(writes: string[], check = denyBlocked) {
+async function throughInspector(writes: string[], check = denyBlocked, reply?: Buffer) {
   const received: Buffer[] = [];
   const upstreamServer = net.createServer({ allowHalfOpen: true }, (s) => {
     s.on('data', (d: Buffer) => received.push(d));
+    if (reply) s.write(reply);
     s.on('end', () => s.end());
     s.on('error', () => {});
   });
@@ -25,7 +26,8 @@ async function throughInspector(writes: string[], check = denyBlocked) {
   const client = net.connect({ port: (proxy.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
   let clientError: string | undefined;
   client.on('error', (e: NodeJS.ErrnoException) => (clientError = e.code));
-  client.resume();
+  const clientGot: Buffer[] = [];
+  client.on('data', (d: Buffer) => clientGot.push(d));
   const [sock] = (await once(proxy, 'connection')) as [net.Socket];
   sock.on('error', () => {});
   for (const w of writes) {
@@ -41,7 +43,7 @@ async function throughInspector(writes: string[], check = denyBlocked) {
   if (!client.destroyed) await new Promise((r) => client.once('close', r));
   upstreamServer.close();
   proxy.close();
-  return { result, upstreamGot: Buffer.concat(received).toString('latin1'), clientError };
+  return { result, upstreamGot: Buffer.concat(received).toString('latin1'), clientGot: Buffer.concat(clientGot), clientError };
 }
 
 const get = (host: string) => `GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`;
@@ -99,5 +101,16 @@ describe('inspected HTTP relay', () => {
     assert.equal(r.result.refused, undefined);
     assert.equal(r.upstreamGot, get('a.test') + get('b.test'));
     assert.equal(r.clientError, undefined);
+  });
+
+  it('sends the response back byte-exact, a large one included', { timeout: 10_000 }, async () => {
+    const body = Buffer.alloc(6 * 1024 * 1024);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 7919) >>> 8;
+    const response = Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`), body]);
+    const r = await throughInspector([get('a.test')], denyBlocked, response);
+    assert.equal(r.result.refused, undefined);
+    assert.equal(r.clientGot.length, response.length);
+    assert.ok(r.clientGot.equals(response), 'the response differs');
+    assert.equal(r.result.down, response.length);
   });
 });

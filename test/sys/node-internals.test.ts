@@ -7,7 +7,7 @@ import { fstatSync, readFileSync, readlinkSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { nodeSocketFd, readingState, socketLocalName, stopReading } from '../../src/sys/node-internals.js';
+import { nodeSocketFd, readIntoBuffer, readingState, socketLocalName, stopReading } from '../../src/sys/node-internals.js';
 
 /** Run `check`; any failure is reported as `internal` having changed in
  * this node version. */
@@ -183,4 +183,47 @@ describe('node net.Socket internals (src/sys/node-internals.ts)', () => {
       accepted.destroy();
     }
   });
+  it(
+    "kBuffer, kBufferCb and _handle.useUserBuffer: reads land in the given buffer, no 'data'; false stops libuv, resume() starts it; 'end' still comes",
+    { timeout: 5000 },
+    async () => {
+      const { client, accepted } = await pair();
+      try {
+        const buffer = Buffer.alloc(4096);
+        const reads: string[] = [];
+        let stop = false;
+        let data = 0;
+        accepted.on('data', () => data++);
+        const ended = new Promise((resolve) => accepted.once('end', resolve));
+        await guard('kBuffer / kBufferCb / _handle.useUserBuffer', async () => {
+          accepted.pause();
+          readIntoBuffer(accepted, buffer, (n) => {
+            reads.push(buffer.toString('latin1', 0, n));
+            return !stop;
+          });
+          accepted.resume();
+          client.write('first');
+          await until('the first read', () => reads.join('') === 'first');
+          stop = true;
+          client.write('second');
+          await until('the second read', () => reads.join('') === 'firstsecond');
+          // It returned false: the next bytes wait in the kernel.
+          client.write('third');
+          await until('5 bytes in the receive queue', () => row(port, client.localPort as number).rxQueue === 5);
+          await sleep(50);
+          assert.equal(reads.join(''), 'firstsecond', 'read after onRead returned false');
+          stop = false;
+          accepted.resume();
+          await until('the third read after resume()', () => reads.join('') === 'firstsecondthird');
+          client.end();
+          await ended;
+          assert.equal(data, 0, "'data' came as well");
+          assert.throws(() => readIntoBuffer(accepted, buffer, () => true), /kBuffer/, 'a second call must be refused');
+        });
+      } finally {
+        client.destroy();
+        accepted.destroy();
+      }
+    },
+  );
 });

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { ErrorCodes, isAccelError } from '../errors.js';
 import { READER_KINDS, type ReaderKind, type ReaderSafety, type UnsafeReader, unsafeReaders } from '../fastpath/readers.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
+import type { ShortcutMode } from '../proxy/shortcut-maps.js';
 import { selftestRecordPath } from '../paths.js';
 import { readState, removeState, stateKind, writeState } from '../state/store.js';
 
@@ -94,4 +95,28 @@ export function readerSafetyStatus(cgroupId: bigint): ReaderSafetyStatus {
   const { tested, at, kernel, readers } = r.record;
   if (!tested) return { readerSafety: { state: 'not tested', at, kernel, why: 'attached with --skip-selftest' }, unsafeReaders: [] };
   return { readerSafety: { state: 'tested', at, kernel, why: null }, unsafeReaders: unsafeReaders(readers) };
+}
+
+/**
+ * Why an attachment gets no shortcut, from its self-test record, or null.
+ * - The stream verdict: reads through its parser advance copied_seq for
+ *   redirected bytes too (Linux 6.4+), so the destination's count is no
+ *   longer the relay's stream alone, and the hand-off could let a shortcut
+ *   byte pass a relayed one. Never, whatever the mode.
+ * - FIONREAD-sized readers found unsafe (fionread-behind-held-writer): on
+ *   such kernels FIONREAD does not count bytes that arrive by TCP at a
+ *   socket of the map, and the proxy relays the hand-off's bytes by TCP,
+ *   at the start of most connections. Not in auto; always accepts it.
+ * - No record (attached by an accel without one): nothing known; not in
+ *   auto. A self-test skipped on purpose (--skip-selftest) is the user's
+ *   choice for the whole fast path, and is followed.
+ */
+export function shortcutRefusal(cgroupId: bigint, mode: ShortcutMode): string | null {
+  const r = readSelftestRecord(cgroupId);
+  if (!r.record) return mode === 'always' ? null : `${r.why}; --shortcut always to give it shortcuts anyway`;
+  if (r.record.withStreamVerdict) return 'it runs the stream verdict, whose reads count redirected bytes in the sequence numbers the hand-off compares';
+  const fionread = r.record.readers.find((k) => k.kind === 'fionread-behind-held-writer');
+  if (mode === 'auto' && fionread && !fionread.safe)
+    return 'its self-test found FIONREAD-sized readers unsafe on this kernel, and the hand-off delivers by TCP, which FIONREAD does not count there; --shortcut always if no service of it sizes its reads with FIONREAD';
+  return null;
 }

@@ -8,13 +8,14 @@
  * two sockets are made to send by TCP only first, so the kernel counts
  * what the proxy relays (the shortcut waits for those counts).
  *
- * Not every attachment may have one (shortcutRefusal): the hand-off
- * delivers what the proxy relays by TCP, and compares sequence numbers.
+ * Not every attachment may have one (the refusal given, from what its
+ * self-test found: attachment/selftest-record.ts, shortcutRefusal): the
+ * hand-off delivers what the proxy relays by TCP, and compares sequence
+ * numbers.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
-import { readSelftestRecord } from '../attachment/selftest-record.js';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup, remove, update } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
@@ -50,30 +51,6 @@ function keysOf(sock: net.Socket, netns: bigint): { own: Buffer; peer: Buffer } 
   return { own: key(me, it), peer: key(it, me) };
 }
 
-/**
- * Why an attachment gets no shortcut, from its self-test record, or null.
- * - The stream verdict: reads through its parser advance copied_seq for
- *   redirected bytes too (Linux 6.4+), so the destination's count is no
- *   longer the relay's stream alone, and the hand-off could let a shortcut
- *   byte pass a relayed one. Never, whatever the mode.
- * - FIONREAD-sized readers found unsafe (fionread-behind-held-writer): on
- *   such kernels FIONREAD does not count bytes that arrive by TCP at a
- *   socket of the map, and the proxy relays the hand-off's bytes by TCP,
- *   at the start of most connections. Not in auto; always accepts it.
- * - No record (attached by an accel without one): nothing known; not in
- *   auto. A self-test skipped on purpose (--skip-selftest) is the user's
- *   choice for the whole fast path, and is followed.
- */
-export function shortcutRefusal(cgroupId: bigint, mode: ShortcutMode): string | null {
-  const r = readSelftestRecord(cgroupId);
-  if (!r.record) return mode === 'always' ? null : `${r.why}; --shortcut always to give it shortcuts anyway`;
-  if (r.record.withStreamVerdict) return 'it runs the stream verdict, whose reads count redirected bytes in the sequence numbers the hand-off compares';
-  const fionread = r.record.readers.find((k) => k.kind === 'fionread-behind-held-writer');
-  if (mode === 'auto' && fionread && !fionread.safe)
-    return 'its self-test found FIONREAD-sized readers unsafe on this kernel, and the hand-off delivers by TCP, which FIONREAD does not count there; --shortcut always if no service of it sizes its reads with FIONREAD';
-  return null;
-}
-
 /** One direction of a shortcut: the sender's key and what it is given. */
 export interface ShortcutEntry {
   key: Buffer;
@@ -101,7 +78,9 @@ export class ShortcutMaps {
 
   constructor(
     private readonly bpffs: string,
-    private readonly mode: ShortcutMode = 'auto',
+    /** Why the connections of this attachment (cgroup id) get no shortcut,
+     * or null: they may. */
+    private readonly refusal: (cgroupId: bigint) => string | null,
   ) {}
 
   /**
@@ -112,7 +91,7 @@ export class ShortcutMaps {
    * attachment gets no shortcut.
    */
   plan(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
-    if (this.mode === 'never' || !fs.existsSync(this.bpffs)) return null;
+    if (!fs.existsSync(this.bpffs)) return null;
     const fd = nodeSocketFd(client);
     const upstreamFd = nodeSocketFd(upstream);
     if (fd === null || upstreamFd === null) return null;
@@ -155,7 +134,7 @@ export class ShortcutMaps {
     const now = Date.now();
     const known = this.refusals.get(id);
     if (known && known.until > now) return known.why === null;
-    const why = shortcutRefusal(id, this.mode);
+    const why = this.refusal(id);
     if (why !== null && known?.why !== why) log.warn(`no shortcut for the connections of cgroup ${id}: ${why}`);
     this.refusals.set(id, { why, until: now + RECORD_TTL_MS });
     return why === null;

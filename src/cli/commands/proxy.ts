@@ -18,6 +18,7 @@ import { onFastPath } from '../../fastpath/membership.js';
 import { SpliceAttachment } from '../../splice/objects.js';
 import { KernelSplicer } from '../../splice/splicer.js';
 import { SHORTCUT_MODES, ShortcutMaps, type ShortcutMode } from '../../proxy/shortcut-maps.js';
+import { shortcutRefusal } from '../../attachment/selftest-record.js';
 import { type GlobalOptions, parseCount, parseMark, parseNonNegative, parseSinglePort } from '../options.js';
 import { toJson } from '../output.js';
 import { serveServerMetrics, serverRegistry } from '../server-metrics.js';
@@ -206,6 +207,13 @@ function openSplice(opts: ProxyCliOptions, g: GlobalOptions): SpliceAttachment |
   }
 }
 
+/** The shortcut's maps, and which attachments may have one, or null
+ * (--shortcut never, --no-shortcut). */
+function shortcutMaps(mode: ShortcutMode | false, g: GlobalOptions): ShortcutMaps | null {
+  if (mode === false || mode === 'never') return null;
+  return new ShortcutMaps(g.bpffs, (cgroupId) => shortcutRefusal(cgroupId, mode));
+}
+
 /** The options a proxy process (single or worker) serves with. */
 function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[], g: GlobalOptions, attachment: SpliceAttachment | null): ProxyOptions {
   return {
@@ -221,7 +229,7 @@ function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[],
     maxConnectionsPerSource: opts.maxConnectionsPerSource,
     idleTimeoutMs: opts.idleTimeoutMs,
     splicer: attachment ? new KernelSplicer(attachment.maps) : null,
-    shortcuts: opts.shortcut === false || opts.shortcut === 'never' ? null : new ShortcutMaps(g.bpffs, opts.shortcut),
+    shortcuts: shortcutMaps(opts.shortcut, g),
     onFastPath: (sock) => {
       const fd = nodeSocketFd(sock);
       if (fd === null) return false;

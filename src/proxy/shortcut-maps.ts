@@ -105,11 +105,13 @@ export class ShortcutMaps {
       let plan: ShortcutPlan | null = null;
       try {
         const member = (key: Buffer) => lookup(o.members, key, MemberLayout.size);
-        const app = member(c.peer);
-        const proxyApp = member(c.own);
-        const proxyServer = member(u.own);
+        // The server first: for a remote upstream (not a member) the one
+        // lookup this connection pays per attachment.
         const server = member(u.peer);
-        if (app && proxyApp && proxyServer && server && this.allowed(id)) {
+        const proxyServer = server && member(u.own);
+        const app = proxyServer && member(c.peer);
+        const proxyApp = app && member(c.own);
+        if (server && proxyServer && app && proxyApp && this.allowed(id)) {
           plan = new ShortcutPlan(
             this,
             o,

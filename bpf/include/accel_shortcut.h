@@ -25,6 +25,13 @@
  *    its softirq under the lock's spinlock before a stream verdict queues
  *    the skb; the redirect takes that lock before it queues, so it comes
  *    after.
+ * to_proxy is counted when the redirect is decided, before the kernel
+ * delivers it (a concurrent send of the same socket, while the kernel has
+ * dropped its lock to deliver, must see it): a redirect into the proxy's
+ * socket that then fails, or is delivered in parts (the program runs again
+ * on the rest), counts more than arrived, and that direction stays on the
+ * proxy's way for the rest of the connection. Safe (no byte can pass
+ * another), only slower; seen only under memory pressure.
  * Both counts are the kernel's, moved inside the proxy's write() and the
  * destination's read(): a request/response peer that answers a relayed
  * message has already made them agree, so the next message takes the

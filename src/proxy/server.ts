@@ -300,6 +300,8 @@ export class TransparentProxy {
     const destPort = client.localPort ?? 0;
     const destination = endpoint(destHost, destPort);
     const idle = this.idle.watch(`${source} -> ${destination}`, client);
+    // The upstream socket once connected: a failure after it closes it too.
+    let connected: net.Socket | null = null;
     try {
       if (this.ownEndpoints.has(destination)) {
         // Not an intercepted connection: relaying it would loop into us.
@@ -358,6 +360,7 @@ export class TransparentProxy {
         client.resetAndDestroy();
         return;
       }
+      connected = upstream;
       this.track(upstream);
       idle.add(upstream);
       if (client.destroyed) {
@@ -422,6 +425,7 @@ export class TransparentProxy {
       this.stats.failed++;
       log.error(`${source} -> ${destination}: ${(err as Error).message}`);
       client.destroy();
+      connected?.resetAndDestroy();
     } finally {
       this.stats.active--;
     }

@@ -75,6 +75,7 @@ export class ShortcutMaps {
    * that is taken as known. */
   private readonly refusals = new Map<bigint, { why: string | null; until: number }>();
   private ids: { list: bigint[]; until: number } | null = null;
+  private closed = false;
 
   constructor(
     private readonly bpffs: string,
@@ -91,7 +92,7 @@ export class ShortcutMaps {
    * attachment gets no shortcut.
    */
   plan(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
-    if (!fs.existsSync(this.bpffs)) return null;
+    if (this.closed || !fs.existsSync(this.bpffs)) return null;
     const fd = nodeSocketFd(client);
     const upstreamFd = nodeSocketFd(upstream);
     if (fd === null || upstreamFd === null) return null;
@@ -156,6 +157,7 @@ export class ShortcutMaps {
         this.opened.delete(dir);
         this.unused(o);
       }
+      for (const id of this.refusals.keys()) if (!list.includes(id)) this.refusals.delete(id);
     }
     return this.ids.list;
   }
@@ -205,8 +207,10 @@ export class ShortcutMaps {
     closeFd(o.sockState);
   }
 
-  /** Close every map it keeps open (the proxy stops). */
+  /** Close every map it keeps open, and make no more plans (the proxy
+   * stops). */
   close(): void {
+    this.closed = true;
     const all = [...this.opened.values()];
     this.opened.clear();
     for (const o of all) this.unused(o);

@@ -38,6 +38,10 @@ export function closeTogether(client: net.Socket, upstream: net.Socket, done: (r
  * barely read more at a time (the kernel rarely has more queued). */
 export const READ_BYTES = 256 * 1024;
 
+/** Reads smaller than this are written from a copy of their own size: a
+ * write the kernel does not take at once pins at most 4x what it holds. */
+const SHARED_WRITE_MIN = 64 * 1024;
+
 /** Every relayed socket reads into this one buffer (node runs one read
  * callback at a time; each copies its bytes out before it returns). */
 let readBuffer: Buffer | null = null;
@@ -55,8 +59,9 @@ let writeBuffer: Buffer | null = null;
  * pair, without its bookkeeping (a listener on each of five more events per
  * direction, unpipe on end), nor a 'data' event and a new 64 KiB buffer
  * per read: reads land in one shared buffer (readIntoBuffer). What `to`
- * holds for a connection that does not read is bounded: the write that
- * filled it (at most READ_BYTES) on top of its high-water mark.
+ * holds for a connection that does not read is bounded: its high-water
+ * mark and the write that crossed it (at most READ_BYTES), in copies of
+ * their own size, or one write buffer pinned by a large partial write.
  */
 export function forward(from: net.Socket, to: net.Socket): void {
   from.pause();
@@ -66,6 +71,15 @@ export function forward(from: net.Socket, to: net.Socket): void {
   // A socket already destroyed has nothing more to read (its close comes).
   if (!from.destroyed)
     readIntoBuffer(from, input, (bytes) => {
+      // A small read, or one that queues behind a write not done yet: a
+      // copy of its own size (pooled when small). A queued chunk pins the
+      // whole buffer it lies in, so a writer backed up by many small reads
+      // must not pin a 256 KiB buffer for each.
+      if (bytes < SHARED_WRITE_MIN || to.writableLength > 0) {
+        const copy = Buffer.allocUnsafe(bytes);
+        input.copy(copy, 0, 0, bytes);
+        return to.write(copy);
+      }
       const out = (writeBuffer ??= Buffer.allocUnsafeSlow(READ_BYTES));
       input.copy(out, 0, 0, bytes);
       const more = to.write(bytes === out.length ? out : out.subarray(0, bytes));

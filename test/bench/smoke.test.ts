@@ -64,11 +64,14 @@ describe('accel bench', () => {
       assert.equal(n(ev[id]?.fastPath?.sockets_inserted), 0n, `${id}: no socket on the fast path`);
       assert.ok(n(ev[id]?.fastPath?.sockets_skipped_bypass) > 0n);
     }
-    // The shortcut scenario's bytes went by the shortcut; no other scenario
-    // took one (they run the proxy with --no-shortcut).
+    // The shortcut scenario's messages went by the shortcut (its round
+    // trips; iperf3's stream leaves it at the queue limit and stays on the
+    // proxy's way, so its bytes are not compared); no other scenario took
+    // one (they run the proxy with --no-shortcut).
+    const sc = ev.shortcut?.fastPath;
     assert.ok(
-      n(ev.shortcut?.fastPath?.shortcut_directions) > 0n && n(ev.shortcut?.fastPath?.shortcut_bytes) > n(ev.shortcut?.fastPath?.shortcut_bytes_detoured),
-      'shortcut: bytes by the shortcut',
+      n(sc?.shortcut_directions) > 0n && n(sc?.shortcut_messages) > 0n && n(sc?.shortcut_bytes) > 0n,
+      `shortcut: messages by the shortcut (${JSON.stringify(sc, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))})`,
     );
     for (const id of ['fastpath', 'proxy-fastpath', 'splice-fastpath'] as const) assert.equal(n(ev[id]?.fastPath?.shortcut_directions), 0n, `${id}: no shortcut`);
     for (const id of ['proxy', 'proxy-fastpath', 'shortcut', 'splice', 'splice-fastpath', 'outbound-proxy'] as const) {

@@ -11,6 +11,10 @@ type Stats = Record<string, number>;
 /** stat key -> metric (a counter unless its name has no _total), help, constant labels. */
 type Table = [string, string, string, Record<string, string>?][];
 
+/** One help text for the four series of accel_proxy_connections_by_path_total. */
+const BY_PATH_HELP =
+  'Allowed connections by the path the proxy gave them: shortcut (client and server may send to each other by sk_msg; the bytes that took it are accel_fastpath_shortcut_bytes_total), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).';
+
 const PROXY: Table = [
   ['accepted', 'accel_proxy_connections_accepted_total', 'Client connections taken in.'],
   ['refused', 'accel_proxy_connections_refused_total', 'Client connections reset at once: --max-connections were being handled.'],
@@ -20,30 +24,10 @@ const PROXY: Table = [
   ['requestsDenied', 'accel_proxy_requests_denied_total', 'Inspected connections cut at a later HTTP request the policy denies.'],
   ['failed', 'accel_proxy_upstream_errors_total', 'Allowed connections whose upstream connect or relay failed.'],
   ['spliced', 'accel_proxy_connections_spliced_total', 'Allowed connections handed to the kernel (splice) rather than relayed in user space.'],
-  [
-    'shortcut',
-    'accel_proxy_connections_by_path_total',
-    'Allowed connections by the path the proxy gave them: shortcut (client and server may send to each other by sk_msg; the bytes that took it are accel_fastpath_shortcut_bytes_total), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
-    { path: 'shortcut' },
-  ],
-  [
-    'spliced',
-    'accel_proxy_connections_by_path_total',
-    'Allowed connections by the path the proxy gave them: shortcut (client and server may send to each other by sk_msg; the bytes that took it are accel_fastpath_shortcut_bytes_total), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
-    { path: 'splice' },
-  ],
-  [
-    'relayed',
-    'accel_proxy_connections_by_path_total',
-    'Allowed connections by the path the proxy gave them: shortcut (client and server may send to each other by sk_msg; the bytes that took it are accel_fastpath_shortcut_bytes_total), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
-    { path: 'relay' },
-  ],
-  [
-    'inspected',
-    'accel_proxy_connections_by_path_total',
-    'Allowed connections by the path the proxy gave them: shortcut (client and server may send to each other by sk_msg; the bytes that took it are accel_fastpath_shortcut_bytes_total), splice (SK_SKB in the kernel), relay (user space), inspect (user space, each HTTP request checked).',
-    { path: 'inspect' },
-  ],
+  ['shortcut', 'accel_proxy_connections_by_path_total', BY_PATH_HELP, { path: 'shortcut' }],
+  ['spliced', 'accel_proxy_connections_by_path_total', BY_PATH_HELP, { path: 'splice' }],
+  ['relayed', 'accel_proxy_connections_by_path_total', BY_PATH_HELP, { path: 'relay' }],
+  ['inspected', 'accel_proxy_connections_by_path_total', BY_PATH_HELP, { path: 'inspect' }],
   ['loops', 'accel_proxy_loops_total', "The proxy's own upstream connections steered back to it (a mark mismatch), refused."],
   ['active', 'accel_proxy_connections_active', 'Client connections open now.'],
 ];

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { closeFd, openPinned } from '../bpf/fd.js';
 import { lookup } from '../bpf/map.js';
-import { encodeSockKey } from '../maps/layout/shared.js';
+import { sockKeyOf } from '../maps/layout/shared.js';
 import { netnsCookie } from '../sys/socket.js';
 import { MapNames } from '../maps/fastpath.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
@@ -21,20 +21,9 @@ export interface SocketView {
   remotePort: number;
 }
 
-const unmapped = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
-
 export function onFastPath(bpffs: string, s: SocketView): boolean {
   if (!fs.existsSync(bpffs)) return false;
-  const local = unmapped(s.localAddress);
-  const remote = unmapped(s.remoteAddress);
-  const key = encodeSockKey({
-    netns: netnsCookie(s.fd),
-    family: local.includes(':') ? 'ipv6' : 'ipv4',
-    localAddress: local,
-    localPort: s.localPort,
-    remoteAddress: remote,
-    remotePort: s.remotePort,
-  });
+  const key = sockKeyOf(netnsCookie(s.fd), s);
   for (const id of listAttachmentIds(bpffs)) {
     const fd = openPinned(path.join(attachmentPinDir(bpffs, id), MapNames.sockHash));
     if (fd === null) continue;

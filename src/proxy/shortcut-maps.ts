@@ -22,7 +22,7 @@ import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
 import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
-import { encodeSockKey } from '../maps/layout/shared.js';
+import { sockKeyOf } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
 import { lingerOff, netnsCookie, resetOnClose } from '../sys/socket.js';
@@ -36,19 +36,12 @@ export const SHORTCUT_MODES: readonly ShortcutMode[] = ['auto', 'always', 'never
 /** How long what an attachment's self-test record says is taken as known. */
 const RECORD_TTL_MS = 2000;
 
-const unmapped = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
-
 /** A socket's own key and its peer's (the reversed key). */
 function keysOf(sock: net.Socket, netns: bigint): { own: Buffer; peer: Buffer } | null {
-  const local = unmapped(sock.localAddress ?? '');
-  const remote = unmapped(sock.remoteAddress ?? '');
-  if (!local || !remote || !sock.localPort || !sock.remotePort) return null;
-  const family = local.includes(':') ? ('ipv6' as const) : ('ipv4' as const);
-  const end = (a: string, p: number) => ({ address: a, port: p });
-  const me = end(local, sock.localPort);
-  const it = end(remote, sock.remotePort);
-  const key = (l: typeof me, r: typeof me) => encodeSockKey({ netns, family, localAddress: l.address, localPort: l.port, remoteAddress: r.address, remotePort: r.port });
-  return { own: key(me, it), peer: key(it, me) };
+  const { localAddress, localPort, remoteAddress, remotePort } = sock;
+  if (!localAddress || !remoteAddress || !localPort || !remotePort) return null;
+  const ends = { localAddress, localPort, remoteAddress, remotePort };
+  return { own: sockKeyOf(netns, ends), peer: sockKeyOf(netns, ends, true) };
 }
 
 /** One direction of a shortcut: the sender's key and what it is given. */

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { FASTPATH_BTF } from '../../src/maps/layout/fastpath.js';
-import { type BtfMirrors, type EnumMirror, SHARED_BTF, SockKeyLayout, type StructLayout, decodeSockKey, encodeSockKey } from '../../src/maps/layout/shared.js';
+import { type BtfMirrors, type EnumMirror, SHARED_BTF, SockKeyLayout, type StructLayout, decodeSockKey, encodeSockKey, sockKeyOf } from '../../src/maps/layout/shared.js';
 import { SPLICE_BTF } from '../../src/maps/layout/splice.js';
 import { InterceptRuleLayout, TPROXY_BTF, encodeInterceptRule } from '../../src/maps/layout/tproxy.js';
 import { run } from '../../src/proc/run.js';
@@ -91,6 +91,25 @@ describe('sock key encoding', () => {
     const b = encodeSockKey({ netns: 1n, family: 'ipv4', localAddress: '1.2.3.4', localPort: 1, remoteAddress: '5.6.7.8', remotePort: 2 });
     const ip = b.subarray(SockKeyLayout.fields.local_ip.offset, SockKeyLayout.fields.local_ip.offset + 16);
     assert.deepEqual([...ip], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4]);
+  });
+});
+
+describe('the key of a socket as node reports it', () => {
+  const ends = { localAddress: '::ffff:127.0.0.1', localPort: 40000, remoteAddress: '::ffff:127.0.0.2', remotePort: 7411 };
+  it('reads an IPv4-mapped address as IPv4, as the kernel keys the socket', () => {
+    assert.deepEqual(decodeSockKey(sockKeyOf(7n, ends)), { netns: 7n, family: 'ipv4', localAddress: '127.0.0.1', localPort: 40000, remoteAddress: '127.0.0.2', remotePort: 7411 });
+  });
+  it("gives the peer's key with the two ends swapped", () => {
+    assert.deepEqual(decodeSockKey(sockKeyOf(7n, ends, true)), {
+      netns: 7n,
+      family: 'ipv4',
+      localAddress: '127.0.0.2',
+      localPort: 7411,
+      remoteAddress: '127.0.0.1',
+      remotePort: 40000,
+    });
+    const v6 = { localAddress: '::1', localPort: 1, remoteAddress: 'fd00::2', remotePort: 2 };
+    assert.deepEqual(decodeSockKey(sockKeyOf(1n, v6, true)), { netns: 1n, family: 'ipv6', localAddress: 'fd00::2', localPort: 2, remoteAddress: '::1', remotePort: 1 });
   });
 });
 

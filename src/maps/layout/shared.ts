@@ -108,6 +108,34 @@ export function decodeSockKey(b: Buffer): SockKey {
   };
 }
 
+/** A connected socket's two ends, as node reports them. */
+export interface SocketEnds {
+  localAddress: string;
+  localPort: number;
+  remoteAddress: string;
+  remotePort: number;
+}
+
+const unmapped = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, '$1');
+
+/** The SOCKHASH key of a connected socket (node's IPv4-mapped addresses
+ * read as IPv4, as the kernel keys an IPv4 socket): its own, or with
+ * `peer` its peer's (the two ends swapped). */
+export function sockKeyOf(netns: bigint, s: SocketEnds, peer = false): Buffer {
+  const local = unmapped(s.localAddress);
+  const remote = unmapped(s.remoteAddress);
+  const [a, b] = peer
+    ? [
+        { address: remote, port: s.remotePort },
+        { address: local, port: s.localPort },
+      ]
+    : [
+        { address: local, port: s.localPort },
+        { address: remote, port: s.remotePort },
+      ];
+  return encodeSockKey({ netns, family: local.includes(':') ? 'ipv6' : 'ipv4', localAddress: a.address, localPort: a.port, remoteAddress: b.address, remotePort: b.port });
+}
+
 export function encodeSockKey(k: SockKey): Buffer {
   const f = SockKeyLayout.fields;
   const b = Buffer.alloc(SockKeyLayout.size);

@@ -163,6 +163,24 @@ static __always_inline int accel_proxy_marked(const struct bpf_sock *sk)
 	return sk && sk->mark;
 }
 
+/* One of accel proxy's upstream sockets, connected to another host: its
+ * address, cookie and snd_base are recorded (ACCEL_MEMBER_UPSTREAM) for an
+ * egress shortcut, which the proxy may give it (accel_shortcut.h); it does
+ * not go in the map here. Its close takes the record back. A full member
+ * set: no record, so no egress shortcut for it. */
+static __always_inline void accel_record_upstream(struct bpf_sock_ops *skops, struct bpf_sock *sk,
+						  const struct accel_sock_key *key)
+{
+	struct accel_member self = {};
+
+	self.sk = (__u64)sk;
+	self.cookie = bpf_get_socket_cookie(skops);
+	self.flags = ACCEL_MEMBER_UPSTREAM;
+	self.snd_base = skops->snd_nxt;
+	if (!bpf_map_update_elem(&accel_members, key, &self, BPF_ANY))
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
 /* This socket stays off the fast path; so does `peer`, if it went in. */
 static __always_inline void accel_insert_failed(const struct accel_sock_key *peer)
 {
@@ -203,6 +221,8 @@ static __always_inline void accel_on_established(struct bpf_sock_ops *skops, int
 	 * destination names. */
 	flow = accel_steered(skops, &key, passive);
 	if (!flow && !accel_peer_is_local(&key)) {
+		if (!passive && accel_proxy_marked(sk))
+			accel_record_upstream(skops, sk, &key);
 		accel_count(ACCEL_CNT_SOCK_SKIPPED_REMOTE, 1);
 		return;
 	}

@@ -88,6 +88,11 @@ struct accel_member {
  * the proxy mark): the socket that connects to it counts what it sends
  * (ACCEL_ST_PROXY_FACING), as a shortcut needs (accel_shortcut.h). */
 #define ACCEL_MEMBER_PROXY 1
+/* accel_member.flags: one of accel proxy's upstream sockets connected to
+ * another host. sockops.c records it (address, cookie, snd_base) but never
+ * puts it in accel_sock_hash; accel proxy does, for an egress shortcut
+ * (accel_shortcut.h), and only then. */
+#define ACCEL_MEMBER_UPSTREAM 2
 
 /* Per-socket state kept in socket-local storage (one map per attachment). */
 struct accel_sock_state {
@@ -112,7 +117,10 @@ struct accel_sock_state {
 	/* sockops.c, with ACCEL_ST_PROXY_FACING: snd_nxt at establishment,
 	 * before the socket could send a byte. */
 	__u32 snd_base;
-	__u32 pad;
+	/* skmsg.c, an egress shortcut only: bytes of this socket redirected
+	 * into the proxy's upstream socket itself (accel_shortcut.h), which
+	 * count in that socket's write_seq beside what the proxy wrote. */
+	__u32 to_relay;
 };
 
 /* accel_sock_state.flags. PROXY_FACING (sockops.c, at establishment): the
@@ -133,6 +141,9 @@ struct accel_sock_state {
  * (its to_proxy) has been written by the proxy into `relay`, its socket
  * towards `dest`, and read by `dest` (accel_shortcut.h); otherwise the
  * message takes the TCP way to the proxy, which relays it.
+ * An egress shortcut (the proxy's upstream connects to another host) has
+ * `dest` = `relay`, the proxy's upstream socket itself: the sender's bytes
+ * go out on it, queued behind what the proxy wrote there.
  */
 struct accel_shortcut {
 	struct accel_sock_key dest;

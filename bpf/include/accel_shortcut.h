@@ -57,6 +57,28 @@
  * Close. A destination that got its end of stream (the proxy forwarded a
  * close, or died and the kernel closed its socket) gets no more bytes: they
  * go to the proxy's socket, which is closed and resets the writer.
+ *
+ * Egress (the proxy's upstream connects to another host; the shortcut's
+ * dest is its relay, the proxy's upstream socket, which the proxy put in
+ * accel_sock_hash). The message is redirected without BPF_F_INGRESS: the
+ * kernel sends it on the upstream socket, in the sender's own context
+ * (tcp_bpf_push), behind what the proxy wrote there. Order needs only the
+ * first half of the drain condition: the proxy has written into the
+ * upstream socket every byte the sender sent its way. That socket's
+ * write_seq counts the shortcut's own bytes too, so the sender counts
+ * those (to_relay) and the condition is written == sent + to_relay.
+ * Backpressure is the upstream socket's send buffer, as for any sender:
+ *  - a blocking sender (no O_NONBLOCK, no SO_SNDTIMEO) may always take it:
+ *    with the buffer full it sleeps in the kernel until there is room, as
+ *    it would on its own socket;
+ *  - any other sender takes it only with room for the whole message: the
+ *    kernel would send part, return the rest to the application, and leave
+ *    it polling a socket of its own that is always writable. Without room
+ *    the message goes to the proxy, whose relay waits as TCP does.
+ * A message the kernel then sends only in part after all (a signal while
+ * waiting, the host's TCP memory exhausted, the upstream reset) leaves
+ * to_relay above what arrived: the direction stays on the proxy's way
+ * after its next detour. Safe, only slower.
  */
 #ifndef ACCEL_SHORTCUT_H
 #define ACCEL_SHORTCUT_H
@@ -104,6 +126,85 @@ static __always_inline int accel_relay_drained(struct bpf_sock *self, const stru
 	return written - sc->relay_sock.snd_base == sent && dest->copied_seq == written;
 }
 
+/* The message went by the shortcut; `sent` is non-zero when it takes it
+ * again after a detour. */
+static __always_inline int accel_shortcut_taken(struct accel_sock_state *st, __u32 size, __u32 sent)
+{
+	if (sent)
+		accel_count(ACCEL_CNT_SHORTCUT_RESUMED, 1);
+	if (!(st->flags & ACCEL_ST_SHORTCUT_SEEN))
+		accel_count(ACCEL_CNT_SHORTCUT_DIRECTIONS, 1);
+	st->flags |= ACCEL_ST_SHORTCUT_ON | ACCEL_ST_SHORTCUT_SEEN;
+	accel_count(ACCEL_CNT_SHORTCUT_MSGS, 1);
+	accel_count(ACCEL_CNT_SHORTCUT_BYTES, size);
+	return 1;
+}
+
+/* The message goes on to the proxy (the caller sends it the fast path's
+ * way); the next one checks the drain condition again. */
+static __always_inline int accel_shortcut_detoured(struct accel_sock_state *st, __u32 size)
+{
+	accel_count(ACCEL_CNT_SHORTCUT_DETOURED, size);
+	st->flags &= ~ACCEL_ST_SHORTCUT_ON;
+	return 0;
+}
+
+#define ACCEL_TCP_ESTABLISHED 1
+#define ACCEL_TCP_CLOSE_WAIT 8
+#define ACCEL_SEND_SHUTDOWN 2
+#define ACCEL_O_NONBLOCK 04000
+#define ACCEL_MAX_SCHEDULE_TIMEOUT 0x7fffffffffffffffL
+
+/* Does the sender wait in the kernel for room (a blocking socket without a
+ * send timeout)? MSG_DONTWAIT on a single call is not seen: such a call
+ * gets EAGAIN for what did not fit, as from its own socket. */
+static __always_inline int accel_sender_waits(struct bpf_sock *self)
+{
+	struct sock *sk = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct sock));
+	struct socket *so = sk->sk_socket;
+
+	if (!so || !so->file)
+		return 0;
+	return !(so->file->f_flags & ACCEL_O_NONBLOCK) && sk->sk_sndtimeo == ACCEL_MAX_SCHEDULE_TIMEOUT;
+}
+
+/* An egress shortcut (dest is the proxy's upstream socket; see above): the
+ * message is sent on the upstream socket (1), or goes on to the proxy (0). */
+static __always_inline int accel_egress_send(struct sk_msg_md *msg, struct bpf_sock *self, struct accel_sock_state *st,
+					     const struct accel_shortcut *sc, const struct accel_config *cfg)
+{
+	struct tcp_sock *me = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct tcp_sock));
+	struct tcp_sock *up = accel_tcp_sock(sc->relay_sock.sk);
+	struct sock *usk = &up->inet_conn.icsk_inet.sk;
+	struct accel_peer_view view;
+	struct accel_sock_key key;
+	__u32 size = msg->size;
+	__u32 sent = 0, state;
+
+	/* Its cookie, and the host's TCP memory. */
+	accel_peer_view(&view, sc->relay_sock.sk, sc->relay_sock.cookie, cfg->queue_limit);
+	if (!view.valid || view.pressure)
+		goto detour;
+	state = usk->__sk_common.skc_state;
+	if ((state != ACCEL_TCP_ESTABLISHED && state != ACCEL_TCP_CLOSE_WAIT) || usk->sk_err ||
+	    (usk->sk_shutdown & ACCEL_SEND_SHUTDOWN))
+		goto detour;
+	if (!accel_sender_waits(self) && (__s64)usk->sk_wmem_queued + size + size / 16 + 4096 > (__s64)usk->sk_sndbuf)
+		goto detour;
+	if (!(st->flags & ACCEL_ST_SHORTCUT_ON)) {
+		sent = (__u32)st->to_proxy + (me->write_seq - st->snd_base);
+		if (up->write_seq - sc->relay_sock.snd_base != sent + st->to_relay)
+			goto detour;
+	}
+	__builtin_memcpy(&key, &sc->dest, sizeof(key));
+	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, 0) != SK_PASS)
+		goto detour;
+	st->to_relay += size;
+	return accel_shortcut_taken(st, size, sent);
+detour:
+	return accel_shortcut_detoured(st, size);
+}
+
 /* Send this message by the socket's shortcut (1, redirected), or not (0):
  * it has none, or may not take it now; the message then goes on to the
  * proxy by the fast path's usual way, counted. Only for a socket with
@@ -124,6 +225,8 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	sc = bpf_map_lookup_elem(&accel_shortcuts, &key);
 	if (!sc)
 		return 0;
+	if (sc->dest_sock.sk == sc->relay_sock.sk)
+		return accel_egress_send(msg, self, st, sc, cfg);
 	accel_peer_view(&dest, sc->dest_sock.sk, sc->dest_sock.cookie, cfg->queue_limit);
 	if (!dest.valid || dest.pressure || accel_rcv_closed(sc->dest_sock.sk, sc->dest_sock.cookie))
 		goto detour;
@@ -137,18 +240,9 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	__builtin_memcpy(&key, &sc->dest, sizeof(key));
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
 		goto detour;
-	if (sent)
-		accel_count(ACCEL_CNT_SHORTCUT_RESUMED, 1);
-	if (!(st->flags & ACCEL_ST_SHORTCUT_SEEN))
-		accel_count(ACCEL_CNT_SHORTCUT_DIRECTIONS, 1);
-	st->flags |= ACCEL_ST_SHORTCUT_ON | ACCEL_ST_SHORTCUT_SEEN;
-	accel_count(ACCEL_CNT_SHORTCUT_MSGS, 1);
-	accel_count(ACCEL_CNT_SHORTCUT_BYTES, size);
-	return 1;
+	return accel_shortcut_taken(st, size, sent);
 detour:
-	accel_count(ACCEL_CNT_SHORTCUT_DETOURED, size);
-	st->flags &= ~ACCEL_ST_SHORTCUT_ON;
-	return 0;
+	return accel_shortcut_detoured(st, size);
 }
 
 #endif /* ACCEL_SHORTCUT_H */

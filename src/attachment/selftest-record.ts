@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { ErrorCodes, isAccelError } from '../errors.js';
 import { READER_KINDS, type ReaderKind, type ReaderSafety, type UnsafeReader, unsafeReaders } from '../fastpath/readers.js';
 import type { SelfTestResult } from '../fastpath/selftest.js';
-import type { ShortcutMode } from '../proxy/shortcut-maps.js';
+import type { ShortcutKind, ShortcutMode } from '../proxy/shortcut-maps.js';
 import { selftestRecordPath } from '../paths.js';
 import { readState, removeState, stateKind, writeState } from '../state/store.js';
 
@@ -98,25 +98,35 @@ export function readerSafetyStatus(cgroupId: bigint): ReaderSafetyStatus {
 }
 
 /**
- * Why an attachment gets no shortcut, from its self-test record, or null.
+ * Why an attachment gets no shortcut of this kind, from its self-test
+ * record, or null.
  * - The stream verdict: reads through its parser advance copied_seq for
  *   redirected bytes too (Linux 6.4+), so the destination's count is no
- *   longer the relay's stream alone, and the hand-off could let a shortcut
- *   byte pass a relayed one. Never, whatever the mode.
- * - FIONREAD-sized readers found unsafe (fionread-behind-held-writer): on
- *   such kernels FIONREAD does not count bytes that arrive by TCP at a
- *   socket of the map, and the proxy relays the hand-off's bytes by TCP,
- *   at the start of most connections. Not in auto; always accepts it.
+ *   longer the relay's stream alone, and a local hand-off could let a
+ *   shortcut byte pass a relayed one. An egress shortcut puts the proxy's
+ *   upstream socket in the map, where the verdict would parse every answer
+ *   of the server. Never, whatever the mode.
+ * - local only: FIONREAD-sized readers found unsafe
+ *   (fionread-behind-held-writer): on such kernels FIONREAD does not count
+ *   bytes that arrive by TCP at a socket of the map, and the proxy relays
+ *   the hand-off's bytes by TCP, at the start of most connections. Not in
+ *   auto; always accepts it. An egress shortcut changes nothing of what
+ *   the client receives (the fast path from the proxy, as without it), and
+ *   the one socket it adds to the map is the proxy's, read with epoll,
+ *   which every tested record found safe.
  * - No record (attached by an accel without one): nothing known; not in
  *   auto. A self-test skipped on purpose (--skip-selftest) is the user's
  *   choice for the whole fast path, and is followed.
  */
-export function shortcutRefusal(cgroupId: bigint, mode: ShortcutMode): string | null {
+export function shortcutRefusal(cgroupId: bigint, mode: ShortcutMode, kind: ShortcutKind): string | null {
   const r = readSelftestRecord(cgroupId);
   if (!r.record) return mode === 'always' ? null : `${r.why}; --shortcut always to give it shortcuts anyway`;
-  if (r.record.withStreamVerdict) return 'it runs the stream verdict, whose reads count redirected bytes in the sequence numbers the hand-off compares';
+  if (r.record.withStreamVerdict)
+    return kind === 'local'
+      ? 'it runs the stream verdict, whose reads count redirected bytes in the sequence numbers the hand-off compares'
+      : "it runs the stream verdict, which would parse every answer of the server on the proxy's upstream socket";
   const fionread = r.record.readers.find((k) => k.kind === 'fionread-behind-held-writer');
-  if (mode === 'auto' && fionread && !fionread.safe)
+  if (kind === 'local' && mode === 'auto' && fionread && !fionread.safe)
     return 'its self-test found FIONREAD-sized readers unsafe on this kernel, and the hand-off delivers by TCP, which FIONREAD does not count there; --shortcut always if no service of it sizes its reads with FIONREAD';
   return null;
 }

@@ -18,7 +18,7 @@ import { ConnectionLimit, IdleTimeout } from '../stream/limits.js';
 import { type RequestVerdict, relayInspected } from './http-inspect.js';
 import { relay } from '../stream/relay.js';
 import { connectUpstream } from './upstream.js';
-import type { ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
+import type { ShortcutKind, ShortcutMaps, ShortcutPlan } from './shortcut-maps.js';
 import { socketLocalName } from '../sys/node-internals.js';
 
 export interface ProxyOptions {
@@ -88,6 +88,10 @@ export interface ConnectionEvent {
    * sk_msg fast path; inspect: HTTP relayed request by request, each Host checked;
    * shortcut: client and server send to each other directly (sk_msg). */
   mode?: 'relay' | 'splice' | 'relay-fastpath' | 'inspect' | 'shortcut';
+  /** With mode shortcut: local (both ways, the server on this host) or
+   * egress (the client's bytes sent on the proxy's upstream socket; the
+   * server's answers through the proxy). */
+  shortcut?: ShortcutKind;
   /** The worker that served it (--workers). */
   worker?: number;
 }
@@ -382,7 +386,18 @@ export class TransparentProxy {
         },
       });
       this.stats.allowed++;
-      this.report({ event: 'connection', source, destination, action: 'allow', reason: decision.reason, sni: facts.sni, host: facts.host, mode });
+      const kind = mode === 'shortcut' ? (plan as ShortcutPlan | null)?.kind : undefined;
+      this.report({
+        event: 'connection',
+        source,
+        destination,
+        action: 'allow',
+        reason: decision.reason,
+        sni: facts.sni,
+        host: facts.host,
+        mode,
+        ...(kind ? { shortcut: kind } : {}),
+      });
       if (mode === 'shortcut' && plan) {
         this.stats.shortcut++;
         // No byte moves through the proxy's sockets once both directions

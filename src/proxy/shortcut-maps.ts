@@ -1,12 +1,20 @@
 /**
  * Finding out whether an allowed connection of accel proxy can take the
- * shortcut (bpf/include/accel_shortcut.h), and writing its two entries in
- * accel_shortcuts. It can when the client's socket, the proxy's two sockets
- * and the server's socket are all on the fast path of one attachment
- * (accel_members): then the client and the server are local, each has the
- * fast path's sk_msg program, and each can be redirected to. The proxy's
- * two sockets are made to send by TCP only first, so the kernel counts
- * what the proxy relays (the shortcut waits for those counts).
+ * shortcut (bpf/include/accel_shortcut.h), and writing its entries in
+ * accel_shortcuts. Two kinds:
+ * - local: the client's socket, the proxy's two sockets and the server's
+ *   socket are all on the fast path of one attachment (accel_members): the
+ *   client and the server are local, each has the fast path's sk_msg
+ *   program, and each can be redirected to. Two entries, one per way. The
+ *   proxy's two sockets are made to send by TCP only first, so the kernel
+ *   counts what the proxy relays (the shortcut waits for those counts).
+ * - egress: the client and the proxy's accepted socket are on the fast
+ *   path, and the proxy's upstream socket connects to another host
+ *   (sockops.c recorded it, ACCEL_MEMBER_UPSTREAM). One entry: the client's
+ *   bytes are sent on the upstream socket, which the proxy puts in
+ *   accel_sock_hash (made to send by TCP only first, as a relay). The
+ *   server's answers come back through the proxy, which writes them into
+ *   its accepted socket, and the fast path carries them to the client.
  *
  * Not every attachment may have one (the refusal given, from what its
  * self-test found: attachment/selftest-record.ts, shortcutRefusal): the
@@ -21,7 +29,7 @@ import { lookup, remove, update } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
-import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
+import { MemberFlags, MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
 import { sockKeyOf } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
@@ -32,6 +40,9 @@ import { lingerOff, netnsCookie, resetOnClose } from '../sys/socket.js';
  * not), never. */
 export type ShortcutMode = 'auto' | 'always' | 'never';
 export const SHORTCUT_MODES: readonly ShortcutMode[] = ['auto', 'always', 'never'];
+
+/** local: client and server on this host; egress: the server elsewhere. */
+export type ShortcutKind = 'local' | 'egress';
 
 /** How long what an attachment's self-test record says is taken as known. */
 const RECORD_TTL_MS = 2000;
@@ -59,30 +70,31 @@ interface Opened {
   members: number;
   shortcuts: number;
   sockState: number;
+  sockHash: number;
   users: number;
 }
 
 export class ShortcutMaps {
   private readonly opened = new Map<string, Opened>();
-  /** Per cgroup id: why it gets no shortcut (null: it may), and until when
-   * that is taken as known. */
-  private readonly refusals = new Map<bigint, { why: string | null; until: number }>();
+  /** Per cgroup id and kind: why it gets no such shortcut (null: it may),
+   * and until when that is taken as known. */
+  private readonly refusals = new Map<string, { id: bigint; why: string | null; until: number }>();
   private ids: { list: bigint[]; until: number } | null = null;
   private closed = false;
 
   constructor(
     private readonly bpffs: string,
-    /** Why the connections of this attachment (cgroup id) get no shortcut,
-     * or null: they may. */
-    private readonly refusal: (cgroupId: bigint) => string | null,
+    /** Why the connections of this attachment (cgroup id) get no shortcut
+     * of this kind, or null: they may. */
+    private readonly refusal: (cgroupId: bigint, kind: ShortcutKind) => string | null,
   ) {}
 
   /**
-   * The two entries of a shortcut between the client of `client` (the
-   * proxy's accepted socket) and the server of `upstream` (the proxy's
-   * connected socket), and the attachment whose maps hold them; null when
-   * the four sockets are not all on one attachment's fast path, or that
-   * attachment gets no shortcut.
+   * The entries of a shortcut between the client of `client` (the proxy's
+   * accepted socket) and the server of `upstream` (the proxy's connected
+   * socket), and the attachment whose maps hold them; null when the
+   * sockets are not on one attachment's fast path as either kind needs,
+   * or that attachment gets no shortcut of that kind.
    */
   plan(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
     if (this.closed || !fs.existsSync(this.bpffs)) return null;
@@ -99,22 +111,35 @@ export class ShortcutMaps {
       let plan: ShortcutPlan | null = null;
       try {
         const member = (key: Buffer) => lookup(o.members, key, MemberLayout.size);
-        // The server first: for a remote upstream (not a member) the one
-        // lookup this connection pays per attachment.
-        const server = member(u.peer);
-        const proxyServer = server && member(u.own);
+        // The proxy's upstream socket first: a connection of another
+        // attachment (or none) pays this one lookup per attachment.
+        const proxyServer = member(u.own);
+        const server = proxyServer && member(u.peer);
         const app = proxyServer && member(c.peer);
         const proxyApp = app && member(c.own);
-        if (server && proxyServer && app && proxyApp && this.allowed(id)) {
-          plan = new ShortcutPlan(
-            this,
-            o,
-            [
-              { key: c.peer, value: { dest: u.peer, destSock: server, relaySock: proxyServer } },
-              { key: u.peer, value: { dest: c.peer, destSock: app, relaySock: proxyApp } },
-            ],
-            [fd, upstreamFd],
-          );
+        if (proxyServer && app && proxyApp) {
+          if (server && this.allowed(id, 'local')) {
+            plan = new ShortcutPlan(this, o, {
+              kind: 'local',
+              entries: [
+                { key: c.peer, value: { dest: u.peer, destSock: server, relaySock: proxyServer } },
+                { key: u.peer, value: { dest: c.peer, destSock: app, relaySock: proxyApp } },
+              ],
+              relays: [fd, upstreamFd],
+              tcpOnly: [fd, upstreamFd],
+              intoMap: null,
+            });
+          } else if (!server && memberFlags(proxyServer) & MemberFlags.upstream && this.allowed(id, 'egress')) {
+            plan = new ShortcutPlan(this, o, {
+              kind: 'egress',
+              entries: [{ key: c.peer, value: { dest: u.own, destSock: proxyServer, relaySock: proxyServer } }],
+              relays: [fd, upstreamFd],
+              // The accepted socket keeps the fast path to the client: the
+              // server's answers take it.
+              tcpOnly: [upstreamFd],
+              intoMap: { key: u.own, fd: upstreamFd },
+            });
+          }
         }
       } finally {
         if (!plan) this.release(o);
@@ -124,15 +149,16 @@ export class ShortcutMaps {
     return null;
   }
 
-  /** May this attachment's connections have shortcuts? Said once per
-   * attachment while the answer stays. */
-  private allowed(id: bigint): boolean {
+  /** May this attachment's connections have shortcuts of this kind? Said
+   * once per attachment and kind while the answer stays. */
+  private allowed(id: bigint, kind: ShortcutKind): boolean {
     const now = Date.now();
-    const known = this.refusals.get(id);
+    const at = `${id}/${kind}`;
+    const known = this.refusals.get(at);
     if (known && known.until > now) return known.why === null;
-    const why = this.refusal(id);
-    if (why !== null && known?.why !== why) log.warn(`no shortcut for the connections of cgroup ${id}: ${why}`);
-    this.refusals.set(id, { why, until: now + RECORD_TTL_MS });
+    const why = this.refusal(id, kind);
+    if (why !== null && known?.why !== why) log.warn(`no shortcut for the connections of cgroup ${id} (${kind}): ${why}`);
+    this.refusals.set(at, { id, why, until: now + RECORD_TTL_MS });
     return why === null;
   }
 
@@ -150,7 +176,7 @@ export class ShortcutMaps {
         this.opened.delete(dir);
         this.unused(o);
       }
-      for (const id of this.refusals.keys()) if (!list.includes(id)) this.refusals.delete(id);
+      for (const [at, r] of this.refusals) if (!list.includes(r.id)) this.refusals.delete(at);
     }
     return this.ids.list;
   }
@@ -172,13 +198,13 @@ export class ShortcutMaps {
     }
     if (ino === null) return null;
     if (!o) {
-      const fds = [MapNames.members, MapNames.shortcuts, MapNames.sockState].map((name) => openPinned(path.join(dir, name)));
-      const [members, shortcuts, sockState] = fds;
-      if (members == null || shortcuts == null || sockState == null) {
+      const fds = [MapNames.members, MapNames.shortcuts, MapNames.sockState, MapNames.sockHash].map((name) => openPinned(path.join(dir, name)));
+      const [members, shortcuts, sockState, sockHash] = fds;
+      if (members == null || shortcuts == null || sockState == null || sockHash == null) {
         for (const fd of fds) if (fd !== null) closeFd(fd);
         return null;
       }
-      o = { dir, ino, members, shortcuts, sockState, users: 0 };
+      o = { dir, ino, members, shortcuts, sockState, sockHash, users: 0 };
       this.opened.set(dir, o);
     }
     o.users++;
@@ -198,6 +224,7 @@ export class ShortcutMaps {
     closeFd(o.members);
     closeFd(o.shortcuts);
     closeFd(o.sockState);
+    closeFd(o.sockHash);
   }
 
   /** Close every map it keeps open, and make no more plans (the proxy
@@ -210,6 +237,28 @@ export class ShortcutMaps {
   }
 }
 
+const memberFlags = (member: Buffer) => member.readUInt32LE(MemberLayout.fields.flags.offset);
+
+const fdKey = (fd: number) => {
+  const key = Buffer.alloc(4);
+  key.writeInt32LE(fd);
+  return key;
+};
+
+/** What a plan writes, by kind. */
+export interface ShortcutSetup {
+  kind: ShortcutKind;
+  /** local: client to server, then server to client; egress: the client's. */
+  entries: ShortcutEntry[];
+  /** The proxy's accepted and upstream sockets. */
+  relays: [number, number];
+  /** Those of them that must send by TCP only (the kernel counts them). */
+  tcpOnly: number[];
+  /** egress: the upstream socket, put in accel_sock_hash under its own key
+   * (it leaves at its close, as every socket does). */
+  intoMap: { key: Buffer; fd: number } | null;
+}
+
 /** The shortcut of one connection, from its making to its end. */
 export class ShortcutPlan {
   private ended = false;
@@ -217,51 +266,59 @@ export class ShortcutPlan {
   constructor(
     private readonly maps: ShortcutMaps,
     private readonly o: Opened,
-    /** Client to server, then server to client. */
-    readonly entries: [ShortcutEntry, ShortcutEntry],
-    /** The proxy's accepted and upstream sockets. */
-    private readonly relays: [number, number],
+    readonly setup: ShortcutSetup,
   ) {}
 
+  get kind(): ShortcutKind {
+    return this.setup.kind;
+  }
+
+  get entries(): ShortcutEntry[] {
+    return this.setup.entries;
+  }
+
   /**
-   * Make the proxy's two sockets send by TCP only and reset on close, then
-   * put both entries in the map: from now on each side takes the shortcut
-   * as soon as what it sent before has gone through the proxy. Before the
-   * proxy writes a byte into either socket: an sk_msg redirect would pass
-   * the kernel's count (write_seq), and the shortcut would never be taken.
-   * The reset: a proxy that dies holding relayed bytes must not end either
-   * side's stream cleanly short of them (written() takes it back once the
-   * proxy has written everything and its FIN). Undone entirely if
-   * any step fails.
+   * Make the proxy's relaying sockets send by TCP only and both reset on
+   * close, put an egress shortcut's upstream socket in the map, then the
+   * entries: from now on each side takes the shortcut as soon as what it
+   * sent before has gone through the proxy. Before the proxy writes a byte
+   * into either socket: an sk_msg redirect would pass the kernel's count
+   * (write_seq), and the shortcut would never be taken. The reset: a proxy
+   * that dies holding relayed bytes must not end either side's stream
+   * cleanly short of them (written() takes it back once the proxy has
+   * written everything and its FIN). Undone entirely if any step fails.
    */
   install(): void {
+    const { entries, relays, tcpOnly, intoMap } = this.setup;
     const state = tcpOnlySockState();
     const made: Buffer[] = [];
-    const fdKey = (fd: number) => {
-      const key = Buffer.alloc(4);
-      key.writeInt32LE(fd);
-      return key;
-    };
+    const added: Buffer[] = [];
+    let mapped = false;
     try {
-      for (const fd of this.relays) {
+      for (const fd of tcpOnly) {
         // The socket has sent nothing, so it has no state yet (skmsg.c
         // makes it at a first send held back or passed): one that has is
         // left as it is, and the connection relayed.
         update(this.o.sockState, fdKey(fd), state, BPF_NOEXIST);
         made.push(fdKey(fd));
       }
-      for (const fd of this.relays) resetOnClose(fd);
-      update(this.o.shortcuts, this.entries[0].key, encodeShortcut(this.entries[0].value), BPF_NOEXIST);
-      try {
-        update(this.o.shortcuts, this.entries[1].key, encodeShortcut(this.entries[1].value), BPF_NOEXIST);
-      } catch (err) {
-        remove(this.o.shortcuts, this.entries[0].key);
-        throw err;
+      for (const fd of relays) resetOnClose(fd);
+      if (intoMap) {
+        const value = Buffer.alloc(8);
+        value.writeBigUInt64LE(BigInt(intoMap.fd));
+        update(this.o.sockHash, intoMap.key, value, BPF_NOEXIST);
+        mapped = true;
+      }
+      for (const e of entries) {
+        update(this.o.shortcuts, e.key, encodeShortcut(e.value), BPF_NOEXIST);
+        added.push(e.key);
       }
     } catch (err) {
       // Nothing was written into either socket yet: as if never tried.
+      for (const key of added) remove(this.o.shortcuts, key);
+      if (mapped && intoMap) remove(this.o.sockHash, intoMap.key);
       for (const key of made) remove(this.o.sockState, key);
-      for (const fd of this.relays) lingerOff(fd);
+      for (const fd of relays) lingerOff(fd);
       throw err;
     }
   }
@@ -270,15 +327,15 @@ export class ShortcutPlan {
    * socket, 1: its upstream one) and queued its FIN: a close from now on
    * may end that stream cleanly (the kernel still sends what is queued). */
   written(i: 0 | 1): void {
-    lingerOff(this.relays[i]);
+    lingerOff(this.setup.relays[i]);
   }
 
-  /** Take both entries out (if still there) and let go of the maps. */
+  /** Take the entries out (if still there) and let go of the maps. */
   end(): void {
     if (this.ended) return;
     this.ended = true;
     try {
-      for (const e of this.entries) {
+      for (const e of this.setup.entries) {
         try {
           remove(this.o.shortcuts, e.key);
         } catch (err) {

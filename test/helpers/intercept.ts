@@ -26,6 +26,10 @@ export const HTTP_PORT = 8080;
 export const ECHO_PORT = 8081;
 /** Intercepted too (rules cover 8080-8089); free for a sockprobe server. */
 export const PROBE_PORT = 8085;
+/** The remote server's sink (reads after 1.5 s, answers length and SHA-256)
+ * and resetter (resets after 256 KiB); intercepted. */
+export const SINK_PORT = 8086;
+export const RESET_PORT = 8087;
 /** Not intercepted. */
 export const OTHER_PORT = 9090;
 export const SERVER4 = '10.200.0.2';
@@ -172,9 +176,25 @@ export async function interceptBench(
   });
 
   await run('bash', [script, 'up', prefix]);
-  bench.server = spawn(process.execPath, [path.join(FIXTURES, 'remote-server.mjs'), '--http', String(HTTP_PORT), '--echo', String(ECHO_PORT), '--echo', String(OTHER_PORT)], {
-    netns: remote,
-  });
+  bench.server = spawn(
+    process.execPath,
+    [
+      path.join(FIXTURES, 'remote-server.mjs'),
+      '--http',
+      String(HTTP_PORT),
+      '--echo',
+      String(ECHO_PORT),
+      '--echo',
+      String(OTHER_PORT),
+      '--sink',
+      String(SINK_PORT),
+      '--reset',
+      String(RESET_PORT),
+    ],
+    {
+      netns: remote,
+    },
+  );
   spawned.push(bench.server);
   if (!(await bench.server.waitForLine((l) => l.includes('"event":"listening"')))) throw new Error('remote server did not start');
   if (options.proxy !== false) await bench.startProxy(options.proxyArgs);

@@ -211,7 +211,7 @@ function openSplice(opts: ProxyCliOptions, g: GlobalOptions): SpliceAttachment |
  * (--shortcut never, --no-shortcut). */
 function shortcutMaps(mode: ShortcutMode | false, g: GlobalOptions): ShortcutMaps | null {
   if (mode === false || mode === 'never') return null;
-  return new ShortcutMaps(g.bpffs, (cgroupId) => shortcutRefusal(cgroupId, mode));
+  return new ShortcutMaps(g.bpffs, (cgroupId, kind) => shortcutRefusal(cgroupId, mode, kind));
 }
 
 /** The options a proxy process (single or worker) serves with. */

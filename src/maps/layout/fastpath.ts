@@ -38,6 +38,11 @@ export const MemberLayout = {
   },
 } as const;
 
+/** accel_member.flags (ACCEL_MEMBER_*). UPSTREAM: one of accel proxy's
+ * upstream sockets to another host, recorded for an egress shortcut and
+ * not in accel_sock_hash until the proxy puts it there. */
+export const MemberFlags = { proxy: 1, upstream: 2 } as const;
+
 /** struct accel_sock_state */
 export const SockStateLayout = {
   size: 32,
@@ -48,7 +53,7 @@ export const SockStateLayout = {
     flags: { offset: 12, size: 4 },
     to_proxy: { offset: 16, size: 8 },
     snd_base: { offset: 24, size: 4 },
-    pad: { offset: 28, size: 4 },
+    to_relay: { offset: 28, size: 4 },
   },
 } as const;
 

@@ -1,0 +1,148 @@
+// The egress shortcut of accel proxy (issue 23): an application of the
+// cgroup connects to a server on another host; interception hands the
+// connection to the proxy, in the cgroup too. After the proxy's decision the
+// application's bytes go by sk_msg straight out on the proxy's upstream
+// socket, in the application's own context; the server's answers come back
+// through the proxy and the fast path.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import type { TestContext } from 'node:test';
+import { attachmentPinDir } from '../../src/paths.js';
+import { run, spawn } from '../../src/proc/run.js';
+import { withMaps } from '../../src/fastpath/pins.js';
+import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
+import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
+import { FIXTURES, type InterceptBench, SERVER4, SINK_PORT, interceptBench } from '../helpers/intercept.js';
+
+const CASES = path.join(FIXTURES, 'egress-cases.mjs');
+
+interface CaseResult {
+  ok: boolean;
+  [k: string]: unknown;
+}
+
+async function cases(b: InterceptBench, args: string[], timeoutMs = 120_000): Promise<CaseResult> {
+  const r = await run(process.execPath, [CASES, ...args], { ...b.appWhere, allowFailure: true, timeoutMs, env: { TIMEOUT_MS: String(timeoutMs - 10_000) } });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  return line.startsWith('{') ? (JSON.parse(line) as CaseResult) : { ok: false, error: r.stderr || `exit ${r.exitCode}` };
+}
+
+const bench = (t: TestContext, proxyArgs: string[] = []) => interceptBench(t, { proxyArgs });
+const dir = (b: InterceptBench) => attachmentPinDir(BPFFS, b.cg.id);
+const shortcuts = (b: InterceptBench) => b.proxyEvents().map((e) => (e.mode === 'shortcut' ? `shortcut/${e.shortcut}` : (e.mode ?? e.action)));
+const show = (x: unknown) => JSON.stringify(x, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
+
+describe('shortcut for a remote upstream (egress)', { timeout: 600_000 }, () => {
+  for (const size of [1, 1500, MB, 64 * MB]) {
+    it(`carries ${size} B to an echo server and back, byte-exact`, async (t) => {
+      const b = await bench(t);
+      const r = await cases(b, ['echo', String(size)]);
+      assert.ok(r.ok, JSON.stringify(r));
+      assert.deepEqual(shortcuts(b), ['shortcut/egress']);
+      const f = b.fastCounters();
+      t.diagnostic(`${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy`);
+      // After the warm-up round trip, messages take the shortcut while the
+      // upstream socket has room for them (this writer does not block):
+      // the first three (1 B, 1500 B, 16 KB) at least.
+      assert.ok(f.shortcut_bytes >= BigInt(Math.min(size, 1 + 1500 + 16384)), show(f));
+      assert.ok(await waitFor(() => withMaps(dir(b), (m) => m.shortcutCount() === 0), 5000), 'the entry went with the connection');
+    });
+  }
+
+  it('a blocking writer waits in the kernel while the server does not read, and stays on the shortcut: every byte, in order', async (t) => {
+    const b = await bench(t);
+    const r = await run('python3', [path.join(FIXTURES, 'blocking-sink-client.py'), SERVER4, String(SINK_PORT), String(64 * MB)], {
+      ...b.appWhere,
+      allowFailure: true,
+      timeoutMs: 120_000,
+    });
+    const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{"ok":false}') as CaseResult;
+    assert.ok(out.ok, `${r.stdout}${r.stderr}`);
+    const f = b.fastCounters();
+    t.diagnostic(`${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy`);
+    // It starts writing as it connects, before the proxy's decision: those
+    // first bytes go through the proxy, and the rest by the shortcut.
+    assert.ok(f.shortcut_bytes >= BigInt(32 * MB) && f.shortcut_resumed >= 1n, show(f));
+  });
+
+  it('holds a non-blocking writer back while the server does not read, then delivers every byte', async (t) => {
+    const b = await bench(t);
+    const r = await cases(b, ['sink', String(128 * MB)]);
+    assert.ok(r.ok, JSON.stringify(r));
+    t.diagnostic(`taken while the server did not read: ${r.taken} B`);
+    assert.ok(typeof r.taken === 'number' && r.taken < 64 * MB, `the kernel took ${r.taken} B of 128 MB while nobody read`);
+    assert.deepEqual(shortcuts(b), ['shortcut/egress']);
+  });
+
+  it('a reset by the server reaches the writer', async (t) => {
+    const b = await bench(t);
+    const r = await cases(b, ['reset']);
+    assert.ok(r.ok, JSON.stringify(r));
+  });
+
+  it('when the proxy is killed after the shortcut, the application gets a reset (its data path was the proxy socket)', async (t) => {
+    const b = await bench(t);
+    const p = spawn(process.execPath, [CASES, 'hold'], { ...b.appWhere });
+    t.after(() => stopProcess(p));
+    assert.ok(await p.waitForLine((l) => l.includes('"ready":true')), 'a round trip first');
+    assert.deepEqual(shortcuts(b), ['shortcut/egress']);
+    await b.stopProxy('SIGKILL');
+    p.write('go\n');
+    const out = await p.done;
+    const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as { after: string; seen: string[] };
+    t.diagnostic(JSON.stringify(r));
+    assert.ok(
+      r.seen.some((e) => /^(error:ECONNRESET|error:EPIPE|end)$/.test(e)),
+      JSON.stringify(r),
+    );
+    assert.notEqual(r.after, 'echo', JSON.stringify(r));
+    assert.ok(await waitFor(() => withMaps(dir(b), (m) => m.shortcutCount() === 0), 5000), 'the entry went with the sockets');
+  });
+
+  it('1,000 connections in a row, 50 at a time, every map back to empty', async (t) => {
+    const b = await bench(t);
+    const r = await cases(b, ['many', '1000', '50'], 300_000);
+    assert.ok(r.ok, JSON.stringify(r));
+    const m = shortcuts(b);
+    assert.equal(m.length, 1000);
+    assert.ok(m.filter((x) => x === 'shortcut/egress').length >= 900, [...new Set(m)].join(', '));
+    const empty = () => withMaps(dir(b), (x) => x.shortcutCount() === 0 && x.memberCount() === 0 && x.socketCount() === 0);
+    assert.ok(await waitFor(empty, 10_000), `maps empty: ${withMaps(dir(b), (x) => `${x.shortcutCount()} shortcuts, ${x.memberCount()} members, ${x.socketCount()} sockets`)}`);
+  });
+
+  const record = (streamVerdict: boolean): SelfTestRecord => ({
+    version: 1,
+    tested: true,
+    at: new Date().toISOString(),
+    kernel: 'test',
+    withStreamVerdict: streamVerdict,
+    readers: [{ kind: 'fionread-behind-held-writer', safe: false, check: null, error: 'FIONREAD reported 0' }],
+  });
+  for (const c of [
+    { args: [], streamVerdict: false, want: 'shortcut/egress' },
+    { args: [], streamVerdict: true, want: 'relay-fastpath' },
+    { args: ['--shortcut', 'never'], streamVerdict: false, want: 'relay-fastpath' },
+  ]) {
+    it(`${c.args.join(' ') || '--shortcut auto'}, FIONREAD readers unsafe${c.streamVerdict ? ', the stream verdict' : ''}: ${c.want}`, async (t) => {
+      const b = await bench(t, c.args);
+      saveSelftestRecord(b.cg.id, record(c.streamVerdict));
+      const r = await cases(b, ['echo', String(MB)]);
+      assert.ok(r.ok, JSON.stringify(r));
+      assert.deepEqual(shortcuts(b), [c.want]);
+      if (c.want !== 'shortcut/egress') assert.equal(b.fastCounters().shortcut_bytes, 0n);
+    });
+  }
+
+  it('a connection whose rule does not allow splicing is relayed, never shortcut', async (t) => {
+    const file = path.join('/tmp', `accel-egress-policy-${process.pid}.json`);
+    (await import('node:fs')).writeFileSync(file, JSON.stringify({ default: 'deny', rules: [{ action: 'allow', ports: 8081, splice: false }] }));
+    t.after(async () => (await import('node:fs')).rmSync(file, { force: true }));
+    const b = await bench(t, ['--policy', file]);
+    const r = await cases(b, ['echo', String(MB)]);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(shortcuts(b).length, 1);
+    assert.ok(['relay', 'relay-fastpath'].includes(shortcuts(b)[0] ?? ''), shortcuts(b).join());
+    assert.equal(b.fastCounters().shortcut_bytes, 0n);
+  });
+});

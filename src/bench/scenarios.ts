@@ -15,6 +15,7 @@ export type ScenarioId =
   | 'inbound-proxy'
   | 'inbound-haproxy'
   | 'outbound-proxy'
+  | 'outbound-shortcut'
   | 'outbound-haproxy';
 
 /**
@@ -101,6 +102,16 @@ export const SCENARIOS: readonly Scenario[] = [
     fastPath: false,
     topology: 'outbound',
     description: 'local application intercepted (tc on the veth) to accel proxy, relayed to a server in another namespace',
+  },
+  {
+    id: 'outbound-shortcut',
+    label: 'outbound: accel proxy + egress shortcut',
+    proxy: 'relay',
+    fastPath: true,
+    shortcut: true,
+    topology: 'outbound',
+    description:
+      "as outbound-proxy, the proxy and the application on the fast path: after the decision the application's sends go by sk_msg straight out on the proxy's upstream socket (the egress shortcut)",
   },
   {
     id: 'outbound-haproxy',
@@ -191,6 +202,14 @@ export const TARGETS: readonly Target[] = [
   { text: 'inbound: accel proxy (user space) throughput >= 0.8x HAProxy', metric: 'gbps', scenario: 'inbound-proxy', versus: 'inbound-haproxy', factor: 0.8 },
   { text: 'outbound: accel proxy new connections/s >= 1.0x HAProxy', metric: 'connPerSec', scenario: 'outbound-proxy', versus: 'outbound-haproxy', factor: 1.0 },
   { text: 'outbound: accel proxy (user space) throughput >= 0.8x HAProxy', metric: 'gbps', scenario: 'outbound-proxy', versus: 'outbound-haproxy', factor: 0.8 },
+  { text: 'outbound: egress shortcut throughput >= 1.0x HAProxy', metric: 'gbps', scenario: 'outbound-shortcut', versus: 'outbound-haproxy', factor: 1.0 },
+  {
+    text: "outbound: egress shortcut, proxy's own CPU per GB <= 0.1x HAProxy's",
+    metric: 'proxyCpuPerGB',
+    scenario: 'outbound-shortcut',
+    versus: 'outbound-haproxy',
+    factor: 0.1,
+  },
 ];
 
 export function selectScenarios(ids: string[] | undefined): Scenario[] {

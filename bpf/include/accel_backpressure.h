@@ -47,6 +47,31 @@ static __always_inline struct tcp_sock *accel_tcp_sock(__u64 addr)
 	return bpf_rdonly_cast((void *)addr, bpf_core_type_id_kernel(struct tcp_sock));
 }
 
+/* The TCP socket recorded at `addr` (accel_members), or NULL when there is
+ * none or that memory no longer holds the socket with this cookie (it was
+ * freed, and maybe reused). */
+static __always_inline struct tcp_sock *accel_live_tcp_sock(__u64 addr, __u64 cookie)
+{
+	struct tcp_sock *tp;
+
+	if (!addr)
+		return NULL;
+	tp = accel_tcp_sock(addr);
+	if (tp->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)cookie)
+		return NULL;
+	return tp;
+}
+
+/* Is the host's TCP memory under pressure (the protocol's flag, read
+ * through this socket)? */
+static __always_inline int accel_mem_pressure(struct sock *sk)
+{
+	unsigned long *pressure = sk->__sk_common.skc_prot->memory_pressure;
+	unsigned long pv = 0;
+
+	return pressure && !bpf_probe_read_kernel(&pv, sizeof(pv), pressure) && pv != 0;
+}
+
 /* The peer's receive buffer is no bound by itself: while redirected bytes
  * queue up, the kernel raises sk_rcvbuf to what is queued (up to
  * net.ipv4.tcp_rmem's max; seen on 6.18). So the bound is queue_limit from
@@ -55,16 +80,15 @@ static __always_inline struct tcp_sock *accel_tcp_sock(__u64 addr)
  * well, and the TCP path adds only the writer's send buffer. */
 static __always_inline void accel_peer_view(struct accel_peer_view *v, __u64 addr, __u64 cookie, __u32 queue_limit)
 {
-	struct tcp_sock *tp = accel_tcp_sock(addr);
-	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct tcp_sock *tp = accel_live_tcp_sock(addr, cookie);
 	struct sk_psock *psock;
-	unsigned long *pressure;
-	unsigned long pv = 0;
+	struct sock *sk;
 	int rcvbuf;
 
 	__builtin_memset(v, 0, sizeof(*v));
-	if (!addr || sk->__sk_common.skc_cookie.counter != (__s64)cookie)
+	if (!tp)
 		return;
+	sk = &tp->inet_conn.icsk_inet.sk;
 	v->valid = 1;
 	v->queued = sk->sk_backlog.rmem_alloc.counter;
 	v->limit = queue_limit;
@@ -75,9 +99,7 @@ static __always_inline void accel_peer_view(struct accel_peer_view *v, __u64 add
 	psock = accel_psock_of(sk);
 	if (psock)
 		v->rx_pending += psock->ingress_skb.qlen;
-	pressure = sk->__sk_common.skc_prot->memory_pressure;
-	if (pressure && !bpf_probe_read_kernel(&pv, sizeof(pv), pressure))
-		v->pressure = pv != 0;
+	v->pressure = accel_mem_pressure(sk);
 }
 
 /* Has everything the writer queued to TCP been acknowledged? */

@@ -94,12 +94,11 @@
  * is gone (the cookie no longer matches). */
 static __always_inline int accel_rcv_closed(__u64 addr, __u64 cookie)
 {
-	struct tcp_sock *tp = accel_tcp_sock(addr);
-	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct tcp_sock *tp = accel_live_tcp_sock(addr, cookie);
 
-	if (!addr || sk->__sk_common.skc_cookie.counter != (__s64)cookie)
+	if (!tp)
 		return 1;
-	return (sk->sk_shutdown & ACCEL_RCV_SHUTDOWN) != 0;
+	return (tp->inet_conn.icsk_inet.sk.sk_shutdown & ACCEL_RCV_SHUTDOWN) != 0;
 }
 
 /* Has the proxy written into its relay socket every byte the sender sent
@@ -112,13 +111,11 @@ static __always_inline int accel_relay_drained(struct bpf_sock *self, const stru
 					       const struct accel_shortcut *sc, __u32 *sent_out)
 {
 	struct tcp_sock *me = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct tcp_sock));
-	struct tcp_sock *relay = accel_tcp_sock(sc->relay_sock.sk);
-	struct tcp_sock *dest = accel_tcp_sock(sc->dest_sock.sk);
+	struct tcp_sock *relay = accel_live_tcp_sock(sc->relay_sock.sk, sc->relay_sock.cookie);
+	struct tcp_sock *dest = accel_live_tcp_sock(sc->dest_sock.sk, sc->dest_sock.cookie);
 	__u32 sent, written;
 
-	if (!sc->relay_sock.sk || !sc->dest_sock.sk ||
-	    relay->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->relay_sock.cookie ||
-	    dest->inet_conn.icsk_inet.sk.__sk_common.skc_cookie.counter != (__s64)sc->dest_sock.cookie)
+	if (!relay || !dest)
 		return 0;
 	sent = (__u32)st->to_proxy + (me->write_seq - st->snd_base);
 	*sent_out = sent;
@@ -171,19 +168,19 @@ static __always_inline int accel_sender_waits(struct bpf_sock *self)
 /* An egress shortcut (dest is the proxy's upstream socket; see above): the
  * message is sent on the upstream socket (1), or goes on to the proxy (0). */
 static __always_inline int accel_egress_send(struct sk_msg_md *msg, struct bpf_sock *self, struct accel_sock_state *st,
-					     const struct accel_shortcut *sc, const struct accel_config *cfg)
+					     const struct accel_shortcut *sc)
 {
 	struct tcp_sock *me = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct tcp_sock));
-	struct tcp_sock *up = accel_tcp_sock(sc->relay_sock.sk);
-	struct sock *usk = &up->inet_conn.icsk_inet.sk;
-	struct accel_peer_view view;
+	struct tcp_sock *up = accel_live_tcp_sock(sc->relay_sock.sk, sc->relay_sock.cookie);
 	struct accel_sock_key key;
 	__u32 size = msg->size;
 	__u32 sent = 0, state;
+	struct sock *usk;
 
-	/* Its cookie, and the host's TCP memory. */
-	accel_peer_view(&view, sc->relay_sock.sk, sc->relay_sock.cookie, cfg->queue_limit);
-	if (!view.valid || view.pressure)
+	if (!up)
+		goto detour;
+	usk = &up->inet_conn.icsk_inet.sk;
+	if (accel_mem_pressure(usk))
 		goto detour;
 	state = usk->__sk_common.skc_state;
 	if ((state != ACCEL_TCP_ESTABLISHED && state != ACCEL_TCP_CLOSE_WAIT) || usk->sk_err ||
@@ -226,7 +223,7 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	if (!sc)
 		return 0;
 	if (sc->dest_sock.sk == sc->relay_sock.sk)
-		return accel_egress_send(msg, self, st, sc, cfg);
+		return accel_egress_send(msg, self, st, sc);
 	accel_peer_view(&dest, sc->dest_sock.sk, sc->dest_sock.cookie, cfg->queue_limit);
 	if (!dest.valid || dest.pressure || accel_rcv_closed(sc->dest_sock.sk, sc->dest_sock.cookie))
 		goto detour;

@@ -137,6 +137,9 @@ static __always_inline void accel_on_close(struct bpf_sock_ops *skops, __u32 old
 		return;
 	}
 	bpf_map_delete_elem(&accel_members, &key);
+	/* Only a marked socket can have an upstream record. */
+	if (sk && sk->mark)
+		bpf_map_delete_elem(&accel_upstreams, &key);
 	/* Only a socket whose peer is accel proxy's can have a shortcut, and
 	 * only it has this flag. */
 	if (st && (st->flags & ACCEL_ST_PROXY_FACING))
@@ -164,10 +167,9 @@ static __always_inline int accel_proxy_marked(const struct bpf_sock *sk)
 }
 
 /* One of accel proxy's upstream sockets, connected to another host: its
- * address, cookie and snd_base are recorded (ACCEL_MEMBER_UPSTREAM) for an
+ * address, cookie and snd_base are recorded in accel_upstreams for an
  * egress shortcut, which the proxy may give it (accel_shortcut.h); it does
- * not go in the map here. Its close takes the record back. A full member
- * set: no record, so no egress shortcut for it. */
+ * not go in the map here. Its close takes the record back. */
 static __always_inline void accel_record_upstream(struct bpf_sock_ops *skops, struct bpf_sock *sk,
 						  const struct accel_sock_key *key)
 {
@@ -175,9 +177,8 @@ static __always_inline void accel_record_upstream(struct bpf_sock_ops *skops, st
 
 	self.sk = (__u64)sk;
 	self.cookie = bpf_get_socket_cookie(skops);
-	self.flags = ACCEL_MEMBER_UPSTREAM;
 	self.snd_base = skops->snd_nxt;
-	if (!bpf_map_update_elem(&accel_members, key, &self, BPF_ANY))
+	if (!bpf_map_update_elem(&accel_upstreams, key, &self, BPF_ANY))
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 

@@ -88,11 +88,6 @@ struct accel_member {
  * the proxy mark): the socket that connects to it counts what it sends
  * (ACCEL_ST_PROXY_FACING), as a shortcut needs (accel_shortcut.h). */
 #define ACCEL_MEMBER_PROXY 1
-/* accel_member.flags: one of accel proxy's upstream sockets connected to
- * another host. sockops.c records it (address, cookie, snd_base) but never
- * puts it in accel_sock_hash; accel proxy does, for an egress shortcut
- * (accel_shortcut.h), and only then. */
-#define ACCEL_MEMBER_UPSTREAM 2
 
 /* Per-socket state kept in socket-local storage (one map per attachment). */
 struct accel_sock_state {

@@ -33,6 +33,22 @@ struct {
 	__type(value, struct accel_member);
 } accel_members SEC(".maps");
 
+/* accel proxy's upstream sockets connected to other hosts (sockops.c: any
+ * socket of the cgroup that carries a mark), with the same record as a
+ * member: never in accel_sock_hash by themselves; accel proxy puts one
+ * there for an egress shortcut (accel_shortcut.h). Apart from
+ * accel_members, so that they never crowd out the fast path's sockets: a
+ * full map only costs a connection its egress shortcut. Not preallocated
+ * (most attachments have no proxy). Each leaves at its socket's close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, ACCEL_SOCKHASH_MAX);
+	__type(key, struct accel_sock_key);
+	__type(value, struct accel_member);
+} accel_upstreams SEC(".maps");
+
 /* Shortcuts made by accel proxy between two local sockets it stands
  * between (struct accel_shortcut), keyed by the sending socket's own key.
  * The proxy deletes both of a connection's when it ends; sockops.c deletes

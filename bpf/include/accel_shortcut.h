@@ -165,6 +165,23 @@ static __always_inline int accel_sender_waits(struct bpf_sock *self)
 	return !(so->file->f_flags & ACCEL_O_NONBLOCK) && sk->sk_sndtimeo == ACCEL_MAX_SCHEDULE_TIMEOUT;
 }
 
+/* Will the upstream socket take all of `size` without waiting? Its send
+ * buffer (what is queued, in truesize, plus the message and the overhead
+ * of its skbs), and the not-yet-sent bytes under TCP_NOTSENT_LOWAT (the
+ * socket's, or the namespace's sysctl; no bound by default), as
+ * tcp_sendmsg_locked checks them before each new skb. */
+static __always_inline int accel_upstream_room(struct tcp_sock *up, __u32 size)
+{
+	struct sock *sk = &up->inet_conn.icsk_inet.sk;
+	__u32 lowat = up->notsent_lowat;
+
+	if ((__s64)sk->sk_wmem_queued + size + size / 16 + 4096 > (__s64)sk->sk_sndbuf)
+		return 0;
+	if (!lowat)
+		lowat = sk->__sk_common.skc_net.net->ipv4.sysctl_tcp_notsent_lowat;
+	return (__u64)(up->write_seq - up->snd_nxt) + size < lowat;
+}
+
 /* An egress shortcut (dest is the proxy's upstream socket; see above): the
  * message is sent on the upstream socket (1), or goes on to the proxy (0). */
 static __always_inline int accel_egress_send(struct sk_msg_md *msg, struct bpf_sock *self, struct accel_sock_state *st,
@@ -186,7 +203,7 @@ static __always_inline int accel_egress_send(struct sk_msg_md *msg, struct bpf_s
 	if ((state != ACCEL_TCP_ESTABLISHED && state != ACCEL_TCP_CLOSE_WAIT) || usk->sk_err ||
 	    (usk->sk_shutdown & ACCEL_SEND_SHUTDOWN))
 		goto detour;
-	if (!accel_sender_waits(self) && (__s64)usk->sk_wmem_queued + size + size / 16 + 4096 > (__s64)usk->sk_sndbuf)
+	if (!accel_sender_waits(self) && !accel_upstream_room(up, size))
 		goto detour;
 	if (!(st->flags & ACCEL_ST_SHORTCUT_ON)) {
 		sent = (__u32)st->to_proxy + (me->write_seq - st->snd_base);

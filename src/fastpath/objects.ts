@@ -98,7 +98,7 @@ export function loadFastPathObjects(bpfDir: string, options: Omit<FastPathLoadOp
   };
   try {
     const n = options.maxSockets;
-    const sized: LoadOptions = n ? { maxEntries: { [MapNames.sockHash]: n, [MapNames.members]: n } } : {};
+    const sized: LoadOptions = n ? { maxEntries: { [MapNames.sockHash]: n, [MapNames.members]: n, [MapNames.upstreams]: n } } : {};
     const { pinDir } = options;
     const owners = { [OWNERS_MAP]: options.ownersPin };
     const sockops = load(

@@ -15,6 +15,7 @@ export const MapNames = {
   members: 'accel_members',
   listeners: 'accel_listeners',
   shortcuts: 'accel_shortcuts',
+  upstreams: 'accel_upstreams',
 } as const;
 
 export interface FastPathFds {

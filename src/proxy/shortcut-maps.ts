@@ -10,7 +10,7 @@
  *   counts what the proxy relays (the shortcut waits for those counts).
  * - egress: the client and the proxy's accepted socket are on the fast
  *   path, and the proxy's upstream socket connects to another host
- *   (sockops.c recorded it, ACCEL_MEMBER_UPSTREAM). One entry: the client's
+ *   (sockops.c recorded it in accel_upstreams). One entry: the client's
  *   bytes are sent on the upstream socket, which the proxy puts in
  *   accel_sock_hash (made to send by TCP only first, as a relay). The
  *   server's answers come back through the proxy, which writes them into
@@ -29,7 +29,7 @@ import { lookup, remove, update } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
-import { MemberFlags, MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
+import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
 import { sockKeyOf } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
@@ -71,6 +71,8 @@ interface Opened {
   shortcuts: number;
   sockState: number;
   sockHash: number;
+  /** null: pinned by a build before the egress shortcut (none then). */
+  upstreams: number | null;
   users: number;
 }
 
@@ -112,13 +114,15 @@ export class ShortcutMaps {
       try {
         const member = (key: Buffer) => lookup(o.members, key, MemberLayout.size);
         // The proxy's upstream socket first: a connection of another
-        // attachment (or none) pays this one lookup per attachment.
+        // attachment (or none) pays these lookups per attachment. A member
+        // when the server is local, else (another host) an upstream record.
         const proxyServer = member(u.own);
+        const upstream = proxyServer ? null : o.upstreams !== null ? lookup(o.upstreams, u.own, MemberLayout.size) : null;
         const server = proxyServer && member(u.peer);
-        const app = proxyServer && member(c.peer);
+        const app = (proxyServer ?? upstream) && member(c.peer);
         const proxyApp = app && member(c.own);
-        if (proxyServer && app && proxyApp) {
-          if (server && this.allowed(id, 'local')) {
+        if (app && proxyApp) {
+          if (proxyServer && server && this.allowed(id, 'local')) {
             plan = new ShortcutPlan(this, o, {
               kind: 'local',
               entries: [
@@ -129,10 +133,10 @@ export class ShortcutMaps {
               tcpOnly: [fd, upstreamFd],
               intoMap: null,
             });
-          } else if (!server && memberFlags(proxyServer) & MemberFlags.upstream && this.allowed(id, 'egress')) {
+          } else if (upstream && this.allowed(id, 'egress')) {
             plan = new ShortcutPlan(this, o, {
               kind: 'egress',
-              entries: [{ key: c.peer, value: { dest: u.own, destSock: proxyServer, relaySock: proxyServer } }],
+              entries: [{ key: c.peer, value: { dest: u.own, destSock: upstream, relaySock: upstream } }],
               relays: [fd, upstreamFd],
               // The accepted socket keeps the fast path to the client: the
               // server's answers take it.
@@ -204,7 +208,7 @@ export class ShortcutMaps {
         for (const fd of fds) if (fd !== null) closeFd(fd);
         return null;
       }
-      o = { dir, ino, members, shortcuts, sockState, sockHash, users: 0 };
+      o = { dir, ino, members, shortcuts, sockState, sockHash, upstreams: openPinned(path.join(dir, MapNames.upstreams)), users: 0 };
       this.opened.set(dir, o);
     }
     o.users++;
@@ -225,6 +229,7 @@ export class ShortcutMaps {
     closeFd(o.shortcuts);
     closeFd(o.sockState);
     closeFd(o.sockHash);
+    if (o.upstreams !== null) closeFd(o.upstreams);
   }
 
   /** Close every map it keeps open, and make no more plans (the proxy
@@ -236,8 +241,6 @@ export class ShortcutMaps {
     for (const o of all) this.unused(o);
   }
 }
-
-const memberFlags = (member: Buffer) => member.readUInt32LE(MemberLayout.fields.flags.offset);
 
 const fdKey = (fd: number) => {
   const key = Buffer.alloc(4);

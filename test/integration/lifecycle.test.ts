@@ -48,6 +48,7 @@ describe('attach and detach', () => {
       'accel_shortcuts',
       'accel_sk_state',
       'accel_sock_hash',
+      'accel_upstreams',
       // The interception's slots, empty: none of its maps.
       'accel_tproxy_closed_slot',
       'accel_tproxy_counters_slot',

@@ -66,26 +66,36 @@ describe('shortcut for a remote upstream (egress)', { timeout: 600_000 }, () => 
     assert.ok(f.shortcut_bytes >= BigInt(32 * MB) && f.shortcut_resumed >= 1n, show(f));
   });
 
-  it('holds a non-blocking writer back while the server does not read, without a busy loop, then delivers every byte', async (t) => {
-    const b = await bench(t);
-    const r = await cases(b, ['sink', String(128 * MB)]);
-    assert.ok(r.ok, JSON.stringify(r));
-    t.diagnostic(`taken while the server did not read: ${r.taken} B; the writer's CPU: ${r.cpuMs} ms`);
-    assert.ok(typeof r.taken === 'number' && r.taken < 64 * MB, `the kernel took ${r.taken} B of 128 MB while nobody read`);
-    // It took the shortcut, then the upstream socket's buffer filled: sent
-    // there anyway, the kernel would take a part and return EAGAIN while
-    // the writer's own socket stays writable, and it would write again at
-    // once for as long as the server does not read (1.2 s here, all of it
-    // CPU; seen at 1,566 ms with the room check removed, 266 ms with it).
-    assert.ok(b.fastCounters().shortcut_bytes > 0n);
-    assert.ok(typeof r.cpuMs === 'number' && r.cpuMs < 1000, `the writer spent ${r.cpuMs} ms of CPU`);
-    assert.deepEqual(shortcuts(b), ['shortcut/egress']);
-  });
+  for (const lowat of [null, 65536]) {
+    it(`holds a non-blocking writer back while the server does not read, without a busy loop${lowat ? `, with tcp_notsent_lowat ${lowat}` : ''}, then delivers every byte`, async (t) => {
+      const b = await bench(t);
+      // The namespace's own sysctls (the bench made it): the proxy's
+      // upstream socket then waits once that much is queued unsent, well
+      // before its send buffer (4 MB from the start) is full.
+      if (lowat) await run('ip', ['netns', 'exec', b.app, 'sysctl', '-qw', `net.ipv4.tcp_notsent_lowat=${lowat}`, 'net.ipv4.tcp_wmem=4096 4194304 4194304']);
+      const r = await cases(b, ['sink', String(128 * MB)]);
+      assert.ok(r.ok, JSON.stringify(r));
+      t.diagnostic(`taken while the server did not read: ${r.taken} B; the writer's CPU: ${r.cpuMs} ms`);
+      assert.ok(typeof r.taken === 'number' && r.taken < 64 * MB, `the kernel took ${r.taken} B of 128 MB while nobody read`);
+      // It took the shortcut, then the upstream socket could take no more:
+      // sent there anyway, the kernel would take a part and return EAGAIN
+      // while the writer's own socket stays writable, and it would write
+      // again at once for as long as the server does not read (1.2 s here,
+      // all of it CPU; seen at 1,566 ms with the room check removed, 266 ms
+      // with it).
+      assert.ok(b.fastCounters().shortcut_bytes > 0n);
+      assert.ok(typeof r.cpuMs === 'number' && r.cpuMs < 1000, `the writer spent ${r.cpuMs} ms of CPU`);
+      assert.deepEqual(shortcuts(b), ['shortcut/egress']);
+    });
+  }
 
   it('a reset by the server reaches the writer', async (t) => {
     const b = await bench(t);
     const r = await cases(b, ['reset']);
     assert.ok(r.ok, JSON.stringify(r));
+    // It went by the shortcut: the reset met the upstream socket there.
+    assert.deepEqual(shortcuts(b), ['shortcut/egress']);
+    assert.ok(b.fastCounters().shortcut_bytes > 0n, show(b.fastCounters()));
   });
 
   it('when the proxy is killed after the shortcut, the application gets a reset (its data path was the proxy socket)', async (t) => {
@@ -99,10 +109,10 @@ describe('shortcut for a remote upstream (egress)', { timeout: 600_000 }, () => 
     const out = await p.done;
     const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as { after: string; seen: string[] };
     t.diagnostic(JSON.stringify(r));
-    assert.ok(
-      r.seen.some((e) => /^(error:ECONNRESET|error:EPIPE|end)$/.test(e)),
-      JSON.stringify(r),
-    );
+    // A reset, not an end: the proxy's sockets close with SO_LINGER 0
+    // (a proxy that dies holding relayed bytes must not end the stream
+    // cleanly short of them).
+    assert.ok(r.seen.includes('error:ECONNRESET'), JSON.stringify(r));
     assert.notEqual(r.after, 'echo', JSON.stringify(r));
     assert.ok(await waitFor(() => withMaps(dir(b), (m) => m.shortcutCount() === 0), 5000), 'the entry went with the sockets');
   });

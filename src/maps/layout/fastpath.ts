@@ -38,11 +38,6 @@ export const MemberLayout = {
   },
 } as const;
 
-/** accel_member.flags (ACCEL_MEMBER_*). UPSTREAM: one of accel proxy's
- * upstream sockets to another host, recorded for an egress shortcut and
- * not in accel_sock_hash until the proxy puts it there. */
-export const MemberFlags = { proxy: 1, upstream: 2 } as const;
-
 /** struct accel_sock_state */
 export const SockStateLayout = {
   size: 32,

@@ -140,14 +140,21 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
 
   it('a writer that outruns a slow reader in bursts leaves the shortcut and comes back, every byte in order', async (t) => {
     const b = await localBench(t);
-    const r = await cases(b, ['bursts', '16', String(6 * MB)]);
+    // 32 bursts of 3 MB; while the reader catches up the writer sends 4 KB
+    // a millisecond, so the hand-off is tried at every stage of the drain,
+    // also while the proxy's last relayed bytes are still on their way to
+    // the reader (the burst alone tried it only once the reader had
+    // caught up, or while MBs were still pending: a return that did not
+    // wait for the reader to read the relayed bytes passed it).
+    const r = await cases(b, ['bursts', '32', String(3 * MB), '4096']);
     assert.ok(r.ok, JSON.stringify(r));
     const f = b.fastCounters();
     const share = `${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy, ${f.shortcut_resumed} returns to the shortcut`;
     t.diagnostic(share);
     // Both ways taken, again and again: the test passes the hand-off back
-    // and forth, not once.
-    assert.ok(f.shortcut_bytes_detoured > 0n && f.shortcut_resumed >= 3n, share);
+    // and forth, not once (16 or 17 returns, one per gap the reader
+    // catches up in, on the machine it was written on).
+    assert.ok(f.shortcut_bytes_detoured > 0n && f.shortcut_resumed >= 8n, share);
   });
 
   it('holds a writer back while its reader does not read, then delivers every byte', async (t) => {

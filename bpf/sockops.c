@@ -22,6 +22,9 @@
  *    handed the SYN to a proxy listener of the cgroup, the proxy's accepted
  *    socket (whose local address is the original destination) if the
  *    application's socket went in.
+ *  - A socket of the cgroup that carries a mark and connects to another host
+ *    (accel proxy's upstream socket) is recorded in accel_upstreams, never
+ *    inserted: the proxy inserts it for an egress shortcut (accel_shortcut.h).
  *  - Entries of closed sockets leave accel_members/accel_listeners on the
  *    state change to TCP_CLOSE (the SOCKHASH drops them by itself).
  *  - Nested attachments (accel_owners.h): a socket of a cgroup below a

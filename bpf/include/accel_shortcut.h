@@ -154,7 +154,9 @@ static __always_inline int accel_shortcut_detoured(struct accel_sock_state *st, 
 
 /* Does the sender wait in the kernel for room (a blocking socket without a
  * send timeout)? MSG_DONTWAIT on a single call is not seen: such a call
- * gets EAGAIN for what did not fit, as from its own socket. */
+ * gets the part that fit, or EAGAIN, while its own socket stays writable
+ * (io_uring sends so on a blocking socket, and after 128 immediate poll
+ * retries sends from a worker that waits; docs/kernel-notes.md). */
 static __always_inline int accel_sender_waits(struct bpf_sock *self)
 {
 	struct sock *sk = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct sock));

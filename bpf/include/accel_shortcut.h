@@ -47,7 +47,8 @@
  * holds queue_limit unread); the proxy relays it into `relay`, where TCP
  * (the destination's window, the relay's send buffer) holds the proxy
  * back, which stops reading, so the writer is held back too. It returns to the shortcut only under
- * the drain condition above, with half the limit free.
+ * the drain condition above, with half the limit free (a message larger
+ * than that: an empty queue; accel_dest_full).
  *
  * Cost. Only a socket whose TCP peer is the proxy's (ACCEL_ST_PROXY_FACING,
  * set by sockops.c at establishment) counts its bytes and looks up a
@@ -121,6 +122,22 @@ static __always_inline int accel_relay_drained(struct bpf_sock *self, const stru
 	*sent_out = sent;
 	written = relay->write_seq;
 	return written - sc->relay_sock.snd_base == sent && dest->copied_seq == written;
+}
+
+/* Would `size` more bytes put the destination's queue over `limit`? A
+ * message larger than the limit fits only an empty queue. The kernel hands
+ * a large write to skmsg.c in messages of up to MAX_SKB_FRAGS page frags
+ * (17 x 32 KiB, 544 KiB, seen on 6.18): under a --queue-limit (or a
+ * reader's SO_RCVBUF) below twice that, such a message never fitted half
+ * the limit, and a streaming writer that once left the shortcut never came
+ * back (0 returns in 8 drains at 256 KiB). So the queue holds at most the
+ * limit, or one message. Order does not depend on it: that is the drain
+ * condition's. */
+static __always_inline int accel_dest_full(__u32 queued, __u32 size, __u32 limit)
+{
+	if (size > limit)
+		return queued != 0;
+	return queued + size > limit;
 }
 
 /* The message went by the shortcut; `sent` is non-zero when it takes it
@@ -247,9 +264,9 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	if (!dest.valid || dest.pressure || accel_rcv_closed(sc->dest_sock.sk, sc->dest_sock.cookie))
 		goto detour;
 	if (st->flags & ACCEL_ST_SHORTCUT_ON) {
-		if (dest.queued + size > dest.limit)
+		if (accel_dest_full(dest.queued, size, dest.limit))
 			goto detour;
-	} else if (dest.rx_pending || dest.queued + size > dest.limit / 2 ||
+	} else if (dest.rx_pending || accel_dest_full(dest.queued, size, dest.limit / 2) ||
 		   !accel_relay_drained(self, st, sc, &sent)) {
 		goto detour;
 	}

@@ -177,8 +177,12 @@ export class ShortcutMaps {
   }
 
   /** May this attachment's connections have shortcuts of this kind? Said
-   * once per attachment and kind while the answer stays. */
+   * once per attachment and kind while the answer stays. Asked only of
+   * the attachment whose maps hold the connection's sockets: it is looked
+   * in first for the next connection (each attachment looked in before it
+   * costs map lookups per connection, and a node may have many). */
   private allowed(id: bigint, kind: ShortcutKind): boolean {
+    this.lookFirst(id);
     const now = Date.now();
     const at = `${id}/${kind}`;
     const known = this.refusals.get(at);
@@ -187,6 +191,16 @@ export class ShortcutMaps {
     if (why !== null && known?.why !== why) log.warn(`no shortcut for the connections of cgroup ${id} (${kind}): ${why}`);
     this.refusals.set(at, { id, why, until: now + RECORD_TTL_MS });
     return why === null;
+  }
+
+  /** Put `id` first in the attachment list (in place, until the list is
+   * read again; plan() may be going through it: the entries after `id`
+   * keep their places). */
+  private lookFirst(id: bigint): void {
+    const list = this.ids?.list;
+    if (!list || list[0] === id) return;
+    const i = list.indexOf(id);
+    if (i > 0) list.unshift(...list.splice(i, 1));
   }
 
   /** The attachments, read again at most once a second (a new one gets

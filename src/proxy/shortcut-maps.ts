@@ -30,7 +30,7 @@ import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
 import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
-import { sockKeyOf } from '../maps/layout/shared.js';
+import { reversedSockKey, sockKeyOf } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
 import { lingerOff, netnsCookie, resetOnClose } from '../sys/socket.js';
@@ -47,12 +47,22 @@ export type ShortcutKind = 'local' | 'egress';
 /** How long what an attachment's self-test record says is taken as known. */
 const RECORD_TTL_MS = 2000;
 
+/** The inode of an attachment's members pin, or null: none there. */
+function pinnedIno(dir: string): number | null {
+  try {
+    return fs.statSync(path.join(dir, MapNames.members)).ino;
+  } catch {
+    return null;
+  }
+}
+
 /** A socket's own key and its peer's (the reversed key). */
 function keysOf(sock: net.Socket, netns: bigint): { own: Buffer; peer: Buffer } | null {
   const { localAddress, localPort, remoteAddress, remotePort } = sock;
   if (!localAddress || !remoteAddress || !localPort || !remotePort) return null;
-  const ends = { localAddress, localPort, remoteAddress, remotePort };
-  return { own: sockKeyOf(netns, ends), peer: sockKeyOf(netns, ends, true) };
+  const own = sockKeyOf(netns, { localAddress, localPort, remoteAddress, remotePort });
+  // Swapped, not built again: the addresses are parsed once per socket.
+  return { own, peer: reversedSockKey(own) };
 }
 
 /** One direction of a shortcut: the sender's key and what it is given. */
@@ -83,6 +93,8 @@ export class ShortcutMaps {
   private readonly refusals = new Map<string, { id: bigint; why: string | null; until: number }>();
   private ids: { list: bigint[]; until: number } | null = null;
   private closed = false;
+  /** See netnsOf. */
+  private netns: bigint | null = null;
 
   constructor(
     private readonly bpffs: string,
@@ -99,11 +111,11 @@ export class ShortcutMaps {
    * or that attachment gets no shortcut of that kind.
    */
   plan(client: net.Socket, upstream: net.Socket): ShortcutPlan | null {
-    if (this.closed || !fs.existsSync(this.bpffs)) return null;
+    if (this.closed) return null;
     const fd = nodeSocketFd(client);
     const upstreamFd = nodeSocketFd(upstream);
     if (fd === null || upstreamFd === null) return null;
-    const netns = netnsCookie(fd);
+    const netns = this.netnsOf(upstreamFd);
     const c = keysOf(client, netns);
     const u = keysOf(upstream, netns);
     if (!c || !u) return null;
@@ -153,9 +165,24 @@ export class ShortcutMaps {
     return null;
   }
 
+  /** The network namespace of the proxy's sockets, read once (a getsockopt
+   * per connection showed in the connection rate): a socket is made in its
+   * maker's namespace, the proxy makes its upstream sockets and its
+   * listeners (or its parent does, --workers, in the same namespace), and
+   * never moves to another. The keys of both sockets of a connection are
+   * in this one namespace. */
+  private netnsOf(fd: number): bigint {
+    this.netns ??= netnsCookie(fd);
+    return this.netns;
+  }
+
   /** May this attachment's connections have shortcuts of this kind? Said
-   * once per attachment and kind while the answer stays. */
+   * once per attachment and kind while the answer stays. Asked only of
+   * the attachment whose maps hold the connection's sockets: it is looked
+   * in first for the next connection (each attachment looked in before it
+   * costs map lookups per connection, and a node may have many). */
   private allowed(id: bigint, kind: ShortcutKind): boolean {
+    this.lookFirst(id);
     const now = Date.now();
     const at = `${id}/${kind}`;
     const known = this.refusals.get(at);
@@ -166,17 +193,29 @@ export class ShortcutMaps {
     return why === null;
   }
 
+  /** Put `id` first in the attachment list (in place, until the list is
+   * read again; plan() may be going through it: the entries after `id`
+   * keep their places). */
+  private lookFirst(id: bigint): void {
+    const list = this.ids?.list;
+    if (!list || list[0] === id) return;
+    const i = list.indexOf(id);
+    if (i > 0) list.unshift(...list.splice(i, 1));
+  }
+
   /** The attachments, read again at most once a second (a new one gets
-   * shortcuts that much later). */
+   * shortcuts that much later, and the maps of one attached again are
+   * taken up that much later: see open()). */
   private attachmentIds(): bigint[] {
     const now = Date.now();
     if (!this.ids || this.ids.until <= now) {
       const list = listAttachmentIds(this.bpffs);
       this.ids = { list, until: now + 1000 };
-      // Detached ones: their maps are let go.
+      // Detached ones, and ones attached again (another members pin): their
+      // maps are let go.
       const dirs = new Set(list.map((id) => attachmentPinDir(this.bpffs, id)));
       for (const [dir, o] of this.opened) {
-        if (dirs.has(dir)) continue;
+        if (dirs.has(dir) && pinnedIno(dir) === o.ino) continue;
         this.opened.delete(dir);
         this.unused(o);
       }
@@ -185,23 +224,25 @@ export class ShortcutMaps {
     return this.ids.list;
   }
 
+  /**
+   * The maps of the attachment in `dir`, opened at its first connection and
+   * kept. Whether they are still the pinned ones is checked with the
+   * attachment list, once a second, not per connection (a stat per
+   * connection and attachment showed in the connection rate): for up to a
+   * second after an attachment is detached or attached again, a plan may
+   * look in its old maps. Harmless: sockets that connect after the detach
+   * are not in them (no plan); and should stale entries match, the
+   * client's socket (and a local server's) is not in the old SOCKHASH,
+   * whose programs alone read those maps: the connection is relayed by the
+   * proxy, every byte. (Checking per connection only narrowed that window,
+   * never closed it.)
+   */
   private open(dir: string): Opened | null {
-    let ino: number | null = null;
-    try {
-      ino = fs.statSync(path.join(dir, MapNames.members)).ino;
-    } catch {
-      // Gone (detached): so are its maps, for this process too.
-    }
     let o = this.opened.get(dir);
-    if (o && o.ino !== ino) {
-      // Another attachment's maps now, or none: the old fds are closed once
-      // no plan uses them (release).
-      this.opened.delete(dir);
-      this.unused(o);
-      o = undefined;
-    }
-    if (ino === null) return null;
     if (!o) {
+      const ino = pinnedIno(dir);
+      // Gone (detached): so are its maps, for this process too.
+      if (ino === null) return null;
       const fds = [MapNames.members, MapNames.shortcuts, MapNames.sockState, MapNames.sockHash].map((name) => openPinned(path.join(dir, name)));
       const [members, shortcuts, sockState, sockHash] = fds;
       if (members == null || shortcuts == null || sockState == null || sockHash == null) {
@@ -216,8 +257,9 @@ export class ShortcutMaps {
   }
 
   /** @internal A plan is done with `o`. The current maps of a directory
-   * stay open for the next connection (open() checks they are still the
-   * pinned ones); replaced ones are closed once no plan uses them. */
+   * stay open for the next connection (attachmentIds() checks they are
+   * still the pinned ones); replaced ones are closed once no plan uses
+   * them. */
   release(o: Opened): void {
     o.users--;
     this.unused(o);

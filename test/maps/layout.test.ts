@@ -6,7 +6,17 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { FASTPATH_BTF } from '../../src/maps/layout/fastpath.js';
-import { type BtfMirrors, type EnumMirror, SHARED_BTF, SockKeyLayout, type StructLayout, decodeSockKey, encodeSockKey, sockKeyOf } from '../../src/maps/layout/shared.js';
+import {
+  type BtfMirrors,
+  type EnumMirror,
+  SHARED_BTF,
+  SockKeyLayout,
+  type StructLayout,
+  decodeSockKey,
+  encodeSockKey,
+  reversedSockKey,
+  sockKeyOf,
+} from '../../src/maps/layout/shared.js';
 import { SPLICE_BTF } from '../../src/maps/layout/splice.js';
 import { InterceptRuleLayout, TPROXY_BTF, encodeInterceptRule } from '../../src/maps/layout/tproxy.js';
 import { run } from '../../src/proc/run.js';
@@ -110,6 +120,19 @@ describe('the key of a socket as node reports it', () => {
     });
     const v6 = { localAddress: '::1', localPort: 1, remoteAddress: 'fd00::2', remotePort: 2 };
     assert.deepEqual(decodeSockKey(sockKeyOf(1n, v6, true)), { netns: 1n, family: 'ipv6', localAddress: 'fd00::2', localPort: 2, remoteAddress: '::1', remotePort: 1 });
+  });
+  it("turns a socket's own key into its peer's, byte for byte as sockKeyOf builds it", () => {
+    const v6 = { localAddress: '::1', localPort: 1, remoteAddress: 'fd00::2', remotePort: 2 };
+    for (const [netns, e] of [
+      [7n, ends],
+      [1n, v6],
+    ] as const) {
+      const own = sockKeyOf(netns, e);
+      const copy = Buffer.from(own);
+      assert.deepEqual(reversedSockKey(own), sockKeyOf(netns, e, true));
+      assert.deepEqual(reversedSockKey(reversedSockKey(own)), own);
+      assert.deepEqual(own, copy, 'the own key is left as it was');
+    }
   });
 });
 

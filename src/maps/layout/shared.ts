@@ -136,6 +136,18 @@ export function sockKeyOf(netns: bigint, s: SocketEnds, peer = false): Buffer {
   return encodeSockKey({ netns, family: local.includes(':') ? 'ipv6' : 'ipv4', localAddress: a.address, localPort: a.port, remoteAddress: b.address, remotePort: b.port });
 }
 
+/** The peer's key from a socket's own (the two ends swapped), without
+ * parsing addresses again: a copy with ports and addresses exchanged. */
+export function reversedSockKey(own: Buffer): Buffer {
+  const f = SockKeyLayout.fields;
+  const b = Buffer.from(own);
+  b.writeUInt32LE(own.readUInt32LE(f.remote_port.offset), f.local_port.offset);
+  b.writeUInt32LE(own.readUInt32LE(f.local_port.offset), f.remote_port.offset);
+  own.copy(b, f.local_ip.offset, f.remote_ip.offset, f.remote_ip.offset + 16);
+  own.copy(b, f.remote_ip.offset, f.local_ip.offset, f.local_ip.offset + 16);
+  return b;
+}
+
 export function encodeSockKey(k: SockKey): Buffer {
   const f = SockKeyLayout.fields;
   const b = Buffer.alloc(SockKeyLayout.size);

@@ -132,7 +132,10 @@ describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
   });
 
   it('puts the application <-> proxy hop on the fast path when the proxy runs in the cgroup', async (t) => {
-    const b = await interceptBench(t);
+    // Without the shortcut: with it, the application's bytes would go
+    // straight out on the proxy's upstream socket (shortcut-egress.test.ts),
+    // not over this hop.
+    const b = await interceptBench(t, { proxyArgs: ['--no-shortcut'] });
     const c = await nodeClient(b, SERVER4, ECHO_PORT, 8 * MB);
     assert.ok(c.ok, c.error);
     const f = b.fastCounters();

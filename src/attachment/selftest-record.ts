@@ -113,7 +113,8 @@ export function readerSafetyStatus(cgroupId: bigint): ReaderSafetyStatus {
  *   auto; always accepts it. An egress shortcut changes nothing of what
  *   the client receives (the fast path from the proxy, as without it), and
  *   the one socket it adds to the map is the proxy's, read with epoll,
- *   which every tested record found safe.
+ *   which sees the bytes that arrive there by TCP (only FIONREAD reads 0,
+ *   and the proxy does not use it; docs/architecture.md).
  * - No record (attached by an accel without one): nothing known; not in
  *   auto. A self-test skipped on purpose (--skip-selftest) is the user's
  *   choice for the whole fast path, and is followed.

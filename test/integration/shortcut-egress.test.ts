@@ -42,7 +42,8 @@ async function gated(b: InterceptBench, file: string, args: string[]): Promise<C
     p.write('go\n');
     const out = await p.done;
     const line = out.stdout.trim().split('\n').pop() ?? '';
-    return line.startsWith('{') ? (JSON.parse(line) as CaseResult) : { ok: false, error: out.stderr || `exit ${out.exitCode}` };
+    const r = line.startsWith('{') ? (JSON.parse(line) as Partial<CaseResult>) : {};
+    return typeof r.ok === 'boolean' ? (r as CaseResult) : { ok: false, error: `exit ${out.exitCode}: ${out.stderr.slice(-2000)}`, line };
   } finally {
     await stopProcess(p);
   }

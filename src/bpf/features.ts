@@ -146,8 +146,17 @@ const REQUIREMENTS: Record<Component, Requirement[]> = {
     btfFunc('cgroup iterator (iter/cgroup)', '6.1', 'bpf_iter_cgroup'),
     { name: 'tcx links', sinceKernel: '6.6', degraded: 'tc filters on a clsact qdisc', probe: tcxSupported },
   ],
-  // sksplice.c (+ accel_repeat.h).
-  splice: [KERNEL_BTF, SK_SKB_PROGRAMS, SOCKHASH_MAPS, helper('sk_redirect_hash', ProgType.SK_SKB, '4.18'), RDONLY_CAST, ...REPEAT_CUT],
+  // sksplice.c (+ accel_repeat.h), and iter_splice_hold.c, whose program
+  // the kernel runs with each socket locked since 5.15.
+  splice: [
+    KERNEL_BTF,
+    SK_SKB_PROGRAMS,
+    SOCKHASH_MAPS,
+    helper('sk_redirect_hash', ProgType.SK_SKB, '4.18'),
+    RDONLY_CAST,
+    ...REPEAT_CUT,
+    btfFunc('TCP iterator with the socket locked (iter/tcp)', '5.15', 'bpf_iter_tcp'),
+  ],
   // iter_listeners.c: on top of the fast path's maps.
   listeners: [
     btfFunc('TCP iterator (iter/tcp)', '5.9', 'bpf_iter_tcp'),

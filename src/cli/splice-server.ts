@@ -62,7 +62,7 @@ export async function runSpliceServer(kind: string, opts: SpliceServerCliOptions
     const server = makeServer({
       port: opts.port,
       host: opts.host,
-      splicer: new KernelSplicer(attachment.maps),
+      splicer: new KernelSplicer(attachment),
       maxConnections: opts.maxConnections,
       maxConnectionsPerSource: opts.maxConnectionsPerSource,
       idleTimeoutMs: opts.idleTimeoutMs,

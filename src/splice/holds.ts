@@ -9,7 +9,9 @@
  * buffer is nearly full (tcp_epollin_ready). So when the verdict finds the
  * destination's send buffer full with bytes waiting behind it, it puts the
  * source in accel_splice_held, and this poller takes the source out of the
- * verdict's map. The source is then a plain TCP socket nobody reads: its
+ * verdict's map: with the socket locked, between two verdict runs
+ * (bpf/iter_splice_hold.c; a socket taken out during a run loses the skbs
+ * that run takes next). The source is then a plain TCP socket nobody reads: its
  * receive buffer fills and its window closes, as for any reader that stops.
  * Once the destination has sent what was redirected to it and three
  * quarters of its send buffer are free, the source goes back into the map
@@ -25,7 +27,8 @@
  * most `budget` held sockets looked at for release, taken round-robin (a
  * socket looked at goes to the back of the line), so that with thousands
  * held a tick still stays short and no held socket waits more than
- * ceil(held / budget) ticks for its look.
+ * ceil(held / budget) ticks for its look. The new holds of a tick share one
+ * walk over the namespace's TCP sockets.
  */
 import { sendBacklog } from '../sys/socket.js';
 import { log } from '../log.js';
@@ -55,11 +58,19 @@ export function takeRoundRobin<T>(queue: Set<T>, n: number): T[] {
   return taken;
 }
 
+/** Takes sockets out of the verdict's map, each between two verdict runs
+ * (SpliceAttachment.takeOut); returns the cookies taken out. */
+export type TakeOut = (cookies: readonly bigint[]) => Set<bigint>;
+
 /** One spliced source socket, as the poller drives it. */
 export interface HoldableSide {
   cookie: bigint;
-  /** Take the socket out of the verdict's map; false if it cannot be. */
-  hold(): boolean;
+  /** Get it ready to leave the verdict's map: node stops reading it. false
+   * if it cannot be held. */
+  prepareHold(): boolean;
+  /** After the batch: out of the verdict's map (`taken`), or still in it,
+   * and then read by node again. */
+  settleHold(taken: boolean): void;
   /** Put it back; the verdict then takes what queued meanwhile. */
   release(): void;
   /** Bytes redirected to the destination that are not yet in its send
@@ -73,8 +84,11 @@ export class SpliceHolds {
   private timer: NodeJS.Timeout | null = null;
   private period = POLL_MS;
 
+  private takeOutFailed = false;
+
   constructor(
     private readonly maps: SpliceMaps,
+    private readonly takeOut: TakeOut,
     /** Work per tick, see above. */
     private readonly budget = HOLD_BUDGET_DEFAULT,
   ) {}
@@ -123,19 +137,43 @@ export class SpliceHolds {
   tick(): boolean {
     const reported = this.maps.heldCookies();
     let work = 0;
+    const ready: HoldableSide[] = [];
     for (const cookie of reported) {
       if (work >= this.budget) break; // the rest stay reported: next tick
       const side = this.sides.get(cookie);
       if (side && this.holding.has(side)) continue;
       work++;
-      if (!side) this.maps.unhold(cookie);
-      else if (side.hold()) this.holding.add(side);
+      if (side?.prepareHold()) ready.push(side);
       else this.maps.unhold(cookie);
+    }
+    if (ready.length) {
+      const taken = this.takeOutSafely(ready.map((s) => s.cookie));
+      for (const side of ready) {
+        const out = taken.has(side.cookie);
+        side.settleHold(out);
+        if (out) this.holding.add(side);
+        else this.maps.unhold(side.cookie); // reported again if still congested
+      }
     }
     for (const side of takeRoundRobin(this.holding, this.budget)) {
       if (this.drained(side)) this.releaseNow(side);
     }
     return reported.length > 0 || this.holding.size > 0;
+  }
+
+  /** One walk for the batch; a failure holds nothing back this tick, and
+   * is said once: until it works again nothing bounds what the kernel
+   * queues for a destination that does not keep up. */
+  private takeOutSafely(cookies: bigint[]): Set<bigint> {
+    try {
+      const taken = this.takeOut(cookies);
+      this.takeOutFailed = false;
+      return taken;
+    } catch (err) {
+      if (!this.takeOutFailed) log.warn(`cannot hold spliced sockets back (their destination does not keep up): ${(err as Error).message}`);
+      this.takeOutFailed = true;
+      return new Set();
+    }
   }
 
   private drained(side: HoldableSide): boolean {

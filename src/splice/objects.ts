@@ -8,11 +8,12 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { attachToMap } from '../bpf/attach.js';
+import { attachToMap, readIterator } from '../bpf/attach.js';
 import { ensureBpffs, makePinDir, removePinDir } from '../bpf/bpffs.js';
 import { type Prober, requireKernelFeatures } from '../bpf/features.js';
 import { pin, withPinnedMaps } from '../bpf/fd.js';
 import { AccelError, ErrorCodes, isAccelError } from '../errors.js';
+import { remove, update, u32, u64 } from '../bpf/map.js';
 import { BpfObject } from '../bpf/object.js';
 import { AttachType } from '../bpf/uapi.js';
 import { log } from '../log.js';
@@ -23,6 +24,10 @@ import { processAlive } from '../proc/alive.js';
 
 export const SPLICE_OBJECT = 'sksplice.bpf.o';
 const PROGRAM = 'accel_splice_verdict';
+/** iter/tcp: takes sockets out of the verdict's map with each one locked. */
+export const HOLD_OBJECT = 'iter_splice_hold.bpf.o';
+const HOLD_PROGRAM = 'accel_iter_splice_hold';
+const UNPLUG_MAP = 'accel_splice_unplug';
 const DIR_RE = /^splice-([a-z0-9-]+)-(\d+)$/;
 
 export interface SpliceDir {
@@ -101,6 +106,7 @@ function removeOwnDir(dir: string): void {
 export class SpliceAttachment {
   private constructor(
     private obj: BpfObject | null,
+    private hold: BpfObject | null,
     readonly maps: SpliceMaps,
     readonly dir: string,
   ) {}
@@ -118,6 +124,7 @@ export class SpliceAttachment {
     // Never the maps of another owner with this pid (another pid namespace).
     if (fs.existsSync(dir)) throw new AccelError(ErrorCodes.BPFFS, `${dir} exists already: another process with pid ${process.pid} uses it`);
     let obj: BpfObject | null = null;
+    let hold: BpfObject | null = null;
     try {
       makePinDir(options.bpffs, dir);
       const n = options.maxSockets;
@@ -127,17 +134,44 @@ export class SpliceAttachment {
       const maps = spliceMaps((name) => loaded.mapFd(name));
       attachToMap(loaded.programFd(PROGRAM), maps.fds.active, AttachType.SK_SKB_STREAM_VERDICT);
       pin(loaded.programFd(PROGRAM), path.join(dir, 'prog_splice_verdict'));
-      return new SpliceAttachment(loaded, maps, dir);
+      hold = BpfObject.load(path.join(options.bpfDir, HOLD_OBJECT), { pinRoot: dir, pinnedOnly: true, ...sized });
+      return new SpliceAttachment(loaded, hold, maps, dir);
     } catch (err) {
       removeOwnDir(dir);
+      hold?.close();
       obj?.close();
       throw err;
     }
   }
 
+  /**
+   * Take the sockets with these cookies out of the verdict's map, each
+   * while it is locked, so that no verdict run is under way on it
+   * (bpf/iter_splice_hold.c): one walk over the TCP sockets of this
+   * network namespace for all of them. Returns the cookies taken out; a
+   * socket not found (closed meanwhile) or not in the map is not.
+   */
+  takeOut(cookies: readonly bigint[]): Set<bigint> {
+    const taken = new Set<bigint>();
+    if (!cookies.length) return taken;
+    if (!this.hold) throw new AccelError(ErrorCodes.INTERNAL, 'splice attachment used after close');
+    const unplug = this.hold.mapFd(UNPLUG_MAP);
+    try {
+      for (const c of cookies) update(unplug, u64(c), u32(1));
+      const out = readIterator(this.hold.program(HOLD_PROGRAM));
+      for (let at = 0; at + 8 <= out.length; at += 8) taken.add(out.readBigUInt64LE(at));
+    } finally {
+      // Those the walk did not meet stay behind: the map is for one run.
+      for (const c of cookies) remove(unplug, u64(c));
+    }
+    return taken;
+  }
+
   /** Unpin and unload; sockets still in the map fall back to the normal path. */
   close(): void {
     removeOwnDir(this.dir);
+    this.hold?.close();
+    this.hold = null;
     this.obj?.close();
     this.obj = null;
   }

@@ -104,6 +104,13 @@ function echoInUserSpace(a: net.Socket): Promise<SpliceResult> {
   });
 }
 
+/** The splice object of this process (SpliceAttachment): its maps, and
+ * taking sockets out of the verdict's map safely. */
+export interface SpliceKernel {
+  maps: SpliceMaps;
+  takeOut(cookies: readonly bigint[]): Set<bigint>;
+}
+
 export interface SpliceOptions {
   /** A half-close still waiting this long for the bytes before it is
    * logged, once. It goes on waiting: the FIN never overtakes them. */
@@ -152,43 +159,33 @@ export class KernelSplicer {
   /** Sockets held back while their destination does not keep up. */
   readonly holds: SpliceHolds;
 
+  readonly maps: SpliceMaps;
+
   constructor(
-    readonly maps: SpliceMaps,
+    kernel: SpliceKernel,
     private readonly o: SpliceOptions = { halfCloseWarnMs: 30_000 },
   ) {
-    this.holds = new SpliceHolds(maps);
+    this.maps = kernel.maps;
+    this.holds = new SpliceHolds(kernel.maps, (cookies) => kernel.takeOut(cookies));
   }
 
   /** How SpliceHolds holds `s` back: out of the verdict's map, and not read
    * by node either (what node read goes to the peer first), so its bytes
    * wait in its own receive queue. */
   private holdable(s: Side): HoldableSide {
+    // What node had read when it stopped: it goes to the peer first.
+    let buffered: Buffer = Buffer.alloc(0);
     return {
       cookie: s.cookie,
-      hold: () => {
+      prepareHold: () => {
         if (s.sock.destroyed || s.sock.readableEnded) return false;
-        const buffered = quiesce(s.sock);
-        try {
-          // The verdict must not be running when it leaves the map: the
-          // kernel clears the psock's program then, and an skb a verdict
-          // run already took off the queue is dropped for want of one
-          // (sk_psock_verdict_recv). With SO_RCVLOWAT raised first, arriving
-          // bytes stop calling the verdict while the receive buffer has
-          // room, and the verdict has just emptied it.
-          holdInQueue(s.fd);
-          this.maps.deactivate(s.cookie);
-        } catch (err) {
-          log.debug(`cannot hold a spliced socket back: ${(err as Error).message}`);
-          try {
-            setRcvLowat(s.fd, 1);
-          } catch {
-            /* closed meanwhile */
-          }
-          s.sock.resume();
-          return false;
-        }
-        if (buffered.length && !s.peer.sock.destroyed) s.peer.sock.write(buffered);
+        buffered = quiesce(s.sock);
         return true;
+      },
+      settleHold: (taken) => {
+        if (buffered.length && !s.peer.sock.destroyed) s.peer.sock.write(buffered);
+        buffered = Buffer.alloc(0);
+        if (!taken && !s.sock.destroyed) s.sock.resume();
       },
       release: () => {
         try {

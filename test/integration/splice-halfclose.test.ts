@@ -78,7 +78,7 @@ function openSplice(t: TestContext, maxSockets?: number): KernelSplicer {
     attachment.close();
     removeStaleSplicePins();
   });
-  return new KernelSplicer(attachment.maps, { halfCloseWarnMs: 200 });
+  return new KernelSplicer(attachment, { halfCloseWarnMs: 200 });
 }
 
 describe('splice: half-close and full maps', () => {

@@ -31,11 +31,26 @@ function side(cookie: bigint) {
     holds: 0,
     looks: 0,
     released: 0,
-    hold: () => (s.holds++, true),
+    settled: [] as boolean[],
+    prepareHold: () => (s.holds++, true),
+    settleHold: (taken: boolean) => void s.settled.push(taken),
     release: () => void s.released++,
     destination: () => (s.looks++, { inKernel: s.drained ? 0n : 1n, fd: -1 }),
   };
   return s satisfies HoldableSide;
+}
+
+/** Takes every cookie out, or only those in `only`; counts the walks. */
+function takeOut(only?: Set<bigint>) {
+  const f = Object.assign(
+    (cookies: readonly bigint[]) => {
+      f.walks++;
+      f.asked.push(cookies.length);
+      return new Set(cookies.filter((c) => !only || only.has(c)));
+    },
+    { walks: 0, asked: [] as number[] },
+  );
+  return f;
 }
 
 describe('splice hold poll', () => {
@@ -51,7 +66,7 @@ describe('splice hold poll', () => {
     const maps = new FakeMaps();
     const BUDGET = 4;
     const N = 10;
-    const holds = new SpliceHolds(maps as unknown as SpliceMaps, BUDGET);
+    const holds = new SpliceHolds(maps as unknown as SpliceMaps, takeOut(), BUDGET);
     const sides = Array.from({ length: N }, (_, i) => side(BigInt(i + 1)));
     for (const s of sides) {
       holds.add(s);
@@ -86,7 +101,7 @@ describe('splice hold poll', () => {
     const N = 9;
     for (let which = 0; which < N; which++) {
       const maps = new FakeMaps();
-      const holds = new SpliceHolds(maps as unknown as SpliceMaps, BUDGET);
+      const holds = new SpliceHolds(maps as unknown as SpliceMaps, takeOut(), BUDGET);
       const sides = Array.from({ length: N }, (_, i) => side(BigInt(i + 1)));
       for (const s of sides) {
         holds.add(s);
@@ -106,7 +121,7 @@ describe('splice hold poll', () => {
 
   it('clears at most `budget` stale reports (cookies of no side) per tick', () => {
     const maps = new FakeMaps();
-    const holds = new SpliceHolds(maps as unknown as SpliceMaps, 5);
+    const holds = new SpliceHolds(maps as unknown as SpliceMaps, takeOut(), 5);
     for (let i = 1; i <= 12; i++) maps.held.add(BigInt(1000 + i));
     holds.tick();
     assert.equal(maps.unholds, 5);
@@ -114,5 +129,49 @@ describe('splice hold poll', () => {
     holds.tick();
     assert.equal(maps.unholds, 12);
     assert.equal(maps.held.size, 0);
+  });
+
+  it('takes the new holds of a tick out in one walk; one the walk did not take out is not held, is read again and may be reported again', () => {
+    const maps = new FakeMaps();
+    const walk = takeOut(new Set([1n, 3n]));
+    const holds = new SpliceHolds(maps as unknown as SpliceMaps, walk, 8);
+    const sides = [1n, 2n, 3n].map(side);
+    for (const s of sides) {
+      holds.add(s);
+      maps.held.add(s.cookie);
+    }
+    holds.tick();
+    assert.equal(walk.walks, 1);
+    assert.deepEqual(walk.asked, [3]);
+    assert.deepEqual(
+      sides.map((s) => [holds.isHeld(s), s.settled]),
+      [
+        [true, [true]],
+        [false, [false]],
+        [true, [true]],
+      ],
+    );
+    assert.equal(maps.held.has(2n), false, 'its report is cleared');
+    holds.tick();
+    assert.equal(walk.walks, 1, 'no walk when nothing new is reported');
+    for (const s of sides) holds.remove(s);
+  });
+
+  it('a walk that fails holds nothing back and settles every side as not taken out', () => {
+    const maps = new FakeMaps();
+    const holds = new SpliceHolds(
+      maps as unknown as SpliceMaps,
+      () => {
+        throw new Error('no iterator');
+      },
+      8,
+    );
+    const s = side(7n);
+    holds.add(s);
+    maps.held.add(s.cookie);
+    holds.tick();
+    assert.equal(holds.isHeld(s), false);
+    assert.deepEqual(s.settled, [false]);
+    holds.remove(s);
   });
 });

@@ -228,7 +228,7 @@ function proxyOptions(opts: ProxyCliOptions, policy: Policy, families: Family[],
     maxConnections: opts.maxConnections,
     maxConnectionsPerSource: opts.maxConnectionsPerSource,
     idleTimeoutMs: opts.idleTimeoutMs,
-    splicer: attachment ? new KernelSplicer(attachment.maps) : null,
+    splicer: attachment ? new KernelSplicer(attachment) : null,
     shortcuts: shortcutMaps(opts.shortcut, g),
     onFastPath: (sock) => {
       const fd = nodeSocketFd(sock);

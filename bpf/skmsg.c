@@ -98,11 +98,12 @@ int accel_skmsg(struct sk_msg_md *msg)
 		/* Back to the redirect only once the TCP path of this direction
 		 * has drained, with half the peer's buffer free. */
 		if (!peer_view.valid || peer_view.pressure || peer_view.rx_pending || !accel_tcp_tx_done(sk) ||
-		    peer_view.queued + size > peer_view.limit / 2)
+		    accel_dest_full(peer_view.queued, size, peer_view.limit / 2))
 			return accel_hold(st, sk, size);
 		st->held = 0;
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
-	} else if (peer_view.valid && (peer_view.pressure || peer_view.queued + size > peer_view.limit)) {
+	} else if (peer_view.valid &&
+		   (peer_view.pressure || accel_dest_full(peer_view.queued, size, peer_view.limit))) {
 		int held = accel_hold(st, sk, size);
 
 		if (held >= 0)

@@ -102,6 +102,23 @@ static __always_inline void accel_peer_view(struct accel_peer_view *v, __u64 add
 	v->pressure = accel_mem_pressure(sk);
 }
 
+/* Would `size` more bytes put the destination's queue over `limit`? A
+ * message larger than the limit fits only an empty queue. The kernel hands
+ * a large write to skmsg.c in messages of up to MAX_SKB_FRAGS page frags
+ * (17 x 32 KiB, 544 KiB, seen on 6.18): under a --queue-limit (or a
+ * reader's SO_RCVBUF) below that, such a message never fitted, and under
+ * twice that never fitted half the limit, so a streaming writer went the
+ * TCP way from its first message on (fast path), or once it had left a
+ * shortcut never came back (0 returns in 8 drains at 256 KiB). So the
+ * queue holds at most the limit, or one message. Order does not depend on
+ * it: that is each path's drain condition's. */
+static __always_inline int accel_dest_full(__u32 queued, __u32 size, __u32 limit)
+{
+	if (size > limit)
+		return queued != 0;
+	return queued + size > limit;
+}
+
 /* Has everything the writer queued to TCP been acknowledged? */
 static __always_inline int accel_tcp_tx_done(struct bpf_sock *self)
 {

@@ -124,22 +124,6 @@ static __always_inline int accel_relay_drained(struct bpf_sock *self, const stru
 	return written - sc->relay_sock.snd_base == sent && dest->copied_seq == written;
 }
 
-/* Would `size` more bytes put the destination's queue over `limit`? A
- * message larger than the limit fits only an empty queue. The kernel hands
- * a large write to skmsg.c in messages of up to MAX_SKB_FRAGS page frags
- * (17 x 32 KiB, 544 KiB, seen on 6.18): under a --queue-limit (or a
- * reader's SO_RCVBUF) below twice that, such a message never fitted half
- * the limit, and a streaming writer that once left the shortcut never came
- * back (0 returns in 8 drains at 256 KiB). So the queue holds at most the
- * limit, or one message. Order does not depend on it: that is the drain
- * condition's. */
-static __always_inline int accel_dest_full(__u32 queued, __u32 size, __u32 limit)
-{
-	if (size > limit)
-		return queued != 0;
-	return queued + size > limit;
-}
-
 /* The message went by the shortcut; `sent` is non-zero when it takes it
  * again after a detour. */
 static __always_inline int accel_shortcut_taken(struct accel_sock_state *st, __u32 size, __u32 sent)

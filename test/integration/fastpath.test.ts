@@ -150,6 +150,34 @@ describe('local fast path', () => {
     assert.ok(c.bytes_held > 0n, `the writer was held back (held ${c.bytes_held}, redirected ${c.bytes_redirected})`);
   });
 
+  // Messages between half the queue limit and more than all of it (the
+  // kernel hands a large write to skmsg.c in messages of up to 544 KiB):
+  // a held writer comes back to the fast path once the TCP way has drained
+  // and the reader's queue is empty. A rule that wanted each message to fit
+  // half the limit kept such a writer on the TCP way for good, and one that
+  // wanted it to fit the limit never redirected it at all.
+  it('a writer of messages larger than half the queue limit comes back to the fast path after a hold', async (t) => {
+    const cg = testCgroup(t);
+    await attachOk(t, cg, ['--queue-limit', String(256 * 1024)]);
+    for (const size of [200_000, MB]) {
+      const before = maps(cg, (m) => m.counters());
+      // The reader starts late (a hold), then keeps up with paced writes.
+      const r = await runProbe(
+        ['pair', '--reader', 'blocking', '--bytes', String(16 * MB), '--back', '1000', '--sizes', String(size), '--read-delay-ms', '50', '--pace-us', '2000'],
+        {
+          cgroupProcs: cg.procs,
+        },
+      );
+      assert.ok(r.ok, `${size}: ${r.error}`);
+      const c = maps(cg, (m) => m.counters());
+      const redirected = c.bytes_redirected - before.bytes_redirected;
+      const released = c.backpressure_released - before.backpressure_released;
+      t.diagnostic(`${size} B writes: redirected ${redirected}, holds ${c.backpressure_engaged - before.backpressure_engaged}, released ${released}`);
+      assert.ok(released >= 1n, `${size} B writes: the held writer came back (redirected ${redirected})`);
+      assert.ok(redirected >= BigInt(4 * MB), `${size} B writes: redirected ${redirected} of ${16 * MB}`);
+    }
+  });
+
   it('serves Node.js sockets (libuv/epoll) byte-exact in both directions with half-close', async (t) => {
     const cg = testCgroup(t);
     await attachOk(t, cg);

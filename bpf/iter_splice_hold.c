@@ -11,14 +11,16 @@
  * SO_RCVLOWAT first makes such a run rarer, not impossible (it still runs
  * when the receive buffer is nearly full, and one may be under way).
  *
- * The TCP iterator runs its program with the socket locked
- * (lock_sock_fast): the receive path of that socket, which runs the verdict
- * under the same lock, waits meanwhile, and a run under way finishes first.
- * So a socket taken out here leaves between two verdict runs, never in the
- * middle of one; what arrives afterwards stays in its receive queue.
+ * The TCP iterator runs its program with the socket locked (lock_sock since
+ * 6.4, lock_sock_fast from 5.15): taking the lock waits for a verdict run
+ * under way in the receive path (softirq, under the socket's spinlock, or
+ * its owner's), and segments that arrive meanwhile wait in the socket's
+ * backlog, processed at release_sock, when the verdict is gone. So a socket
+ * taken out here leaves between two verdict runs, never in the middle of
+ * one; what arrives afterwards stays in its receive queue.
  *
  * User space puts the cookies to take out in accel_splice_unplug, reads the
- * iterator once, and gets back the cookie of each socket taken out.
+ * iterator once, and then asks the map which sockets left it.
  */
 #include "accel_common.h"
 #include "accel_splice_maps.h"
@@ -45,11 +47,10 @@ int accel_iter_splice_hold(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0;
 	cookie = bpf_get_socket_cookie(tp);
-	if (!bpf_map_lookup_elem(&accel_splice_unplug, &cookie))
-		return 0;
-	bpf_map_delete_elem(&accel_splice_unplug, &cookie);
-	if (!bpf_map_delete_elem(&accel_splice_active, &cookie))
-		bpf_seq_write(ctx->meta->seq, &cookie, sizeof(cookie));
+	/* The same socket may be shown twice (a read that overflowed its
+	 * buffer starts again from it): deleting twice is harmless. */
+	if (bpf_map_lookup_elem(&accel_splice_unplug, &cookie))
+		bpf_map_delete_elem(&accel_splice_active, &cookie);
 	return 0;
 }
 

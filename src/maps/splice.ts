@@ -55,9 +55,11 @@ export class SpliceMaps {
     update(this.fds.active, u64(cookie), u64(BigInt(fd)), BPF_NOEXIST);
   }
 
-  /** The verdict no longer takes what arrives on the socket. */
-  deactivate(cookie: bigint): void {
-    remove(this.fds.active, u64(cookie));
+  /** Is the verdict taking what arrives on the socket? (Sockets leave the
+   * map with the socket locked, by bpf/iter_splice_hold.c, never from
+   * here: see SpliceAttachment.takeOut.) */
+  isActive(cookie: bigint): boolean {
+    return lookup(this.fds.active, u64(cookie), 8) !== null;
   }
 
   /** Sockets the verdict found with a congested destination, for their

@@ -28,7 +28,10 @@
  * socket looked at goes to the back of the line), so that with thousands
  * held a tick still stays short and no held socket waits more than
  * ceil(held / budget) ticks for its look. The new holds of a tick share one
- * walk over the namespace's TCP sockets.
+ * walk over the namespace's TCP sockets, which locks each in turn: a tick
+ * that holds something costs in proportion to the namespace's TCP sockets
+ * (a sidecar's namespace has few; one with tens of thousands pays a few ms
+ * per such tick).
  */
 import { sendBacklog } from '../sys/socket.js';
 import { log } from '../log.js';

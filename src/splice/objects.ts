@@ -148,22 +148,29 @@ export class SpliceAttachment {
    * Take the sockets with these cookies out of the verdict's map, each
    * while it is locked, so that no verdict run is under way on it
    * (bpf/iter_splice_hold.c): one walk over the TCP sockets of this
-   * network namespace for all of them. Returns the cookies taken out; a
-   * socket not found (closed meanwhile) or not in the map is not.
+   * network namespace for all of them. Returns the cookies no longer in
+   * the map, read from the map itself: also right when the walk failed
+   * part of the way (a socket it took out is held, not forgotten). A
+   * socket the walk did not reach stays in; one closed meanwhile is out.
    */
   takeOut(cookies: readonly bigint[]): Set<bigint> {
     const taken = new Set<bigint>();
     if (!cookies.length) return taken;
     if (!this.hold) throw new AccelError(ErrorCodes.INTERNAL, 'splice attachment used after close');
     const unplug = this.hold.mapFd(UNPLUG_MAP);
+    let failure: unknown = null;
     try {
       for (const c of cookies) update(unplug, u64(c), u32(1));
-      const out = readIterator(this.hold.program(HOLD_PROGRAM));
-      for (let at = 0; at + 8 <= out.length; at += 8) taken.add(out.readBigUInt64LE(at));
+      readIterator(this.hold.program(HOLD_PROGRAM));
+    } catch (err) {
+      failure = err;
     } finally {
-      // Those the walk did not meet stay behind: the map is for one run.
+      // The map is for one walk.
       for (const c of cookies) remove(unplug, u64(c));
     }
+    for (const c of cookies) if (!this.maps.isActive(c)) taken.add(c);
+    if (failure && !taken.size) throw failure;
+    if (failure) log.debug(`the walk that holds spliced sockets back failed part of the way: ${(failure as Error).message}`);
     return taken;
   }
 

@@ -175,17 +175,20 @@ export class KernelSplicer {
   private holdable(s: Side): HoldableSide {
     // What node had read when it stopped: it goes to the peer first.
     let buffered: Buffer = Buffer.alloc(0);
+    // Paused already (the peer's buffer full, watch()): its 'drain' resumes it.
+    let wasPaused = false;
     return {
       cookie: s.cookie,
       prepareHold: () => {
         if (s.sock.destroyed || s.sock.readableEnded) return false;
+        wasPaused = s.sock.isPaused();
         buffered = quiesce(s.sock);
         return true;
       },
       settleHold: (taken) => {
         if (buffered.length && !s.peer.sock.destroyed) s.peer.sock.write(buffered);
         buffered = Buffer.alloc(0);
-        if (!taken && !s.sock.destroyed) s.sock.resume();
+        if (!taken && !wasPaused && !s.sock.destroyed) s.sock.resume();
       },
       release: () => {
         try {

@@ -304,6 +304,54 @@ static __always_inline void accel_tw_key(const struct accel_pkt *p, struct accel
 	accel_copy_ip(key->remote_ip, p->saddr);
 }
 
+/*
+ * Does the proxy listener sk run in the attached cgroup (or below it), as
+ * bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) answers once the SYN
+ * is assigned to it? Asked of the socket itself where nothing is assigned:
+ * tc programs may not call bpf_sk_ancestor_cgroup_id (6.18, "program of
+ * this type cannot use helper"), so its cgroup (sk_cgrp_data, which an
+ * accepted socket inherits) is read through bpf_rdonly_cast and walked up
+ * as accel_owners.h does. A listener more than ACCEL_OWNER_DEPTH_MAX
+ * levels below the cgroup is not known to be in it.
+ */
+static __always_inline int accel_listener_in_cgroup(struct bpf_sock *bsk, __u64 cgroup_id)
+{
+	struct sock *sk = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct sock));
+	struct cgroup *cg = sk->sk_cgrp_data.cgroup;
+
+	for (int i = 0; i <= ACCEL_OWNER_DEPTH_MAX; i++) {
+		struct cgroup_subsys_state *parent;
+
+		if (!cg)
+			return 0;
+		if (cg->kn->id == cgroup_id)
+			return 1;
+		parent = cg->self.parent;
+		cg = parent ? parent->cgroup : NULL;
+	}
+	return 0;
+}
+
+/* Tell sockops.c that the proxy listener taking this SYN runs in the
+ * attached cgroup, so that the application's side of the connection may
+ * join the fast path: on the flow tc_egress made, never a new one. */
+static __always_inline void accel_flow_proxy_in_cgroup(const struct accel_pkt *p, __u64 netns)
+{
+	struct accel_tproxy_flow *flow;
+	struct accel_sock_key key;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	key.netns = netns;
+	key.family = p->family;
+	key.local_port = bpf_ntohs(p->sport);
+	key.remote_port = bpf_ntohs(p->dport);
+	accel_copy_ip(key.local_ip, p->saddr);
+	accel_copy_ip(key.remote_ip, p->daddr);
+	flow = bpf_map_lookup_elem(&accel_tproxy_flows, &key);
+	if (flow)
+		flow->proxy_in_cgroup = 1;
+}
+
 SEC("tc")
 int accel_tc_lo_ingress(struct __sk_buff *skb)
 {
@@ -367,8 +415,13 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 	 * the SYN goes up unassigned, the kernel retires the old socket as for
 	 * any SYN, and sk_lookup.c gives the listener lookup that follows the
 	 * proxy listener recorded here. Not recorded: dropped, never left to
-	 * a lookup that would find the original server's. */
+	 * a lookup that would find the original server's. Whether that
+	 * listener runs in the cgroup is told to sockops.c here, from the
+	 * socket itself, as nothing is assigned (the flow's key by the lo
+	 * namespace: skb->sk is NULL, see accel_skb_netns). sk_lookup.c finds
+	 * the same listener under pk within this packet's own softirq. */
 	if (time_wait && (cfg->flags & ACCEL_TP_F_SK_LOOKUP)) {
+		int in_cgroup = accel_listener_in_cgroup(sk, cfg->cgroup_id);
 		struct accel_sock_key tw;
 
 		bpf_sk_release(sk);
@@ -377,6 +430,8 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 			accel_tp_count(ACCEL_TP_TW_DROPPED);
 			return TC_ACT_SHOT;
 		}
+		if (in_cgroup)
+			accel_flow_proxy_in_cgroup(&p, pk.netns);
 		accel_tp_count(ACCEL_TP_SYN_TW_RETIRED);
 		return TC_ACT_OK;
 	}
@@ -387,15 +442,8 @@ int accel_tc_lo_ingress(struct __sk_buff *skb)
 		return accel_refuse(skb, &p);
 	/* Tell sockops.c whether the proxy runs in the attached cgroup. The
 	 * listener is now skb->sk, which is what the cgroup helper reads. */
-	if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) == cfg->cgroup_id) {
-		struct accel_tproxy_flow *flow;
-		struct accel_sock_key key;
-
-		accel_flow_key(skb, &p, &key);
-		flow = bpf_map_lookup_elem(&accel_tproxy_flows, &key);
-		if (flow)
-			flow->proxy_in_cgroup = 1;
-	}
+	if (bpf_skb_ancestor_cgroup_id(skb, cfg->cgroup_level) == cfg->cgroup_id)
+		accel_flow_proxy_in_cgroup(&p, pk.netns);
 	return TC_ACT_OK;
 }
 

@@ -106,9 +106,10 @@ const KERNEL_BTF: Requirement = { name: 'kernel BTF (CONFIG_DEBUG_INFO_BTF)', si
 const SK_SKB_PROGRAMS = progType('sk_skb programs', '4.14', ProgType.SK_SKB);
 const SOCKHASH_MAPS = mapType('sockhash maps', '4.18', MapType.SOCKHASH);
 const RDONLY_CAST = kfunc('bpf_rdonly_cast', '6.2');
+const CAST_TO_KERN_CTX = kfunc('bpf_cast_to_kern_ctx', '6.2');
 /** What bpf/include/accel_repeat.h needs: both stream verdicts cut with it. */
 const REPEAT_CUT: Requirement[] = [
-  kfunc('bpf_cast_to_kern_ctx', '6.2'),
+  CAST_TO_KERN_CTX,
   helper('loop', ProgType.SK_SKB, '5.17'),
   helper('skb_adjust_room', ProgType.SK_SKB, '5.11'),
   helper('skc_to_tcp_sock', ProgType.SK_SKB, '5.10'),
@@ -136,6 +137,9 @@ const REQUIREMENTS: Record<Component, Requirement[]> = {
     ...REPEAT_CUT,
   ],
   // tc_tproxy.c, and the cgroup's level from the kernel (cgroup_level.c).
+  // The kfuncs: the lo namespace's cookie (bpf_cast_to_kern_ctx) and a
+  // proxy listener's cgroup (bpf_rdonly_cast: tc programs may not call
+  // bpf_sk_ancestor_cgroup_id).
   intercept: [
     KERNEL_BTF,
     progType('tc programs', '4.1', ProgType.SCHED_CLS),
@@ -143,6 +147,8 @@ const REQUIREMENTS: Record<Component, Requirement[]> = {
     helper('skc_lookup_tcp', ProgType.SCHED_CLS, '5.2'),
     helper('sk_assign', ProgType.SCHED_CLS, '5.7'),
     helper('get_netns_cookie', ProgType.SCHED_CLS, '6.13'),
+    RDONLY_CAST,
+    CAST_TO_KERN_CTX,
     btfFunc('cgroup iterator (iter/cgroup)', '6.1', 'bpf_iter_cgroup'),
     { name: 'tcx links', sinceKernel: '6.6', degraded: 'tc filters on a clsact qdisc', probe: tcxSupported },
   ],

@@ -59,7 +59,14 @@ describe('kernel features: what each component lists', () => {
       assert.ok(names('fastpath').includes(n), n);
     }
     for (const n of ['bpf_rdonly_cast kfunc', 'bpf_cast_to_kern_ctx kfunc', 'bpf_sk_redirect_hash in sk_skb programs']) assert.ok(names('splice').includes(n), n);
-    for (const n of ['bpf_sk_assign in tc programs', 'bpf_get_netns_cookie in tc programs', 'cgroup iterator (iter/cgroup)', 'tcx links'])
+    for (const n of [
+      'bpf_sk_assign in tc programs',
+      'bpf_get_netns_cookie in tc programs',
+      'bpf_rdonly_cast kfunc',
+      'bpf_cast_to_kern_ctx kfunc',
+      'cgroup iterator (iter/cgroup)',
+      'tcx links',
+    ])
       assert.ok(names('intercept').includes(n), n);
     assert.deepEqual(names('listeners'), ['TCP iterator (iter/tcp)', 'TCP_BPF_SOCK_OPS_CB_FLAGS in bpf_setsockopt']);
   });

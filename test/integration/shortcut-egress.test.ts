@@ -8,12 +8,19 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { withPinnedMaps } from '../../src/bpf/fd.js';
+import { keys, lookup } from '../../src/bpf/map.js';
+import { SockKeyLayout, decodeSockKey } from '../../src/maps/layout/shared.js';
+import { TproxyFlowLayout } from '../../src/maps/layout/tproxy.js';
+import { TproxyMapNames } from '../../src/maps/tproxy.js';
 import { attachmentPinDir } from '../../src/paths.js';
+import type { ConnectionEvent } from '../../src/proxy/server.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { withMaps } from '../../src/fastpath/pins.js';
 import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
 import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
-import { FIXTURES, type InterceptBench, SERVER4, SINK_PORT, interceptBench } from '../helpers/intercept.js';
+import { FIXTURES, HTTP_PORT, type InterceptBench, SERVER4, SINK_PORT, interceptBench } from '../helpers/intercept.js';
 
 const CASES = path.join(FIXTURES, 'egress-cases.mjs');
 
@@ -49,9 +56,53 @@ async function gated(b: InterceptBench, file: string, args: string[]): Promise<C
   }
 }
 
-const bench = (t: TestContext, proxyArgs: string[] = []) => interceptBench(t, { proxyArgs });
 const dir = (b: InterceptBench) => attachmentPinDir(BPFFS, b.cg.id);
-const shortcuts = (b: InterceptBench) => b.proxyEvents().map((e) => (e.mode === 'shortcut' ? `shortcut/${e.shortcut}` : (e.mode ?? e.action)));
+const bench = (t: TestContext, proxyArgs: string[] = []) => interceptBench(t, { proxyArgs });
+
+/** An HTTP/1.0 request to the remote server from local port `port`
+ * (test/fixtures/escape-client.py): the server closes first, and so the
+ * proxy's accepted socket, which is then left in TIME_WAIT holding the
+ * 4-tuple a client reusing the port connects with next. */
+async function http10(b: InterceptBench, port: number): Promise<{ ok: boolean; error: string | null }> {
+  const r = await run('python3', [path.join(FIXTURES, 'escape-client.py'), 'tcp', SERVER4, String(HTTP_PORT), '--host', 'a.test', '--bind-port', String(port), '--timeout', '5'], {
+    ...b.appWhere,
+    allowFailure: true,
+    timeoutMs: 30_000,
+  });
+  const line = r.stdout.trim().split('\n').pop() ?? '';
+  return line.startsWith('{') ? (JSON.parse(line) as { ok: boolean; error: string | null }) : { ok: false, error: r.stderr || `exit ${r.exitCode}` };
+}
+
+/** Is the proxy's side of the connection from local port `port` in TIME_WAIT? */
+async function proxySideTimeWait(b: InterceptBench, port: number): Promise<boolean> {
+  for (let i = 0; i < 40; i++) {
+    const ss = await run('ss', ['-Htan', 'state', 'time-wait', `( sport = :${HTTP_PORT} and dport = :${port} )`], { netns: b.app, allowFailure: true });
+    if (ss.stdout.trim() !== '') return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+/** proxy_in_cgroup of the steered flow of the connection from local port
+ * `port` (live, or moved to the closed set when its socket closed); null
+ * without one. */
+function flowProxyInCgroup(b: InterceptBench, port: number): number | null {
+  const names = [TproxyMapNames.flows, TproxyMapNames.closed];
+  return withPinnedMaps(dir(b), names, (need) => {
+    for (const name of names) {
+      const fd = need(name);
+      const key = keys(fd, SockKeyLayout.size).find((k) => {
+        const d = decodeSockKey(k);
+        return d.localPort === port && d.remotePort === HTTP_PORT;
+      });
+      const value = key ? lookup(fd, key, TproxyFlowLayout.size) : null;
+      if (value) return value.readUInt32LE(TproxyFlowLayout.fields.proxy_in_cgroup.offset);
+    }
+    return null;
+  });
+}
+const pathOf = (e: ConnectionEvent) => (e.mode === 'shortcut' ? `shortcut/${e.shortcut}` : (e.mode ?? e.action));
+const shortcuts = (b: InterceptBench) => b.proxyEvents().map(pathOf);
 const show = (x: unknown) => JSON.stringify(x, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
 
 describe('shortcut for a remote upstream (egress)', { timeout: 600_000 }, () => {
@@ -166,6 +217,40 @@ describe('shortcut for a remote upstream (egress)', { timeout: 600_000 }, () => 
       assert.ok(r.ok, JSON.stringify(r));
       assert.deepEqual(shortcuts(b), [c.want]);
       if (c.want !== 'shortcut/egress') assert.equal(b.fastCounters().shortcut_bytes, 0n);
+    });
+  }
+
+  // A client reusing its source port while the proxy's side of its last
+  // connection there is in TIME_WAIT: tc_tproxy.c leaves that SYN to the
+  // kernel, which retires the old socket, and sk_lookup.c hands it to the
+  // proxy listener. tc still tells sockops.c that this listener is of the
+  // cgroup (the flow's proxy_in_cgroup), so the application's socket joins
+  // the fast path and the connection is shortcut like any other.
+  for (const inCgroup of [true, false]) {
+    it(`a connection whose SYN retired a proxy-side TIME_WAIT socket ${inCgroup ? 'takes the shortcut' : 'is not taken for one to a proxy of the cgroup (the proxy outside it)'}`, async (t) => {
+      const port = inCgroup ? 40131 : 40132;
+      const b = await interceptBench(t, { proxyInCgroup: inCgroup });
+      const first = await http10(b, port);
+      assert.ok(first.ok, JSON.stringify(first));
+      assert.ok(await proxySideTimeWait(b, port), "the proxy's side of the first connection is in TIME_WAIT");
+      const before = b.tproxyCounters();
+
+      const again = await http10(b, port);
+      assert.ok(again.ok, JSON.stringify(again));
+      const c = b.tproxyCounters();
+      assert.equal(c.syn_tw_retired - before.syn_tw_retired, 1n, `its SYN was left to the kernel to retire the TIME_WAIT socket: ${show(c)}`);
+      assert.equal(c.tw_assigned - before.tw_assigned, 1n, `sk_lookup.c gave it to the proxy listener: ${show(c)}`);
+      const events = b.proxyEvents().filter((e) => e.source.endsWith(`:${port}`));
+      assert.equal(events.length, 2, JSON.stringify(events));
+      // Both on the shortcut (without the flag, the second one's
+      // application socket stays off the fast path and the proxy splices).
+      if (inCgroup) assert.deepEqual(events.map(pathOf), ['shortcut/egress', 'shortcut/egress']);
+      else
+        assert.ok(
+          events.every((e) => e.action === 'allow' && e.mode !== 'shortcut'),
+          JSON.stringify(events),
+        );
+      assert.equal(flowProxyInCgroup(b, port), inCgroup ? 1 : 0, "the flow says whether the proxy's listener is of the cgroup");
     });
   }
 

@@ -145,6 +145,11 @@ struct accel_shortcut {
 	/* Copied from accel_members when the proxy made the shortcut. */
 	struct accel_member dest_sock;
 	struct accel_member relay_sock;
+	/* skmsg.c: bytes the sender sent by this shortcut (0 when the proxy
+	 * writes it). Only the sender writes it, under its socket lock, as a
+	 * message takes the shortcut; the proxy's idle timeout reads it: the
+	 * bytes of a local shortcut show on none of the proxy's sockets. */
+	__u64 sent;
 };
 
 /* Indexes into the per-CPU counters array. */

@@ -29,7 +29,7 @@ import { lookup, remove, update } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
-import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
+import { MemberLayout, type Shortcut, ShortcutLayout, encodeShortcut, shortcutSent, tcpOnlySockState } from '../maps/layout/fastpath.js';
 import { reversedSockKey, sockKeyOf } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
@@ -373,6 +373,22 @@ export class ShortcutPlan {
    * may end that stream cleanly (the kernel still sends what is queued). */
   written(i: 0 | 1): void {
     lingerOff(this.setup.relays[i]);
+  }
+
+  /**
+   * Bytes sent by the shortcut so far, both ways (the kernel counts them in
+   * the entries as each message takes it): the proxy's idle timeout reads
+   * it, a local shortcut's bytes showing on none of the proxy's sockets. An
+   * entry gone (its sender closed) counts 0. One map lookup per entry.
+   */
+  sent(): bigint {
+    if (this.ended) return 0n;
+    let n = 0n;
+    for (const e of this.setup.entries) {
+      const v = lookup(this.o.shortcuts, e.key, ShortcutLayout.size);
+      if (v) n += shortcutSent(v);
+    }
+    return n;
   }
 
   /** Take the entries out (if still there) and let go of the maps. */

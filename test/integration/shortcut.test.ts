@@ -210,6 +210,39 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
+  it('--idle-timeout-ms closes a silent shortcut connection, entries and all, and keeps one whose bytes move only by the shortcut', async (t) => {
+    const idleMs = 1000;
+    // Several timeouts: without the shortcut's counts the proxy sees
+    // nothing of this connection after the warm-up.
+    const busyMs = 3500;
+    const b = await localBench(t, { proxyArgs: ['--idle-timeout-ms', String(idleMs)] });
+    const p = spawn(process.execPath, [CASES, 'idle', String(busyMs)], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });
+    t.after(() => stopProcess(p));
+    assert.ok(await p.waitForLine((l) => l.includes('"quietClosed"')), 'both connections warmed up');
+    assert.deepEqual(modes(b), ['shortcut', 'shortcut']);
+    const said = p.lines().find((l) => l.includes('"quietClosed"')) ?? '';
+    assert.ok(said.includes('"quietClosed":true'), `${said} ${p.lines().join(' ')}`);
+    // The silent one's two entries went with it; the busy one's are there.
+    assert.ok(await waitFor(() => shortcutsLeft(b) === 2, 5000), `${shortcutsLeft(b)} entries`);
+    p.write('go\n');
+    const out = await p.done;
+    const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as CaseResult;
+    t.diagnostic(JSON.stringify(r));
+    assert.ok(r.ok, JSON.stringify(r));
+    const f = b.fastCounters();
+    const share = `${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy`;
+    t.diagnostic(share);
+    // The busy one's bytes went by the shortcut: besides the warm-up (4 KB
+    // messages), the proxy's sockets saw none of them.
+    assert.ok(f.shortcut_bytes >= BigInt(r.sent as number), share);
+    assert.ok(f.shortcut_bytes_detoured <= 4096n * 2n, share);
+    const proxy = b.proxy;
+    await b.stopProxy();
+    const stopped = (proxy?.lines() ?? []).find((l) => l.includes('"event":"stopped"')) ?? '{}';
+    assert.equal((JSON.parse(stopped) as { stats?: { idleClosed?: number } }).stats?.idleClosed, 1, stopped);
+    assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'shortcut entries removed');
+  });
+
   it('when the proxy is killed while it holds relayed bytes, both sides are reset, never sent a FIN short of them', async (t) => {
     const b = await localBench(t);
     const p = spawn(process.execPath, [CASES, 'killmid'], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });

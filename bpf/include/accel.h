@@ -150,6 +150,11 @@ struct accel_shortcut {
 	 * message takes the shortcut; the proxy's idle timeout reads it: the
 	 * bytes of a local shortcut show on none of the proxy's sockets. */
 	__u64 sent;
+#ifdef ACCEL_TEST_SHORTCUT_LAYOUT_VARIANT
+	/* Only in a test build (test/integration/shortcut.test.ts): entries of
+	 * another layout, which accel proxy must not write. */
+	__u64 test_layout_variant;
+#endif
 };
 
 /* Indexes into the per-CPU counters array. */

@@ -12,13 +12,14 @@ import { run, spawn } from '../../src/proc/run.js';
 import { withMaps } from '../../src/fastpath/pins.js';
 import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
 import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
+import { SHORTCUT_LAYOUT_VARIANT, variantBuild } from '../helpers/builds.js';
 import { FIXTURES, PROXY_PORT, type InterceptBench, interceptBench } from '../helpers/intercept.js';
 
 const LOCAL_PORT = 7411;
 const CASES = path.join(FIXTURES, 'shortcut-cases.mjs');
 
 /** Interception on lo of 127.0.0.1:LOCAL_PORT, the proxy in the cgroup. */
-async function localBench(t: TestContext, o: { proxyArgs?: string[]; policy?: unknown; attachArgs?: string[] } = {}): Promise<InterceptBench> {
+async function localBench(t: TestContext, o: { proxyArgs?: string[]; policy?: unknown; attachArgs?: string[]; bpfDir?: string } = {}): Promise<InterceptBench> {
   const extra = [...(o.proxyArgs ?? [])];
   if (o.policy) {
     const file = path.join(fs.mkdtempSync('/tmp/accel-shortcut-'), 'policy.json');
@@ -28,6 +29,7 @@ async function localBench(t: TestContext, o: { proxyArgs?: string[]; policy?: un
   }
   const b = await interceptBench(t, { attach: false, proxyArgs: extra });
   const a = await b.accel([
+    ...(o.bpfDir ? ['--bpf-dir', o.bpfDir] : []),
     'attach',
     '--cgroup',
     b.cg.path,
@@ -360,6 +362,20 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
       if (c.want !== 'shortcut') assert.equal(b.fastCounters().shortcut_bytes, 0n);
     });
   }
+
+  it('an attachment whose shortcut entries have another layout (another build) gets no shortcut, and the proxy says so', async (t) => {
+    // A proxy writing its entries there would have them read wrong, and
+    // one without the kernel's byte count (the layout before
+    // accel_shortcut.sent) would leave a busy connection looking idle.
+    const b = await localBench(t, { bpfDir: await variantBuild(t, 'shortcut-layout', SHORTCUT_LAYOUT_VARIANT) });
+    const r = await cases(b, ['pingpong', '20']);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.deepEqual(modes(b), ['relay-fastpath']);
+    const said = (b.proxy?.lines() ?? []).filter((l) => l.includes('accel_shortcuts has entries of 120 B, not 112'));
+    assert.equal(said.length, 1, (b.proxy?.lines() ?? []).join('\n'));
+    assert.equal(b.fastCounters().shortcut_bytes, 0n);
+    assert.equal(shortcutsLeft(b), 0);
+  });
 
   it('a connection whose rule does not allow splicing is relayed, never shortcut', async (t) => {
     const b = await localBench(t, { policy: { default: 'deny', rules: [{ action: 'allow', ports: LOCAL_PORT, splice: false }] } });

@@ -145,6 +145,16 @@ struct accel_shortcut {
 	/* Copied from accel_members when the proxy made the shortcut. */
 	struct accel_member dest_sock;
 	struct accel_member relay_sock;
+	/* skmsg.c: bytes the sender sent by this shortcut (0 when the proxy
+	 * writes it). Only the sender writes it, under its socket lock, as a
+	 * message takes the shortcut; the proxy's idle timeout reads it: the
+	 * bytes of a local shortcut show on none of the proxy's sockets. */
+	__u64 sent;
+#ifdef ACCEL_TEST_SHORTCUT_LAYOUT_VARIANT
+	/* Only in a test build (test/integration/shortcut.test.ts): entries of
+	 * another layout, which accel proxy must not write. */
+	__u64 test_layout_variant;
+#endif
 };
 
 /* Indexes into the per-CPU counters array. */

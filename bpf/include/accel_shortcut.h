@@ -53,7 +53,10 @@
  * Cost. Only a socket whose TCP peer is the proxy's (ACCEL_ST_PROXY_FACING,
  * set by sockops.c at establishment) counts its bytes and looks up a
  * shortcut; every other socket has no state until it is first held
- * (skmsg.c), and its messages pay nothing for this file.
+ * (skmsg.c), and its messages pay nothing for this file. A message that
+ * takes the shortcut adds its size to the entry's `sent`, already in hand
+ * (accel proxy's idle timeout reads it: a local shortcut's bytes show on
+ * none of the proxy's sockets).
  *
  * Close. A destination that got its end of stream (the proxy forwarded a
  * close, or died and the kernel closed its socket) gets no more bytes: they
@@ -124,10 +127,13 @@ static __always_inline int accel_relay_drained(struct bpf_sock *self, const stru
 	return written - sc->relay_sock.snd_base == sent && dest->copied_seq == written;
 }
 
-/* The message went by the shortcut; `sent` is non-zero when it takes it
- * again after a detour. */
-static __always_inline int accel_shortcut_taken(struct accel_sock_state *st, __u32 size, __u32 sent)
+/* The message went by the shortcut `sc`, counted in it (accel proxy's idle
+ * timeout reads the count); `sent` is non-zero when it takes it again after
+ * a detour. */
+static __always_inline int accel_shortcut_taken(struct accel_sock_state *st, struct accel_shortcut *sc, __u32 size,
+						__u32 sent)
 {
+	sc->sent += size;
 	if (sent)
 		accel_count(ACCEL_CNT_SHORTCUT_RESUMED, 1);
 	if (!(st->flags & ACCEL_ST_SHORTCUT_SEEN))
@@ -188,7 +194,7 @@ static __always_inline int accel_upstream_room(struct tcp_sock *up, __u32 size)
 /* An egress shortcut (dest is the proxy's upstream socket; see above): the
  * message is sent on the upstream socket (1), or goes on to the proxy (0). */
 static __always_inline int accel_egress_send(struct sk_msg_md *msg, struct bpf_sock *self, struct accel_sock_state *st,
-					     const struct accel_shortcut *sc)
+					     struct accel_shortcut *sc)
 {
 	struct tcp_sock *me = bpf_rdonly_cast(self, bpf_core_type_id_kernel(struct tcp_sock));
 	struct tcp_sock *up = accel_live_tcp_sock(sc->relay_sock.sk, sc->relay_sock.cookie);
@@ -217,7 +223,7 @@ static __always_inline int accel_egress_send(struct sk_msg_md *msg, struct bpf_s
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, 0) != SK_PASS)
 		goto detour;
 	st->to_relay += size;
-	return accel_shortcut_taken(st, size, sent);
+	return accel_shortcut_taken(st, sc, size, sent);
 detour:
 	return accel_shortcut_detoured(st, size);
 }
@@ -257,7 +263,7 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	__builtin_memcpy(&key, &sc->dest, sizeof(key));
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
 		goto detour;
-	return accel_shortcut_taken(st, size, sent);
+	return accel_shortcut_taken(st, sc, size, sent);
 detour:
 	return accel_shortcut_detoured(st, size);
 }

@@ -59,7 +59,8 @@ export interface ProxyOptions {
    * source is reset (0: no limit). */
   maxConnectionsPerSource?: number;
   /** Close a connection after this long with no byte moving either way
-   * (0: never). */
+   * (0: never), wherever they move: through the proxy, spliced, or by a
+   * shortcut. */
   idleTimeoutMs?: number;
   /** Longest wait for the resolver when a name is checked against the
    * destination (see name-binding.ts). */
@@ -400,12 +401,20 @@ export class TransparentProxy {
       });
       if (mode === 'shortcut' && plan) {
         this.stats.shortcut++;
-        // No byte moves through the proxy's sockets once both directions
-        // take the shortcut: what they show says nothing of the connection.
-        idle.release();
+        const taken: ShortcutPlan = plan;
+        // The shortcut's bytes pass the proxy's sockets (local), or show
+        // one way only (egress: on the upstream socket's tcp_info): the
+        // kernel counts them in the entries, which count as its sockets do.
+        idle.count(() => taken.sent());
+        // Closed as idle: a FIN, as any connection, on each side whose
+        // stream the proxy holds no byte of; a reset where it still does
+        // (what written() waits for, see install()).
+        idle.beforeClose(() => {
+          if (!client.destroyed && client.writableLength === 0) taken.written(0);
+          if (!upstream.destroyed && upstream.writableLength === 0) taken.written(1);
+        });
         // Relayed as any connection: what reaches the proxy's sockets
         // (bytes sent before the shortcut was taken, or while it is left).
-        const taken: ShortcutPlan = plan;
         client.once('finish', () => taken.written(0));
         upstream.once('finish', () => taken.written(1));
         if (first.length) upstream.write(first);

@@ -24,12 +24,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type net from 'node:net';
-import { closeFd, openPinned } from '../bpf/fd.js';
+import { closeFd, mapInfo, openPinned } from '../bpf/fd.js';
 import { lookup, remove, update } from '../bpf/map.js';
 import { BPF_NOEXIST } from '../bpf/uapi.js';
 import { log } from '../log.js';
 import { MapNames } from '../maps/fastpath.js';
-import { MemberLayout, type Shortcut, encodeShortcut, tcpOnlySockState } from '../maps/layout/fastpath.js';
+import { MemberLayout, type Shortcut, ShortcutLayout, encodeShortcut, shortcutSent, tcpOnlySockState } from '../maps/layout/fastpath.js';
 import { reversedSockKey, sockKeyOf } from '../maps/layout/shared.js';
 import { attachmentPinDir, listAttachmentIds } from '../paths.js';
 import { nodeSocketFd } from '../sys/node-internals.js';
@@ -83,6 +83,9 @@ interface Opened {
   sockHash: number;
   /** null: pinned by a build before the egress shortcut (none then). */
   upstreams: number | null;
+  /** Its accel_shortcuts holds entries of another layout (pinned by
+   * another build of accel): it gets no shortcut, said once. */
+  misfit: boolean;
   users: number;
 }
 
@@ -124,6 +127,7 @@ export class ShortcutMaps {
       if (!o) continue;
       let plan: ShortcutPlan | null = null;
       try {
+        if (o.misfit) continue;
         const member = (key: Buffer) => lookup(o.members, key, MemberLayout.size);
         // The proxy's upstream socket first: a connection of another
         // attachment (or none) pays these lookups per attachment. A member
@@ -249,7 +253,16 @@ export class ShortcutMaps {
         for (const fd of fds) if (fd !== null) closeFd(fd);
         return null;
       }
-      o = { dir, ino, members, shortcuts, sockState, sockHash, upstreams: openPinned(path.join(dir, MapNames.upstreams)), users: 0 };
+      // Entries of another size would be read wrong by its programs, and
+      // one without the kernel's byte count would leave a busy connection
+      // looking idle (the layout before accel_shortcut.sent).
+      const valueSize = mapInfo(shortcuts).valueSize;
+      const misfit = valueSize !== ShortcutLayout.size;
+      if (misfit)
+        log.warn(
+          `no shortcut for the connections of ${dir}: its ${MapNames.shortcuts} has entries of ${valueSize} B, not ${ShortcutLayout.size} (attached by another build of accel: detach and attach it)`,
+        );
+      o = { dir, ino, members, shortcuts, sockState, sockHash, upstreams: openPinned(path.join(dir, MapNames.upstreams)), misfit, users: 0 };
       this.opened.set(dir, o);
     }
     o.users++;
@@ -373,6 +386,22 @@ export class ShortcutPlan {
    * may end that stream cleanly (the kernel still sends what is queued). */
   written(i: 0 | 1): void {
     lingerOff(this.setup.relays[i]);
+  }
+
+  /**
+   * Bytes sent by the shortcut so far, both ways (the kernel counts them in
+   * the entries as each message takes it): the proxy's idle timeout reads
+   * it, a local shortcut's bytes showing on none of the proxy's sockets. An
+   * entry gone (its sender closed) counts 0. One map lookup per entry.
+   */
+  sent(): bigint {
+    if (this.ended) return 0n;
+    let n = 0n;
+    for (const e of this.setup.entries) {
+      const v = lookup(this.o.shortcuts, e.key, ShortcutLayout.size);
+      if (v) n += shortcutSent(v);
+    }
+    return n;
   }
 
   /** Take the entries out (if still there) and let go of the maps. */

@@ -10,8 +10,12 @@
  * counters (bytes received, bytes acknowledged) grow with every byte that
  * gets through. The bytes of a socket on the sk_msg fast path skip TCP
  * (tcp_info stays still) but pass through node, which relays such sockets:
- * node's own counters grow then. A connection is idle when neither moved
- * on any of its sockets.
+ * node's own counters grow then. The bytes of an accel proxy shortcut move
+ * from the client's socket to the server's (or, egress, onto the proxy's
+ * upstream socket) by sk_msg, past the proxy's own sockets: the kernel
+ * counts them in the shortcut's map entries, which the proxy adds to the
+ * connection (IdleWatch.count). A connection is idle when none of these
+ * moved.
  */
 import net from 'node:net';
 import { log } from '../log.js';
@@ -125,9 +129,19 @@ function refuse(sock: net.Socket, why: 'total' | 'source'): Admission {
 /** One connection under watch: more of its sockets may join it. */
 export interface IdleWatch {
   add(sock: net.Socket): void;
-  /** Stop watching this connection: nothing it shows says whether it is
-   * idle (its bytes take another way). */
-  release(): void;
+  /** Bytes of the connection that move where none of its sockets shows
+   * them (a shortcut's, in the kernel): `bytes` returns a count that grows
+   * with them, read at each look; a change is movement, and so is a read
+   * that fails (nothing is closed for want of a count). */
+  count(bytes: () => bigint): void;
+  /** Called just before an idle close destroys the sockets. */
+  beforeClose(fn: () => void): void;
+}
+
+interface Counter {
+  bytes: () => bigint;
+  /** At the last look (null: not looked at yet). */
+  last: bigint | null;
 }
 
 interface Watched extends IdleWatch {
@@ -135,8 +149,23 @@ interface Watched extends IdleWatch {
   /** Each open socket and what had moved on it at the last look (null:
    * not looked at yet). */
   moved: Map<net.Socket, bigint | null>;
+  counters: Counter[];
+  closing: (() => void) | null;
   /** When a byte was last seen moving (or the connection was watched). */
   since: number;
+}
+
+/** Has `c` moved since the last look (its count read now)? */
+function counterMoved(c: Counter): boolean {
+  let n: bigint;
+  try {
+    n = c.bytes();
+  } catch {
+    return true;
+  }
+  if (n === c.last) return false;
+  c.last = n;
+  return true;
 }
 
 /** Bytes through the socket so far, in the kernel or in node. */
@@ -158,8 +187,8 @@ function bytesMoved(sock: net.Socket): bigint {
  * connections are over before any look: a TCP_INFO read per socket cost the
  * proxy's connection rate), and that first look counts as movement; so a
  * connection is closed between timeoutMs and timeoutMs plus two periods
- * after its last byte. Closing one destroys all its sockets; `onIdle` is
- * told its label.
+ * after its last byte. Closing one destroys all its sockets (after its
+ * beforeClose); `onIdle` is told its label.
  */
 export class IdleTimeout {
   private readonly watched = new Set<Watched>();
@@ -179,6 +208,8 @@ export class IdleTimeout {
     const w: Watched = {
       label,
       moved: new Map(),
+      counters: [],
+      closing: null,
       since: Date.now(),
       add: (sock) => {
         if (this.timeoutMs === 0 || sock.destroyed || w.moved.has(sock)) return;
@@ -191,9 +222,11 @@ export class IdleTimeout {
         this.watched.add(w);
         this.timer ??= setInterval(() => this.sweep(), this.periodMs).unref();
       },
-      release: () => {
-        w.moved.clear();
-        this.watched.delete(w);
+      count: (bytes) => {
+        w.counters.push({ bytes, last: null });
+      },
+      beforeClose: (fn) => {
+        w.closing = fn;
       },
     };
     for (const s of sockets) w.add(s);
@@ -211,9 +244,15 @@ export class IdleTimeout {
           moved = true;
         }
       }
+      for (const c of w.counters) if (counterMoved(c)) moved = true;
       if (moved) w.since = now;
       else if (now - w.since >= this.timeoutMs) {
         this.watched.delete(w);
+        try {
+          w.closing?.();
+        } catch (err) {
+          log.warn(`${w.label}: before the idle close: ${(err as Error).message}`);
+        }
         for (const sock of w.moved.keys()) sock.destroy();
         this.onIdle(w.label);
       }

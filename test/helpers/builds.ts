@@ -25,6 +25,10 @@ export const LAYOUT_VARIANT = '-DACCEL_TEST_LAYOUT_VARIANT -DACCEL_TEST_PROGRAM_
  * has other flags (another layout); the fast path's maps fit. */
 export const INTERCEPT_LAYOUT_VARIANT = '-DACCEL_TEST_INTERCEPT_LAYOUT_VARIANT -DACCEL_TEST_PROGRAM_VARIANT=3';
 
+/** A build whose accel_shortcuts entries are larger (another layout):
+ * accel proxy gives its connections no shortcut. */
+export const SHORTCUT_LAYOUT_VARIANT = '-DACCEL_TEST_SHORTCUT_LAYOUT_VARIANT -DACCEL_TEST_PROGRAM_VARIANT=4';
+
 const OBJECTS = [...FAST_PATH_OBJECTS, ...INTERCEPT_OBJECTS];
 
 export async function variantBuild(t: TestContext, name: string, cflags: string): Promise<string> {

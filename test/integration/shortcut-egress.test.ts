@@ -186,6 +186,38 @@ describe('shortcut for a remote upstream (egress)', { timeout: 600_000 }, () => 
     assert.ok(await waitFor(() => withMaps(dir(b), (m) => m.shortcutCount() === 0), 5000), 'the entry went with the sockets');
   });
 
+  it('--idle-timeout-ms closes a silent egress shortcut with a FIN, entry and all, and keeps one whose bytes go out only by the shortcut', async (t) => {
+    const idleMs = 1000;
+    const busyMs = 3500;
+    const b = await bench(t, ['--idle-timeout-ms', String(idleMs)]);
+    const p = spawn(process.execPath, [CASES, 'idle', String(busyMs)], { ...b.appWhere });
+    t.after(() => stopProcess(p));
+    assert.ok(await p.waitForLine((l) => l.includes('"quietClosed"')), 'the silent one waited for');
+    const said = p.lines().find((l) => l.includes('"quietClosed"')) ?? '';
+    assert.ok(said.includes('"quietClosed":true'), `${said} ${show(b.proxyEvents())}`);
+    assert.deepEqual(shortcuts(b), ['shortcut/egress', 'shortcut/egress']);
+    // The silent one's entry went with it; the busy one's is there.
+    assert.ok(await waitFor(() => withMaps(dir(b), (m) => m.shortcutCount() === 1), 5000), 'one entry left');
+    p.write('go\n');
+    const out = await p.done;
+    const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as CaseResult;
+    t.diagnostic(JSON.stringify(r));
+    assert.ok(r.ok, JSON.stringify(r));
+    // Closed as other idle connections are: an end, not a reset (the proxy
+    // held none of its bytes).
+    assert.match(String(r.quiet), /^end after/, JSON.stringify(r));
+    const f = b.fastCounters();
+    t.diagnostic(`${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy`);
+    // Its first message may reach the proxy before the shortcut is made;
+    // the rest went out by it.
+    assert.ok(f.shortcut_bytes >= BigInt((r.sent as number) - 200), show(f));
+    const proxy = b.proxy;
+    await b.stopProxy();
+    const stopped = (proxy?.lines() ?? []).find((l) => l.includes('"event":"stopped"')) ?? '{}';
+    assert.equal((JSON.parse(stopped) as { stats?: { idleClosed?: number } }).stats?.idleClosed, 1, stopped);
+    assert.ok(await waitFor(() => withMaps(dir(b), (m) => m.shortcutCount() === 0 && m.socketCount() === 0), 5000), 'maps empty');
+  });
+
   it('1,000 connections in a row, 50 at a time, every map back to empty', async (t) => {
     const b = await bench(t);
     const r = await cases(b, ['many', '1000', '50'], 300_000);

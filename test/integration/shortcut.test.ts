@@ -12,13 +12,14 @@ import { run, spawn } from '../../src/proc/run.js';
 import { withMaps } from '../../src/fastpath/pins.js';
 import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
 import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
+import { SHORTCUT_LAYOUT_VARIANT, variantBuild } from '../helpers/builds.js';
 import { FIXTURES, PROXY_PORT, type InterceptBench, interceptBench } from '../helpers/intercept.js';
 
 const LOCAL_PORT = 7411;
 const CASES = path.join(FIXTURES, 'shortcut-cases.mjs');
 
 /** Interception on lo of 127.0.0.1:LOCAL_PORT, the proxy in the cgroup. */
-async function localBench(t: TestContext, o: { proxyArgs?: string[]; policy?: unknown; attachArgs?: string[] } = {}): Promise<InterceptBench> {
+async function localBench(t: TestContext, o: { proxyArgs?: string[]; policy?: unknown; attachArgs?: string[]; bpfDir?: string } = {}): Promise<InterceptBench> {
   const extra = [...(o.proxyArgs ?? [])];
   if (o.policy) {
     const file = path.join(fs.mkdtempSync('/tmp/accel-shortcut-'), 'policy.json');
@@ -28,6 +29,7 @@ async function localBench(t: TestContext, o: { proxyArgs?: string[]; policy?: un
   }
   const b = await interceptBench(t, { attach: false, proxyArgs: extra });
   const a = await b.accel([
+    ...(o.bpfDir ? ['--bpf-dir', o.bpfDir] : []),
     'attach',
     '--cgroup',
     b.cg.path,
@@ -210,6 +212,39 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'the entries went with the proxy sockets');
   });
 
+  it('--idle-timeout-ms closes a silent shortcut connection, entries and all, and keeps one whose bytes move only by the shortcut', async (t) => {
+    const idleMs = 1000;
+    // Several timeouts: without the shortcut's counts the proxy sees
+    // nothing of this connection after the warm-up.
+    const busyMs = 3500;
+    const b = await localBench(t, { proxyArgs: ['--idle-timeout-ms', String(idleMs)] });
+    const p = spawn(process.execPath, [CASES, 'idle', String(busyMs)], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });
+    t.after(() => stopProcess(p));
+    assert.ok(await p.waitForLine((l) => l.includes('"quietClosed"')), 'both connections warmed up');
+    assert.deepEqual(modes(b), ['shortcut', 'shortcut']);
+    const said = p.lines().find((l) => l.includes('"quietClosed"')) ?? '';
+    assert.ok(said.includes('"quietClosed":true'), `${said} ${p.lines().join(' ')}`);
+    // The silent one's two entries went with it; the busy one's are there.
+    assert.ok(await waitFor(() => shortcutsLeft(b) === 2, 5000), `${shortcutsLeft(b)} entries`);
+    p.write('go\n');
+    const out = await p.done;
+    const r = JSON.parse(out.stdout.trim().split('\n').pop() ?? '{}') as CaseResult;
+    t.diagnostic(JSON.stringify(r));
+    assert.ok(r.ok, JSON.stringify(r));
+    const f = b.fastCounters();
+    const share = `${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B through the proxy`;
+    t.diagnostic(share);
+    // The busy one's bytes went by the shortcut: besides the warm-up (4 KB
+    // messages), the proxy's sockets saw none of them.
+    assert.ok(f.shortcut_bytes >= BigInt(r.sent as number), share);
+    assert.ok(f.shortcut_bytes_detoured <= 4096n * 2n, share);
+    const proxy = b.proxy;
+    await b.stopProxy();
+    const stopped = (proxy?.lines() ?? []).find((l) => l.includes('"event":"stopped"')) ?? '{}';
+    assert.equal((JSON.parse(stopped) as { stats?: { idleClosed?: number } }).stats?.idleClosed, 1, stopped);
+    assert.ok(await waitFor(() => shortcutsLeft(b) === 0, 5000), 'shortcut entries removed');
+  });
+
   it('when the proxy is killed while it holds relayed bytes, both sides are reset, never sent a FIN short of them', async (t) => {
     const b = await localBench(t);
     const p = spawn(process.execPath, [CASES, 'killmid'], { ...b.appWhere, env: { PORT: String(LOCAL_PORT) } });
@@ -327,6 +362,20 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
       if (c.want !== 'shortcut') assert.equal(b.fastCounters().shortcut_bytes, 0n);
     });
   }
+
+  it('an attachment whose shortcut entries have another layout (another build) gets no shortcut, and the proxy says so', async (t) => {
+    // A proxy writing its entries there would have them read wrong, and
+    // one without the kernel's byte count (the layout before
+    // accel_shortcut.sent) would leave a busy connection looking idle.
+    const b = await localBench(t, { bpfDir: await variantBuild(t, 'shortcut-layout', SHORTCUT_LAYOUT_VARIANT) });
+    const r = await cases(b, ['pingpong', '20']);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.deepEqual(modes(b), ['relay-fastpath']);
+    const said = (b.proxy?.lines() ?? []).filter((l) => l.includes('accel_shortcuts has entries of 120 B, not 112'));
+    assert.equal(said.length, 1, (b.proxy?.lines() ?? []).join('\n'));
+    assert.equal(b.fastCounters().shortcut_bytes, 0n);
+    assert.equal(shortcutsLeft(b), 0);
+  });
 
   it('a connection whose rule does not allow splicing is relayed, never shortcut', async (t) => {
     const b = await localBench(t, { policy: { default: 'deny', rules: [{ action: 'allow', ports: LOCAL_PORT, splice: false }] } });

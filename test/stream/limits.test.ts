@@ -221,6 +221,34 @@ describe('IdleTimeout', () => {
     assert.equal(closed, 1);
   });
 
+  // What a shortcut does: its bytes pass the connection's sockets, and
+  // only a count kept elsewhere (the kernel's, in the shortcut's entries)
+  // says they move.
+  it('a count added to a connection counts as its sockets do; the close calls beforeClose first', async () => {
+    let closed = 0;
+    const idle = new IdleTimeout(TIMEOUT, () => closed++);
+    after(() => idle.stop());
+    const port = await listen((sock) => {
+      const w = idle.watch('counted', sock);
+      w.count(() => BigInt(moved));
+      w.beforeClose(() => (sawOpen = !sock.destroyed));
+      sock.resume();
+    });
+    let moved = 0;
+    let sawOpen: boolean | null = null;
+    const c = client(port);
+    for (let i = 0; i < 12; i++) {
+      moved += 100; // nothing on the socket
+      await sleep(100);
+    }
+    assert.equal(closed, 0, 'not closed while the count moved');
+    assert.equal(c.ended, null);
+    assert.equal(sawOpen, null);
+    assert.ok(await until(() => c.ended !== null, TIMEOUT + 1500), 'closed once the count stood still');
+    assert.equal(closed, 1);
+    assert.equal(sawOpen, true, 'beforeClose ran before the sockets were destroyed');
+  });
+
   it('0 means never', async () => {
     const idle = new IdleTimeout(0, () => assert.fail('closed'));
     const port = await listen((sock) => {

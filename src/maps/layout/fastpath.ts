@@ -54,11 +54,12 @@ export const SockStateLayout = {
 
 /** struct accel_shortcut: value of accel_shortcuts (the sender's key). */
 export const ShortcutLayout = {
-  size: 104,
+  size: 112,
   fields: {
     dest: { offset: 0, size: 56 },
     dest_sock: { offset: 56, size: 24 },
     relay_sock: { offset: 80, size: 24 },
+    sent: { offset: 104, size: 8 },
   },
 } as const;
 
@@ -203,6 +204,13 @@ export interface Shortcut {
   relaySock: Buffer;
 }
 
+/** Bytes its sender sent by a shortcut (accel_shortcut.sent), from the
+ * entry's value. */
+export function shortcutSent(value: Buffer): bigint {
+  return value.readBigUInt64LE(ShortcutLayout.fields.sent.offset);
+}
+
+/** An entry as the proxy writes it: nothing sent yet. */
 export function encodeShortcut(s: Shortcut): Buffer {
   const f = ShortcutLayout.fields;
   const b = Buffer.alloc(ShortcutLayout.size);

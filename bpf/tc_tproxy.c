@@ -69,11 +69,12 @@ struct {
 	__type(value, struct accel_tproxy_flow);
 } accel_tproxy_flows SEC(".maps");
 
-/* The flow as the application's socket sees it (same form as sockops.c). */
-static __always_inline void accel_flow_key(struct __sk_buff *skb, const struct accel_pkt *p, struct accel_sock_key *key)
+/* The flow as the application's socket sees it (same form as sockops.c),
+ * in the network namespace with cookie `netns`. */
+static __always_inline void accel_flow_key(__u64 netns, const struct accel_pkt *p, struct accel_sock_key *key)
 {
 	__builtin_memset(key, 0, sizeof(*key));
-	key->netns = bpf_get_netns_cookie(skb);
+	key->netns = netns;
 	key->family = p->family;
 	key->local_port = bpf_ntohs(p->sport);
 	key->remote_port = bpf_ntohs(p->dport);
@@ -122,7 +123,7 @@ int accel_tc_egress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 	accel_tp_count(ACCEL_TP_PACKETS_SEEN);
-	accel_flow_key(skb, &p, &key);
+	accel_flow_key(bpf_get_netns_cookie(skb), &p, &key);
 
 	if (p.syn && !p.ack) {
 		/* A new connection: the decision is taken here, once. */
@@ -340,13 +341,7 @@ static __always_inline void accel_flow_proxy_in_cgroup(const struct accel_pkt *p
 	struct accel_tproxy_flow *flow;
 	struct accel_sock_key key;
 
-	__builtin_memset(&key, 0, sizeof(key));
-	key.netns = netns;
-	key.family = p->family;
-	key.local_port = bpf_ntohs(p->sport);
-	key.remote_port = bpf_ntohs(p->dport);
-	accel_copy_ip(key.local_ip, p->saddr);
-	accel_copy_ip(key.remote_ip, p->daddr);
+	accel_flow_key(netns, p, &key);
 	flow = bpf_map_lookup_elem(&accel_tproxy_flows, &key);
 	if (flow)
 		flow->proxy_in_cgroup = 1;

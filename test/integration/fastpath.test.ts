@@ -162,8 +162,13 @@ describe('local fast path', () => {
     for (const size of [200_000, MB]) {
       const before = maps(cg, (m) => m.counters());
       // The reader starts late (a hold), then keeps up with paced writes.
+      // A pace the reader can always keep up with: a writer paced at 2 ms
+      // per MiB (500 MB/s) outran a reader on a loaded 2-CPU machine, and
+      // once the TCP way had bytes in flight at every write, no write found
+      // it drained (0 to 3 returns instead of 9; seen in CI and under a
+      // parallel build).
       const r = await runProbe(
-        ['pair', '--reader', 'blocking', '--bytes', String(16 * MB), '--back', '1000', '--sizes', String(size), '--read-delay-ms', '50', '--pace-us', '2000'],
+        ['pair', '--reader', 'blocking', '--bytes', String(16 * MB), '--back', '1000', '--sizes', String(size), '--read-delay-ms', '50', '--pace-us', '20000'],
         {
           cgroupProcs: cg.procs,
         },

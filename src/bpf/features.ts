@@ -6,9 +6,10 @@
  * without one is refused with a line that says what to run instead.
  *
  * How each kind is asked:
- * - program and map types, and a helper in a program type: libbpf's probes
- *   (libbpf_probe_bpf_prog_type / _map_type / _helper), which load a tiny
- *   program or create a tiny map;
+ * - program and map types: libbpf's probes (libbpf_probe_bpf_prog_type /
+ *   _map_type), which load a tiny program or create a tiny map;
+ * - a helper in a program type: the verifier, asked with a program that
+ *   calls it (helperAvailable; libbpf 1.1's own probe misreads 6.x);
  * - a kfunc, an iterator target (bpf_iter_<target>), a uapi constant: the
  *   kernel's BTF (a FUNC, an enumerator of that name; src/bpf/btf.ts);
  * - tcx links: a link to an interface that does not exist (probeTcx).
@@ -26,7 +27,7 @@ import { log } from '../log.js';
 import { kernelBtf, releaseKernelBtf } from './btf.js';
 import { describeErrno, errnoName } from './errno.js';
 import { closeFd } from './fd.js';
-import { bpf } from './native.js';
+import { bpf, progLoadWithLog } from './native.js';
 import { AttachType, Helper, MapType, ProgType } from './uapi.js';
 
 /** The parts of accel that each need their own set of kernel features. */
@@ -82,10 +83,44 @@ const mapType = (name: string, sinceKernel: string, type: number): Requirement =
 
 const PROG_NAMES: Record<number, string> = { [ProgType.SCHED_CLS]: 'tc', [ProgType.SOCK_OPS]: 'sock_ops', [ProgType.SK_SKB]: 'sk_skb', [ProgType.SK_MSG]: 'sk_msg' };
 
+/** What the verifier says of a call to a helper that programs of this type
+ * may not make: "invalid func" (a helper it does not know), "unknown func"
+ * (one the type may not call, before 6.x), "program of this type cannot use
+ * helper" (since). libbpf 1.1's probe knows the first two, so on 6.18 it
+ * answers "supported" for every helper the kernel knows, in any type. */
+const HELPER_REFUSED = /\b(invalid func|unknown func|cannot use helper) /;
+
+/**
+ * May programs of `type` call the helper with id `helperId`? Loads `call
+ * helper; exit` with the verifier's log: it either loads (a helper whose
+ * arguments the context satisfies) or fails, and only the phrases above
+ * mean "not in this type"; any other complaint (an argument not set, say)
+ * comes after the verifier took the call.
+ */
+export function helperAvailable(type: number, helperId: number): boolean {
+  const insns = Buffer.alloc(16);
+  insns[0] = 0x85; // BPF_JMP | BPF_CALL
+  insns.writeInt32LE(helperId, 4);
+  insns[8] = 0x95; // BPF_JMP | BPF_EXIT
+  const verifierLog = Buffer.alloc(4096);
+  const fd = bpf.prog_load(type, 'accel_probe', 'GPL', insns, 2, progLoadWithLog(verifierLog)) as number;
+  if (fd >= 0) {
+    closeFd(fd);
+    return true;
+  }
+  const end = verifierLog.indexOf(0);
+  const text = verifierLog.toString('utf8', 0, end < 0 ? verifierLog.length : end);
+  if (HELPER_REFUSED.test(text)) return false;
+  if (text) return true; // the call was taken; something else was refused
+  // No log: the program was refused before the verifier ran.
+  const code = -fd === os.constants.errno.EPERM ? ErrorCodes.PERMISSION : ErrorCodes.KERNEL_FEATURE;
+  throw new AccelError(code, `cannot probe the kernel for helper #${helperId} in program type ${type}: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
+}
+
 /** bpf_<helper> as programs of `type` may call it. */
 const helper = (helperName: keyof typeof Helper, type: number, sinceKernel: string): Requirement => {
   const name = `bpf_${helperName} in ${PROG_NAMES[type] ?? `program type ${type}`} programs`;
-  return { name, sinceKernel, probe: () => answer(name, bpf.probe_helper(type, Helper[helperName], null) as number) };
+  return { name, sinceKernel, probe: () => helperAvailable(type, Helper[helperName]) };
 };
 
 /** Is the kernel's BTF there at all (CO-RE relocations and kfuncs need it)? */

@@ -37,6 +37,40 @@ export const IterAttachOptsT = koffi.struct('bpf_iter_attach_opts', {
 
 export type Handle = unknown;
 
+/** struct bpf_prog_load_opts of libbpf 1.1.2 (bpf.h), 64-bit layout (104
+ * bytes, log_buf at 96: checked with offsetof): accel sets only sz and the
+ * verifier's log. */
+export const ProgLoadOptsT = koffi.struct('bpf_prog_load_opts', {
+  sz: 'size_t',
+  attempts: 'int',
+  expected_attach_type: 'int',
+  prog_btf_fd: 'uint32_t',
+  prog_flags: 'uint32_t',
+  prog_ifindex: 'uint32_t',
+  kern_version: 'uint32_t',
+  attach_btf_id: 'uint32_t',
+  attach_prog_fd: 'uint32_t',
+  attach_btf_obj_fd: 'uint32_t',
+  fd_array: 'const void *',
+  func_info: 'const void *',
+  func_info_cnt: 'uint32_t',
+  func_info_rec_size: 'uint32_t',
+  line_info: 'const void *',
+  line_info_cnt: 'uint32_t',
+  line_info_rec_size: 'uint32_t',
+  log_level: 'uint32_t',
+  log_size: 'uint32_t',
+  log_buf: 'void *',
+});
+
+/** Options to load a program with the verifier's log (level 1) in `log`. */
+export function progLoadWithLog(log: Buffer): Record<string, unknown> {
+  if (koffi.sizeof(ProgLoadOptsT) !== 104 || koffi.offsetof(ProgLoadOptsT, 'log_buf') !== 96) {
+    throw new Error('struct bpf_prog_load_opts: unexpected layout on this platform');
+  }
+  return { sz: koffi.sizeof(ProgLoadOptsT), log_level: 1, log_size: log.length, log_buf: log };
+}
+
 /**
  * struct bpf_object_open_opts of libbpf 1.1.2 (libbpf.h), x86_64/arm64
  * layout: sz first, the object's size, so libbpf knows which fields this
@@ -113,7 +147,7 @@ export const bpf = {
   link_detach: libbpf.func('int bpf_link_detach(int link_fd)'),
   // opts NULL: replace whatever program the link runs (no old_prog_fd check).
   link_update: libbpf.func('int bpf_link_update(int link_fd, int new_prog_fd, const void *opts)'),
-  prog_load: libbpf.func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const void *opts)'),
+  prog_load: libbpf.func('int bpf_prog_load(int prog_type, const char *prog_name, const char *license, const void *insns, size_t insn_cnt, const bpf_prog_load_opts *opts)'),
   iter_create: libbpf.func('int bpf_iter_create(int link_fd)'),
   prog_attach: libbpf.func('int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags)'),
   prog_query: libbpf.func('int bpf_prog_query(int target_fd, int type, uint32_t query_flags, _Out_ uint32_t *attach_flags, void *prog_ids, _Inout_ uint32_t *prog_cnt)'),
@@ -129,7 +163,6 @@ export const bpf = {
   num_possible_cpus: libbpf.func('int libbpf_num_possible_cpus(void)'),
   probe_prog_type: libbpf.func('int libbpf_probe_bpf_prog_type(int prog_type, const void *opts)'),
   probe_map_type: libbpf.func('int libbpf_probe_bpf_map_type(int map_type, const void *opts)'),
-  probe_helper: libbpf.func('int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts)'),
   set_print: libbpf.func('void *libbpf_set_print(accel_libbpf_print_fn *fn)'),
   // The running kernel's BTF (/sys/kernel/btf/vmlinux, or where libbpf
   // finds it); NULL and errno when there is none.

@@ -32,10 +32,11 @@
  * walk goes over every bucket of the kernel's TCP hash tables, which are
  * the host's, sized by its memory, whatever the namespace holds: 1.7 ms on
  * this 24 GB machine (262,144 buckets) with two sockets in it. So after a
- * walk of d ms the next one waits WALK_GAP_FACTOR * d ms: walks take at most
- * a quarter of the owner's time however many destinations fall behind, and
- * sockets reported meanwhile are held at the next walk (the kernel takes
- * what arrives for them until then).
+ * walk of d ms the next one waits WALK_GAP_FACTOR * d ms (at most
+ * MAX_WALK_GAP_MS): walks take at most a quarter of the owner's time however
+ * many destinations fall behind, and sockets reported meanwhile are held at
+ * the next walk if their destination is still behind (the kernel takes what
+ * arrives for them until then).
  */
 import { sendBacklog } from '../sys/socket.js';
 import { log } from '../log.js';
@@ -49,8 +50,12 @@ const POLL_IDLE_MS = 16;
 /** Sockets held, and held sockets looked at, per tick (each a few system
  * calls). */
 export const HOLD_BUDGET_DEFAULT = 256;
-/** After a walk of d ms, none for WALK_GAP_FACTOR * d ms. */
+/** After a walk of d ms, none for WALK_GAP_FACTOR * d ms, and never more
+ * than MAX_WALK_GAP_MS: d is elapsed time, which a descheduled owner
+ * stretches, and while a report waits the kernel keeps queueing for its
+ * destination. */
 export const WALK_GAP_FACTOR = 3;
+export const MAX_WALK_GAP_MS = 16;
 
 /** The first `n` of `queue`, moved to its back (a Set keeps insertion
  * order): round-robin over a set whose members come and go. */
@@ -158,14 +163,16 @@ export class SpliceHolds {
       if (side && this.holding.has(side)) continue;
       if (side && !walkNow) continue; // stays reported: the next walk's
       work++;
-      if (side?.prepareHold()) ready.push(side);
+      // A report may have waited for the walk: a destination that caught
+      // up meanwhile needs no hold.
+      if (side && !this.drained(side) && side.prepareHold()) ready.push(side);
       else this.maps.unhold(cookie);
     }
     if (ready.length) {
       const started = this.clock();
       const taken = this.takeOutSafely(ready.map((s) => s.cookie));
       const ended = this.clock();
-      this.nextWalkAt = ended + (ended - started) * WALK_GAP_FACTOR;
+      this.nextWalkAt = ended + Math.min((ended - started) * WALK_GAP_FACTOR, MAX_WALK_GAP_MS);
       for (const side of ready) {
         const out = taken.has(side.cookie);
         side.settleHold(out);

@@ -85,10 +85,12 @@ const PROG_NAMES: Record<number, string> = { [ProgType.SCHED_CLS]: 'tc', [ProgTy
 
 /** What the verifier says of a call to a helper that programs of this type
  * may not make: "invalid func" (a helper it does not know), "unknown func"
- * (one the type may not call, before 6.x), "program of this type cannot use
- * helper" (since). libbpf 1.1's probe knows the first two, so on 6.18 it
- * answers "supported" for every helper the kernel knows, in any type. */
-const HELPER_REFUSED = /\b(invalid func|unknown func|cannot use helper) /;
+ * (one the type may not call, on older kernels), "program of this type
+ * cannot use helper" (the same, on newer ones, 6.18 among them), "helper
+ * call is not allowed in probe" (one the type may call only in some of its
+ * programs). libbpf 1.1's probe knows the first two, so on 6.18 it answers
+ * "supported" for every helper the kernel knows, in any type. */
+const HELPER_REFUSED = /\b(invalid func|unknown func|cannot use helper|helper call is not allowed)\b/;
 
 /**
  * May programs of `type` call the helper with id `helperId`? Loads `call
@@ -112,7 +114,9 @@ export function helperAvailable(type: number, helperId: number): boolean {
   const text = verifierLog.toString('utf8', 0, end < 0 ? verifierLog.length : end);
   if (HELPER_REFUSED.test(text)) return false;
   if (text) return true; // the call was taken; something else was refused
-  // No log: the program was refused before the verifier ran.
+  // No log: refused before the verifier ran, as a program type this kernel
+  // does not have is (that type's own feature says so).
+  if (-fd === os.constants.errno.EINVAL) return false;
   const code = -fd === os.constants.errno.EPERM ? ErrorCodes.PERMISSION : ErrorCodes.KERNEL_FEATURE;
   throw new AccelError(code, `cannot probe the kernel for helper #${helperId} in program type ${type}: ${describeErrno(-fd)}`, { errno: errnoName(-fd) });
 }

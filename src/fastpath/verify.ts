@@ -25,6 +25,18 @@ export interface VerifyReport {
 
 export const PROBE_BYTES = 4 << 20;
 
+/** What the probe sends each way: PROBE_BYTES, or a quarter of the
+ * attachment's queue limit if that is less. A reader that has not started
+ * yet when its writer is done (the two are separate processes) then holds
+ * all of it below the limit, so no byte is held back (sent the TCP way by
+ * backpressure) and every one must show as redirected. At the default 4 MiB
+ * limit a 4 MiB probe could be held back on a busy machine, and under a
+ * smaller --queue-limit it was: a fast path at work reported as not
+ * engaged. */
+export function probeBytes(queueLimit: number): number {
+  return queueLimit > 0 ? Math.min(PROBE_BYTES, Math.max(1, Math.floor(queueLimit / 4))) : PROBE_BYTES;
+}
+
 /** A complete fast path to verify: its cgroup (null when gone) and pins. */
 export interface VerifyTarget {
   cgroupPath: string | null;
@@ -37,17 +49,17 @@ export async function verify(targets: VerifyTarget[], options: { probe: boolean;
   }
   const reports: VerifyReport[] = [];
   for (const s of targets) {
-    const before = withMaps(s.pinDir, (m) => m.counters().bytes_redirected);
+    const { before, bytes } = withMaps(s.pinDir, (m) => ({ before: m.counters().bytes_redirected, bytes: probeBytes(m.config().queueLimit) }));
     let run: Awaited<ReturnType<typeof runProbe>> | null = null;
     if (options.probe && s.cgroupPath) {
-      run = await runProbe(['pair', '--bytes', String(PROBE_BYTES), '--back', String(PROBE_BYTES), '--timeout-s', '30'], {
+      run = await runProbe(['pair', '--bytes', String(bytes), '--back', String(bytes), '--timeout-s', '30'], {
         cgroupProcs: procsFile(resolveCgroup(s.cgroupPath)),
       });
     }
     // One read of the maps, after the probe if there was one.
     const { keys, counters } = withMaps(s.pinDir, (m) => ({ keys: m.sockets(), counters: m.counters() }));
     const bytesRedirected = counters.bytes_redirected;
-    const probe: VerifyReport['probe'] = run ? { ok: run.ok, bytes: 2 * PROBE_BYTES, bytesRedirectedDelta: bytesRedirected - before, error: run.error } : null;
+    const probe: VerifyReport['probe'] = run ? { ok: run.ok, bytes: 2 * bytes, bytesRedirectedDelta: bytesRedirected - before, error: run.error } : null;
     const engaged = engagedConnections(keys);
     reports.push({
       cgroupPath: s.cgroupPath,

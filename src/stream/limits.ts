@@ -188,12 +188,17 @@ function bytesMoved(sock: net.Socket): bigint {
  * proxy's connection rate), and that first look counts as movement; so a
  * connection is closed between timeoutMs and timeoutMs plus two periods
  * after its last byte. Closing one destroys all its sockets (after its
- * beforeClose); `onIdle` is told its label.
+ * beforeClose); `onIdle` is told its label. A look that comes more than a
+ * period late (the process did not run: a long GC pause, a starved CPU)
+ * does not count that time as silence: what the process could not see
+ * move, and could not relay, is not the connection's idleness.
  */
 export class IdleTimeout {
   private readonly watched = new Set<Watched>();
   private timer: NodeJS.Timeout | null = null;
   private readonly periodMs: number;
+  /** When the last look was, while looking. */
+  private lastSweep: number | null = null;
 
   constructor(
     private readonly timeoutMs: number,
@@ -235,7 +240,10 @@ export class IdleTimeout {
 
   private sweep(): void {
     const now = Date.now();
+    const late = this.lastSweep === null ? 0 : now - this.lastSweep - this.periodMs;
+    this.lastSweep = now;
     for (const w of this.watched) {
+      if (late > this.periodMs) w.since += late;
       let moved = false;
       for (const [sock, before] of w.moved) {
         const n = bytesMoved(sock);
@@ -264,6 +272,7 @@ export class IdleTimeout {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    this.lastSweep = null;
     this.watched.clear();
   }
 }

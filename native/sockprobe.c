@@ -60,9 +60,10 @@ struct opts {
 	int duplex;		 /* both directions at once */
 	const char *sizes;
 	int stall_ms;
-	int hold;    /* wait for a stdin line once connected */
-	int pace_us; /* sleep between writes */
-	int rst;     /* client aborts with RST after sending */
+	int hold;     /* wait for a stdin line once connected */
+	int hold_end; /* the writer waits for a stdin line before its last write */
+	int pace_us;  /* sleep between writes */
+	int rst;      /* client aborts with RST after sending */
 	uint64_t seed;
 	int concurrent;
 	int sequential;
@@ -282,6 +283,8 @@ static int connect_to(const char *host, int port)
 }
 
 /* ---- writing and reading the stream ---- */
+static void wait_line(void);
+
 static const char *send_stream(int fd, uint64_t total, uint64_t seed)
 {
 	static __thread uint8_t *buf;
@@ -300,6 +303,13 @@ static const char *send_stream(int fd, uint64_t total, uint64_t seed)
 		if (n > (1 << 20))
 			n = 1 << 20;
 		gen_fill(&g, buf, n);
+		/* Still running until told (--hold-end, the client's writer): a
+		 * test can then act on a live connection whatever the machine's
+		 * speed. */
+		if (o.hold_end && sent + n == total && !strcmp(side_name, "client")) {
+			emit("{\"event\":\"before-end\"}");
+			wait_line();
+		}
 		while (off < n) {
 			ssize_t w = send(fd, buf + off, n - off, MSG_NOSIGNAL);
 
@@ -904,7 +914,7 @@ static void usage(void)
 		"  [--reader blocking|poll|epoll|epoll-et|fionread|peek|splice] [--back-reader R]\n"
 		"  [--bytes N] [--back N] [--hold-read] [--read-at-half-close] [--reply-delay-ms N]"
 		" [--read-delay-ms N]\n"
-		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--pace-us N] [--rst] [--seed N]\n"
+		"  [--duplex] [--sizes N,N|mix] [--stall-ms N] [--hold] [--hold-end] [--pace-us N] [--rst] [--seed N]\n"
 		"  [--concurrent N] [--sequential N] [--early] [--timeout-s N]\n"
 		"  slowreader [--conns N] [--duplex] [--bytes N] [--pause-ms N] [--writer blocking|poll|epoll]\n"
 		"    [--host H --port P: through an echo server there, or a relay with --duplex]\n");
@@ -1121,6 +1131,8 @@ int main(int argc, char **argv)
 			o.rst = 1, takes = 0;
 		else if (!strcmp(a, "--early"))
 			o.early = 1, takes = 0;
+		else if (!strcmp(a, "--hold-end"))
+			o.hold_end = 1, takes = 0;
 		else if (!strcmp(a, "--hold-read"))
 			o.hold_read = 1, takes = 0;
 		else if (!strcmp(a, "--read-at-half-close"))

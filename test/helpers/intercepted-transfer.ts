@@ -18,21 +18,26 @@ export const flows = (b: InterceptBench) => withTproxyMaps(attachmentPinDir(BPFF
 /** An intercepted connection transferring both ways, paced (a few seconds):
  * a sockprobe client in the application's place to a sockprobe server at
  * the remote's real address, through the proxy. Running once this returns
- * (its flow is in the map). */
+ * (its flow is in the map), and until interceptedByteExact: the client
+ * keeps its last 64 KiB until then (--hold-end), so a test's steps run on a
+ * live connection however long they take on a busy machine. */
 export interface InterceptedTransfer {
   /** Bytes each way. */
   bytes: number;
   result: Promise<ProbeResult>;
   finished: () => boolean;
+  /** Let the client send its last bytes. */
+  release: () => void;
 }
 
 export async function interceptedTransfer(t: { after: (fn: () => Promise<void>) => void }, b: InterceptBench, bytes = INTERCEPTED_TRANSFER): Promise<InterceptedTransfer> {
-  const paced = ['--duplex', '--bytes', String(bytes), '--back', String(bytes), '--sizes', '65536', '--pace-us', '2000'];
+  // A reader waits for the held last bytes as long as a test's steps take.
+  const paced = ['--duplex', '--bytes', String(bytes), '--back', String(bytes), '--sizes', '65536', '--pace-us', '2000', '--stall-ms', '60000'];
   const server = spawn(SOCKPROBE, ['server', '--family', '6', '--port', String(PROBE_PORT), ...paced], { netns: b.remote });
   t.after(() => stopProcess(server));
   assert.ok(await server.waitForLine((l) => l.includes('"event":"listening"')), 'the sockprobe server listens');
   const flowsBefore = flows(b);
-  const client = spawn(SOCKPROBE, ['client', '--host', SERVER4, '--port', String(PROBE_PORT), '--reader', 'epoll', ...paced], b.appWhere);
+  const client = spawn(SOCKPROBE, ['client', '--host', SERVER4, '--port', String(PROBE_PORT), '--reader', 'epoll', '--hold-end', ...paced], b.appWhere);
   t.after(() => stopProcess(client));
   const result = Promise.all([server.done, client.done]).then(([s, c]) => {
     const srv = parseProbeOutput(s.stdout, s.exitCode, s.stderr);
@@ -43,11 +48,13 @@ export async function interceptedTransfer(t: { after: (fn: () => Promise<void>) 
   let finished = false;
   void result.then(() => (finished = true));
   assert.ok(await waitFor(() => flows(b) > flowsBefore, 10_000), 'the connection was intercepted (its flow is in the map)');
-  return { bytes, result, finished: () => finished };
+  return { bytes, result, finished: () => finished, release: () => client.write('\n') };
 }
 
-/** Every byte both ways, none reset, and through the proxy. */
+/** Let it finish; then every byte both ways, none reset, and through the
+ * proxy. */
 export async function interceptedByteExact(b: InterceptBench, transfer: InterceptedTransfer): Promise<void> {
+  transfer.release();
   const r = await transfer.result;
   assert.ok(r.ok, r.error ?? '');
   assert.deepEqual(

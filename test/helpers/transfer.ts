@@ -9,9 +9,12 @@ import { MB, maps, waitFor } from './env.js';
 export const TRANSFER = 160 * MB;
 
 /** About 5 s of paced traffic both ways on one connection of the fast path,
- * running once this returns. */
+ * running once this returns, and until byteExact: the client keeps its
+ * last 64 KiB until then (--hold-end), so a test's steps run on a live
+ * connection however long they take on a busy machine. */
 export async function transfer(t: { after: (fn: () => void) => void }, cg: Cgroup & { procs: string }): Promise<{ probe: HeldProbe; finished: () => boolean }> {
-  const probe = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(TRANSFER), '--back', String(TRANSFER), '--sizes', '65536', '--pace-us', '2000'], {
+  const paced = ['--sizes', '65536', '--pace-us', '2000', '--hold-end', '--stall-ms', '60000'];
+  const probe = await startHeldProbe(['pair', '--duplex', '--reader', 'epoll', '--bytes', String(TRANSFER), '--back', String(TRANSFER), ...paced], {
     cgroupProcs: cg.procs,
   });
   t.after(() => probe.kill());
@@ -22,8 +25,10 @@ export async function transfer(t: { after: (fn: () => void) => void }, cg: Cgrou
   return { probe, finished: () => finished };
 }
 
-/** The transfer ended whole: every byte both ways, none reset. */
+/** Let it finish (its held last bytes); then it ended whole: every byte
+ * both ways, none reset. */
 export async function byteExact(probe: HeldProbe): Promise<void> {
+  probe.release();
   const r = await probe.result;
   assert.ok(r.ok, r.error ?? '');
   assert.deepEqual(

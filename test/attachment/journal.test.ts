@@ -47,7 +47,9 @@ describe('journal', () => {
     const holder = spawn('flock', ['--nonblock', '--no-fork', cgroup, 'sleep', '30'], { stdio: 'ignore' });
     try {
       let busy = false;
-      for (let i = 0; i < 50 && !busy; i++) {
+      // Until flock(1) has started and taken the lock (a while on a busy
+      // machine): 10 s at most.
+      for (let i = 0; i < 500 && !busy; i++) {
         await new Promise((r) => setTimeout(r, 20));
         try {
           JournalHandle.open(3n, cgroup, 'attach').close();

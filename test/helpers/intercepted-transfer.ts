@@ -19,13 +19,13 @@ export const flows = (b: InterceptBench) => withTproxyMaps(attachmentPinDir(BPFF
  * a sockprobe client in the application's place to a sockprobe server at
  * the remote's real address, through the proxy. Running once this returns
  * (its flow is in the map), and until interceptedByteExact: the client
- * keeps its last 64 KiB until then (--hold-end), so a test's steps run on a
- * live connection however long they take on a busy machine. */
+ * keeps its last 64 KiB until then (--hold-end), so the connection spans a
+ * test's steps however long they take on a busy machine, and its last bytes
+ * cross after them. */
 export interface InterceptedTransfer {
   /** Bytes each way. */
   bytes: number;
   result: Promise<ProbeResult>;
-  finished: () => boolean;
   /** Let the client send its last bytes. */
   release: () => void;
 }
@@ -45,10 +45,8 @@ export async function interceptedTransfer(t: { after: (fn: () => Promise<void>) 
     const ok = srv.ok && cli.ok;
     return { ok, sides: [...srv.sides, ...cli.sides], error: ok ? null : (srv.error ?? cli.error), stderr: srv.stderr + cli.stderr };
   });
-  let finished = false;
-  void result.then(() => (finished = true));
   assert.ok(await waitFor(() => flows(b) > flowsBefore, 10_000), 'the connection was intercepted (its flow is in the map)');
-  return { bytes, result, finished: () => finished, release: () => client.write('\n') };
+  return { bytes, result, release: () => client.write('\n') };
 }
 
 /** Let it finish; then every byte both ways, none reset, and through the

@@ -33,10 +33,17 @@ async function manyClients(where: Placement, host: string, port: number, total: 
       allowFailure: true,
       timeoutMs: 180_000,
     });
-    if (whenOpen) {
-      await whenOpen().finally(() => fs.writeFileSync(go, ''));
+    let failure: unknown = null;
+    try {
+      if (whenOpen) await whenOpen();
+    } catch (err) {
+      failure = err;
     }
-    return parseManyClients((await running).stdout);
+    // Also when whenOpen failed: the clients go and end before the file goes.
+    if (dir) fs.writeFileSync(go, '');
+    const r = await running;
+    if (failure) throw failure;
+    return parseManyClients(r.stdout);
   } finally {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -27,9 +27,8 @@
  * destination of each, which may have caught up since) and held (or their
  * stale reports cleared), and at most `budget` held sockets looked at for
  * release, taken round-robin (a socket looked at goes to the back of the
- * line), so that with thousands
- * held a tick still stays short and no held socket waits more than
- * ceil(held / budget) ticks for its look. The new holds of a tick share one
+ * line), so that with thousands held a tick still stays short and no held
+ * socket waits more than ceil(held / budget) ticks for its look. The new holds of a tick share one
  * walk over the TCP sockets of the namespace, which locks each in turn. The
  * walk goes over every bucket of the kernel's TCP hash tables, which are
  * the host's, sized by its memory, whatever the namespace holds: 1.7 ms on

@@ -65,7 +65,7 @@ export function registerProxy(program: Command, globals: () => GlobalOptions): v
     // Envoy's TCP proxy closes idle connections after an hour by default too.
     .option(
       '--idle-timeout-ms <ms>',
-      'close a connection after this long with no byte moving either way, spliced or not (0: never; not a connection with a shortcut, whose bytes the proxy does not see)',
+      'close a connection after this long with no byte moving either way, spliced, by a shortcut or relayed (0: never)',
       parseNonNegative,
       3_600_000,
     )

@@ -217,6 +217,21 @@ export async function nodeClient(
   return line.startsWith('{') ? JSON.parse(line) : { ok: false, error: r.stderr || `exit ${r.exitCode}`, ms: 0 };
 }
 
+/** What each side saw of the echo connections, for a failure's message: the
+ * server's count of bytes in and out per connection, the proxy's decisions,
+ * and the fast path's counters. A short echo then says which hop lost bytes. */
+export function echoDiagnosis(b: InterceptBench, server: Spawned = b.server): string {
+  const closed = server.lines().filter((l) => l.includes('"event":"echo-closed"'));
+  const events = b.proxyEvents().map((e) => `${e.source}->${e.destination} ${e.action} ${e.mode ?? ''} ${e.shortcut ?? ''}`);
+  let counters = '';
+  try {
+    counters = JSON.stringify(b.fastCounters(), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v));
+  } catch (e) {
+    counters = `(no fast-path counters: ${String(e)})`;
+  }
+  return `server: ${closed.join(' ')}; proxy: ${events.join(', ')}; fast path: ${counters}`;
+}
+
 /** curl in the application's place; returns status, body size and sha. */
 export async function curl(b: InterceptBench, url: string, extra: string[] = []): Promise<RunResult> {
   return run('curl', ['-sS', '--max-time', '20', ...extra, url], { ...b.appWhere, allowFailure: true, timeoutMs: 30_000 });

@@ -18,7 +18,7 @@ import { runSplit } from '../../src/probe/sockprobe.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { BPFFS, CLI, MB, fastPathBytes, stopProcess, waitFor } from '../helpers/env.js';
 import { kernelLacks, requireFeature } from '../helpers/features.js';
-import { ECHO_PORT, FIXTURES, HTTP_PORT, OTHER_PORT, PROBE_PORT, PROXY_PORT, SERVER4, SERVER6, curl, interceptBench, nodeClient } from '../helpers/intercept.js';
+import { ECHO_PORT, FIXTURES, HTTP_PORT, OTHER_PORT, PROBE_PORT, PROXY_PORT, SERVER4, SERVER6, curl, echoDiagnosis, interceptBench, nodeClient } from '../helpers/intercept.js';
 
 function pattern(n: number): Buffer {
   const out = Buffer.alloc(n);
@@ -74,7 +74,7 @@ describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
     const b = await interceptBench(t);
     for (const host of [SERVER4, SERVER6]) {
       const c = await nodeClient(b, host, ECHO_PORT, 32 * MB);
-      assert.ok(c.ok, `node echo ${host}: ${c.error ?? JSON.stringify(c)}`);
+      assert.ok(c.ok, `node echo ${host}: ${c.error ?? JSON.stringify(c)}; ${echoDiagnosis(b)}`);
       assert.equal(c.received, 32 * MB);
     }
     // sockprobe: verified stream up, then a verified reply after the half-close.
@@ -204,7 +204,7 @@ describe('transparent interception', { skip: kernelLacks('intercept') }, () => {
     assert.ok(await local.waitForLine((l) => l.includes('"event":"listening"')));
     for (const host of ['127.0.0.1', '::1']) {
       const c = await nodeClient(b, host, LOCAL_PORT, 8 * MB);
-      assert.ok(c.ok, `${host}: ${c.error ?? JSON.stringify(c)}`);
+      assert.ok(c.ok, `${host}: ${c.error ?? JSON.stringify(c)}; ${echoDiagnosis(b, local)}`);
     }
     assert.deepEqual(
       b.proxyEvents().map((e) => e.destination),

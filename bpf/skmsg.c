@@ -104,10 +104,21 @@ int accel_skmsg(struct sk_msg_md *msg)
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
 	} else if (peer_view.valid &&
 		   (peer_view.pressure || accel_dest_full(peer_view.queued, size, peer_view.limit))) {
-		int held = accel_hold(st, sk, size);
+		__u32 pad = accel_hold_pad(&peer_view);
 
-		if (held >= 0)
-			return held;
+		if (pad) {
+			/* The first pad bytes are redirected; the kernel runs
+			 * this program again on the rest, which then holds. */
+			if (pad < size) {
+				bpf_msg_apply_bytes(msg, pad);
+				size = pad;
+			}
+		} else {
+			int held = accel_hold(st, sk, size);
+
+			if (held >= 0)
+				return held;
+		}
 	}
 
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)

@@ -254,8 +254,18 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	if (!dest.valid || dest.pressure || accel_rcv_closed(sc->dest_sock.sk, sc->dest_sock.cookie))
 		goto detour;
 	if (st->flags & ACCEL_ST_SHORTCUT_ON) {
-		if (accel_dest_full(dest.queued, size, dest.limit))
-			goto detour;
+		/* The detour reaches the destination by TCP, behind what the
+		 * shortcut queued: the split of a hold (accel_hold_pad). */
+		if (accel_dest_full(dest.queued, size, dest.limit)) {
+			__u32 pad = accel_hold_pad(&dest);
+
+			if (!pad)
+				goto detour;
+			if (pad < size) {
+				bpf_msg_apply_bytes(msg, pad);
+				size = pad;
+			}
+		}
 	} else if (dest.rx_pending || accel_dest_full(dest.queued, size, dest.limit / 2) ||
 		   !accel_relay_drained(self, st, sc, &sent)) {
 		goto detour;

@@ -84,6 +84,28 @@ describe('backpressure on the fast path', () => {
     assert.ok(maps(cg, (m) => m.counters().backpressure_engaged) >= 1n);
   });
 
+  it('delivers every byte to a Node.js reader that half-closed first, when its writer ends while held', async (t) => {
+    // The writer is held (its last bytes go the TCP way behind the redirected
+    // ones) and ends before the reader reads. The reader's socket is then shut
+    // both ways: libuv takes a read shorter than its buffer, with a hang-up
+    // reported, for the end of the stream.
+    const cg = testCgroup(t);
+    await attachOk(t, cg);
+    // Writes of 60,000 B: the redirected bytes end off a 64 KiB multiple.
+    // The held rest is small enough to pass the reader's first TCP window,
+    // so the writer's FIN arrives while the reader sleeps.
+    for (const [i, rest] of [1000, 5000, 10_000].entries()) {
+      const r = await run(process.execPath, [path.join(FIXTURES, 'node-slow-reader.mjs'), String(DEFAULT_QUEUE_LIMIT + rest), '1000', 'half-close', '60000'], {
+        cgroupProcs: cg.procs,
+        allowFailure: true,
+        timeoutMs: 90_000,
+      });
+      assert.ok(r.exitCode === 0, `run ${i}: ${r.stdout} ${r.stderr}`);
+    }
+    const c = maps(cg, (m) => m.counters());
+    assert.ok(c.backpressure_engaged >= 3n && c.bytes_held > 0n, `each writer was held (${c.backpressure_engaged} holds, ${c.bytes_held} bytes)`);
+  });
+
   it('holds a writer back with the SK_SKB stream verdict attached too', async (t) => {
     const cg = testCgroup(t);
     await attachOk(t, cg, ['--stream-verdict', 'always']);

@@ -11,6 +11,7 @@
 #include "accel_maps.h"
 #include "accel_key.h"
 #include "accel_backpressure.h"
+#include "accel_cut.h"
 #include "accel_shortcut.h"
 
 static __always_inline int accel_passed(__u32 size)
@@ -60,69 +61,76 @@ static __always_inline int accel_hold(struct accel_sock_state *st, struct bpf_so
 	return accel_passed(size);
 }
 
-SEC("sk_msg")
-int accel_skmsg(struct sk_msg_md *msg)
+/* What accel_decide did with the message: left it to TCP (SK_PASS with no
+ * redirect of this run), or redirected it. */
+#define ACCEL_TO_TCP 0
+#define ACCEL_REDIRECTED 1
+
+static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *sk, struct accel_sock_state *st)
 {
 	struct accel_config *cfg = accel_get_config();
-	struct bpf_sock *sk = msg->sk;
 	struct accel_peer_view peer_view;
-	struct accel_sock_state *st;
 	struct accel_member *member;
 	struct accel_sock_key peer;
 	__u32 size = msg->size;
 
-	accel_build_variant();
-	if (!sk)
-		return SK_PASS;
-	if (!cfg || !cfg->redirect_enabled)
-		return accel_pass(msg, sk);
-
-	/* No state yet: the socket was never held nor sent the TCP way, and
-	 * its peer is not accel proxy's. */
-	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, 0);
-	if (st && st->tcp_only)
-		return accel_passed(size);
+	if (!cfg || !cfg->redirect_enabled) {
+		accel_pass(msg, sk);
+		return ACCEL_TO_TCP;
+	}
+	if (st && st->tcp_only) {
+		accel_passed(size);
+		return ACCEL_TO_TCP;
+	}
 	/* Its peer is accel proxy's: by a shortcut if it has one and may take
 	 * it now, else (counted) on to the proxy as below. */
 	if (st && (st->flags & ACCEL_ST_PROXY_FACING) && accel_shortcut_send(msg, sk, st, cfg))
-		return SK_PASS;
+		return ACCEL_REDIRECTED;
 
-	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg)))
-		return accel_pass(msg, sk);
+	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg))) {
+		accel_pass(msg, sk);
+		return ACCEL_TO_TCP;
+	}
 	member = bpf_map_lookup_elem(&accel_members, &peer);
-	if (!member)
-		return accel_pass(msg, sk);
+	if (!member) {
+		accel_pass(msg, sk);
+		return ACCEL_TO_TCP;
+	}
 
 	accel_peer_view(&peer_view, member->sk, member->cookie, cfg->queue_limit);
 	if (st && st->held) {
 		/* Back to the redirect only once the TCP path of this direction
 		 * has drained, with half the peer's buffer free. */
 		if (!peer_view.valid || peer_view.pressure || peer_view.rx_pending || !accel_tcp_tx_done(sk) ||
-		    accel_dest_full(peer_view.queued, size, peer_view.limit / 2))
-			return accel_hold(st, sk, size);
+		    accel_dest_full(peer_view.queued, size, peer_view.limit / 2)) {
+			accel_hold(st, sk, size);
+			return ACCEL_TO_TCP;
+		}
 		st->held = 0;
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
 	} else if (peer_view.valid &&
 		   (peer_view.pressure || accel_dest_full(peer_view.queued, size, peer_view.limit))) {
 		__u32 pad = accel_hold_pad(&peer_view);
 
-		if (pad) {
-			/* The first pad bytes are redirected; the kernel runs
-			 * this program again on the rest, which then holds. */
-			if (pad < size) {
-				bpf_msg_apply_bytes(msg, pad);
+		/* The hold starts at a multiple (accel_cut.h): the first pad
+		 * bytes are redirected, and the kernel runs this program again
+		 * on the rest. A message no larger than pad is redirected
+		 * whole. */
+		if (pad && pad < size) {
+			st = accel_cut(msg, sk, st, pad);
+			if (st)
 				size = pad;
-			}
-		} else {
-			int held = accel_hold(st, sk, size);
-
-			if (held >= 0)
-				return held;
+			else
+				pad = 0;
 		}
+		if (!pad && accel_hold(st, sk, size) >= 0)
+			return ACCEL_TO_TCP;
 	}
 
-	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)
-		return accel_pass(msg, sk);
+	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS) {
+		accel_pass(msg, sk);
+		return ACCEL_TO_TCP;
+	}
 
 	/* Into the proxy's socket: counted for a shortcut (accel_shortcut.h);
 	 * what goes to it by TCP the kernel counts. */
@@ -130,6 +138,25 @@ int accel_skmsg(struct sk_msg_md *msg)
 		st->to_proxy += size;
 	accel_count(ACCEL_CNT_MSG_REDIRECTED, 1);
 	accel_count(ACCEL_CNT_BYTES_REDIRECTED, size);
+	return ACCEL_REDIRECTED;
+}
+
+SEC("sk_msg")
+int accel_skmsg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	struct accel_sock_state *st;
+	int rest_of_cut;
+
+	accel_build_variant();
+	if (!sk)
+		return SK_PASS;
+	/* No state yet: the socket was never held nor sent the TCP way, and
+	 * its peer is not accel proxy's. */
+	st = bpf_sk_storage_get(&accel_sk_state, sk, 0, 0);
+	rest_of_cut = accel_cut_rest(msg, st);
+	if (accel_decide(msg, sk, st) == ACCEL_TO_TCP && rest_of_cut)
+		return accel_send_own(msg);
 	return SK_PASS;
 }
 

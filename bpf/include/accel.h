@@ -96,9 +96,19 @@ struct accel_sock_state {
 	 * later bytes (redirected) before earlier ones (still in its TCP
 	 * receive queue). */
 	__u32 tcp_only;
-	/* sockops.c, iter_listeners.c: set on a listening socket recorded in
-	 * accel_listeners; its close takes the record back. */
-	__u32 listener;
+	/* One field, two kinds of socket: a listener never sends, and a
+	 * connected socket is never recorded as a listener. */
+	union {
+		/* sockops.c, iter_listeners.c: set on a listening socket
+		 * recorded in accel_listeners; its close takes the record
+		 * back. */
+		__u32 listener;
+		/* skmsg.c, a connected socket: the size of the rest of a
+		 * message cut to start a hold at a multiple (accel_cut.h),
+		 * while the kernel has yet to run the program on that rest;
+		 * 0 otherwise. */
+		__u32 cut_rest;
+	};
 	/* skmsg.c: the peer held a receive buffer's worth unread, so this
 	 * socket sends the TCP way until that path has drained
 	 * (accel_backpressure.h). */

@@ -110,7 +110,7 @@ static __always_inline void accel_peer_view(struct accel_peer_view *v, __u64 add
  * twice that never fitted half the limit, so a streaming writer went the
  * TCP way from its first message on (fast path), or once it had left a
  * shortcut never came back (0 returns in 8 drains at 256 KiB). So the
- * queue holds at most the limit (and under 64 KiB more: accel_hold_pad), or
+ * queue holds at most the limit (and under 256 KiB more: accel_cut.h), or
  * one message. Order does not depend on it: that is each path's drain
  * condition's. */
 static __always_inline int accel_dest_full(__u32 queued, __u32 size, __u32 limit)
@@ -118,31 +118,6 @@ static __always_inline int accel_dest_full(__u32 queued, __u32 size, __u32 limit
 	if (size > limit)
 		return queued != 0;
 	return queued + size > limit;
-}
-
-/* A hold splits the reader's stream in two queues: the redirected bytes
- * (read first) and the held ones behind them in its TCP receive queue. A
- * read that reaches the end of the first queue stops there, short of its
- * buffer, with bytes still to read. libuv (Node.js) takes a short read for
- * "nothing more" and, when the same poll reports a hang-up (the socket is
- * shut both ways: the reader half-closed, and the writer's FIN arrived
- * behind the held bytes), ends the stream there: the held bytes are lost
- * to it. So a hold starts only once the unread redirected bytes are a
- * multiple of ACCEL_HOLD_ALIGN, libuv's read size: each read of them is
- * then full, down to the last, and the next read goes on to the TCP queue.
- * accel_hold_pad is how many bytes of the message still go the redirect
- * way first (0: hold now). Not when the TCP queue already holds bytes (the
- * split exists), and not past the limit by a whole alignment unit: reads
- * of another size can keep the count off the multiple, and the queue stays
- * bounded. Reads of a size that does not divide it are not protected
- * (docs/kernel-notes.md). */
-#define ACCEL_HOLD_ALIGN 65536
-
-static __always_inline __u32 accel_hold_pad(const struct accel_peer_view *v)
-{
-	if (v->pressure || v->rx_pending || v->queued >= v->limit + ACCEL_HOLD_ALIGN)
-		return 0;
-	return (ACCEL_HOLD_ALIGN - (v->queued & (ACCEL_HOLD_ALIGN - 1))) & (ACCEL_HOLD_ALIGN - 1);
 }
 
 /* Has everything the writer queued to TCP been acknowledged? */

@@ -90,6 +90,7 @@
 #include "accel_common.h"
 #include "accel_maps.h"
 #include "accel_backpressure.h"
+#include "accel_cut.h"
 #include "accel_key.h"
 
 #define ACCEL_RCV_SHUTDOWN 1
@@ -255,16 +256,14 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 		goto detour;
 	if (st->flags & ACCEL_ST_SHORTCUT_ON) {
 		/* The detour reaches the destination by TCP, behind what the
-		 * shortcut queued: the split of a hold (accel_hold_pad). */
+		 * shortcut queued: the split of a hold (accel_cut.h). */
 		if (accel_dest_full(dest.queued, size, dest.limit)) {
 			__u32 pad = accel_hold_pad(&dest);
 
-			if (!pad)
+			if (!pad || (pad < size && !accel_cut(msg, self, st, pad)))
 				goto detour;
-			if (pad < size) {
-				bpf_msg_apply_bytes(msg, pad);
+			if (pad < size)
 				size = pad;
-			}
 		}
 	} else if (dest.rx_pending || accel_dest_full(dest.queued, size, dest.limit / 2) ||
 		   !accel_relay_drained(self, st, sc, &sent)) {

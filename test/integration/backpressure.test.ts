@@ -86,24 +86,42 @@ describe('backpressure on the fast path', () => {
 
   it('delivers every byte to a Node.js reader that half-closed first, when its writer ends while held', async (t) => {
     // The writer is held (its last bytes go the TCP way behind the redirected
-    // ones) and ends before the reader reads. The reader's socket is then shut
-    // both ways: libuv takes a read shorter than its buffer, with a hang-up
-    // reported, for the end of the stream.
+    // ones) and ends while the reader sleeps. The reader's socket is then
+    // shut both ways: libuv takes a read shorter than its buffer, with the
+    // hang-up, for the end of the stream. Writes of 60,000 B end the
+    // redirected bytes off a multiple of the reads, and the held rest is
+    // small enough to pass the reader's first TCP window. Node's own 64 KiB
+    // reads, and accel proxy's 256 KiB ones.
     const cg = testCgroup(t);
     await attachOk(t, cg);
-    // Writes of 60,000 B: the redirected bytes end off a 64 KiB multiple.
-    // The held rest is small enough to pass the reader's first TCP window,
-    // so the writer's FIN arrives while the reader sleeps.
-    for (const [i, rest] of [1000, 5000, 10_000].entries()) {
-      const r = await run(process.execPath, [path.join(FIXTURES, 'node-slow-reader.mjs'), String(DEFAULT_QUEUE_LIMIT + rest), '1000', 'half-close', '60000'], {
+    const transfer = async (size: number, readBuffer: number) => {
+      const r = await run(process.execPath, [path.join(FIXTURES, 'halfclosed-reader.mjs'), String(size), '60000', String(readBuffer)], {
         cgroupProcs: cg.procs,
         allowFailure: true,
         timeoutMs: 90_000,
       });
-      assert.ok(r.exitCode === 0, `run ${i}: ${r.stdout} ${r.stderr}`);
+      assert.ok(r.exitCode === 0, `${size} B, reads of ${readBuffer || 'node'}: ${r.stdout} ${r.stderr}`);
+    };
+    let runs = 0;
+    for (const readBuffer of [0, 256 * 1024]) {
+      for (const rest of [1000, 10_000]) {
+        await transfer(DEFAULT_QUEUE_LIMIT + rest, readBuffer);
+        runs++;
+      }
     }
+    // Each hold started at a multiple of 256 KiB of redirected bytes, and
+    // the rest went the TCP way.
     const c = maps(cg, (m) => m.counters());
-    assert.ok(c.backpressure_engaged >= 3n && c.bytes_held > 0n, `each writer was held (${c.backpressure_engaged} holds, ${c.bytes_held} bytes)`);
+    assert.ok(
+      c.backpressure_engaged >= BigInt(runs) && c.bytes_held > 0n && c.bytes_held === c.bytes_passed,
+      `each writer was held (${c.backpressure_engaged} holds, ${c.bytes_held} bytes held, ${c.bytes_passed} passed)`,
+    );
+    assert.equal(c.bytes_redirected % 262_144n, 0n, `${c.bytes_redirected} bytes redirected`);
+    // A limit that is no multiple of 256 KiB: 60,000 B writes reach it at
+    // 3,960,000 B. A hold at the next multiple of 64 KiB (3,997,696 B) would
+    // end accel proxy's 256 KiB reads with one of 64 KiB, and the end.
+    await attachOk(t, cg, ['--queue-limit', '4000000']);
+    await transfer(3_997_696 + 10_000, 256 * 1024);
   });
 
   it('holds a writer back with the SK_SKB stream verdict attached too', async (t) => {

@@ -10,6 +10,7 @@ import type { TestContext } from 'node:test';
 import { attachmentPinDir } from '../../src/paths.js';
 import { run, spawn } from '../../src/proc/run.js';
 import { withMaps } from '../../src/fastpath/pins.js';
+import { DEFAULT_QUEUE_LIMIT } from '../../src/fastpath/objects.js';
 import { type SelfTestRecord, saveSelftestRecord } from '../../src/attachment/selftest-record.js';
 import { BPFFS, MB, stopProcess, waitFor } from '../helpers/env.js';
 import { SHORTCUT_LAYOUT_VARIANT, variantBuild } from '../helpers/builds.js';
@@ -195,6 +196,19 @@ describe('shortcut for a local upstream', { timeout: 600_000 }, () => {
     assert.equal(r.heldBack, true, `the writer was held back (${JSON.stringify(r)})`);
     assert.ok((r.taken as number) < 96 * MB, `the kernel took ${r.taken} B while nobody read`);
     assert.equal(b.fastCounters().shortcut_directions, 2n);
+  });
+
+  it('delivers every byte to a Node.js reader that half-closed first, when its writer ends on the detour', async (t) => {
+    // The detour reaches the reader by TCP behind what the shortcut queued,
+    // with the end behind it: a split a Node.js reader shut both ways must
+    // read across (kernel-notes: a hold's short read).
+    const b = await localBench(t);
+    for (const rest of [1000, 10_000]) {
+      const r = await cases(b, ['halfclosed', 'server', String(DEFAULT_QUEUE_LIMIT + rest)]);
+      assert.ok(r.ok, `${rest} B over the limit: ${JSON.stringify(r)}`);
+    }
+    const f = b.fastCounters();
+    assert.ok(f.shortcut_bytes > BigInt(DEFAULT_QUEUE_LIMIT) && f.shortcut_bytes_detoured > 0n, `${f.shortcut_bytes} B by the shortcut, ${f.shortcut_bytes_detoured} B detoured`);
   });
 
   it('when the proxy is killed after the shortcut, each side reads what was sent, then its end, and a later write is reset', async (t) => {

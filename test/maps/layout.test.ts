@@ -40,10 +40,20 @@ async function btfTypes(object: string): Promise<BtfType[]> {
   return (JSON.parse(r.stdout) as { types: BtfType[] }).types;
 }
 
+/** Byte offset of each member; an anonymous union's members (bpftool names
+ * the union "(anon)") count as the struct's own, at the union's offset. */
+function memberOffsets(types: BtfType[], t: BtfType, base = 0): [string, number][] {
+  return (t.members ?? []).flatMap((m): [string, number][] => {
+    const at = base + m.bits_offset / 8;
+    const inner = m.name === '(anon)' || m.name === '' ? types.find((x) => x.id === m.type_id && x.kind === 'UNION') : undefined;
+    return inner ? memberOffsets(types, inner, at) : [[m.name, at]];
+  });
+}
+
 function layoutOf(types: BtfType[], name: string) {
   const t = types.find((x) => x.kind === 'STRUCT' && x.name === name);
   assert.ok(t, `struct ${name} is in the BTF of ${LAYOUT_OBJECT} (an anchor in bpf/layout.c)`);
-  return { size: t.size, fields: Object.fromEntries((t.members ?? []).map((m) => [m.name, m.bits_offset / 8])) };
+  return { size: t.size, fields: Object.fromEntries(memberOffsets(types, t)) };
 }
 
 function expectLayout(types: BtfType[], cName: string, mirror: StructLayout) {

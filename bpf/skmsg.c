@@ -73,6 +73,7 @@ static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *
 	struct accel_member *member;
 	struct accel_sock_key peer;
 	__u32 size = msg->size;
+	__u32 pad = 0;
 
 	if (!cfg || !cfg->redirect_enabled) {
 		accel_pass(msg, sk);
@@ -110,19 +111,9 @@ static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
 	} else if (peer_view.valid &&
 		   (peer_view.pressure || accel_dest_full(peer_view.queued, size, peer_view.limit))) {
-		__u32 pad = accel_hold_pad(&peer_view);
-
-		/* The hold starts at a multiple (accel_cut.h): the first pad
-		 * bytes are redirected, and the kernel runs this program again
-		 * on the rest. A message no larger than pad is redirected
-		 * whole. */
-		if (pad && pad < size) {
-			st = accel_cut(msg, sk, st, pad);
-			if (st)
-				size = pad;
-			else
-				pad = 0;
-		}
+		/* The hold starts at a multiple (accel_cut.h): until then the
+		 * message, or its first pad bytes, is redirected below. */
+		pad = accel_hold_pad(&peer_view);
 		if (!pad && accel_hold(st, sk, size) >= 0)
 			return ACCEL_TO_TCP;
 	}
@@ -130,6 +121,12 @@ static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS) {
 		accel_pass(msg, sk);
 		return ACCEL_TO_TCP;
+	}
+	/* The kernel runs this program again on the rest. */
+	if (pad && pad < size) {
+		st = accel_cut(msg, sk, st, pad);
+		if (st)
+			size = pad;
 	}
 
 	/* Into the proxy's socket: counted for a shortcut (accel_shortcut.h);

@@ -103,11 +103,10 @@ struct accel_sock_state {
 		 * recorded in accel_listeners; its close takes the record
 		 * back. */
 		__u32 listener;
-		/* skmsg.c, a connected socket: the size of the rest of a
-		 * message cut to start a hold at a multiple (accel_cut.h),
-		 * while the kernel has yet to run the program on that rest;
-		 * 0 otherwise. */
-		__u32 cut_rest;
+		/* skmsg.c, a connected socket: the size of a message cut to
+		 * start a hold at a multiple (accel_cut.h), until the program
+		 * runs on its rest; 0 otherwise. */
+		__u32 cut_size;
 	};
 	/* skmsg.c: the peer held a receive buffer's worth unread, so this
 	 * socket sends the TCP way until that path has drained

@@ -18,15 +18,21 @@
  * bytes are redirected (bpf_msg_apply_bytes), and the kernel runs the
  * program again on the rest within the same sendmsg. That run starts from
  * the message as the first left it: its redirect target and byte count
- * are still set, so a plain SK_PASS would redirect the rest as well, to a
- * socket the kernel may have released since, and the byte count would cut
- * it again. So the rest resets the count (accel_cut_rest) and, when it
- * goes the TCP way, is redirected into the socket's own send path
- * (accel_send_own), which is what SK_PASS does for a message nothing
- * redirected. The cut is recognised by the size of its rest (cut_rest):
- * another thread's send of the same socket can run while the kernel has
- * dropped the socket's lock to deliver the first part, and must not take
- * the mark unless it is that size, when sending it the TCP way is as safe.
+ * are still set, and the kernel turns an SK_PASS into a redirect whenever
+ * a target is set (sk_psock_msg_verdict), so a plain SK_PASS would send the
+ * rest to the first part's target as well, a socket whose reference the
+ * kernel has dropped since, and the byte count would cut it again. So the
+ * rest resets the count (accel_cut_rest) and, when it goes the TCP way, is
+ * redirected into the socket's own send path (accel_send_own), which is
+ * what SK_PASS does for a message nothing redirected. The rest is known by
+ * its size: smaller than the cut message (cut_size), which it is also when
+ * the kernel delivered only part of the first bytes (under memory
+ * pressure). A later message taken for a rest by mistake (the first part's
+ * delivery failed, so no rest came) is sent as it would have been. Left
+ * open: a second thread sending on the same socket while the kernel has
+ * dropped the socket's lock to deliver the first part can take the mark
+ * first; the rest then goes by a plain SK_PASS to the first part's target,
+ * still in order.
  */
 #ifndef ACCEL_CUT_H
 #define ACCEL_CUT_H
@@ -53,10 +59,10 @@ static __always_inline __u32 accel_hold_pad(const struct accel_peer_view *v)
 	return (ACCEL_HOLD_ALIGN - (v->queued & (ACCEL_HOLD_ALIGN - 1))) & (ACCEL_HOLD_ALIGN - 1);
 }
 
-/* Cut the message after its first pad bytes (pad < its size): the redirect
- * the caller returns covers them only. The socket's state, made if need
- * be, or NULL: then there is no cut, and the caller holds the whole
- * message. */
+/* After a redirect of the whole message succeeded: cut it after its first
+ * pad bytes (pad < its size), so that the redirect covers them only. The
+ * socket's state, made if need be, or NULL: then there is no cut, and the
+ * whole message goes. */
 static __always_inline struct accel_sock_state *accel_cut(struct sk_msg_md *msg, struct bpf_sock *sk,
 							  struct accel_sock_state *st, __u32 pad)
 {
@@ -65,7 +71,7 @@ static __always_inline struct accel_sock_state *accel_cut(struct sk_msg_md *msg,
 	if (!st)
 		return NULL;
 	bpf_msg_apply_bytes(msg, pad);
-	st->cut_rest = msg->size - pad;
+	st->cut_size = msg->size;
 	return st;
 }
 
@@ -73,22 +79,31 @@ static __always_inline struct accel_sock_state *accel_cut(struct sk_msg_md *msg,
  * the caller redirects it, into its peer or accel_send_own. */
 static __always_inline int accel_cut_rest(struct sk_msg_md *msg, struct accel_sock_state *st)
 {
-	if (!st || !st->cut_rest || st->cut_rest != msg->size)
+	if (!st || !st->cut_size || msg->size >= st->cut_size)
 		return 0;
-	st->cut_rest = 0;
+	st->cut_size = 0;
 	bpf_msg_apply_bytes(msg, 0);
 	return 1;
 }
 
 /* The TCP way for the rest of a cut message: into the socket's own send
- * path (egress, flags 0). The lookup fails only for a socket leaving the
- * map (detach), where SK_PASS is all there is. */
+ * path (egress, flags 0). Its lookup fails only for a socket leaving the
+ * map (detach): then into its peer's receive queue, in order though not
+ * held, if the peer is still in the map; failing both, SK_PASS is all
+ * there is. */
 static __always_inline int accel_send_own(struct sk_msg_md *msg)
 {
-	struct accel_sock_key self;
+	__u64 netns = bpf_get_netns_cookie(msg);
+	struct accel_sock_key self, peer;
+	/* Both read before either is used: the verifier refuses the context
+	 * reads the compiler shares between two branches. */
+	int no_self = ACCEL_KEY_FROM_CTX(msg, &self, 0, netns);
+	int no_peer = ACCEL_KEY_FROM_CTX(msg, &peer, 1, netns);
 
-	if (!ACCEL_KEY_FROM_CTX(msg, &self, 0, bpf_get_netns_cookie(msg)))
-		bpf_msg_redirect_hash(msg, &accel_sock_hash, &self, 0);
+	if (!no_self && bpf_msg_redirect_hash(msg, &accel_sock_hash, &self, 0) == SK_PASS)
+		return SK_PASS;
+	if (!no_peer)
+		bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS);
 	return SK_PASS;
 }
 

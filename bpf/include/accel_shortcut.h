@@ -243,6 +243,8 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	/* Bytes this socket sent through the proxy, when it takes the shortcut
 	 * (again) now. */
 	__u32 sent = 0;
+	/* What may go before the detour starts at a multiple (accel_cut.h). */
+	__u32 pad = 0;
 
 	if (ACCEL_KEY_FROM_CTX(msg, &key, 0, bpf_get_netns_cookie(msg)))
 		goto detour;
@@ -258,12 +260,9 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 		/* The detour reaches the destination by TCP, behind what the
 		 * shortcut queued: the split of a hold (accel_cut.h). */
 		if (accel_dest_full(dest.queued, size, dest.limit)) {
-			__u32 pad = accel_hold_pad(&dest);
-
-			if (!pad || (pad < size && !accel_cut(msg, self, st, pad)))
+			pad = accel_hold_pad(&dest);
+			if (!pad)
 				goto detour;
-			if (pad < size)
-				size = pad;
 		}
 	} else if (dest.rx_pending || accel_dest_full(dest.queued, size, dest.limit / 2) ||
 		   !accel_relay_drained(self, st, sc, &sent)) {
@@ -272,6 +271,9 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	__builtin_memcpy(&key, &sc->dest, sizeof(key));
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
 		goto detour;
+	/* The first pad bytes only; the rest detours. */
+	if (pad && pad < size && accel_cut(msg, self, st, pad))
+		size = pad;
 	return accel_shortcut_taken(st, sc, size, sent);
 detour:
 	return accel_shortcut_detoured(st, size);

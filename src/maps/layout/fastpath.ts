@@ -43,9 +43,9 @@ export const SockStateLayout = {
   size: 32,
   fields: {
     tcp_only: { offset: 0, size: 4 },
-    // A union: listener on a listening socket, cut_rest on a connected one.
+    // A union: listener on a listening socket, cut_size on a connected one.
     listener: { offset: 4, size: 4 },
-    cut_rest: { offset: 4, size: 4 },
+    cut_size: { offset: 4, size: 4 },
     held: { offset: 8, size: 4 },
     flags: { offset: 12, size: 4 },
     to_proxy: { offset: 16, size: 8 },

@@ -14,11 +14,17 @@
 #include "accel_cut.h"
 #include "accel_shortcut.h"
 
+/* What accel_decide (and each helper whose result it returns) did with the
+ * message: left it to TCP (SK_PASS with no redirect of this run), or
+ * redirected it. */
+#define ACCEL_TO_TCP 0
+#define ACCEL_REDIRECTED 1
+
 static __always_inline int accel_passed(__u32 size)
 {
 	accel_count(ACCEL_CNT_MSG_PASSED, 1);
 	accel_count(ACCEL_CNT_BYTES_PASSED, size);
-	return SK_PASS;
+	return ACCEL_TO_TCP;
 }
 
 /* For good: nothing of this socket is redirected any more. */
@@ -61,11 +67,6 @@ static __always_inline int accel_hold(struct accel_sock_state *st, struct bpf_so
 	return accel_passed(size);
 }
 
-/* What accel_decide did with the message: left it to TCP (SK_PASS with no
- * redirect of this run), or redirected it. */
-#define ACCEL_TO_TCP 0
-#define ACCEL_REDIRECTED 1
-
 static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *sk, struct accel_sock_state *st)
 {
 	struct accel_config *cfg = accel_get_config();
@@ -75,38 +76,28 @@ static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *
 	__u32 size = msg->size;
 	__u32 pad = 0;
 
-	if (!cfg || !cfg->redirect_enabled) {
-		accel_pass(msg, sk);
-		return ACCEL_TO_TCP;
-	}
-	if (st && st->tcp_only) {
-		accel_passed(size);
-		return ACCEL_TO_TCP;
-	}
+	if (!cfg || !cfg->redirect_enabled)
+		return accel_pass(msg, sk);
+	if (st && st->tcp_only)
+		return accel_passed(size);
 	/* Its peer is accel proxy's: by a shortcut if it has one and may take
 	 * it now, else (counted) on to the proxy as below. */
 	if (st && (st->flags & ACCEL_ST_PROXY_FACING) && accel_shortcut_send(msg, sk, st, cfg))
 		return ACCEL_REDIRECTED;
 
-	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg))) {
-		accel_pass(msg, sk);
-		return ACCEL_TO_TCP;
-	}
+	if (ACCEL_KEY_FROM_CTX(msg, &peer, 1, bpf_get_netns_cookie(msg)))
+		return accel_pass(msg, sk);
 	member = bpf_map_lookup_elem(&accel_members, &peer);
-	if (!member) {
-		accel_pass(msg, sk);
-		return ACCEL_TO_TCP;
-	}
+	if (!member)
+		return accel_pass(msg, sk);
 
 	accel_peer_view(&peer_view, member->sk, member->cookie, cfg->queue_limit);
 	if (st && st->held) {
 		/* Back to the redirect only once the TCP path of this direction
 		 * has drained, with half the peer's buffer free. */
 		if (!peer_view.valid || peer_view.pressure || peer_view.rx_pending || !accel_tcp_tx_done(sk) ||
-		    accel_dest_full(peer_view.queued, size, peer_view.limit / 2)) {
-			accel_hold(st, sk, size);
-			return ACCEL_TO_TCP;
-		}
+		    accel_dest_full(peer_view.queued, size, peer_view.limit / 2))
+			return accel_hold(st, sk, size);
 		st->held = 0;
 		accel_count(ACCEL_CNT_BACKPRESSURE_OFF, 1);
 	} else if (peer_view.valid &&
@@ -118,16 +109,10 @@ static __always_inline int accel_decide(struct sk_msg_md *msg, struct bpf_sock *
 			return ACCEL_TO_TCP;
 	}
 
-	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS) {
-		accel_pass(msg, sk);
-		return ACCEL_TO_TCP;
-	}
-	/* The kernel runs this program again on the rest. */
-	if (pad && pad < size) {
-		st = accel_cut(msg, sk, st, pad);
-		if (st)
-			size = pad;
-	}
+	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &peer, BPF_F_INGRESS) != SK_PASS)
+		return accel_pass(msg, sk);
+	/* The kernel runs this program again on what the redirect leaves. */
+	size = accel_cut(msg, sk, st, pad);
 
 	/* Into the proxy's socket: counted for a shortcut (accel_shortcut.h);
 	 * what goes to it by TCP the kernel counts. */

@@ -60,19 +60,23 @@ static __always_inline __u32 accel_hold_pad(const struct accel_peer_view *v)
 }
 
 /* After a redirect of the whole message succeeded: cut it after its first
- * pad bytes (pad < its size), so that the redirect covers them only. The
- * socket's state, made if need be, or NULL: then there is no cut, and the
- * whole message goes. */
-static __always_inline struct accel_sock_state *accel_cut(struct sk_msg_md *msg, struct bpf_sock *sk,
-							  struct accel_sock_state *st, __u32 pad)
+ * pad bytes when pad is smaller than the message, so that the redirect
+ * covers them only. Returns what the redirect covers: pad, or the whole
+ * message (no pad, or no socket state to mark the cut in). */
+static __always_inline __u32 accel_cut(struct sk_msg_md *msg, struct bpf_sock *sk, struct accel_sock_state *st,
+				       __u32 pad)
 {
+	__u32 size = msg->size;
+
+	if (!pad || pad >= size)
+		return size;
 	if (!st)
 		st = bpf_sk_storage_get(&accel_sk_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
-		return NULL;
+		return size;
 	bpf_msg_apply_bytes(msg, pad);
-	st->cut_size = msg->size;
-	return st;
+	st->cut_size = size;
+	return pad;
 }
 
 /* Is this run the rest of a cut message? Then its byte count is reset, and

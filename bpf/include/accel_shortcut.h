@@ -272,8 +272,7 @@ static __always_inline int accel_shortcut_send(struct sk_msg_md *msg, struct bpf
 	if (bpf_msg_redirect_hash(msg, &accel_sock_hash, &key, BPF_F_INGRESS) != SK_PASS)
 		goto detour;
 	/* The first pad bytes only; the rest detours. */
-	if (pad && pad < size && accel_cut(msg, self, st, pad))
-		size = pad;
+	size = accel_cut(msg, self, st, pad);
 	return accel_shortcut_taken(st, sc, size, sent);
 detour:
 	return accel_shortcut_detoured(st, size);
